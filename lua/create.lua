@@ -1,0 +1,70 @@
+-- create.lua: create a session, or return the existing one (get_or_create).
+--
+-- KEYS[1]  session hash
+-- KEYS[2]  user index (hash: session suffix -> 1)
+-- ARGV[1]  op id (5 chars; repeated on a client retry)
+-- ARGV[2]  mode: "create" (fail if it exists) or "get" (return the existing session)
+-- ARGV[3]  ttl in ms for this session, "0" to use ARGV[4]
+-- ARGV[4]  default ttl in ms
+-- ARGV[5]  session suffix (field of the user index)
+-- ARGV[6]  initial state
+-- ARGV[7]  priority (integer; "0" is not stored)
+-- ARGV[8]  number of field/value pairs that follow (data and metadata, already encoded)
+-- ARGV[9..] field, value, field, value, ...
+--
+-- Returns {1, hgetall} when created (also on a retry of the call that created it),
+--         {0, hgetall} when it existed and mode is "get",
+--         {-1}         when it existed and mode is "create".
+-- Times are milliseconds since the epoch, taken from the server clock.
+
+local key = KEYS[1]
+local opid = ARGV[1]
+
+if redis.call('EXISTS', key) == 1 then
+  local ops = redis.call('HGET', key, 'o') or ''
+  for i = 1, #ops, 5 do
+    if string.sub(ops, i, i + 4) == opid then
+      return {1, redis.call('HGETALL', key)}
+    end
+  end
+  if ARGV[2] == 'create' then
+    return {-1}
+  end
+  return {0, redis.call('HGETALL', key)}
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+local fields = {'v', '1', 's', ARGV[6], 'm', '0', 'o', opid}
+if ttl > 0 then
+  fields[#fields + 1] = 't'
+  fields[#fields + 1] = ARGV[3]
+else
+  ttl = tonumber(ARGV[4])
+end
+local nows = string.format('%d', now)
+local exp = now + ttl
+local exps = string.format('%d', exp)
+for _, name in ipairs({'c', 'u', 'a'}) do
+  fields[#fields + 1] = name
+  fields[#fields + 1] = nows
+end
+fields[#fields + 1] = 'e'
+fields[#fields + 1] = exps
+if ARGV[7] ~= '0' then
+  fields[#fields + 1] = 'p'
+  fields[#fields + 1] = ARGV[7]
+end
+local npairs = tonumber(ARGV[8])
+for i = 9, 8 + 2 * npairs do
+  fields[#fields + 1] = ARGV[i]
+end
+redis.call('HSET', key, unpack(fields))
+redis.call('PEXPIREAT', key, exps)
+
+redis.call('HSET', KEYS[2], ARGV[5], '1')
+if redis.call('PEXPIRETIME', KEYS[2]) < exp then
+  redis.call('PEXPIREAT', KEYS[2], exps)
+end
+return {1, redis.call('HGETALL', key)}

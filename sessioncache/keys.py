@@ -1,0 +1,172 @@
+"""The key schema: the only module that builds Redis key names.
+
+Layout (namespace ``sc`` by default; ``<u>`` is the encoded user id and doubles as the hash tag,
+so every key of one user's sessions lives in one cluster slot)::
+
+    sc:s:{<u>}:<platform>:<chat>[:<thread>]   session hash
+    sc:u:{<u>}                                 index of the user's sessions (hash: suffix -> 1)
+
+User-supplied parts are percent-encoded, so none of them can contain ``:``, ``{``, ``}``, a glob
+character or whitespace: distinct identities never share a key and no input can pick a slot.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from .errors import ValidationError
+
+MAX_ID_LENGTH = 256
+"""Longest accepted chat, user or thread id, in characters before encoding."""
+
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_PLATFORM_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
+_ENCODED_RE = re.compile(r"^(?:[A-Za-z0-9_.\-~@]|%[0-9A-F]{2})+$")
+_SAFE = "@"  # besides quote()'s always-safe letters, digits and "_.-~"
+
+
+def normalize_id(value: object, what: str) -> str:
+    """Validate one user-supplied id (str or int) and return it as text."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValidationError(f"{what} must be a str or an int, not {type(value).__name__}")
+    text = str(value)
+    if not text:
+        raise ValidationError(f"{what} must not be empty")
+    if len(text) > MAX_ID_LENGTH:
+        raise ValidationError(f"{what} is {len(text)} characters long; the limit is {MAX_ID_LENGTH}")
+    try:
+        text.encode("utf-8", errors="strict")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"{what} is not valid Unicode text") from exc
+    return text
+
+
+def _decode_part(encoded: str, what: str) -> str:
+    if not _ENCODED_RE.match(encoded):
+        raise ValidationError(f"malformed {what} in session id: {encoded[:80]!r}")
+    text = unquote(encoded, errors="strict")
+    if quote(text, safe=_SAFE) != encoded or len(text) > MAX_ID_LENGTH:
+        raise ValidationError(f"non-canonical {what} in session id: {encoded[:80]!r}")
+    return text
+
+
+def check_platform(name: object) -> str:
+    """Validate a platform name (enum value or custom name)."""
+    text = str(name.value) if hasattr(name, "value") else name
+    if not isinstance(text, str) or not _PLATFORM_RE.match(text):
+        raise ValidationError(
+            f"platform must match {_PLATFORM_RE.pattern} (lowercase letters, digits, '_' and '-', "
+            f"at most 32 characters); got {str(name)[:80]!r}"
+        )
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a session belongs to; normalised (ids as str) and validated."""
+
+    platform: str
+    chat_id: str
+    user_id: str
+    thread_id: str | None = None
+
+    @property
+    def user_tag(self) -> str:
+        return quote(self.user_id, safe=_SAFE)
+
+    @property
+    def suffix(self) -> str:
+        """The session's name inside its user's index: ``<platform>:<chat>[:<thread>]``."""
+        parts = [self.platform, quote(self.chat_id, safe=_SAFE)]
+        if self.thread_id is not None:
+            parts.append(quote(self.thread_id, safe=_SAFE))
+        return ":".join(parts)
+
+    @property
+    def session_id(self) -> str:
+        """Public id: ``<platform>:<chat>:<user>[:<thread>]``, each part percent-encoded."""
+        parts = [self.platform, quote(self.chat_id, safe=_SAFE), self.user_tag]
+        if self.thread_id is not None:
+            parts.append(quote(self.thread_id, safe=_SAFE))
+        return ":".join(parts)
+
+
+def make_identity(
+    platform: object, chat_id: object, user_id: object, thread_id: object = None
+) -> Identity:
+    """Validate and normalise the four parts of a session's identity."""
+    plat = check_platform(platform)
+    chat = normalize_id(chat_id, "chat_id")
+    user = normalize_id(user_id, "user_id")
+    thread = None if thread_id is None else normalize_id(thread_id, "thread_id")
+    return Identity(plat, chat, user, thread)
+
+
+def parse_session_id(session_id: object) -> Identity:
+    """Turn a public session id back into its identity; anything malformed is refused."""
+    if not isinstance(session_id, str):
+        raise ValidationError(f"session_id must be a str, not {type(session_id).__name__}")
+    if len(session_id) > 4 * 3 * MAX_ID_LENGTH:
+        raise ValidationError("session_id is too long")
+    return _parse_session_id(session_id)
+
+
+@lru_cache(maxsize=65536)
+def _parse_session_id(session_id: str) -> Identity:
+    # Cached: the hot path (get, update, touch) parses the same few ids over and over.
+    parts = session_id.split(":")
+    if len(parts) not in (3, 4):
+        raise ValidationError(
+            f"session_id must look like 'platform:chat:user[:thread]'; got {session_id[:80]!r}"
+        )
+    plat = check_platform(parts[0])
+    chat = _decode_part(parts[1], "chat_id")
+    user = _decode_part(parts[2], "user_id")
+    thread = _decode_part(parts[3], "thread_id") if len(parts) == 4 else None
+    return Identity(plat, chat, user, thread)
+
+
+class KeySchema:
+    """Builds every key under one namespace."""
+
+    __slots__ = ("_prefix", "namespace")
+
+    def __init__(self, namespace: str = "sc") -> None:
+        if not isinstance(namespace, str) or not _NAMESPACE_RE.match(namespace):
+            raise ValidationError(
+                "namespace must be 1-64 characters of letters, digits, '_', '.' or '-'; "
+                f"got {namespace!r}"
+            )
+        self.namespace = namespace
+        self._prefix = namespace + ":"
+
+    def session(self, ident: Identity) -> str:
+        return f"{self._prefix}s:{{{ident.user_tag}}}:{ident.suffix}"
+
+    def user_index(self, user_tag: str) -> str:
+        return f"{self._prefix}u:{{{user_tag}}}"
+
+    def session_in_index(self, user_tag: str, suffix: str) -> str:
+        """The session key for one entry of a user index (entries were written by us)."""
+        return f"{self._prefix}s:{{{user_tag}}}:{suffix}"
+
+    def session_pattern(self) -> str:
+        """SCAN pattern matching every session hash of this namespace."""
+        return f"{self._prefix}s:*"
+
+    def all_pattern(self) -> str:
+        """SCAN pattern matching every key of this namespace."""
+        return f"{self._prefix}*"
+
+    def session_id_of_key(self, key: str) -> str:
+        """Inverse of session(): the public id of a session hash key."""
+        head = f"{self._prefix}s:{{"
+        if not key.startswith(head):
+            raise ValidationError(f"{key!r} is not a session key of namespace {self.namespace!r}")
+        tag, _, suffix = key[len(head) :].partition("}:")
+        platform, _, rest = suffix.partition(":")
+        chat, _, thread = rest.partition(":")
+        return ":".join([platform, chat, tag] + ([thread] if thread else []))

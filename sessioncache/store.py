@@ -1,0 +1,429 @@
+"""SessionStore: the core operations, each one round trip and each mutation one Lua script."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from base64 import urlsafe_b64encode
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from .backends import RedisSettings, connect, is_cluster
+from .codec import DEFAULT_LIMITS, Limits, data_field, decode_value, encode_mapping, metadata_field
+from .errors import (
+    BackendUnavailable,
+    SessionExists,
+    SessionNotFound,
+    ValidationError,
+    VersionConflict,
+)
+from .keys import Identity, KeySchema, make_identity, parse_session_id
+from .models import Session, SessionState, session_from_hash
+from .scripts import ScriptRegistry
+
+DEFAULT_TTL = 7 * 24 * 3600.0
+"""Seconds a session lives after its last activity unless configured otherwise."""
+
+# Hash fields beyond data and metadata: v s c u a e m p t o.
+_CORE_FIELDS = 10
+_MISSING: Any = object()
+
+
+def new_op_id() -> str:
+    """Five random characters naming one call, so a retried script can tell it already ran."""
+    return urlsafe_b64encode(os.urandom(6)).decode()[:5]
+
+
+def _ttl_ms(ttl: float | None, what: str = "ttl") -> int:
+    if ttl is None:
+        return 0
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= 10 * 365 * 86400:
+        raise ValidationError(f"{what} must be a number of seconds in (0, 10 years], got {ttl!r}")
+    return max(1, round(ttl * 1000))
+
+
+def _check_version(expected_version: int | None) -> str:
+    if expected_version is None:
+        return ""
+    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+        raise ValidationError(f"expected_version must be an int, got {expected_version!r}")
+    return str(expected_version)
+
+
+def _check_priority(priority: int | None) -> str:
+    if priority is None:
+        return ""
+    if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
+        raise ValidationError(f"priority must be an int in [-1000, 1000], got {priority!r}")
+    return str(priority)
+
+
+class SessionStore:
+    """Shared session storage over one Redis (standalone, cluster or in-memory)."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        namespace: str = "sc",
+        default_ttl: float = DEFAULT_TTL,
+        limits: Limits = DEFAULT_LIMITS,
+        owns_client: bool = True,
+    ) -> None:
+        self.client = client
+        self.keys = KeySchema(namespace)
+        self.limits = limits
+        self.default_ttl = default_ttl
+        self._default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))
+        self._max_hash_fields = str(limits.max_fields + _CORE_FIELDS)
+        self.scripts = ScriptRegistry()
+        self._owns_client = owns_client
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str = "memory://default",
+        *,
+        namespace: str = "sc",
+        default_ttl: float = DEFAULT_TTL,
+        limits: Limits = DEFAULT_LIMITS,
+        **options: Any,
+    ) -> SessionStore:
+        """Connect by URL, check the server answers, and load every script."""
+        settings = RedisSettings.from_options(url, **options)
+        store = cls(connect(settings), namespace=namespace, default_ttl=default_ttl, limits=limits)
+        try:
+            await store.client.ping()
+            await store.scripts.load(store.client)
+        except RedisError as exc:
+            await store.close()
+            raise BackendUnavailable(f"cannot use Redis at {_redact(url)}: {exc}") from exc
+        return store
+
+    @property
+    def is_cluster(self) -> bool:
+        return is_cluster(self.client)
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    # -- identity -------------------------------------------------------------------------
+
+    @staticmethod
+    def identity(
+        platform: object, chat_id: object, user_id: object, thread_id: object = None
+    ) -> Identity:
+        return make_identity(platform, chat_id, user_id, thread_id)
+
+    def _located(self, session_id: str) -> tuple[Identity, str, str]:
+        ident = parse_session_id(session_id)
+        return ident, self.keys.session(ident), self.keys.user_index(ident.user_tag)
+
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(self.client, keys, args)
+        except ResponseError as exc:
+            raise BackendUnavailable(f"script {script.name} failed: {exc}") from exc
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during {script.name}: {exc}") from exc
+
+    # -- create / read --------------------------------------------------------------------
+
+    def _create_args(
+        self,
+        ident: Identity,
+        mode: str,
+        data: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any] | None,
+        state: str,
+        priority: int,
+        ttl: float | None,
+    ) -> tuple[list[str], list[Any]]:
+        pairs = encode_mapping(data, data_field, self.limits, "data")
+        pairs += encode_mapping(metadata, metadata_field, self.limits, "metadata")
+        if len(pairs) // 2 > self.limits.max_fields:
+            raise ValidationError(
+                f"data and metadata hold {len(pairs) // 2} fields; "
+                f"a session holds at most {self.limits.max_fields}"
+            )
+        state_name = state.value if isinstance(state, SessionState) else state
+        if not isinstance(state_name, str) or not state_name or len(state_name) > 64:
+            raise ValidationError(f"state must be a non-empty str of at most 64 chars: {state!r}")
+        keys = [self.keys.session(ident), self.keys.user_index(ident.user_tag)]
+        args = [
+            new_op_id(),
+            mode,
+            str(_ttl_ms(ttl)),
+            self._default_ttl_ms,
+            ident.suffix,
+            state_name,
+            _check_priority(priority) or "0",
+            str(len(pairs) // 2),
+            *pairs,
+        ]
+        return keys, args
+
+    async def create(
+        self,
+        platform: object,
+        chat_id: object,
+        user_id: object,
+        thread_id: object = None,
+        *,
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        state: str = SessionState.NEW,
+        priority: int = 0,
+        ttl: float | None = None,
+    ) -> Session:
+        """Create a session; SessionExists if this identity already has one."""
+        ident = self.identity(platform, chat_id, user_id, thread_id)
+        keys, args = self._create_args(ident, "create", data, metadata, state, priority, ttl)
+        reply = await self._run(self.scripts.create, keys, args)
+        if reply[0] == -1:
+            raise SessionExists(ident.session_id)
+        return session_from_hash(ident, keys[0], reply[1])
+
+    async def get_or_create(
+        self,
+        platform: object,
+        chat_id: object,
+        user_id: object,
+        thread_id: object = None,
+        *,
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        state: str = SessionState.NEW,
+        priority: int = 0,
+        ttl: float | None = None,
+    ) -> Session:
+        """The identity's session, created with the given contents if it does not exist.
+
+        Two processes racing on the same identity end with one session: the key is
+        deterministic and the script checks and creates in one atomic step.
+        """
+        ident = self.identity(platform, chat_id, user_id, thread_id)
+        keys, args = self._create_args(ident, "get", data, metadata, state, priority, ttl)
+        reply = await self._run(self.scripts.create, keys, args)
+        return session_from_hash(ident, keys[0], reply[1])
+
+    async def get(self, session_id: str) -> Session:
+        """The session, or SessionNotFound."""
+        ident = parse_session_id(session_id)
+        key = self.keys.session(ident)
+        try:
+            flat = await self.client.hgetall(key)
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during get: {exc}") from exc
+        if not flat:
+            raise SessionNotFound(session_id)
+        return session_from_hash(ident, key, flat)
+
+    async def find(
+        self, platform: object, chat_id: object, user_id: object, thread_id: object = None
+    ) -> Session | None:
+        """The session of an identity, or None."""
+        ident = self.identity(platform, chat_id, user_id, thread_id)
+        return await self.find_by_id(ident.session_id)
+
+    async def find_by_id(self, session_id: str) -> Session | None:
+        """The session, or None if it does not exist."""
+        try:
+            return await self.get(session_id)
+        except SessionNotFound:
+            return None
+
+    async def exists(self, session_id: str) -> bool:
+        _, key, _ = self._located(session_id)
+        try:
+            return bool(await self.client.exists(key))
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during exists: {exc}") from exc
+
+    # -- update ---------------------------------------------------------------------------
+
+    async def _update(
+        self,
+        session_id: str,
+        reply_mode: str,
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        delete: Iterable[str] = (),
+        delete_metadata: Iterable[str] = (),
+        priority: int | None = None,
+        expected_version: int | None = None,
+    ) -> tuple[Identity, str, Any]:
+        ident, key, index = self._located(session_id)
+        pairs = encode_mapping(data, data_field, self.limits, "data")
+        pairs += encode_mapping(metadata, metadata_field, self.limits, "metadata")
+        if isinstance(delete, str) or isinstance(delete_metadata, str):
+            raise ValidationError("delete and delete_metadata take a list of names, not a str")
+        dels = [data_field(name, self.limits) for name in delete]
+        dels += [metadata_field(name, self.limits) for name in delete_metadata]
+        if len(pairs) // 2 + len(dels) > self.limits.max_fields:
+            raise ValidationError(f"one update may touch at most {self.limits.max_fields} fields")
+        args = [
+            new_op_id(),
+            _check_version(expected_version),
+            reply_mode,
+            self._default_ttl_ms,
+            _check_priority(priority),
+            self._max_hash_fields,
+            str(len(pairs) // 2),
+            *pairs,
+            *dels,
+        ]
+        reply = await self._run(self.scripts.update, [key, index], args)
+        status = reply[0]
+        if status == -1:
+            raise SessionNotFound(session_id)
+        if status == -2:
+            raise VersionConflict(session_id, int(expected_version or 0), int(reply[1]))
+        if status == -3:
+            raise ValidationError(
+                f"session {session_id!r} would hold {int(reply[1]) - _CORE_FIELDS} fields; "
+                f"the limit is {self.limits.max_fields}"
+            )
+        return ident, key, reply[1]
+
+    async def update(
+        self,
+        session_id: str,
+        *,
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        delete: Iterable[str] = (),
+        delete_metadata: Iterable[str] = (),
+        priority: int | None = None,
+        expected_version: int | None = None,
+    ) -> Session:
+        """Merge data and metadata fields (and delete some) in one atomic step.
+
+        With expected_version the update applies only if the stored version still matches,
+        else VersionConflict. Fields not named are left as they are.
+        """
+        ident, key, flat = await self._update(
+            session_id, "full", data, metadata, delete, delete_metadata, priority, expected_version
+        )
+        return session_from_hash(ident, key, flat)
+
+    async def set_field(
+        self, session_id: str, name: str, value: Any, *, expected_version: int | None = None
+    ) -> int:
+        """Write one data field without rewriting the session; returns the new version."""
+        _, _, version = await self._update(
+            session_id, "version", {name: value}, expected_version=expected_version
+        )
+        return int(version)
+
+    async def set_fields(
+        self,
+        session_id: str,
+        fields: Mapping[str, Any],
+        *,
+        expected_version: int | None = None,
+    ) -> int:
+        """Write several data fields at once; returns the new version."""
+        _, _, version = await self._update(
+            session_id, "version", fields, expected_version=expected_version
+        )
+        return int(version)
+
+    async def delete_field(self, session_id: str, *names: str) -> int:
+        """Remove data fields; returns the new version."""
+        _, _, version = await self._update(session_id, "version", delete=names)
+        return int(version)
+
+    async def get_field(self, session_id: str, name: str, default: Any = _MISSING) -> Any:
+        """One data field; the default (or KeyError) if the field is absent."""
+        values = await self.get_fields(session_id, [name])
+        if name in values:
+            return values[name]
+        if default is _MISSING:
+            raise KeyError(name)
+        return default
+
+    async def get_fields(self, session_id: str, names: Iterable[str]) -> dict[str, Any]:
+        """The named data fields that exist; SessionNotFound if the session does not."""
+        _, key, _ = self._located(session_id)
+        names = list(names)
+        stored = [data_field(name, self.limits) for name in names]
+        try:
+            raw = await self.client.hmget(key, ["v", *stored])
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during get_fields: {exc}") from exc
+        if raw[0] is None:
+            raise SessionNotFound(session_id)
+        return {n: decode_value(r) for n, r in zip(names, raw[1:], strict=True) if r is not None}
+
+    async def touch(
+        self, session_id: str, *, messages: int = 0, ttl: float | None = None
+    ) -> dt.datetime:
+        """Record activity (and optionally messages); refreshes the TTL. Returns the new expiry."""
+        _, key, index = self._located(session_id)
+        if isinstance(messages, bool) or not isinstance(messages, int) or not 0 <= messages <= 10**6:
+            raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
+        args = [new_op_id(), self._default_ttl_ms, str(messages), str(_ttl_ms(ttl)) if ttl else ""]
+        reply = await self._run(self.scripts.touch, [key, index], args)
+        if reply[0] == -1:
+            raise SessionNotFound(session_id)
+        return dt.datetime.fromtimestamp(int(reply[1]) / 1000, tz=dt.UTC)
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove a session; True if it existed."""
+        ident, key, index = self._located(session_id)
+        return bool(await self._run(self.scripts.delete, [key, index], [ident.suffix]))
+
+    # -- listing --------------------------------------------------------------------------
+
+    async def list_user_sessions(self, user_id: object) -> list[Session]:
+        """Every live session of a user, across platforms, chats and threads."""
+        ident = self.identity("api", "x", user_id)
+        index = self.keys.user_index(ident.user_tag)
+        try:
+            suffixes = sorted(await self.client.hkeys(index))
+            if not suffixes:
+                return []
+            keys = [self.keys.session_in_index(ident.user_tag, s.decode()) for s in suffixes]
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hgetall(key)
+                hashes = await pipe.execute()
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during list_user_sessions: {exc}") from exc
+        sessions, gone = [], []
+        for key, suffix, flat in zip(keys, suffixes, hashes, strict=True):
+            if flat:
+                sid = self.keys.session_id_of_key(key)
+                sessions.append(session_from_hash(parse_session_id(sid), key, flat))
+            else:
+                gone.append((key, suffix))
+        if gone:
+            await self._run(
+                self.scripts.prune_index, [index, *(k for k, _ in gone)], [s for _, s in gone]
+            )
+        return sessions
+
+    async def count(self) -> int:
+        """Number of live sessions in the namespace (SCAN over every primary)."""
+        total = 0
+        try:
+            async for _ in self.client.scan_iter(match=self.keys.session_pattern(), count=1000):
+                total += 1
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during count: {exc}") from exc
+        return total
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

@@ -1,0 +1,260 @@
+"""SessionSystem: the facade bot code talks to, and initialize_sessions() that builds it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .backends import RedisSettings
+from .codec import DEFAULT_LIMITS, Limits
+from .errors import SessionCacheError, ValidationError
+from .models import Platform, Session, SessionState
+from .store import DEFAULT_TTL, SessionStore
+
+STORAGE_TYPES = ("MEMORY", "REDIS", "CLUSTER")
+
+
+@dataclass(slots=True)
+class SessionSystemConfig:
+    """Everything initialize_sessions() accepts besides the storage choice."""
+
+    namespace: str = "sc"
+    default_ttl: float = DEFAULT_TTL
+    limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
+    enable_all_features: bool = False
+
+    @classmethod
+    def from_options(cls, **options: Any) -> SessionSystemConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValidationError(
+                f"unknown option(s) {', '.join(unknown)} for initialize_sessions(); "
+                f"known: storage_type, storage_config, {', '.join(sorted(known))}"
+            )
+        return cls(**options)
+
+
+def storage_url(storage_type: str, storage_config: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The backend URL and connection options for an origin-style storage choice."""
+    config = dict(storage_config or {})
+    kind = str(storage_type).upper()
+    if kind not in STORAGE_TYPES:
+        raise ValidationError(
+            f"storage_type must be one of {', '.join(STORAGE_TYPES)}; got {storage_type!r}"
+        )
+    if kind == "MEMORY":
+        name = config.pop("name", "default")
+        url = config.pop("url", f"memory://{name}")
+        if not url.startswith("memory://"):
+            raise ValidationError(f"storage_type MEMORY takes a memory:// url, got {url!r}")
+    else:
+        url = config.pop("url", None)
+        if not url:
+            host, port = config.pop("host", "127.0.0.1"), config.pop("port", 6379)
+            url = f"redis://{host}:{port}"
+        if kind == "CLUSTER" and "+cluster" not in url.split("://", 1)[0]:
+            scheme, rest = url.split("://", 1)
+            url = f"{scheme}+cluster://{rest}"
+        if kind == "REDIS" and "+cluster" in url.split("://", 1)[0]:
+            raise ValidationError("storage_type REDIS got a cluster URL; use storage_type CLUSTER")
+    RedisSettings.from_options(url, **config)  # validates the options before connecting
+    return url, config
+
+
+class SessionSystem:
+    """One object for bot code: the core store plus the features built on it."""
+
+    def __init__(self, store: SessionStore, config: SessionSystemConfig) -> None:
+        self.store = store
+        self.config = config
+        self._started = time.monotonic()
+        self._closed = False
+
+    @classmethod
+    async def start(
+        cls,
+        storage_type: str = "MEMORY",
+        storage_config: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> SessionSystem:
+        config = SessionSystemConfig.from_options(**options)
+        url, connection = storage_url(storage_type, storage_config)
+        store = await SessionStore.connect(
+            url,
+            namespace=config.namespace,
+            default_ttl=config.default_ttl,
+            limits=config.limits,
+            **connection,
+        )
+        return cls(store, config)
+
+    # -- sessions -------------------------------------------------------------------------
+
+    async def create_session(
+        self,
+        chat_id: str | int,
+        user_id: str | int,
+        platform: Platform | str = Platform.WEB,
+        thread_id: str | int | None = None,
+        *,
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        state: str = SessionState.NEW,
+        priority: int = 0,
+        ttl: float | None = None,
+    ) -> Session:
+        return await self.store.create(
+            platform, chat_id, user_id, thread_id,
+            data=data, metadata=metadata, state=state, priority=priority, ttl=ttl,
+        )
+
+    async def get_or_create_session(
+        self,
+        chat_id: str | int,
+        user_id: str | int,
+        platform: Platform | str = Platform.WEB,
+        thread_id: str | int | None = None,
+        *,
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        state: str = SessionState.NEW,
+        priority: int = 0,
+        ttl: float | None = None,
+    ) -> Session:
+        return await self.store.get_or_create(
+            platform, chat_id, user_id, thread_id,
+            data=data, metadata=metadata, state=state, priority=priority, ttl=ttl,
+        )
+
+    async def get_session(self, session_id: str) -> Session | None:
+        """The session, or None if it does not exist (the origin API's contract)."""
+        return await self.store.find_by_id(session_id)
+
+    async def update_session(
+        self,
+        session_id: str,
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        delete: Iterable[str] = (),
+        priority: int | None = None,
+        expected_version: int | None = None,
+    ) -> Session:
+        return await self.store.update(
+            session_id, data=data, metadata=metadata, delete=delete,
+            priority=priority, expected_version=expected_version,
+        )
+
+    async def delete_session(self, session_id: str) -> bool:
+        return await self.store.delete(session_id)
+
+    async def touch_session(
+        self, session_id: str, *, messages: int = 0, ttl: float | None = None
+    ) -> dt.datetime:
+        return await self.store.touch(session_id, messages=messages, ttl=ttl)
+
+    async def list_user_sessions(self, user_id: str | int) -> list[Session]:
+        return await self.store.list_user_sessions(user_id)
+
+    async def count_sessions(self) -> int:
+        return await self.store.count()
+
+    async def health_check(self) -> dict[str, Any]:
+        """Whether Redis answers and has every script cached, with the round-trip time."""
+        began = time.perf_counter()
+        try:
+            await self.store.client.ping()
+            missing = await self.store.scripts.missing(self.store.client)
+        except Exception as exc:
+            return {"healthy": False, "error": str(exc)}
+        return {
+            "healthy": not missing,
+            "ping_ms": round((time.perf_counter() - began) * 1000, 3),
+            "missing_scripts": missing,
+            "cluster": self.store.is_cluster,
+            "namespace": self.store.keys.namespace,
+            "uptime_s": round(time.monotonic() - self._started, 3),
+        }
+
+    async def shutdown(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self.store.close()
+
+    async def __aenter__(self) -> SessionSystem:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+
+# -- the origin document's module-level API ------------------------------------------------
+
+_current: SessionSystem | None = None
+
+
+async def initialize_sessions(
+    storage_type: str = "MEMORY",
+    storage_config: Mapping[str, Any] | None = None,
+    enable_all_features: bool = False,
+    **options: Any,
+) -> SessionSystem:
+    """Build the session system and make it the one the module-level functions use."""
+    global _current
+    system = await SessionSystem.start(
+        storage_type, storage_config, enable_all_features=enable_all_features, **options
+    )
+    if _current is not None:
+        await _current.shutdown()
+    _current = system
+    return system
+
+
+def current_system() -> SessionSystem:
+    if _current is None:
+        raise SessionCacheError("call 'await initialize_sessions()' before using sessions")
+    return _current
+
+
+async def create_session(
+    chat_id: str | int, user_id: str | int, platform: Platform | str = Platform.WEB, **kwargs: Any
+) -> Session:
+    return await current_system().create_session(chat_id, user_id, platform, **kwargs)
+
+
+async def get_or_create_session(
+    chat_id: str | int, user_id: str | int, platform: Platform | str = Platform.WEB, **kwargs: Any
+) -> Session:
+    return await current_system().get_or_create_session(chat_id, user_id, platform, **kwargs)
+
+
+async def get_session(session_id: str) -> Session | None:
+    return await current_system().get_session(session_id)
+
+
+async def update_session(session_id: str, data: Mapping[str, Any] | None = None, **kwargs: Any) -> Session:
+    return await current_system().update_session(session_id, data, **kwargs)
+
+
+async def delete_session(session_id: str) -> bool:
+    return await current_system().delete_session(session_id)
+
+
+async def touch_session(session_id: str, **kwargs: Any) -> dt.datetime:
+    return await current_system().touch_session(session_id, **kwargs)
+
+
+async def list_user_sessions(user_id: str | int) -> list[Session]:
+    return await current_system().list_user_sessions(user_id)
+
+
+async def shutdown_sessions() -> None:
+    """Close the system made by initialize_sessions()."""
+    global _current
+    if _current is not None:
+        system, _current = _current, None
+        await system.shutdown()

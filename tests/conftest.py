@@ -1,0 +1,84 @@
+"""Fixtures: real Redis servers (standalone, cluster) and memory://, one clean namespace per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from sessioncache.backends import forget_memory_server
+from sessioncache.store import SessionStore
+
+from .servers import LocalCluster, standalone
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis server; never skipped (with CI=true a missing server fails the run)."""
+    url, server = standalone()
+    yield url
+    if server is not None:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    """A real local Redis Cluster of three primaries."""
+    cluster = LocalCluster().start()
+    yield cluster.url
+    cluster.cleanup()
+
+
+@pytest.fixture
+def memory_url() -> Iterator[str]:
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    yield f"memory://{name}"
+    forget_memory_server(name)
+
+
+BACKENDS = [
+    pytest.param("redis", id="redis"),
+    pytest.param("memory", id="memory"),
+    pytest.param("cluster", id="cluster", marks=pytest.mark.cluster),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """The same test on a real Redis, memory:// and a real local Cluster."""
+    fixture = {"redis": "redis_url", "memory": "memory_url", "cluster": "cluster_url"}
+    return str(request.getfixturevalue(fixture[request.param]))
+
+
+def unique_namespace() -> str:
+    return f"t{os.getpid()}x{next(_ids)}x{uuid.uuid4().hex[:6]}"
+
+
+async def drop_namespace(client: Any, namespace: str) -> None:
+    """Delete every key of a test's namespace (and nothing else)."""
+    keys = [key async for key in client.scan_iter(match=f"{namespace}:*", count=1000)]
+    for key in keys:
+        await client.delete(key)
+
+
+@pytest.fixture
+async def store(backend_url: str) -> AsyncIterator[SessionStore]:
+    s = await SessionStore.connect(backend_url, namespace=unique_namespace(), socket_timeout=5.0)
+    yield s
+    await drop_namespace(s.client, s.keys.namespace)
+    await s.close()
+
+
+@pytest.fixture
+async def redis_store(redis_url: str) -> AsyncIterator[SessionStore]:
+    """A store on the real standalone server only (for server-level tests)."""
+    s = await SessionStore.connect(redis_url, namespace=unique_namespace())
+    yield s
+    await drop_namespace(s.client, s.keys.namespace)
+    await s.close()
