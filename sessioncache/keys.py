@@ -13,8 +13,8 @@ character or whitespace: distinct identities never share a key and no input can 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 from .errors import ValidationError
@@ -36,7 +36,9 @@ def normalize_id(value: object, what: str) -> str:
     if not text:
         raise ValidationError(f"{what} must not be empty")
     if len(text) > MAX_ID_LENGTH:
-        raise ValidationError(f"{what} is {len(text)} characters long; the limit is {MAX_ID_LENGTH}")
+        raise ValidationError(
+            f"{what} is {len(text)} characters long; the limit is {MAX_ID_LENGTH}"
+        )
     try:
         text.encode("utf-8", errors="strict")
     except UnicodeEncodeError as exc:

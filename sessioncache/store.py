@@ -39,7 +39,11 @@ def new_op_id() -> str:
 def _ttl_ms(ttl: float | None, what: str = "ttl") -> int:
     if ttl is None:
         return 0
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= 10 * 365 * 86400:
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, (int, float))
+        or not 0 < ttl <= 10 * 365 * 86400
+    ):
         raise ValidationError(f"{what} must be a number of seconds in (0, 10 years], got {ttl!r}")
     return max(1, round(ttl * 1000))
 
@@ -364,7 +368,11 @@ class SessionStore:
     ) -> dt.datetime:
         """Record activity (and optionally messages); refreshes the TTL. Returns the new expiry."""
         _, key, index = self._located(session_id)
-        if isinstance(messages, bool) or not isinstance(messages, int) or not 0 <= messages <= 10**6:
+        if (
+            isinstance(messages, bool)
+            or not isinstance(messages, int)
+            or not 0 <= messages <= 10**6
+        ):
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
         args = [new_op_id(), self._default_ttl_ms, str(messages), str(_ttl_ms(ttl)) if ttl else ""]
         reply = await self._run(self.scripts.touch, [key, index], args)
