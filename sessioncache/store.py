@@ -6,7 +6,7 @@ import datetime as dt
 import os
 from base64 import urlsafe_b64encode
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError, ResponseError
 
@@ -64,6 +64,16 @@ def _check_priority(priority: int | None) -> str:
     return str(priority)
 
 
+class StoreExtras(Protocol):
+    """Extra KEYS/ARGV a feature adds to create.lua and delete.lua (see their headers)."""
+
+    def create_extras(self, ident: Identity) -> tuple[list[str], list[Any]]:
+        """KEYS appended after create.lua's two, and ARGV appended after its field pairs."""
+
+    def delete_extras(self, ident: Identity) -> list[str]:
+        """KEYS appended after delete.lua's two."""
+
+
 class SessionStore:
     """Shared session storage over one Redis (standalone, cluster or in-memory)."""
 
@@ -84,6 +94,7 @@ class SessionStore:
         self._max_hash_fields = str(limits.max_fields + _CORE_FIELDS)
         self.scripts = ScriptRegistry()
         self._owns_client = owns_client
+        self.extras: StoreExtras | None = None
 
     @classmethod
     async def connect(
@@ -168,6 +179,10 @@ class SessionStore:
             str(len(pairs) // 2),
             *pairs,
         ]
+        if self.extras is not None:
+            more_keys, more_args = self.extras.create_extras(ident)
+            keys += more_keys
+            args += more_args
         return keys, args
 
     async def create(
@@ -383,7 +398,10 @@ class SessionStore:
     async def delete(self, session_id: str) -> bool:
         """Remove a session; True if it existed."""
         ident, key, index = self._located(session_id)
-        return bool(await self._run(self.scripts.delete, [key, index], [ident.suffix]))
+        keys = [key, index]
+        if self.extras is not None:
+            keys += self.extras.delete_extras(ident)
+        return bool(await self._run(self.scripts.delete, keys, [ident.suffix]))
 
     # -- listing --------------------------------------------------------------------------
 

@@ -1,0 +1,78 @@
+-- track_event.lua: append an event to a session's stream and update the session and counters.
+--
+-- KEYS[1]  session hash
+-- KEYS[2]  user index (its TTL follows the longest-lived session of the user)
+-- KEYS[3]  the session's event stream
+-- KEYS[4]  statistics hash of the session's shard (same slot as the session)
+-- KEYS[5]  last-activity zset of the shard's users (same slot)
+-- ARGV[1]  op id (5 chars; repeated on a client retry)
+-- ARGV[2]  event type (validated by the caller)
+-- ARGV[3]  "1" if the event is activity: refresh last_activity ("a") and the TTL
+-- ARGV[4]  "1" if the event is a message: message_count + 1
+-- ARGV[5]  "1" if the user sent it: record the gap since the last activity and the user
+-- ARGV[6]  default ttl in ms (used when the session has no ttl of its own)
+-- ARGV[7]  stream cap: max entries (approximate trim)
+-- ARGV[8]  stream cap: max age in ms (approximate trim; the stream expires that long after
+--          its last event)
+-- ARGV[9]  user tag (member of KEYS[5])
+-- ARGV[10] platform of the session
+-- ARGV[11..] field, value, ... (user fields, already encoded)
+--
+-- Returns {1, entry_id, message_count}  applied,
+--         {2, "", message_count}        already applied by an earlier attempt of the same call,
+--         {-1}                          no such session (nothing written).
+-- Times are ms, server clock.
+
+local key = KEYS[1]
+local opid = ARGV[1]
+local cur = redis.call('HMGET', key, 'o', 's', 'a', 'm', 't')
+if not cur[2] then
+  return {-1}
+end
+local ops = cur[1] or ''
+local count = tonumber(cur[4])
+for i = 1, #ops, 5 do
+  if string.sub(ops, i, i + 4) == opid then
+    return {2, '', count}
+  end
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stream = KEYS[3]
+local entry = {'XADD', stream, 'MAXLEN', '~', ARGV[7], '*', 't', ARGV[2], 's', cur[2]}
+for i = 11, #ARGV do
+  entry[#entry + 1] = ARGV[i]
+end
+local id = redis.call(unpack(entry))
+redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - tonumber(ARGV[8])))
+redis.call('PEXPIRE', stream, ARGV[8])
+
+local stats = KEYS[4]
+local nows = string.format('%d', now)
+local opsnew = string.sub(opid .. ops, 1, 20)
+if ARGV[3] == '1' then
+  if ARGV[4] == '1' then
+    count = count + 1
+    redis.call('HINCRBY', stats, 'msg', 1)
+  end
+  local exp = now + tonumber(cur[5] or ARGV[6])
+  local exps = string.format('%d', exp)
+  redis.call('HSET', key, 'a', nows, 'e', exps, 'm', string.format('%d', count), 'o', opsnew)
+  redis.call('PEXPIREAT', key, exps)
+  if redis.call('PEXPIRETIME', KEYS[2]) < exp then
+    redis.call('PEXPIREAT', KEYS[2], exps)
+  end
+  if ARGV[5] == '1' then
+    local gap = now - tonumber(cur[3])
+    if gap < 0 then gap = 0 end
+    local b = math.floor(4 * math.log(gap + 1) / math.log(2))
+    redis.call('HINCRBY', stats, 'g:' .. ARGV[10] .. ':' .. string.format('%d', b), 1)
+    redis.call('ZADD', KEYS[5], nows, ARGV[9])
+  end
+else
+  redis.call('HSET', key, 'o', opsnew)
+end
+redis.call('HINCRBY', stats, 'e:' .. ARGV[2], 1)
+redis.call('HINCRBY', stats, 'h:' .. string.format('%d', math.floor(now / 3600000)), 1)
+return {1, id, count}
