@@ -83,8 +83,8 @@ class TransitionTable:
 
     @property
     def states(self) -> frozenset[str]:
-        """Every state the table mentions."""
-        names = set(self.allowed) | self.terminal
+        """The SessionState names plus every custom state the table mentions."""
+        names = {state.value for state in SessionState} | set(self.allowed) | self.terminal
         for targets in self.allowed.values():
             names |= targets
         for table in self.platforms.values():
