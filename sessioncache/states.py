@@ -80,10 +80,14 @@ class TransitionTable:
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 0:
             raise ValidationError(f"table version must be an int >= 0, got {self.version!r}")
         object.__setattr__(self, "_encoded", {})
+        object.__setattr__(self, "_states", self._all_states())
 
     @property
     def states(self) -> frozenset[str]:
         """The SessionState names plus every custom state the table mentions."""
+        return self._states  # type: ignore[attr-defined,no-any-return]
+
+    def _all_states(self) -> frozenset[str]:
         names = {state.value for state in SessionState} | set(self.allowed) | self.terminal
         for targets in self.allowed.values():
             names |= targets
@@ -103,19 +107,19 @@ class TransitionTable:
     def allows(self, platform: str, source: str, target: str) -> bool:
         return target in self.targets(platform, source)
 
-    def encoded(self, platform: str) -> str:
+    def encoded(self, platform: str) -> bytes:
         """The table for one platform as the script reads it: ``;from>to,to;from>to;``."""
-        cache: dict[str, str] = self._encoded  # type: ignore[attr-defined]
+        cache: dict[str, bytes] = self._encoded  # type: ignore[attr-defined]
         text = cache.get(platform)
         if text is None:
             sources = set(self.allowed) | set(self.platforms.get(platform, {}))
             parts = [f"{s}>{','.join(sorted(self.targets(platform, s)))}" for s in sorted(sources)]
-            text = ";" + ";".join(parts) + ";"
+            text = (";" + ";".join(parts) + ";").encode()
             cache[platform] = text
         return text
 
-    def encoded_terminal(self) -> str:
-        return "," + ",".join(sorted(self.terminal)) + ","
+    def encoded_terminal(self) -> bytes:
+        return ("," + ",".join(sorted(self.terminal)) + ",").encode()
 
     def to_json(self) -> str:
         return json.dumps(

@@ -99,8 +99,8 @@ class StateTracker:
         self.table = self.config.table or TransitionTable()
         self.hooks = StateHooks()
         self.metrics = metrics or Metrics()
-        self._max_len = str(int(self.config.event_max_len))
-        self._max_age_ms = str(int(self.config.event_max_age * 1000))
+        self._max_len = str(int(self.config.event_max_len)).encode()
+        self._max_age_ms = str(int(self.config.event_max_age * 1000)).encode()
         self._table_read = 0.0
         self._located: dict[str, tuple[Identity, list[str]]] = {}
         self._platform_hist: tuple[float, dict[str, dict[int, int]]] = (0.0, {})

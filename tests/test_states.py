@@ -72,7 +72,8 @@ async def test_bad_input_raises_and_writes_nothing(store: SessionStore) -> None:
     assert await snapshot(tracker, s.session_id) == before
     with pytest.raises(SessionNotFound):
         await tracker.transition("telegram:9:nobody", "active")
-    assert await store.client.exists(tracker.keys.events(store.identity("telegram", 9, "nobody"))) == 0
+    ghost = tracker.keys.events(store.identity("telegram", 9, "nobody"))
+    assert await store.client.exists(ghost) == 0
 
 
 async def test_expected_version_applies_when_it_matches(store: SessionStore) -> None:
@@ -88,7 +89,7 @@ async def test_expected_version_applies_when_it_matches(store: SessionStore) -> 
 async def test_retried_transition_applies_once(store: SessionStore) -> None:
     tracker = await new_tracker(store)
     s = await store.create("web", "c", "u")
-    ident, keys = tracker._locate(s.session_id)
+    _, keys = tracker._locate(s.session_id)
     table = tracker.table
     args = ["op123", "active", "", table.encoded("web"), table.encoded_terminal(), "1000",
             "60000", "", str(table.version), "web"]
@@ -179,7 +180,6 @@ def test_table_validation() -> None:
         TransitionTable.from_json("{}")
     table = TransitionTable(platforms={"discord": {"new": ["closed"]}}, version=3)
     assert TransitionTable.from_json(table.to_json()) == table
-    assert table.encoded("discord").startswith(";active>") and ";new>closed;" in table.encoded(
-        "discord"
-    )
-    assert ";new>active,closed,expired,idle,suspended,waiting_input;" in table.encoded("web")
+    assert table.encoded("discord").startswith(b";active>")
+    assert b";new>closed;" in table.encoded("discord")
+    assert b";new>active,closed,expired,idle,suspended,waiting_input;" in table.encoded("web")

@@ -1,4 +1,4 @@
-"""8 OS processes apply random transitions to 50 sessions: streams obey the table, versions add up."""
+"""8 OS processes move 50 sessions at random: streams obey the table, versions add up."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sessioncache.tracker import StateTracker
 
 from .conftest import drop_namespace, unique_namespace
 
-SESSIONS = 50
+CHATS, USERS = 10, 5  # 50 sessions, spread over 5 users (5 hash tags)
 WORKERS = 8
 MOVES = 120
 STATES = [s.value for s in SessionState]
@@ -29,7 +29,7 @@ async def _work(url: str, namespace: str, seed: int, moves: int) -> dict[str, in
     applied: Counter[str] = Counter()
     try:
         for _ in range(moves):
-            sid = f"web:c{rng.randrange(SESSIONS)}:u{rng.randrange(5)}"
+            sid = f"web:c{rng.randrange(CHATS)}:u{rng.randrange(USERS)}"
             try:
                 await tracker.transition(sid, rng.choice(STATES))
                 applied[sid] += 1
@@ -49,8 +49,8 @@ async def _check(store: SessionStore, applied: Counter[str]) -> None:
     table = await tracker.load_table()
     assert table is not None
     total = 0
-    for c in range(SESSIONS):
-        for u in range(5):
+    for c in range(CHATS):
+        for u in range(USERS):
             sid = f"web:c{c}:u{u}"
             session = await store.get(sid)
             events = await tracker.get_events(sid, limit=100_000)
@@ -66,7 +66,7 @@ async def _check(store: SessionStore, applied: Counter[str]) -> None:
             total += applied[sid]
     report = await tracker.get_statistics()
     assert sum(report.transitions.values()) == total
-    assert sum(report.sessions_by_state.values()) == SESSIONS * 5
+    assert sum(report.sessions_by_state.values()) == CHATS * USERS
     assert all(table.allows("web", *move.split(">")) for move in report.transitions)
 
 
@@ -75,14 +75,16 @@ async def _setup(url: str) -> tuple[SessionStore, str]:
     store = await SessionStore.connect(url, namespace=namespace)
     tracker = StateTracker(store, None)
     await tracker.start()
-    for c in range(SESSIONS):
-        for u in range(5):
+    for c in range(CHATS):
+        for u in range(USERS):
             await store.create("web", f"c{c}", f"u{u}")
     return store, namespace
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["redis_url", pytest.param("cluster_url", marks=pytest.mark.cluster)])
+@pytest.mark.parametrize(
+    "which", ["redis_url", pytest.param("cluster_url", marks=pytest.mark.cluster)]
+)
 async def test_processes_obey_the_table(which: str, request: pytest.FixtureRequest) -> None:
     url = str(request.getfixturevalue(which))
     store, namespace = await _setup(url)
