@@ -12,8 +12,8 @@
 -- ARGV[5]  "1" if the user sent it: record the gap since the last activity and the user
 -- ARGV[6]  default ttl in ms (used when the session has no ttl of its own)
 -- ARGV[7]  stream cap: max entries (approximate trim)
--- ARGV[8]  stream cap: max age in ms (approximate trim; the stream expires that long after
---          its last event)
+-- ARGV[8]  stream cap: max age in ms (approximate trim, done on about one event in 32 to keep
+--          the common path short; the stream expires that long after its last event)
 -- ARGV[9]  user tag (member of KEYS[5])
 -- ARGV[10] platform of the session
 -- ARGV[11..] field, value, ... (user fields, already encoded)
@@ -45,7 +45,9 @@ for i = 11, #ARGV do
   entry[#entry + 1] = ARGV[i]
 end
 local id = redis.call(unpack(entry))
-redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - tonumber(ARGV[8])))
+if now % 32 == 0 then
+  redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - tonumber(ARGV[8])))
+end
 redis.call('PEXPIRE', stream, ARGV[8])
 
 local stats = KEYS[4]
@@ -54,7 +56,6 @@ local opsnew = string.sub(opid .. ops, 1, 20)
 if ARGV[3] == '1' then
   if ARGV[4] == '1' then
     count = count + 1
-    redis.call('HINCRBY', stats, 'msg', 1)
   end
   local exp = now + tonumber(cur[5] or ARGV[6])
   local exps = string.format('%d', exp)

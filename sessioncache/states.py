@@ -81,6 +81,8 @@ class TransitionTable:
             raise ValidationError(f"table version must be an int >= 0, got {self.version!r}")
         object.__setattr__(self, "_encoded", {})
         object.__setattr__(self, "_states", self._all_states())
+        terminal = ("," + ",".join(sorted(self.terminal)) + ",").encode()
+        object.__setattr__(self, "_encoded_terminal", terminal)
 
     @property
     def states(self) -> frozenset[str]:
@@ -119,7 +121,7 @@ class TransitionTable:
         return text
 
     def encoded_terminal(self) -> bytes:
-        return ("," + ",".join(sorted(self.terminal)) + ",").encode()
+        return self._encoded_terminal  # type: ignore[attr-defined,no-any-return]
 
     def to_json(self) -> str:
         return json.dumps(
@@ -178,11 +180,14 @@ class StateHooks:
         self._guards: dict[tuple[str, str], list[Guard]] = {}
         self._enter: dict[str, list[Hook]] = {}
         self._exit: dict[str, list[Hook]] = {}
+        self._guarded: set[str] = set()
 
     def add_guard(self, guard: Guard, *, to_state: str, from_state: str = "*") -> None:
         """A guard for moves into ``to_state`` (from ``from_state``, or any with ``"*"``)."""
         source = from_state if from_state == "*" else check_state(from_state)
-        self._guards.setdefault((source, check_state(to_state)), []).append(guard)
+        target = check_state(to_state)
+        self._guards.setdefault((source, target), []).append(guard)
+        self._guarded.add(target)
 
     def on_enter(self, state: str, hook: Hook) -> None:
         self._enter.setdefault(check_state(state), []).append(hook)
@@ -190,8 +195,13 @@ class StateHooks:
     def on_exit(self, state: str, hook: Hook) -> None:
         self._exit.setdefault(check_state(state), []).append(hook)
 
+    @property
+    def active(self) -> bool:
+        """Whether any on_enter/on_exit hook is registered."""
+        return bool(self._enter or self._exit)
+
     def has_guards(self, to_state: str) -> bool:
-        return any(target == to_state for _, target in self._guards)
+        return to_state in self._guarded
 
     async def check(self, session: Session, source: str, target: str) -> bool:
         for key in ((source, target), ("*", target)):

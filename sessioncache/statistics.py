@@ -145,8 +145,9 @@ def build_report(
                 dsum += value
             elif name == "msum":
                 msum += value
-            elif name == "msg":
-                report.messages_total += value
+    report.messages_total = sum(
+        report.events_by_type.get(t, 0) for t in ("message_received", "message_sent")
+    )
     for platform, states in report.sessions_by_platform_state.items():
         for state, n in states.items():
             report.sessions_by_state[state] = report.sessions_by_state.get(state, 0) + n

@@ -202,15 +202,17 @@ class StateTracker:
             self.metrics.observe("transition", time.perf_counter() - began, True)
             raise
         self.metrics.observe("transition", time.perf_counter() - began)
-        if source is not None:
+        if source is not None and self.hooks.active:
             await self._run_hooks(session, source)
         return session
 
     async def _transition(
         self, session_id: str, to_state: str, expected_version: int | None, reason: str | None
     ) -> tuple[Session, str | None]:
-        target = check_state(to_state, "to_state")
         table = await self._current_table()
+        # Fast path: a known state name needs no further validation.
+        known = isinstance(to_state, str) and to_state in table.states
+        target = str(to_state) if known else check_state(to_state, "to_state")
         if target not in table.states:
             raise ValidationError(
                 f"unknown state {target!r}; the transition table knows: "
@@ -220,7 +222,9 @@ class StateTracker:
             raise ValidationError("reason must be a str of at most 256 characters")
         ident, keys = self._locate(session_id)
         if not self.hooks.has_guards(target):
-            return await self._apply(ident, keys, target, table, expected_version, reason)
+            return await self._apply(
+                session_id, ident, keys, target, table, expected_version, reason
+            )
         for _ in range(_GUARD_RETRIES):
             current = await self.store.get(session_id)
             if expected_version is not None and current.version != expected_version:
@@ -232,7 +236,9 @@ class StateTracker:
                 raise GuardRejected(session_id, current.state, target, allowed)
             try:
                 # The guard saw this version: apply only if nobody changed the session since.
-                return await self._apply(ident, keys, target, table, current.version, reason)
+                return await self._apply(
+                    session_id, ident, keys, target, table, current.version, reason
+                )
             except VersionConflict:
                 if expected_version is not None:
                     raise
@@ -240,6 +246,7 @@ class StateTracker:
 
     async def _apply(
         self,
+        sid: str,
         ident: Identity,
         keys: list[str],
         target: str,
@@ -263,7 +270,6 @@ class StateTracker:
             self.store.scripts["transition"], [keys[0], keys[2], keys[3]], args
         )
         status = reply[0]
-        sid = ident.session_id
         if status == 1:
             return session_from_hash(ident, keys[0], reply[1]), reply[2].decode()
         if status == 2:

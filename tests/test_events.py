@@ -122,3 +122,16 @@ async def test_stream_is_capped_by_count_and_age(store: SessionStore) -> None:
     newest = await tracker.get_events(s.session_id, since=None, limit=1000)
     assert newest[-1].fields["i"] == 399
     assert 0 < await store.client.pttl(keys[2]) <= 120_000
+
+
+async def test_old_events_are_trimmed_by_age(store: SessionStore) -> None:
+    tracker = await new_tracker(store, event_max_age=0.3)
+    s = await store.create("web", 1, "u1")
+    for i in range(150):
+        await tracker.track_event(s.session_id, EventType.CUSTOM, i=i)
+    await asyncio.sleep(0.4)
+    # A transition always trims by age (events trim on about one call in 32); approximate
+    # trimming drops whole stream nodes (100 entries), so the first node must go.
+    await tracker.transition(s.session_id, "active")
+    remaining = await tracker.get_events(s.session_id, limit=1000)
+    assert len(remaining) <= 52 and remaining[-1].type == "state_changed"
