@@ -173,10 +173,15 @@ class KeySchema:
         head = f"{self._prefix}s:{{"
         if not key.startswith(head):
             raise ValidationError(f"{key!r} is not a session key of namespace {self.namespace!r}")
-        tag, _, suffix = key[len(head) :].partition("}:")
-        platform, _, rest = suffix.partition(":")
-        chat, _, thread = rest.partition(":")
-        return ":".join([platform, chat, tag] + ([thread] if thread else []))
+        return _session_id_after(key[len(head) :])
+
+
+def _session_id_after(rest: str) -> str:
+    """The public id from the part of a per-session key after ``{``: ``<u>}:<suffix>``."""
+    tag, _, suffix = rest.partition("}:")
+    platform, _, rest = suffix.partition(":")
+    chat, _, thread = rest.partition(":")
+    return ":".join([platform, chat, tag] + ([thread] if thread else []))
 
 
 _SLOTS = 16384
@@ -253,7 +258,4 @@ class TrackerKeys:
         head = f"{self._prefix}ev:{{"
         if not key.startswith(head):
             raise ValidationError(f"{key!r} is not an event stream key")
-        tag, _, suffix = key[len(head) :].partition("}:")
-        platform, _, rest = suffix.partition(":")
-        chat, _, thread = rest.partition(":")
-        return ":".join([platform, chat, tag] + ([thread] if thread else []))
+        return _session_id_after(key[len(head) :])

@@ -8,6 +8,7 @@ Prometheus collector exposes the same histograms (``pip install sessioncache[pro
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,10 @@ class Metrics:
         if error:
             stats.errors += 1
 
+    def measure(self, operation: str) -> Timer:
+        """``with metrics.measure("op"):`` records the block's latency (an error if it raised)."""
+        return Timer(self, operation)
+
     def operations(self) -> Iterator[tuple[str, OperationStats]]:
         return iter(sorted(self._ops.items()))
 
@@ -91,6 +96,24 @@ class Metrics:
 
     def reset(self) -> None:
         self._ops.clear()
+
+
+class Timer:
+    """One measurement in progress (a fresh object per call, so concurrent tasks never share)."""
+
+    __slots__ = ("_began", "_metrics", "_operation")
+
+    def __init__(self, metrics: Metrics, operation: str) -> None:
+        self._metrics = metrics
+        self._operation = operation
+        self._began = 0.0
+
+    def __enter__(self) -> Timer:
+        self._began = time.perf_counter()
+        return self
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        self._metrics.observe(self._operation, time.perf_counter() - self._began, kind is not None)
 
 
 class PrometheusCollector:

@@ -108,9 +108,16 @@ class StateTracker:
 
     async def start(self) -> TransitionTable:
         """Read the fleet's table, publishing ours as version 1 if there is none."""
+        configured = self.table
         table = await self.load_table()
         if table is None:
-            table = await self.publish_table(self.table)
+            return await self.publish_table(configured)
+        if self.config.table is not None and not table.same_rules(configured):
+            log.warning(
+                "the fleet's transition table (version %d) differs from the configured one; "
+                "using the fleet's (publish_table() replaces it)",
+                table.version,
+            )
         return table
 
     # -- the store's extra keys for create.lua / delete.lua ---------------------------------
@@ -193,15 +200,10 @@ class StateTracker:
         InvalidTransition names the current state and the allowed targets; nothing is written
         then. on_exit/on_enter hooks run after the write committed.
         """
-        began = time.perf_counter()
-        try:
+        with self.metrics.measure("transition"):
             session, source = await self._transition(
                 session_id, to_state, expected_version, reason
             )
-        except BaseException:
-            self.metrics.observe("transition", time.perf_counter() - began, True)
-            raise
-        self.metrics.observe("transition", time.perf_counter() - began)
         if source is not None and self.hooks.active:
             await self._run_hooks(session, source)
         return session
@@ -301,8 +303,7 @@ class StateTracker:
         self, session_id: str, event_type: EventType | str, **fields: Any
     ) -> str | None:
         """Append an event; returns its stream id (None if a retry found it already applied)."""
-        began = time.perf_counter()
-        try:
+        with self.metrics.measure("track_event"):
             flags = event_flags(event_type)
             pairs = encode_fields(fields, self.store.limits, self.config.event_limits)
             ident, keys = self._locate(session_id)
@@ -314,10 +315,6 @@ class StateTracker:
             reply = await self.store._run(self.store.scripts["track_event"], keys, args)
             if reply[0] == -1:
                 raise SessionNotFound(session_id)
-        except BaseException:
-            self.metrics.observe("track_event", time.perf_counter() - began, True)
-            raise
-        self.metrics.observe("track_event", time.perf_counter() - began)
         return reply[1].decode() if reply[0] == 1 else None
 
     async def get_events(
@@ -329,13 +326,8 @@ class StateTracker:
         limit: int = 100,
     ) -> list[Event]:
         """Events of a session, oldest first; since/until inclusive (datetime or epoch s)."""
-        began = time.perf_counter()
-        try:
+        with self.metrics.measure("get_events"):
             events = await self._get_events(session_id, since, until, types, limit)
-        except BaseException:
-            self.metrics.observe("get_events", time.perf_counter() - began, True)
-            raise
-        self.metrics.observe("get_events", time.perf_counter() - began)
         return events
 
     async def _get_events(
@@ -434,8 +426,7 @@ class StateTracker:
         self, *, active_window: float = 3600.0, hours: int = 24
     ) -> StatisticsReport:
         """Fleet statistics from the shard counters (1 shard standalone, 16384 on a cluster)."""
-        began = time.perf_counter()
-        try:
+        with self.metrics.measure("get_statistics"):
             hashes, active = await self._read_shards(active_window)
             now = dt.datetime.now(dt.UTC)
             report = build_report(
@@ -446,10 +437,6 @@ class StateTracker:
                 hours=hours,
             )
             await self._prune_hours(hashes)
-        except BaseException:
-            self.metrics.observe("get_statistics", time.perf_counter() - began, True)
-            raise
-        self.metrics.observe("get_statistics", time.perf_counter() - began)
         return report
 
     async def _prune_hours(self, hashes: list[tuple[str, dict[bytes, bytes]]]) -> None:
@@ -493,8 +480,7 @@ class StateTracker:
         With user_id: that user's live sessions. Without: up to max_sessions streams found by
         SCAN (an analysis job, not a hot path), optionally of one platform.
         """
-        began = time.perf_counter()
-        try:
+        with self.metrics.measure("analyze_patterns"):
             if user_id is not None:
                 streams = await self._user_streams(user_id)
             else:
@@ -509,10 +495,6 @@ class StateTracker:
                 events, last_seen=last_seen, now=dt.datetime.now(dt.UTC), top_paths=top_paths,
                 burst_gap_s=burst_gap, idle_gap_s=idle_gap, churn_after_s=churn_after,
             )
-        except BaseException:
-            self.metrics.observe("analyze_patterns", time.perf_counter() - began, True)
-            raise
-        self.metrics.observe("analyze_patterns", time.perf_counter() - began)
         return report
 
     async def _scan_streams(self, platform: str | None, limit: int) -> list[tuple[str, str]]:
@@ -566,8 +548,7 @@ class StateTracker:
     ) -> LifecyclePrediction:
         """Expected next activity and P(idle), P(expired) within ``horizon`` seconds, from the
         user's own gaps between activity and inbound events, else the platform's."""
-        began = time.perf_counter()
-        try:
+        with self.metrics.measure("predict_lifecycle"):
             if isinstance(horizon, bool) or not isinstance(horizon, (int, float)) or horizon <= 0:
                 raise ValidationError(f"horizon must be a positive number of seconds: {horizon!r}")
             session = await self.store.get(session_id)
@@ -583,10 +564,6 @@ class StateTracker:
                 horizon_s=float(horizon),
                 idle_after_s=idle,
             )
-        except BaseException:
-            self.metrics.observe("predict_lifecycle", time.perf_counter() - began, True)
-            raise
-        self.metrics.observe("predict_lifecycle", time.perf_counter() - began)
         return result
 
     def get_performance_metrics(self) -> dict[str, dict[str, Any]]:
