@@ -76,14 +76,14 @@ async def _run(store: SessionStore, args: argparse.Namespace) -> bool:
         sid = raw_ids[i % len(raw_ids)]
         target = "idle" if raw_state[sid] == "active" else "active"
         raw_state[sid] = target
-        _, keys = tracker._locate(sid)
+        _, keys, _ = tracker._locate(sid)
         return await client.evalsha(raw_sha, 3, keys[0], keys[2], keys[3], target, "opxyz")
 
     async def ours_event(i: int) -> object:
         return await tracker.track_event(ids[i % len(ids)], EventType.MESSAGE_RECEIVED, text="hi")
 
     async def raw_event(i: int) -> object:
-        _, keys = tracker._locate(raw_ids[i % len(raw_ids)])
+        _, keys, _ = tracker._locate(raw_ids[i % len(raw_ids)])
         async with client.pipeline(transaction=False) as pipe:
             pipe.xadd(keys[2], {"t": "message_received", "text": "hi"}, maxlen=10000)
             pipe.hincrby(keys[0], "m", 1)

@@ -6,17 +6,16 @@
 -- KEYS[4]  statistics hash of the session's shard (same slot as the session)
 -- KEYS[5]  last-activity zset of the shard's users (same slot)
 -- ARGV[1]  op id (5 chars; repeated on a client retry)
--- ARGV[2]  event type (validated by the caller)
--- ARGV[3]  "1" if the event is activity: refresh last_activity ("a") and the TTL
--- ARGV[4]  "1" if the event is a message: message_count + 1
--- ARGV[5]  "1" if the user sent it: record the gap since the last activity and the user
--- ARGV[6]  default ttl in ms (used when the session has no ttl of its own)
--- ARGV[7]  stream cap: max entries (approximate trim)
--- ARGV[8]  stream cap: max age in ms (approximate trim, done on about one event in 32 to keep
---          the common path short; the stream expires that long after its last event)
--- ARGV[9]  user tag (member of KEYS[5])
--- ARGV[10] platform of the session
--- ARGV[11..] field, value, ... (user fields, already encoded)
+-- ARGV[2]  event type (validated by the caller) and three flags, space-separated:
+--          activity "1"/"0" (refresh last_activity "a" and the TTL), message "1"/"0"
+--          (message_count + 1), inbound "1"/"0" (record the gap since the last activity and
+--          the user as active)
+-- ARGV[3]  what is fixed per session, space-separated (one argument: fewer to pack): default
+--          ttl in ms (used when the session has no ttl of its own), stream cap in entries,
+--          stream cap in ms (age trim on about one event in 32 to keep the common path short;
+--          the stream also expires that long after its last event), user tag (member of
+--          KEYS[5]), platform
+-- ARGV[4..] field, value, ... (user fields, already encoded)
 --
 -- Returns {1, entry_id, message_count}  applied,
 --         {2, "", message_count}        already applied by an earlier attempt of the same call,
@@ -37,43 +36,46 @@ for i = 1, #ops, 5 do
   end
 end
 
+local etype, activity, message, inbound = string.match(ARGV[2], '^(%S+) (%d) (%d) (%d)$')
+local ttl, maxlen, maxage, user, plat =
+  string.match(ARGV[3], '^(%d+) (%d+) (%d+) (%S+) (%S+)$')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local stream = KEYS[3]
-local entry = {'XADD', stream, 'MAXLEN', '~', ARGV[7], '*', 't', ARGV[2], 's', cur[2]}
-for i = 11, #ARGV do
+local entry = {'XADD', stream, 'MAXLEN', '~', maxlen, '*', 't', etype, 's', cur[2]}
+for i = 4, #ARGV do
   entry[#entry + 1] = ARGV[i]
 end
 local id = redis.call(unpack(entry))
 if now % 32 == 0 then
-  redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - tonumber(ARGV[8])))
+  redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - tonumber(maxage)))
 end
-redis.call('PEXPIRE', stream, ARGV[8])
+redis.call('PEXPIRE', stream, maxage)
 
 local stats = KEYS[4]
 local nows = string.format('%d', now)
 local opsnew = string.sub(opid .. ops, 1, 20)
-if ARGV[3] == '1' then
-  if ARGV[4] == '1' then
+if activity == '1' then
+  if message == '1' then
     count = count + 1
   end
-  local exp = now + tonumber(cur[5] or ARGV[6])
+  local exp = now + tonumber(cur[5] or ttl)
   local exps = string.format('%d', exp)
   redis.call('HSET', key, 'a', nows, 'e', exps, 'm', string.format('%d', count), 'o', opsnew)
   redis.call('PEXPIREAT', key, exps)
   if redis.call('PEXPIRETIME', KEYS[2]) < exp then
     redis.call('PEXPIREAT', KEYS[2], exps)
   end
-  if ARGV[5] == '1' then
+  if inbound == '1' then
     local gap = now - tonumber(cur[3])
     if gap < 0 then gap = 0 end
     local b = math.floor(4 * math.log(gap + 1) / math.log(2))
-    redis.call('HINCRBY', stats, 'g:' .. ARGV[10] .. ':' .. string.format('%d', b), 1)
-    redis.call('ZADD', KEYS[5], nows, ARGV[9])
+    redis.call('HINCRBY', stats, 'g:' .. plat .. ':' .. string.format('%d', b), 1)
+    redis.call('ZADD', KEYS[5], nows, user)
   end
 else
   redis.call('HSET', key, 'o', opsnew)
 end
-redis.call('HINCRBY', stats, 'e:' .. ARGV[2], 1)
+redis.call('HINCRBY', stats, 'e:' .. etype, 1)
 redis.call('HINCRBY', stats, 'h:' .. string.format('%d', math.floor(now / 3600000)), 1)
 return {1, id, count}

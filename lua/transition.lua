@@ -6,14 +6,11 @@
 -- ARGV[1]  op id (5 chars; repeated on a client retry)
 -- ARGV[2]  target state
 -- ARGV[3]  expected version, or "" for any
--- ARGV[4]  the platform's transition table: ";from>to,to;from>to;" (validated names, no magic)
--- ARGV[5]  terminal states: ",a,b,"
--- ARGV[6]  stream cap: max entries (approximate trim)
--- ARGV[7]  stream cap: max age in ms (approximate trim; the stream expires that long after
---          its last event)
--- ARGV[8]  reason (already encoded), or "" for none
--- ARGV[9]  table version
--- ARGV[10] platform of the session
+-- ARGV[4]  reason (already encoded), or "" for none
+-- ARGV[5]  what is fixed per platform and table, space-separated (one argument: fewer to pack):
+--          platform, table version, stream cap in entries, stream cap in ms (the stream also
+--          expires that long after its last event), terminal states ",a,b,", and the platform's
+--          transition table ";from>to,to;from>to;" (validated names: no spaces, no magic chars)
 --
 -- Returns {1, hgetall, from_state}  applied,
 --         {2, hgetall}              already applied by an earlier attempt of the same call,
@@ -38,9 +35,10 @@ end
 if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= version then
   return {-2, version}
 end
+local plat, tver, maxlen, maxage, terminal, tbl =
+  string.match(ARGV[5], '^(%S+) (%d+) (%d+) (%d+) (%S+) (%S+)$')
 local from = cur[3]
 local target = ARGV[2]
-local tbl = ARGV[4]
 local at = string.find(tbl, ';' .. from .. '>', 1, true)
 if not at then
   return {-4, from}
@@ -60,24 +58,22 @@ local vs = string.format('%d', version)
 redis.call('HSET', key, 's', target, 'v', vs, 'u', nows, 'o', string.sub(opid .. ops, 1, 20))
 
 local stream = KEYS[2]
-if ARGV[8] ~= '' then
-  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[6], '*', 't', 'state_changed', 'f', from,
-             's', target, 'v', vs, 'x', ARGV[9], 'r', ARGV[8])
+if ARGV[4] ~= '' then
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 't', 'state_changed', 'f', from,
+             's', target, 'v', vs, 'x', tver, 'r', ARGV[4])
 else
-  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[6], '*', 't', 'state_changed', 'f', from,
-             's', target, 'v', vs, 'x', ARGV[9])
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 't', 'state_changed', 'f', from,
+             's', target, 'v', vs, 'x', tver)
 end
-redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - tonumber(ARGV[7])))
-redis.call('PEXPIRE', stream, ARGV[7])
+redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - tonumber(maxage)))
+redis.call('PEXPIRE', stream, maxage)
 
 local stats = KEYS[3]
-local plat = ARGV[10]
 redis.call('HINCRBY', stats, 'n:' .. plat .. ':' .. from, -1)
 redis.call('HINCRBY', stats, 'n:' .. plat .. ':' .. target, 1)
 redis.call('HINCRBY', stats, 'tr:' .. from .. '>' .. target, 1)
 redis.call('HINCRBY', stats, 'e:state_changed', 1)
 redis.call('HINCRBY', stats, 'h:' .. string.format('%d', math.floor(now / 3600000)), 1)
-local terminal = ARGV[5]
 if string.find(terminal, ',' .. target .. ',', 1, true)
     and not string.find(terminal, ',' .. from .. ',', 1, true) then
   -- Ending a live session: duration and messages go into log2 histograms (4 per octave).

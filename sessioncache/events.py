@@ -52,17 +52,16 @@ class EventFlags:
     """The script's flags for one event type: ARGV strings, computed once."""
 
     name: str
-    activity: str
-    messages: str
-    inbound: str
+    arg: bytes
+    """track_event.lua's ARGV[2]: ``<type> <activity> <message> <inbound>``."""
 
 
 FLAGS: dict[str, EventFlags] = {
     t.value: EventFlags(
         t.value,
-        "1" if t in ACTIVITY else "0",
-        "1" if t in MESSAGES else "0",
-        "1" if t in INBOUND else "0",
+        " ".join(
+            [t.value, *("1" if t in kind else "0" for kind in (ACTIVITY, MESSAGES, INBOUND))]
+        ).encode(),
     )
     for t in EventType
 }

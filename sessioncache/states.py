@@ -83,6 +83,7 @@ class TransitionTable:
         object.__setattr__(self, "_states", self._all_states())
         terminal = ("," + ",".join(sorted(self.terminal)) + ",").encode()
         object.__setattr__(self, "_encoded_terminal", terminal)
+        object.__setattr__(self, "_script_args", {})
 
     @property
     def states(self) -> frozenset[str]:
@@ -122,6 +123,16 @@ class TransitionTable:
 
     def encoded_terminal(self) -> bytes:
         return self._encoded_terminal  # type: ignore[attr-defined,no-any-return]
+
+    def script_arg(self, platform: str, max_len: int, max_age_ms: int) -> bytes:
+        """transition.lua's ARGV[5]: platform, version, stream caps, terminal states, table."""
+        cache: dict[tuple[str, int, int], bytes] = self._script_args  # type: ignore[attr-defined]
+        key = (platform, max_len, max_age_ms)
+        arg = cache.get(key)
+        if arg is None:
+            head = f"{platform} {self.version} {max_len} {max_age_ms} ".encode()
+            arg = cache[key] = head + self.encoded_terminal() + b" " + self.encoded(platform)
+        return arg
 
     def to_json(self) -> str:
         return json.dumps(

@@ -99,10 +99,10 @@ class StateTracker:
         self.table = self.config.table or TransitionTable()
         self.hooks = StateHooks()
         self.metrics = metrics or Metrics()
-        self._max_len = str(int(self.config.event_max_len)).encode()
-        self._max_age_ms = str(int(self.config.event_max_age * 1000)).encode()
+        self._max_len = int(self.config.event_max_len)
+        self._max_age_ms = int(self.config.event_max_age * 1000)
         self._table_read = 0.0
-        self._located: dict[str, tuple[Identity, list[str]]] = {}
+        self._located: dict[str, tuple[Identity, list[str], bytes]] = {}
         self._platform_hist: tuple[float, dict[str, dict[int, int]]] = (0.0, {})
         store.extras = self
 
@@ -124,7 +124,10 @@ class StateTracker:
 
     def create_extras(self, ident: Identity) -> tuple[list[str], list[Any]]:
         shard = self.keys.shard_tag(ident)
-        return [self.keys.stats(shard), self.keys.events(ident)], [self._max_len, self._max_age_ms]
+        return [self.keys.stats(shard), self.keys.events(ident)], [
+            str(self._max_len),
+            str(self._max_age_ms),
+        ]
 
     def delete_extras(self, ident: Identity) -> list[str]:
         return [self.keys.stats(self.keys.shard_tag(ident))]
@@ -169,8 +172,9 @@ class StateTracker:
 
     # -- transitions ------------------------------------------------------------------------
 
-    def _locate(self, session_id: str) -> tuple[Identity, list[str]]:
-        """[session, index, stream, stats, users] keys of a session (cached per id)."""
+    def _locate(self, session_id: str) -> tuple[Identity, list[str], bytes]:
+        """A session's identity, its [session, index, stream, stats, users] keys and
+        track_event.lua's per-session ARGV[3] (cached per id)."""
         found = self._located.get(session_id)
         if found is None:
             ident = parse_session_id(session_id)
@@ -182,9 +186,13 @@ class StateTracker:
                 self.keys.stats(shard),
                 self.keys.users(shard),
             ]
+            fixed = (
+                f"{self.store._default_ttl_ms} {self._max_len} {self._max_age_ms} "
+                f"{ident.user_tag} {ident.platform}"
+            ).encode()
             if len(self._located) >= 65536:
                 self._located.clear()
-            found = self._located[session_id] = (ident, keys)
+            found = self._located[session_id] = (ident, keys, fixed)
         return found
 
     async def transition(
@@ -222,7 +230,7 @@ class StateTracker:
             )
         if reason is not None and (not isinstance(reason, str) or len(reason) > 256):
             raise ValidationError("reason must be a str of at most 256 characters")
-        ident, keys = self._locate(session_id)
+        ident, keys, _ = self._locate(session_id)
         if not self.hooks.has_guards(target):
             return await self._apply(
                 session_id, ident, keys, target, table, expected_version, reason
@@ -260,13 +268,8 @@ class StateTracker:
             new_op_id(),
             target,
             _check_version(expected_version),
-            table.encoded(ident.platform),
-            table.encoded_terminal(),
-            self._max_len,
-            self._max_age_ms,
             "" if reason is None else encode_value(reason),
-            str(table.version),
-            ident.platform,
+            table.script_arg(ident.platform, self._max_len, self._max_age_ms),
         ]
         reply = await self.store._run(
             self.store.scripts["transition"], [keys[0], keys[2], keys[3]], args
@@ -306,12 +309,8 @@ class StateTracker:
         with self.metrics.measure("track_event"):
             flags = event_flags(event_type)
             pairs = encode_fields(fields, self.store.limits, self.config.event_limits)
-            ident, keys = self._locate(session_id)
-            args = [
-                new_op_id(), flags.name, flags.activity, flags.messages, flags.inbound,
-                self.store._default_ttl_ms, self._max_len, self._max_age_ms,
-                ident.user_tag, ident.platform, *pairs,
-            ]
+            _, keys, fixed = self._locate(session_id)
+            args = [new_op_id(), flags.arg, fixed, *pairs]
             reply = await self.store._run(self.store.scripts["track_event"], keys, args)
             if reply[0] == -1:
                 raise SessionNotFound(session_id)
@@ -351,7 +350,7 @@ class StateTracker:
                 except ValueError as exc:
                     raise ValidationError(f"unknown event type {t!r}") from exc
         low, high = _ms(since, "since"), _ms(until, "until")
-        _, keys = self._locate(session_id)
+        _, keys, _ = self._locate(session_id)
         start = "-" if low is None else str(low)
         stop = "+" if high is None else str(high)
         out: list[Event] = []

@@ -91,7 +91,7 @@ async def test_bad_events_raise_and_write_nothing(store: SessionStore) -> None:
     missing = "web:2:ghost"
     with pytest.raises(SessionNotFound):
         await tracker.track_event(missing, EventType.MESSAGE_RECEIVED)
-    _, keys = tracker._locate(missing)
+    _, keys, _ = tracker._locate(missing)
     assert await store.client.exists(keys[2]) == 0
     assert tracker.get_performance_metrics()["track_event"]["errors"] == 7
 
@@ -99,9 +99,9 @@ async def test_bad_events_raise_and_write_nothing(store: SessionStore) -> None:
 async def test_retried_event_applies_once(store: SessionStore) -> None:
     tracker = await new_tracker(store)
     s = await store.create("web", 1, "u1")
-    _, keys = tracker._locate(s.session_id)
-    args = ["opABC", "message_received", "1", "1", "1", store._default_ttl_ms, "1000", "60000",
-            "u1", "web", "text", "hi"]
+    _, keys, _ = tracker._locate(s.session_id)
+    args = ["opABC", "message_received 1 1 1", f"{store._default_ttl_ms} 1000 60000 u1 web",
+            "text", "hi"]
     first = await store.scripts["track_event"](store.client, keys, args)
     again = await store.scripts["track_event"](store.client, keys, args)
     assert (first[0], first[2], again[0], again[2]) == (1, 1, 2, 1)
@@ -115,7 +115,7 @@ async def test_stream_is_capped_by_count_and_age(store: SessionStore) -> None:
     s = await store.create("web", 1, "u1")
     for i in range(400):
         await tracker.track_event(s.session_id, EventType.CUSTOM, i=i)
-    _, keys = tracker._locate(s.session_id)
+    _, keys, _ = tracker._locate(s.session_id)
     length = await store.client.xlen(keys[2])
     # Approximate trimming keeps at least the cap and drops whole nodes (<= 100 entries each).
     assert 10 <= length <= 110

@@ -89,10 +89,9 @@ async def test_expected_version_applies_when_it_matches(store: SessionStore) -> 
 async def test_retried_transition_applies_once(store: SessionStore) -> None:
     tracker = await new_tracker(store)
     s = await store.create("web", "c", "u")
-    _, keys = tracker._locate(s.session_id)
+    _, keys, _ = tracker._locate(s.session_id)
     table = tracker.table
-    args = ["op123", "active", "", table.encoded("web"), table.encoded_terminal(), "1000",
-            "60000", "", str(table.version), "web"]
+    args = ["op123", "active", "", "", table.script_arg("web", 1000, 60000)]
     script = store.scripts["transition"]
     first = await script(store.client, [keys[0], keys[2], keys[3]], args)
     again = await script(store.client, [keys[0], keys[2], keys[3]], args)

@@ -10,7 +10,7 @@ from sessioncache.tracker import StateTracker
 
 async def snapshot(tracker: StateTracker, session_id: str) -> dict[str, Any]:
     """Everything a tracker write may touch for one session (to prove nothing changed)."""
-    _, keys = tracker._locate(session_id)
+    _, keys, _ = tracker._locate(session_id)
     client = tracker.store.client
     return {
         "hash": await client.hgetall(keys[0]),
