@@ -7,10 +7,11 @@
 -- ARGV[2]  target state
 -- ARGV[3]  expected version, or "" for any
 -- ARGV[4]  reason (already encoded), or "" for none
--- ARGV[5]  what is fixed per platform and table, space-separated (one argument: fewer to pack):
---          platform, table version, stream cap in entries, stream cap in ms (the stream also
---          expires that long after its last event), terminal states ",a,b,", and the platform's
---          transition table ";from>to,to;from>to;" (validated names: no spaces, no magic chars)
+-- ARGV[5]  what is fixed per platform, target and table, space-separated (one argument: fewer
+--          to pack): platform, table version, stream cap in entries, stream cap in ms (the
+--          stream also expires that long after its last event), terminal states ",a,b,", and
+--          the states this platform's table allows to move to the target ",a,b," (validated
+--          names: no spaces, no magic characters)
 --
 -- Returns {1, hgetall, from_state}  applied,
 --         {2, hgetall}              already applied by an earlier attempt of the same call,
@@ -35,18 +36,11 @@ end
 if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= version then
   return {-2, version}
 end
-local plat, tver, maxlen, maxage, terminal, tbl =
+local plat, tver, maxlen, maxage, terminal, sources =
   string.match(ARGV[5], '^(%S+) (%d+) (%d+) (%d+) (%S+) (%S+)$')
 local from = cur[3]
 local target = ARGV[2]
-local at = string.find(tbl, ';' .. from .. '>', 1, true)
-if not at then
-  return {-4, from}
-end
-local first = at + #from + 2
-local last = string.find(tbl, ';', first, true)
-local targets = ',' .. string.sub(tbl, first, last - 1) .. ','
-if not string.find(targets, ',' .. target .. ',', 1, true) then
+if not string.find(sources, ',' .. from .. ',', 1, true) then
   return {-4, from}
 end
 

@@ -79,7 +79,6 @@ class TransitionTable:
         )
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 0:
             raise ValidationError(f"table version must be an int >= 0, got {self.version!r}")
-        object.__setattr__(self, "_encoded", {})
         object.__setattr__(self, "_states", self._all_states())
         terminal = ("," + ",".join(sorted(self.terminal)) + ",").encode()
         object.__setattr__(self, "_encoded_terminal", terminal)
@@ -110,28 +109,26 @@ class TransitionTable:
     def allows(self, platform: str, source: str, target: str) -> bool:
         return target in self.targets(platform, source)
 
-    def encoded(self, platform: str) -> bytes:
-        """The table for one platform as the script reads it: ``;from>to,to;from>to;``."""
-        cache: dict[str, bytes] = self._encoded  # type: ignore[attr-defined]
-        text = cache.get(platform)
-        if text is None:
-            sources = set(self.allowed) | set(self.platforms.get(platform, {}))
-            parts = [f"{s}>{','.join(sorted(self.targets(platform, s)))}" for s in sorted(sources)]
-            text = (";" + ";".join(parts) + ";").encode()
-            cache[platform] = text
-        return text
-
     def encoded_terminal(self) -> bytes:
         return self._encoded_terminal  # type: ignore[attr-defined,no-any-return]
 
-    def script_arg(self, platform: str, max_len: int, max_age_ms: int) -> bytes:
-        """transition.lua's ARGV[5]: platform, version, stream caps, terminal states, table."""
-        cache: dict[tuple[str, int, int], bytes] = self._script_args  # type: ignore[attr-defined]
-        key = (platform, max_len, max_age_ms)
+    def sources(self, platform: str, target: str) -> frozenset[str]:
+        """The states a session of this platform may leave for ``target``."""
+        override = self.platforms.get(platform, {})
+        names = set(self.allowed) | set(override)
+        return frozenset(s for s in names if target in self.targets(platform, s))
+
+    def script_arg(self, platform: str, target: str, max_len: int, max_age_ms: int) -> bytes:
+        """transition.lua's ARGV[5]: platform, version, stream caps, terminal states and the
+        states allowed to move to ``target`` (the script checks the current state against it,
+        which is the table's rule for this one target: smaller to send and parse)."""
+        cache: dict[tuple[str, str, int, int], bytes] = self._script_args  # type: ignore[attr-defined]
+        key = (platform, target, max_len, max_age_ms)
         arg = cache.get(key)
         if arg is None:
+            sources = ("," + ",".join(sorted(self.sources(platform, target))) + ",").encode()
             head = f"{platform} {self.version} {max_len} {max_age_ms} ".encode()
-            arg = cache[key] = head + self.encoded_terminal() + b" " + self.encoded(platform)
+            arg = cache[key] = head + self.encoded_terminal() + b" " + sources
         return arg
 
     def to_json(self) -> str:

@@ -269,7 +269,7 @@ class StateTracker:
             target,
             _check_version(expected_version),
             "" if reason is None else encode_value(reason),
-            table.script_arg(ident.platform, self._max_len, self._max_age_ms),
+            table.script_arg(ident.platform, target, self._max_len, self._max_age_ms),
         ]
         reply = await self.store._run(
             self.store.scripts["transition"], [keys[0], keys[2], keys[3]], args

@@ -91,7 +91,7 @@ async def test_retried_transition_applies_once(store: SessionStore) -> None:
     s = await store.create("web", "c", "u")
     _, keys, _ = tracker._locate(s.session_id)
     table = tracker.table
-    args = ["op123", "active", "", "", table.script_arg("web", 1000, 60000)]
+    args = ["op123", "active", "", "", table.script_arg("web", "active", 1000, 60000)]
     script = store.scripts["transition"]
     first = await script(store.client, [keys[0], keys[2], keys[3]], args)
     again = await script(store.client, [keys[0], keys[2], keys[3]], args)
@@ -179,6 +179,9 @@ def test_table_validation() -> None:
         TransitionTable.from_json("{}")
     table = TransitionTable(platforms={"discord": {"new": ["closed"]}}, version=3)
     assert TransitionTable.from_json(table.to_json()) == table
-    assert table.encoded("discord").startswith(b";active>")
-    assert b";new>closed;" in table.encoded("discord")
-    assert b";new>active,closed,expired,idle,suspended,waiting_input;" in table.encoded("web")
+    assert table.sources("discord", "active") == {"idle", "waiting_input", "suspended", "archived"}
+    assert table.sources("web", "active") == {"new", *table.sources("discord", "active")}
+    assert table.script_arg("discord", "closed", 10, 20) == (
+        b"discord 3 10 20 ,archived,closed,expired, "
+        b",active,archived,expired,idle,new,suspended,waiting_input,"
+    )
