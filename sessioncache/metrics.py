@@ -151,8 +151,11 @@ class PrometheusCollector:
 
 def start_prometheus_exporter(
     metrics: Metrics, port: int, addr: str = "127.0.0.1", registry: Any = None
-) -> Any:
-    """Register a collector and serve /metrics over HTTP; returns the registry used."""
+) -> tuple[Any, Any]:
+    """Register a collector and serve /metrics over HTTP in a daemon thread.
+
+    Returns (registry, server); ``server.shutdown()`` stops it.
+    """
     try:
         from prometheus_client import CollectorRegistry, start_http_server
     except ImportError as exc:
@@ -163,5 +166,5 @@ def start_prometheus_exporter(
         ) from exc
     registry = registry or CollectorRegistry()
     registry.register(PrometheusCollector(metrics))
-    start_http_server(port, addr=addr, registry=registry)
-    return registry
+    server, _ = start_http_server(port, addr=addr, registry=registry)
+    return registry, server

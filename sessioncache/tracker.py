@@ -78,9 +78,11 @@ def _ms(value: dt.datetime | float | int | None, what: str) -> int | None:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             raise ValidationError(f"{what} must be a timezone-aware datetime")
-        return int(value.timestamp() * 1000)
+        value = value.timestamp()
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValidationError(f"{what} must be a datetime or epoch seconds, got {value!r}")
+    if value < 0:
+        raise ValidationError(f"{what} must not be before 1970, got {value!r}")
     return int(value * 1000)
 
 

@@ -69,6 +69,8 @@ async def test_query_since_until_types_limit(store: SessionStore) -> None:
         await tracker.get_events(s.session_id, limit=0)
     with pytest.raises(ValidationError):
         await tracker.get_events(s.session_id, since=dt.datetime(2026, 1, 1))
+    with pytest.raises(ValidationError):
+        await tracker.get_events(s.session_id, until=-5)
 
 
 async def test_bad_events_raise_and_write_nothing(store: SessionStore) -> None:

@@ -177,3 +177,23 @@ def test_metrics_quantiles_and_prometheus() -> None:
     assert 'sessioncache_operation_errors_total{operation="op"} 1.0' in text
     metrics.reset()
     assert metrics.snapshot() == {}
+
+
+def test_prometheus_exporter_serves_http() -> None:
+    import urllib.request
+
+    from sessioncache.embedded import free_port
+    from sessioncache.metrics import start_prometheus_exporter
+
+    metrics = Metrics()
+    with metrics.measure("transition"):
+        pass
+    port = free_port()
+    _, server = start_prometheus_exporter(metrics, port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert 'sessioncache_operation_seconds_count{operation="transition"} 1.0' in text
