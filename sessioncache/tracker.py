@@ -104,6 +104,7 @@ class StateTracker:
         self._max_len = int(self.config.event_max_len)
         self._max_age_ms = int(self.config.event_max_age * 1000)
         self._table_read = 0.0
+        self._table_json: bytes | None = None
         self._located: dict[str, tuple[Identity, list[str], bytes]] = {}
         self._platform_hist: tuple[float, dict[str, dict[int, int]]] = (0.0, {})
         store.extras = self
@@ -145,7 +146,10 @@ class StateTracker:
         self._table_read = time.monotonic()
         if raw is None:
             return None
-        self.table = TransitionTable.from_json(raw)
+        if raw != self._table_json:
+            # Parsed only when it changed, so the table's per-target script arguments stay cached.
+            self.table = TransitionTable.from_json(raw)
+            self._table_json = raw
         return self.table
 
     async def publish_table(self, table: TransitionTable) -> TransitionTable:
@@ -232,11 +236,13 @@ class StateTracker:
             )
         if reason is not None and (not isinstance(reason, str) or len(reason) > 256):
             raise ValidationError("reason must be a str of at most 256 characters")
+        _check_version(expected_version)
         ident, keys, _ = self._locate(session_id)
         if not self.hooks.has_guards(target):
             return await self._apply(
                 session_id, ident, keys, target, table, expected_version, reason
             )
+        conflict: VersionConflict | None = None
         for _ in range(_GUARD_RETRIES):
             current = await self.store.get(session_id)
             if expected_version is not None and current.version != expected_version:
@@ -251,10 +257,12 @@ class StateTracker:
                 return await self._apply(
                     session_id, ident, keys, target, table, current.version, reason
                 )
-            except VersionConflict:
+            except VersionConflict as exc:
                 if expected_version is not None:
                     raise
-        raise VersionConflict(session_id, current.version, current.version + 1)
+                conflict = exc
+        assert conflict is not None
+        raise conflict
 
     async def _apply(
         self,

@@ -185,3 +185,33 @@ def test_table_validation() -> None:
         b"discord 3 10 20 ,archived,closed,expired, "
         b",active,archived,expired,idle,new,suspended,waiting_input,"
     )
+
+
+async def test_guard_retries_when_another_writer_gets_in_between(store: SessionStore) -> None:
+    tracker = await new_tracker(store)
+    s = await store.create("web", 1, "u")
+    calls: list[int] = []
+
+    async def racing_guard(session: Session, source: str, target: str) -> bool:
+        calls.append(session.version)
+        if len(calls) == 1:
+            # Another process writes after this guard read the session.
+            await store.update(session.session_id, data={"other": "writer"})
+        return True
+
+    tracker.hooks.add_guard(racing_guard, to_state="active", from_state="new")
+    done = await tracker.transition(s.session_id, "active")
+    assert calls == [1, 2] and (done.version, done.state) == (3, "active")
+    assert done.data == {"other": "writer"}
+    with pytest.raises(ValidationError):
+        await tracker.transition(s.session_id, "idle", expected_version="3")  # type: ignore[arg-type]
+
+    async def always_racing(session: Session, source: str, target: str) -> bool:
+        await store.update(session.session_id, data={"n": session.version})
+        return True
+
+    # A writer after every guard read: after 3 attempts the conflict reaches the caller.
+    tracker.hooks.add_guard(always_racing, to_state="idle")
+    with pytest.raises(VersionConflict):
+        await tracker.transition(s.session_id, "idle")
+    assert (await store.get(s.session_id)).state == "active"
