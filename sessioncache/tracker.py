@@ -483,6 +483,7 @@ class StateTracker:
         burst_gap: float = 60.0,
         idle_gap: float = 1800.0,
         churn_after: float = 7 * 86400.0,
+        max_churned: int = 1000,
     ) -> PatternReport:
         """Activity profiles, state paths, bursts and churn from the event streams.
 
@@ -499,7 +500,7 @@ class StateTracker:
             events = await self._events_of(
                 streams[:max_sessions], _ms(since, "since"), events_per_session
             )
-            last_seen = await self._last_seen(user_id)
+            last_seen = await self._last_seen(user_id, churn_after, max_churned)
             report = analyze(
                 events, last_seen=last_seen, now=dt.datetime.now(dt.UTC), top_paths=top_paths,
                 burst_gap_s=burst_gap, idle_gap_s=idle_gap, churn_after_s=churn_after,
@@ -522,11 +523,15 @@ class StateTracker:
             raise BackendUnavailable(f"Redis unavailable scanning streams: {exc}") from exc
         return sorted(out)
 
-    async def _last_seen(self, user_id: object) -> dict[str, dt.datetime]:
-        """Last inbound event per user, from the shards' user zsets."""
+    async def _last_seen(
+        self, user_id: object, older_than: float, limit: int
+    ) -> dict[str, dt.datetime]:
+        """Last inbound event of the user, or of up to ``limit`` users per shard whose last one
+        is older than ``older_than`` seconds (the churn candidates), from the shards' zsets."""
         from urllib.parse import unquote
 
         tags = self._shard_tags()
+        cutoff = int((time.time() - older_than) * 1000)
         try:
             if user_id is not None:
                 ident = make_identity("api", "x", user_id)
@@ -537,7 +542,9 @@ class StateTracker:
                 return {ident.user_id: dt.datetime.fromtimestamp(score / 1000, tz=dt.UTC)}
             async with self.store.client.pipeline(transaction=False) as pipe:
                 for shard in tags:
-                    pipe.zrange(self.keys.users(shard), 0, -1, withscores=True)
+                    pipe.zrangebyscore(
+                        self.keys.users(shard), "-inf", cutoff, 0, limit, withscores=True
+                    )
                 replies = await pipe.execute()
         except RedisError as exc:
             raise BackendUnavailable(f"Redis unavailable reading users: {exc}") from exc

@@ -158,7 +158,9 @@ async def test_predict_lifecycle_end_to_end(store: SessionStore) -> None:
     assert report.by_user["u1"].events == 6 and report.sessions == 1
     fleet = await tracker.analyze_patterns(platform="web")
     assert fleet.sessions == 2 and fleet.paths[0].path == ("new",)
-    assert set(await tracker._last_seen(None)) == {"u1"}
+    assert set(await tracker._last_seen(None, -60.0, 10)) == {"u1"}
+    assert await tracker._last_seen(None, 3600.0, 10) == {}
+    assert set(await tracker._last_seen("u1", 3600.0, 10)) == {"u1"}
 
 
 def test_metrics_quantiles_and_prometheus() -> None:
