@@ -98,8 +98,8 @@ class SessionSystem:
             limits=config.limits,
             **connection,
         )
-        system = cls(store, config)
         try:
+            system = cls(store, config)
             await system.tracker.start()
         except BaseException:
             await store.close()

@@ -95,6 +95,10 @@ class StateTracker:
         config: TrackerConfig | None = None,
         metrics: Metrics | None = None,
     ) -> None:
+        if config is not None and not isinstance(config, TrackerConfig):
+            raise ValidationError(
+                f"tracker options must be a TrackerConfig, not {type(config).__name__}"
+            )
         self.store = store
         self.config = config or TrackerConfig()
         self.keys = TrackerKeys(store.keys, store.is_cluster)

@@ -168,6 +168,27 @@ async def test_guards_and_hooks(store: SessionStore) -> None:
         await tracker.transition(s.session_id, "new")
 
 
+async def test_system_options_reach_the_tracker(memory_url: str) -> None:
+    from sessioncache import initialize_sessions, shutdown_sessions
+
+    with pytest.raises(ValidationError, match="TrackerConfig"):
+        await initialize_sessions("MEMORY", {"url": memory_url}, tracker={"event_max_len": 5})
+    with pytest.raises(ValidationError, match="event_max_len"):
+        TrackerConfig(event_max_len=0)
+    table = TransitionTable(allowed={"new": ["closed"]})
+    system = await initialize_sessions(
+        "MEMORY", {"url": memory_url}, tracker=TrackerConfig(table=table, event_max_len=50)
+    )
+    try:
+        s = await system.create_session("c", "u")
+        with pytest.raises(InvalidTransition):
+            await system.transition(s.session_id, "active")
+        assert (await system.transition(s.session_id, "closed")).state == "closed"
+        assert system.tracker.table.version == 1 and system.tracker.config.event_max_len == 50
+    finally:
+        await shutdown_sessions()
+
+
 def test_table_validation() -> None:
     with pytest.raises(ValidationError):
         TransitionTable(allowed={"new": "active"})
