@@ -26,8 +26,6 @@ from .scripts import ScriptRegistry
 DEFAULT_TTL = 7 * 24 * 3600.0
 """Seconds a session lives after its last activity unless configured otherwise."""
 
-# Hash fields beyond data and metadata: v s c u a e m p t o.
-_CORE_FIELDS = 10
 _MISSING: Any = object()
 
 
@@ -81,7 +79,7 @@ class SessionStore:
         self.limits = limits
         self.default_ttl = default_ttl
         self._default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))
-        self._max_hash_fields = str(limits.max_fields + _CORE_FIELDS)
+        self._max_fields = str(limits.max_fields)
         self.scripts = ScriptRegistry()
         self._owns_client = owns_client
 
@@ -275,7 +273,7 @@ class SessionStore:
             reply_mode,
             self._default_ttl_ms,
             _check_priority(priority),
-            self._max_hash_fields,
+            self._max_fields,
             str(len(pairs) // 2),
             *pairs,
             *dels,
@@ -288,7 +286,7 @@ class SessionStore:
             raise VersionConflict(session_id, int(expected_version or 0), int(reply[1]))
         if status == -3:
             raise ValidationError(
-                f"session {session_id!r} would hold {int(reply[1]) - _CORE_FIELDS} fields; "
+                f"session {session_id!r} would hold {int(reply[1])} fields; "
                 f"the limit is {self.limits.max_fields}"
             )
         return ident, key, reply[1]
