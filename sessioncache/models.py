@@ -59,8 +59,11 @@ class SessionState(enum.StrEnum):
     CLOSED = "closed"
 
 
-def _from_ms(value: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value / 1000, tz=UTC)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _from_ms(value: bytes | int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(milliseconds=int(value))
 
 
 @dataclass(slots=True)
@@ -89,7 +92,8 @@ class Session:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-_INT_FIELDS = {b"v", b"c", b"u", b"a", b"e", b"m", b"p"}
+_TAG = 0xC1  # see codec.py: a value starting with it is msgpack, anything else is UTF-8 text
+_TILDE, _AT = 0x7E, 0x40
 
 
 def session_from_hash(
@@ -97,18 +101,22 @@ def session_from_hash(
 ) -> Session:
     """Build a Session from HGETALL output (a dict, or a flat list from a script)."""
     items = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
-    core: dict[bytes, Any] = {}
+    core: dict[bytes, bytes] = {}
     data: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
+    # This loop runs for every field of every session read: kept flat on purpose.
     for name, raw in items:
         if len(name) == 1:
-            core[name] = int(raw) if name in _INT_FIELDS else raw
-        elif name[0] == 0x7E:  # "~": escaped data name
-            data[name[1:].decode()] = decode_value(raw)
-        elif name[0] == 0x40:  # "@": metadata
-            metadata[name[1:].decode()] = decode_value(raw)
+            core[name] = raw
+            continue
+        value = decode_value(raw) if raw and raw[0] == _TAG else raw.decode()
+        first = name[0]
+        if first == _TILDE:
+            data[name[1:].decode()] = value
+        elif first == _AT:
+            metadata[name[1:].decode()] = value
         else:
-            data[name.decode()] = decode_value(raw)
+            data[name.decode()] = value
     try:
         return Session(
             session_id=ident.session_id,
@@ -122,9 +130,9 @@ def session_from_hash(
             updated_at=_from_ms(core[b"u"]),
             last_activity=_from_ms(core[b"a"]),
             expires_at=_from_ms(core[b"e"]),
-            version=core[b"v"],
-            message_count=core[b"m"],
-            priority=core.get(b"p", 0),
+            version=int(core[b"v"]),
+            message_count=int(core[b"m"]),
+            priority=int(core.get(b"p", 0)),
             metadata=metadata,
             data=data,
         )

@@ -1,4 +1,4 @@
-"""Key encoding: hostile ids are refused or encoded safely; distinct identities never share a key."""
+"""Key encoding: hostile ids are refused or encoded; distinct identities never share a key."""
 
 from __future__ import annotations
 
