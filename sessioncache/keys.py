@@ -113,6 +113,11 @@ def _make_identity(
     return Identity(plat, chat, user, thread)
 
 
+def user_tag(user_id: object) -> str:
+    """The encoded user id: the hash tag shared by all keys of that user's sessions."""
+    return quote(normalize_id(user_id, "user_id"), safe=_SAFE)
+
+
 _cached_identity = lru_cache(maxsize=65536)(_make_identity)
 
 

@@ -19,7 +19,7 @@ from .errors import (
     ValidationError,
     VersionConflict,
 )
-from .keys import Identity, KeySchema, make_identity, parse_session_id
+from .keys import Identity, KeySchema, make_identity, parse_session_id, user_tag
 from .models import Session, SessionState, session_from_hash
 from .scripts import ScriptRegistry
 
@@ -372,7 +372,8 @@ class SessionStore:
             or not 0 <= messages <= 10**6
         ):
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
-        args = [new_op_id(), self._default_ttl_ms, str(messages), str(_ttl_ms(ttl)) if ttl else ""]
+        new_ttl = "" if ttl is None else str(_ttl_ms(ttl))
+        args = [new_op_id(), self._default_ttl_ms, str(messages), new_ttl]
         reply = await self._run(self.scripts.touch, [key, index], args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
@@ -387,13 +388,13 @@ class SessionStore:
 
     async def list_user_sessions(self, user_id: object) -> list[Session]:
         """Every live session of a user, across platforms, chats and threads."""
-        ident = self.identity("api", "x", user_id)
-        index = self.keys.user_index(ident.user_tag)
+        tag = user_tag(user_id)
+        index = self.keys.user_index(tag)
         try:
             suffixes = sorted(await self.client.hkeys(index))
             if not suffixes:
                 return []
-            keys = [self.keys.session_in_index(ident.user_tag, s.decode()) for s in suffixes]
+            keys = [self.keys.session_in_index(tag, s.decode()) for s in suffixes]
             async with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hgetall(key)
