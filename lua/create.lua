@@ -25,16 +25,17 @@ local key = KEYS[1]
 local opid = ARGV[1]
 
 if redis.call('EXISTS', key) == 1 then
+  if ARGV[2] == 'get' then
+    return {0, redis.call('HGETALL', key)}
+  end
+  -- A retry of the very call that created it must not report "exists".
   local ops = redis.call('HGET', key, 'o') or ''
   for i = 1, #ops, 5 do
     if string.sub(ops, i, i + 4) == opid then
       return {1, redis.call('HGETALL', key)}
     end
   end
-  if ARGV[2] == 'create' then
-    return {-1}
-  end
-  return {0, redis.call('HGETALL', key)}
+  return {-1}
 end
 
 local t = redis.call('TIME')

@@ -63,9 +63,8 @@ if activity == '1' then
   local exps = string.format('%d', exp)
   redis.call('HSET', key, 'a', nows, 'e', exps, 'm', string.format('%d', count), 'o', opsnew)
   redis.call('PEXPIREAT', key, exps)
-  if redis.call('PEXPIRETIME', KEYS[2]) < exp then
-    redis.call('PEXPIREAT', KEYS[2], exps)
-  end
+  -- GT: only ever moves the index's expiry later (it must outlive every session it lists).
+  redis.call('PEXPIREAT', KEYS[2], exps, 'GT')
   if inbound == '1' then
     local gap = now - tonumber(cur[3])
     if gap < 0 then gap = 0 end

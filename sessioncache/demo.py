@@ -45,6 +45,8 @@ async def run_demo(storage_type: str = "MEMORY", url: str | None = None) -> None
     assert fetched is not None
     print(f"expires   {fetched.expires_at.isoformat()} (TTL refreshed on activity)")
     print(f"health    {await system.health_check()}")
+    for s in sessions:
+        await system.delete_session(s.session_id)
     await shutdown_sessions()
 
 

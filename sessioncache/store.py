@@ -19,15 +19,13 @@ from .errors import (
     ValidationError,
     VersionConflict,
 )
-from .keys import Identity, KeySchema, make_identity, parse_session_id
+from .keys import Identity, KeySchema, make_identity, parse_session_id, user_tag
 from .models import Session, SessionState, session_from_hash
 from .scripts import ScriptRegistry
 
 DEFAULT_TTL = 7 * 24 * 3600.0
 """Seconds a session lives after its last activity unless configured otherwise."""
 
-# Hash fields beyond data and metadata: v s c u a e m p t o.
-_CORE_FIELDS = 10
 _MISSING: Any = object()
 
 
@@ -91,7 +89,7 @@ class SessionStore:
         self.limits = limits
         self.default_ttl = default_ttl
         self._default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))
-        self._max_hash_fields = str(limits.max_fields + _CORE_FIELDS)
+        self._max_fields = str(limits.max_fields)
         self.scripts = ScriptRegistry()
         self._owns_client = owns_client
         self.extras: StoreExtras | None = None
@@ -290,7 +288,7 @@ class SessionStore:
             reply_mode,
             self._default_ttl_ms,
             _check_priority(priority),
-            self._max_hash_fields,
+            self._max_fields,
             str(len(pairs) // 2),
             *pairs,
             *dels,
@@ -303,7 +301,7 @@ class SessionStore:
             raise VersionConflict(session_id, int(expected_version or 0), int(reply[1]))
         if status == -3:
             raise ValidationError(
-                f"session {session_id!r} would hold {int(reply[1]) - _CORE_FIELDS} fields; "
+                f"session {session_id!r} would hold {int(reply[1])} fields; "
                 f"the limit is {self.limits.max_fields}"
             )
         return ident, key, reply[1]
@@ -389,7 +387,8 @@ class SessionStore:
             or not 0 <= messages <= 10**6
         ):
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
-        args = [new_op_id(), self._default_ttl_ms, str(messages), str(_ttl_ms(ttl)) if ttl else ""]
+        new_ttl = "" if ttl is None else str(_ttl_ms(ttl))
+        args = [new_op_id(), self._default_ttl_ms, str(messages), new_ttl]
         reply = await self._run(self.scripts.touch, [key, index], args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
@@ -407,13 +406,13 @@ class SessionStore:
 
     async def list_user_sessions(self, user_id: object) -> list[Session]:
         """Every live session of a user, across platforms, chats and threads."""
-        ident = self.identity("api", "x", user_id)
-        index = self.keys.user_index(ident.user_tag)
+        tag = user_tag(user_id)
+        index = self.keys.user_index(tag)
         try:
             suffixes = sorted(await self.client.hkeys(index))
             if not suffixes:
                 return []
-            keys = [self.keys.session_in_index(ident.user_tag, s.decode()) for s in suffixes]
+            keys = [self.keys.session_in_index(tag, s.decode()) for s in suffixes]
             async with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hgetall(key)
