@@ -251,7 +251,10 @@ class TrackerKeys:
         return f"{self._prefix}ev:*"
 
     def shard_tag(self, ident: Identity) -> str:
-        return slot_tag(ident.user_tag) if self.cluster else "0"
+        return self.shard_of_user(ident.user_tag)
+
+    def shard_of_user(self, user_tag: str) -> str:
+        return slot_tag(user_tag) if self.cluster else "0"
 
     def stats(self, shard: str) -> str:
         return f"{self._prefix}st:{{{shard}}}"

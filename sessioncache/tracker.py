@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from redis.exceptions import RedisError
 
@@ -25,9 +26,8 @@ from .keys import (
     Identity,
     TrackerKeys,
     all_slot_tags,
-    make_identity,
     parse_session_id,
-    slot_tag,
+    user_tag,
 )
 from .metrics import Metrics
 from .models import Session, session_from_hash
@@ -188,7 +188,7 @@ class StateTracker:
         found = self._located.get(session_id)
         if found is None:
             ident = parse_session_id(session_id)
-            shard = slot_tag(ident.user_tag) if self.keys.cluster else "0"
+            shard = self.keys.shard_tag(ident)
             keys = [
                 self.store.keys.session(ident),
                 self.store.keys.user_index(ident.user_tag),
@@ -401,7 +401,7 @@ class StateTracker:
         return events
 
     async def _user_streams(self, user_id: object) -> list[tuple[str, str]]:
-        tag = make_identity("api", "x", user_id).user_tag
+        tag = user_tag(user_id)
         try:
             suffixes = await self.store.client.hkeys(self.store.keys.user_index(tag))
         except RedisError as exc:
@@ -532,18 +532,16 @@ class StateTracker:
     ) -> dict[str, dt.datetime]:
         """Last inbound event of the user, or of up to ``limit`` users per shard whose last one
         is older than ``older_than`` seconds (the churn candidates), from the shards' zsets."""
-        from urllib.parse import unquote
-
         tags = self._shard_tags()
         cutoff = int((time.time() - older_than) * 1000)
         try:
             if user_id is not None:
-                ident = make_identity("api", "x", user_id)
-                shard = slot_tag(ident.user_tag) if self.keys.cluster else "0"
-                score = await self.store.client.zscore(self.keys.users(shard), ident.user_tag)
+                tag = user_tag(user_id)
+                shard = self.keys.shard_of_user(tag)
+                score = await self.store.client.zscore(self.keys.users(shard), tag)
                 if score is None:
                     return {}
-                return {ident.user_id: dt.datetime.fromtimestamp(score / 1000, tz=dt.UTC)}
+                return {unquote(tag): dt.datetime.fromtimestamp(score / 1000, tz=dt.UTC)}
             async with self.store.client.pipeline(transaction=False) as pipe:
                 for shard in tags:
                     pipe.zrangebyscore(
