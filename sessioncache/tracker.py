@@ -385,8 +385,10 @@ class StateTracker:
             raise BackendUnavailable(f"Redis unavailable during get_events: {exc}") from exc
         return out
 
-    async def _events_of(self, stream_keys: list[tuple[str, str]], since_ms: int | None,
-                         per_session: int) -> list[Event]:
+    async def _events_of(
+        self, stream_keys: list[tuple[str, str]], since_ms: int | None, per_session: int
+    ) -> list[Event]:
+        """The newest ``per_session`` events (since ``since_ms``) of each stream, one pipeline."""
         start = "-" if since_ms is None else str(since_ms)
         try:
             async with self.store.client.pipeline(transaction=False) as pipe:
@@ -439,6 +441,12 @@ class StateTracker:
         self, *, active_window: float = 3600.0, hours: int = 24
     ) -> StatisticsReport:
         """Fleet statistics from the shard counters (1 shard standalone, 16384 on a cluster)."""
+        if isinstance(active_window, bool) or not isinstance(active_window, (int, float)) or not (
+            0 < active_window <= 10 * 365 * 86400
+        ):
+            raise ValidationError(f"active_window must be seconds in (0, 10y]: {active_window!r}")
+        if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= 24 * 366:
+            raise ValidationError(f"hours must be an int in [1, 8784], got {hours!r}")
         with self.metrics.measure("get_statistics"):
             hashes, active = await self._read_shards(active_window)
             now = dt.datetime.now(dt.UTC)

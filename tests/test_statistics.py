@@ -6,7 +6,9 @@ import asyncio
 import datetime as dt
 import json
 
-from sessioncache import EventType, initialize_sessions, shutdown_sessions
+import pytest
+
+from sessioncache import EventType, ValidationError, initialize_sessions, shutdown_sessions
 from sessioncache.cli import main as cli_main
 from sessioncache.statistics import build_report, histogram_quantile
 from sessioncache.store import SessionStore
@@ -53,6 +55,10 @@ async def test_report_counts_states_platforms_events(store: SessionStore) -> Non
     assert encoded["transitions"] == {"new>active": 3, "active>closed": 1}
     table = report.to_table()
     assert "transition new>active" in table and "state active" in table
+    with pytest.raises(ValidationError):
+        await tracker.get_statistics(active_window=0)
+    with pytest.raises(ValidationError):
+        await tracker.get_statistics(hours=0)
 
 
 def test_histogram_quantiles_are_close() -> None:
