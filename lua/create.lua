@@ -2,6 +2,7 @@
 --
 -- KEYS[1]  session hash
 -- KEYS[2]  user index (hash: session suffix -> 1)
+-- KEYS[3]  change bucket of this slot (optional; see docs/persistence.md)
 -- ARGV[1]  op id (5 chars; repeated on a client retry)
 -- ARGV[2]  mode: "create" (fail if it exists) or "get" (return the existing session)
 -- ARGV[3]  ttl in ms for this session, "0" to use ARGV[4]
@@ -66,5 +67,10 @@ redis.call('PEXPIREAT', key, exps)
 redis.call('HSET', KEYS[2], ARGV[5], '1')
 if redis.call('PEXPIRETIME', KEYS[2]) < exp then
   redis.call('PEXPIREAT', KEYS[2], exps)
+end
+-- Change index for incremental backups (see docs/persistence.md): only while a backup chain
+-- has armed this slot's bucket with its '#' counter.
+if KEYS[3] and redis.call('ZSCORE', KEYS[3], '#') then
+  redis.call('ZADD', KEYS[3], redis.call('ZINCRBY', KEYS[3], 1, '#'), KEYS[1])
 end
 return {1, redis.call('HGETALL', key)}

@@ -2,10 +2,18 @@
 --
 -- KEYS[1]  session hash
 -- KEYS[2]  user index
+-- KEYS[3]  change bucket of this slot (optional; see docs/persistence.md)
 -- ARGV[1]  session suffix (field of the user index)
 --
 -- Returns 1 if the session existed, 0 if not. Running it twice is harmless.
 
 local existed = redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+if existed == 1 then
+  -- Change index for incremental backups (see docs/persistence.md): only while a backup chain
+  -- has armed this slot's bucket with its '#' counter.
+  if KEYS[3] and redis.call('ZSCORE', KEYS[3], '#') then
+    redis.call('ZADD', KEYS[3], redis.call('ZINCRBY', KEYS[3], 1, '#'), KEYS[1])
+  end
+end
 return existed

@@ -13,8 +13,10 @@ character or whitespace: distinct identities never share a key and no input can 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from binascii import crc_hqx
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 from urllib.parse import quote, unquote
 
 from .errors import ValidationError
@@ -170,3 +172,50 @@ class KeySchema:
         platform, _, rest = suffix.partition(":")
         chat, _, thread = rest.partition(":")
         return ":".join([platform, chat, tag] + ([thread] if thread else []))
+
+    # -- persistence (docs/persistence.md) ------------------------------------------------
+
+    def change_bucket(self, slot: int) -> str:
+        """Change index of one cluster slot: zset of session keys -> change sequence."""
+        return f"{self._prefix}c:{{{slot_tag(slot)}}}"
+
+    def change_bucket_of(self, ident: Identity) -> str:
+        """The change bucket in the same slot as the identity's session hash."""
+        return self.change_bucket(tag_slot(ident.user_tag))
+
+    def change_bucket_pattern(self) -> str:
+        return f"{self._prefix}c:*"
+
+    def backup_head(self) -> str:
+        """The id of the backup that last consumed the change index."""
+        return f"{self._prefix}bk:head"
+
+    def lease(self, name: str) -> str:
+        """A fleet-wide lease (one holder at a time), e.g. for scheduled backups."""
+        if not _PLATFORM_RE.match(name):
+            raise ValidationError(f"lease name must match {_PLATFORM_RE.pattern}; got {name!r}")
+        return f"{self._prefix}lease:{{{name}}}"
+
+
+SLOTS = 16384
+
+
+def tag_slot(tag: str) -> int:
+    """The Redis Cluster slot of a hash tag (CRC16-XMODEM, as the server computes it)."""
+    return crc_hqx(tag.encode("utf-8"), 0) % SLOTS
+
+
+@lru_cache(maxsize=1)
+def _slot_tags() -> tuple[str, ...]:
+    # slot_tags.txt line n is the shortest hex counter whose CRC16 lands in slot n (generated
+    # once: computing it costs ~0.3 s). Checked on load, so a damaged file cannot misroute.
+    text = resources.files("sessioncache").joinpath("slot_tags.txt").read_text("ascii")
+    tags = tuple(text.split())
+    if len(tags) != SLOTS or any(tag_slot(t) != i for i, t in enumerate(tags)):
+        raise RuntimeError("sessioncache/slot_tags.txt is damaged; reinstall sessioncache")
+    return tags
+
+
+def slot_tag(slot: int) -> str:
+    """A short hash tag that lands in the given slot, so per-slot keys share a slot with users."""
+    return _slot_tags()[slot]

@@ -152,7 +152,11 @@ class SessionStore:
         state_name = state.value if isinstance(state, SessionState) else state
         if not isinstance(state_name, str) or not state_name or len(state_name) > 64:
             raise ValidationError(f"state must be a non-empty str of at most 64 chars: {state!r}")
-        keys = [self.keys.session(ident), self.keys.user_index(ident.user_tag)]
+        keys = [
+            self.keys.session(ident),
+            self.keys.user_index(ident.user_tag),
+            self.keys.change_bucket_of(ident),
+        ]
         args = [
             new_op_id(),
             mode,
@@ -276,7 +280,8 @@ class SessionStore:
             *pairs,
             *dels,
         ]
-        reply = await self._run(self.scripts.update, [key, index], args)
+        bucket = self.keys.change_bucket_of(ident)
+        reply = await self._run(self.scripts.update, [key, index, bucket], args)
         status = reply[0]
         if status == -1:
             raise SessionNotFound(session_id)
@@ -363,11 +368,12 @@ class SessionStore:
         self, session_id: str, *, messages: int = 0, ttl: float | None = None
     ) -> dt.datetime:
         """Record activity (and optionally messages); refreshes the TTL. Returns the new expiry."""
-        _, key, index = self._located(session_id)
+        ident, key, index = self._located(session_id)
         if isinstance(messages, bool) or not isinstance(messages, int) or not 0 <= messages <= 10**6:
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
         args = [new_op_id(), self._default_ttl_ms, str(messages), str(_ttl_ms(ttl)) if ttl else ""]
-        reply = await self._run(self.scripts.touch, [key, index], args)
+        bucket = self.keys.change_bucket_of(ident)
+        reply = await self._run(self.scripts.touch, [key, index, bucket], args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
         return dt.datetime.fromtimestamp(int(reply[1]) / 1000, tz=dt.UTC)
@@ -375,7 +381,8 @@ class SessionStore:
     async def delete(self, session_id: str) -> bool:
         """Remove a session; True if it existed."""
         ident, key, index = self._located(session_id)
-        return bool(await self._run(self.scripts.delete, [key, index], [ident.suffix]))
+        bucket = self.keys.change_bucket_of(ident)
+        return bool(await self._run(self.scripts.delete, [key, index, bucket], [ident.suffix]))
 
     # -- listing --------------------------------------------------------------------------
 

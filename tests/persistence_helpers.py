@@ -1,0 +1,77 @@
+"""Shared helpers of the persistence tests: state digests and bulk loading."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sessioncache.store import SessionStore
+
+
+async def state(store: SessionStore) -> dict[bytes, tuple[dict[bytes, bytes], int]]:
+    """Every session hash of the namespace with its absolute expiry (ms)."""
+    client = store.client
+    keys = [k async for k in client.scan_iter(match=store.keys.session_pattern(), count=1000)]
+    out = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        async with client.pipeline(transaction=False) as pipe:
+            for key in chunk:
+                pipe.hgetall(key)
+                pipe.pexpiretime(key)
+            replies = await pipe.execute()
+        for i, key in enumerate(chunk):
+            out[key] = (replies[2 * i], replies[2 * i + 1])
+    return out
+
+
+async def digest(store: SessionStore) -> tuple[int, str]:
+    """Count and one SHA-256 over every session hash and expiry, order-independent."""
+    snapshot = await state(store)
+    h = hashlib.sha256()
+    for key in sorted(snapshot):
+        fields, expiry = snapshot[key]
+        h.update(key + b"\0" + str(expiry).encode())
+        for name in sorted(fields):
+            h.update(b"\1" + name + b"\2" + fields[name])
+    return len(snapshot), h.hexdigest()
+
+
+async def all_keys(store: SessionStore) -> dict[bytes, Any]:
+    """Every key of the namespace with a dump of its content (for 'Redis unchanged' checks)."""
+    client = store.client
+    out: dict[bytes, Any] = {}
+    async for key in client.scan_iter(match=store.keys.all_pattern(), count=1000):
+        kind = (await client.type(key)).decode() if isinstance(await client.type(key), bytes) else str(await client.type(key))
+        if kind == "hash":
+            out[key] = ("hash", await client.hgetall(key), await client.pexpiretime(key))
+        elif kind == "zset":
+            out[key] = ("zset", await client.zrange(key, 0, -1, withscores=True))
+        else:
+            out[key] = (kind, await client.get(key) if kind == "string" else None)
+    return out
+
+
+async def bulk_load(store: SessionStore, n: int, fields: int = 20, *, user_groups: int = 0) -> None:
+    """n sessions written with pipelined raw HSET (same layout the scripts write), fast."""
+    client = store.client
+    keys = store.keys
+    now = 1_900_000_000_000  # far future expiry, fixed so digests are reproducible
+    batch = 2000
+    for start in range(0, n, batch):
+        async with client.pipeline(transaction=False) as pipe:
+            for i in range(start, min(n, start + batch)):
+                user = f"u{i % user_groups}" if user_groups else f"u{i}"
+                ident = store.identity("telegram", f"c{i}", user)
+                key = keys.session(ident)
+                mapping: dict[str, Any] = {
+                    "v": str(1 + i % 7), "s": "active", "c": "1700000000000",
+                    "u": "1700000000500", "a": "1700000000900", "e": str(now + i),
+                    "m": str(i % 13), "o": "abcde",
+                }
+                for f in range(fields):
+                    mapping[f"field{f}"] = f"value-{i}-{f}" if f % 2 else b"\xc1" + bytes([f, i % 256])
+                pipe.hset(key, mapping=mapping)
+                pipe.pexpireat(key, now + i)
+                pipe.hset(keys.user_index(ident.user_tag), ident.suffix, "1")
+            await pipe.execute()
