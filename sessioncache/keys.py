@@ -134,7 +134,7 @@ def _parse_session_id(session_id: str) -> Identity:
 class KeySchema:
     """Builds every key under one namespace."""
 
-    __slots__ = ("_prefix", "namespace")
+    __slots__ = ("_prefix", "change_buckets", "namespace")
 
     def __init__(self, namespace: str = "sc") -> None:
         if not isinstance(namespace, str) or not _NAMESPACE_RE.match(namespace):
@@ -144,6 +144,7 @@ class KeySchema:
             )
         self.namespace = namespace
         self._prefix = namespace + ":"
+        self.change_buckets = SLOTS
 
     def session(self, ident: Identity) -> str:
         return f"{self._prefix}s:{{{ident.user_tag}}}:{ident.suffix}"
@@ -175,13 +176,20 @@ class KeySchema:
 
     # -- persistence (docs/persistence.md) ------------------------------------------------
 
-    def change_bucket(self, slot: int) -> str:
-        """Change index of one cluster slot: zset of session keys -> change sequence."""
-        return f"{self._prefix}c:{{{slot_tag(slot)}}}"
+    def change_bucket(self, index: int) -> str:
+        """Change index bucket ``index``: zset of session keys -> change sequence.
+
+        Bucket i is in cluster slot i, so in a cluster each session's bucket shares its slot.
+        """
+        return f"{self._prefix}c:{{{slot_tag(index)}}}"
+
+    def change_bucket_index(self, user_tag: str) -> int:
+        """Which bucket records changes of this user's sessions (its slot, folded when the
+        server has no slots and fewer buckets suffice: see docs/persistence.md)."""
+        return tag_slot(user_tag) % self.change_buckets
 
     def change_bucket_of(self, ident: Identity) -> str:
-        """The change bucket in the same slot as the identity's session hash."""
-        return self.change_bucket(tag_slot(ident.user_tag))
+        return self.change_bucket(self.change_bucket_index(ident.user_tag))
 
     def change_bucket_pattern(self) -> str:
         return f"{self._prefix}c:*"

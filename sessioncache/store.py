@@ -23,6 +23,9 @@ from .keys import Identity, KeySchema, make_identity, parse_session_id
 from .models import Session, SessionState, session_from_hash
 from .scripts import ScriptRegistry
 
+STANDALONE_CHANGE_BUCKETS = 256
+"""Change-index buckets on a standalone server (a cluster needs one per slot: 16384)."""
+
 DEFAULT_TTL = 7 * 24 * 3600.0
 """Seconds a session lives after its last activity unless configured otherwise."""
 
@@ -74,6 +77,9 @@ class SessionStore:
     ) -> None:
         self.client = client
         self.keys = KeySchema(namespace)
+        if not is_cluster(client):
+            # No slots to share on one server: fewer change buckets keep backups cheap.
+            self.keys.change_buckets = STANDALONE_CHANGE_BUCKETS
         self.limits = limits
         self.default_ttl = default_ttl
         self._default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))

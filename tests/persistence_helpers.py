@@ -38,18 +38,24 @@ async def digest(store: SessionStore) -> tuple[int, str]:
 
 
 async def all_keys(store: SessionStore) -> dict[bytes, Any]:
-    """Every key of the namespace with a dump of its content (for 'Redis unchanged' checks)."""
+    """Every key of the namespace with its content and expiry (for 'Redis unchanged' checks)."""
     client = store.client
-    out: dict[bytes, Any] = {}
-    async for key in client.scan_iter(match=store.keys.all_pattern(), count=1000):
-        kind = (await client.type(key)).decode() if isinstance(await client.type(key), bytes) else str(await client.type(key))
-        if kind == "hash":
-            out[key] = ("hash", await client.hgetall(key), await client.pexpiretime(key))
-        elif kind == "zset":
-            out[key] = ("zset", await client.zrange(key, 0, -1, withscores=True))
-        else:
-            out[key] = (kind, await client.get(key) if kind == "string" else None)
-    return out
+    keys = [k async for k in client.scan_iter(match=store.keys.all_pattern(), count=1000)]
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.type(key)
+        kinds = [k.decode() if isinstance(k, bytes) else str(k) for k in await pipe.execute()]
+    async with client.pipeline(transaction=False) as pipe:
+        for key, kind in zip(keys, kinds, strict=True):
+            if kind == "hash":
+                pipe.hgetall(key)
+            elif kind == "zset":
+                pipe.zrange(key, 0, -1, withscores=True)
+            else:
+                pipe.get(key)
+            pipe.pexpiretime(key)
+        replies = await pipe.execute()
+    return {k: (kinds[i], replies[2 * i], replies[2 * i + 1]) for i, k in enumerate(keys)}
 
 
 async def bulk_load(store: SessionStore, n: int, fields: int = 20, *, user_groups: int = 0) -> None:
@@ -65,13 +71,40 @@ async def bulk_load(store: SessionStore, n: int, fields: int = 20, *, user_group
                 ident = store.identity("telegram", f"c{i}", user)
                 key = keys.session(ident)
                 mapping: dict[str, Any] = {
-                    "v": str(1 + i % 7), "s": "active", "c": "1700000000000",
-                    "u": "1700000000500", "a": "1700000000900", "e": str(now + i),
-                    "m": str(i % 13), "o": "abcde",
+                    "v": str(1 + i % 7),
+                    "s": "active",
+                    "c": "1700000000000",
+                    "u": "1700000000500",
+                    "a": "1700000000900",
+                    "e": str(now + i),
+                    "m": str(i % 13),
+                    "o": "abcde",
                 }
                 for f in range(fields):
-                    mapping[f"field{f}"] = f"value-{i}-{f}" if f % 2 else b"\xc1" + bytes([f, i % 256])
+                    mapping[f"field{f}"] = (
+                        f"value-{i}-{f}" if f % 2 else b"\xc1" + bytes([f, i % 256])
+                    )
                 pipe.hset(key, mapping=mapping)
                 pipe.pexpireat(key, now + i)
                 pipe.hset(keys.user_index(ident.user_tag), ident.suffix, "1")
             await pipe.execute()
+
+
+def merge_writer(
+    url: str, namespace: str, session_ids: list[str], rounds: int, started: Any
+) -> None:
+    """Child process: `rounds` updates of data field w (1..rounds) on each of its sessions."""
+    import asyncio
+
+    async def main() -> None:
+        store = await SessionStore.connect(url, namespace=namespace, socket_timeout=10.0)
+        try:
+            for i in range(1, rounds + 1):
+                for sid in session_ids:
+                    await store.update(sid, data={"w": i})
+                if i == 1:
+                    started.set()
+        finally:
+            await store.close()
+
+    asyncio.run(main())

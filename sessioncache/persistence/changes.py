@@ -10,6 +10,7 @@ cluster, where those would cross slots, with one ZRANGE per slot. See docs/persi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from ..backends import is_cluster
 from ..errors import BackendUnavailable
-from ..keys import SLOTS, KeySchema, tag_slot
+from ..keys import KeySchema
 from ..scripts import Script
 
 COUNTER = b"#"
@@ -42,6 +43,17 @@ async def run_script_batch(
 
     Only for scripts that are safe to run twice: after a NOSCRIPT the whole batch is replayed.
     """
+    if is_cluster(client):
+        # redis-py refuses EVALSHA in cluster pipelines: run the calls concurrently instead,
+        # at most 64 in flight (each Script call reloads on NOSCRIPT by itself).
+        out: list[Any] = []
+        try:
+            for start in range(0, len(calls), 64):
+                chunk = calls[start : start + 64]
+                out += await asyncio.gather(*(script(client, k, a) for k, a in chunk))
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during {script.name}: {exc}") from exc
+        return out
     for attempt in (1, 2):
         try:
             async with client.pipeline(transaction=False) as pipe:
@@ -75,10 +87,10 @@ class Unarmed(Exception):
         self.slot = slot
 
 
-def _slot_of_member(member: bytes) -> int:
-    # Members are session keys ``ns:s:{<u>}:...``; their slot is their bucket's slot.
+def _bucket_of_member(keys: KeySchema, member: bytes) -> int:
+    # Members are session keys ``ns:s:{<u>}:...``; the user tag picks the bucket.
     start = member.index(b"{") + 1
-    return tag_slot(member[start : member.index(b"}", start)].decode())
+    return keys.change_bucket_index(member[start : member.index(b"}", start)].decode())
 
 
 class ChangeIndex:
@@ -91,8 +103,9 @@ class ChangeIndex:
         self.cluster = is_cluster(client)
 
     def _slot_batches(self) -> Iterator[range]:
-        for start in range(0, SLOTS, self.batch):
-            yield range(start, min(SLOTS, start + self.batch))
+        total = self.keys.change_buckets
+        for start in range(0, total, self.batch):
+            yield range(start, min(total, start + self.batch))
 
     async def _armed(self, slots: range) -> list[int]:
         """Slots of the batch whose bucket lacks the '#' counter."""
@@ -108,7 +121,7 @@ class ChangeIndex:
     async def arm(self) -> None:
         """Give every bucket its '#' counter (idempotent); writes are recorded from then on."""
         for slots in self._slot_batches():
-            missing = await self._armed(slots)
+            missing = list(slots) if self.cluster else await self._armed(slots)
             if missing:
                 calls = [
                     ("zadd", (self.keys.change_bucket(s), {COUNTER: 0}, True)) for s in missing
@@ -118,7 +131,8 @@ class ChangeIndex:
     async def read_batches(self) -> AsyncIterator[list[BucketRead]]:
         """The non-empty buckets, a batch of slots at a time; Unarmed if any lost its counter."""
         for slots in self._slot_batches():
-            missing = await self._armed(slots)
+            # In a cluster the ZRANGE below shows the '#' counter of each bucket itself.
+            missing = [] if self.cluster else await self._armed(slots)
             if missing:
                 raise Unarmed(missing[0])
             buckets = [self.keys.change_bucket(s) for s in slots]
@@ -127,6 +141,9 @@ class ChangeIndex:
             if self.cluster:
                 calls = [("zrange", (b, 0, -1, False, True)) for b in buckets]
                 per_slot = await pipelined(self.client, calls)
+                for slot, slot_entries in zip(slots, per_slot, strict=True):
+                    if not any(member == COUNTER for member, _ in slot_entries):
+                        raise Unarmed(slot)
                 entries = [e for slot_entries in per_slot for e in slot_entries]
             else:
                 calls = [("zunion", (buckets, "MAX", True))]
@@ -134,7 +151,7 @@ class ChangeIndex:
             for member, score in entries:
                 if member == COUNTER:
                     continue
-                slot = _slot_of_member(member)
+                slot = _bucket_of_member(self.keys, member)
                 read = found.get(slot)
                 if read is None:
                     read = found[slot] = BucketRead(slot, float(score), [])

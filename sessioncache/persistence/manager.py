@@ -283,7 +283,7 @@ class Persistence:
                         pending = pending[self.batch_size :]
             except Unarmed as exc:
                 raise IntegrityError(
-                    f"the change bucket of slot {exc.slot} lost its counter (evicted or deleted): "
+                    f"change bucket {exc.slot} lost its counter (evicted or deleted): "
                     "changes may be missing, so the chain cannot continue; take a full backup"
                 ) from exc
             if pending:
@@ -425,9 +425,10 @@ class Persistence:
         self, backup_id: str | os.PathLike[str], *, allow_pickle: bool = False
     ) -> VerifyReport:
         """Check structure, checksums and signature of a backup and its chain, restoring nothing."""
+        self.find(backup_id)  # an unknown id raises ValidationError rather than reporting
         try:
             _, report = await asyncio.to_thread(self._verify_chain, backup_id, allow_pickle)
-        except IntegrityError as exc:
+        except (IntegrityError, ValidationError) as exc:
             return VerifyReport(backup_id=str(backup_id), ok=False, error=str(exc))
         return report
 

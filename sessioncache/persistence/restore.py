@@ -99,7 +99,7 @@ class Restorer:
                 if not key.startswith(keep):
                     doomed.append(key)
                 if len(doomed) >= 1000:
-                    await pipelined(self.store.client, [("unlink", (k,)) for k in doomed])
+                    await pipelined(self.store.client, [("delete", (k,)) for k in doomed])
                     wiped += len(doomed)
                     doomed = []
         except RedisError as exc:
@@ -107,7 +107,7 @@ class Restorer:
                 f"Redis unavailable while wiping the namespace: {exc}"
             ) from exc
         if doomed:
-            await pipelined(self.store.client, [("unlink", (k,)) for k in doomed])
+            await pipelined(self.store.client, [("delete", (k,)) for k in doomed])
             wiped += len(doomed)
         return wiped
 
