@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +15,34 @@ from sessioncache.persistence.backup import BackupReader, BackupWriter
 from sessioncache.persistence.formats import Codec
 from sessioncache.store import SessionStore
 
+from .conftest import drop_namespace, unique_namespace
 from .persistence_helpers import all_keys, digest, state
 
 KEY = "test-backup-key-0123456789"
 
 
+@pytest.fixture(params=["redis", "memory"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """Real Redis and memory:// here; the cluster runs the tests marked below (16384 buckets
+    make every cluster backup cost ~1 s, too slow to repeat for every case)."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
 @pytest.fixture
-def persistence(store: SessionStore, tmp_path: Path) -> Persistence:
-    return Persistence(store, backup_dir=tmp_path / "backups", key=KEY, batch_size=7)
+async def persistence(store: SessionStore, tmp_path: Path) -> AsyncIterator[Persistence]:
+    p = Persistence(store, backup_dir=tmp_path / "backups", key=KEY, batch_size=7)
+    yield p
+    await p.changes.disarm()  # pipelined: faster than the per-key namespace teardown
+
+
+@pytest.fixture
+async def cluster_persistence(cluster_url: str, tmp_path: Path) -> AsyncIterator[Persistence]:
+    store = await SessionStore.connect(cluster_url, namespace=unique_namespace())
+    p = Persistence(store, backup_dir=tmp_path / "backups", key=KEY, batch_size=7)
+    yield p
+    await p.changes.disarm()
+    await drop_namespace(store.client, store.keys.namespace)
+    await store.close()
 
 
 async def populate(store: SessionStore, n: int, prefix: str = "c") -> list[str]:
@@ -92,6 +113,24 @@ async def test_manifest_is_self_describing(store: SessionStore, persistence: Per
 async def test_incremental_chain_restores_exact_final_state(
     store: SessionStore, persistence: Persistence
 ) -> None:
+    await chain_scenario(store, persistence)
+
+
+@pytest.mark.cluster
+async def test_chain_and_round_trip_on_cluster(cluster_persistence: Persistence) -> None:
+    p = cluster_persistence
+    await chain_scenario(p.store, p)
+    state = await digest(p.store)
+    backup_id = await p.create_backup(format="json.gz")
+    await p.store.update((await p.store.list_user_sessions("user3"))[0].session_id, data={"z": 1})
+    report = await p.restore_backup(backup_id, "replace")
+    assert report.written == state[0] and await digest(p.store) == state
+    await p.changes.disarm()
+    await test_change_index_records_every_write_and_is_trimmed(p.store, p)
+
+
+async def chain_scenario(store: SessionStore, persistence: Persistence) -> None:
+    """Full + three incrementals with updates, deletes, touches and an expiry in between."""
     ids = await populate(store, 20)
     full = await persistence.create_backup("base")
     state_full = await digest(store)
