@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     scripts = sub.add_parser("scripts", help="load, list or check the Lua scripts on a server")
     scripts.add_argument("action", choices=["load", "list", "check"])
     scripts.add_argument("--url", default="redis://127.0.0.1:6379", help="Redis URL")
+
+    from .persistence.cli import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -57,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "scripts":
         return asyncio.run(_scripts(args.action, args.url))
+    from .persistence.cli import COMMANDS, run_command
+
+    if args.command in COMMANDS:
+        return asyncio.run(run_command(args))
     return 2
 
 

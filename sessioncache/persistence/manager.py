@@ -466,6 +466,7 @@ class Persistence:
         for depth, link in enumerate(reversed(links)):
             newest_first = depth < len(links) - 1
             for records in self._read_records(link, allow_pickle):
+                read = len(records)
                 if superseded:
                     records = [r for r in records if r[1] not in superseded]
                 if newest_first:
@@ -473,7 +474,7 @@ class Persistence:
                     superseded.update(r[1] for r in records)
                 await restorer.apply(records, mode, report, decide)
                 if bar:
-                    bar.update(len(records))
+                    bar.update(read)
         if bar:
             bar.close()
         report.seconds = time.monotonic() - began

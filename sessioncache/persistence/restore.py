@@ -191,7 +191,9 @@ def ask_on_terminal(stored: Session, incoming: Session) -> bool:
         file=sys.stderr,
     )
     while True:
-        answer = input("take the backup's version? [y/N] ").strip().lower()
+        sys.stderr.write("take the backup's version? [y/N] ")
+        sys.stderr.flush()
+        answer = input().strip().lower()
         if answer in ("y", "yes"):
             return True
         if answer in ("", "n", "no"):
