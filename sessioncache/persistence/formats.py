@@ -127,17 +127,30 @@ class Codec:
 
 
 def _json_record(record: Record) -> list[Any]:
-    if record[0] == "s":
-        fields = [_b64(x) for pair in record[3].items() for x in pair]
-        return ["s", record[1], record[2], fields]
-    return list(record)
+    # Field names are always UTF-8 (codec.py validates them); values are UTF-8 text or
+    # 0xC1+msgpack. Text stays readable; anything else goes to a base64 map.
+    if record[0] != "s":
+        return list(record)
+    text: dict[str, str] = {}
+    binary: dict[str, str] = {}
+    for name, value in record[3].items():
+        try:
+            text[name.decode()] = value.decode()
+        except UnicodeDecodeError:
+            binary[name.decode()] = _b64(value)
+    return ["s", record[1], record[2], text, binary]
 
 
 def _json_unrecord(item: Any) -> list[Any]:
-    if isinstance(item, list) and len(item) == 4 and item[0] == "s":
-        flat = item[3]
-        if not isinstance(flat, list) or len(flat) % 2:
-            raise IntegrityError("json record has a malformed field list")
-        decoded = [_unb64(x) for x in flat]
-        return ["s", item[1], item[2], dict(zip(decoded[::2], decoded[1::2], strict=True))]
-    return item if isinstance(item, list) else [item]
+    if not (isinstance(item, list) and len(item) == 5 and item[0] == "s"):
+        return item if isinstance(item, list) else [item]
+    text, binary = item[3], item[4]
+    if not isinstance(text, dict) or not isinstance(binary, dict):
+        raise IntegrityError("json record has malformed field maps")
+    try:
+        fields = {k.encode(): v.encode() for k, v in text.items()}
+    except (AttributeError, UnicodeEncodeError) as exc:
+        raise IntegrityError("json record has a non-text field in its text map") from exc
+    for name, value in binary.items():
+        fields[name.encode()] = _unb64(value)
+    return ["s", item[1], item[2], fields]

@@ -114,15 +114,14 @@ class Restorer:
     def _call(self, mode: str, record: Record) -> tuple[list[str], list[Any]]:
         ident = parse_session_id(record[1])
         fields: dict[bytes, bytes] = record[3]
+        tag, suffix = ident.user_tag, ident.suffix  # each property percent-encodes anew
         keys = [
-            self.keys.session(ident),
-            self.keys.user_index(ident.user_tag),
-            self.keys.change_bucket_of(ident),
+            self.keys.session_in_index(tag, suffix),
+            self.keys.user_index(tag),
+            self.keys.change_bucket(self.keys.change_bucket_index(tag)),
         ]
-        args: list[Any] = [mode, str(record[2]), ident.suffix, fields[b"v"]]
-        for item in fields.items():
-            args += item
-        return keys, args
+        blob = b"".join(b"%d:%b%d:%b" % (len(k), k, len(v), v) for k, v in fields.items())
+        return keys, [mode, str(record[2]), suffix, fields[b"v"], blob]
 
     async def apply(
         self,
