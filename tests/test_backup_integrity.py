@@ -325,3 +325,49 @@ async def test_signed_pickle_backup_round_trips(persistence: Persistence) -> Non
     assert {k: v for k, v in after.items() if b":s:" in k} == {
         k: v for k, v in before.items() if b":s:" in k
     }
+
+
+async def test_invalid_records_are_refused_before_any_write(
+    store: SessionStore, tmp_path: Path
+) -> None:
+    """Consistent checksums, no key: structure checks still refuse before the first write."""
+    p = Persistence(store, backup_dir=tmp_path / "nokey")
+    await store.create("web", 0, "u0")
+    before = await all_keys(store)
+    good = [
+        "s",
+        "web:1:u1",
+        0,
+        {b"v": b"1", b"s": b"new", b"c": b"1", b"u": b"1", b"a": b"1", b"e": b"0", b"m": b"0"},
+    ]
+    bad_records: list[Any] = [
+        ["s", "web:1:{u1}", 0, good[3]],  # a brace would pick another slot: invalid id
+        ["s", "web:2:u2", 0, {k: v for k, v in good[3].items() if k != b"v"}],  # no version
+        ["s", "web:3:u3", -5, good[3]],  # negative expiry
+        ["s", "web:4:u4", 0, {**good[3], b"v": b"x1"}],  # non-numeric version
+        ["s", "web:5:u5", 0, {**good[3], **{b"f%d" % i: b"" for i in range(4001)}}],
+        ["x", "web:6:u6"],  # unknown kind
+        "not a record",
+    ]
+    for i, bad in enumerate(bad_records):
+        backup_id = f"20240101T00000000000{i}Z-full-bad000"
+        manifest = {
+            "backup_id": backup_id,
+            "kind": "full",
+            "schema": 1,
+            "namespace": "x",
+            "created_at": "2024-01-01T00:00:00+00:00",
+            "description": "",
+            "parent": None,
+        }
+        directory = tmp_path / "nokey"
+        with BackupWriter(
+            directory / f"{backup_id}.msgpack.scb", manifest, Codec("msgpack"), None
+        ) as w:
+            w.add_part([good])
+            w.add_part([good, bad])
+            w.finish(chain=backup_id)
+        assert not (await p.verify_backup(backup_id)).ok
+        with pytest.raises(IntegrityError):
+            await p.restore_backup(backup_id, "replace")
+        assert await all_keys(store) == before

@@ -37,6 +37,9 @@ FRAME = struct.Struct(">cI")
 CONTAINER = "sessioncache-backup/1"
 KINDS = ("full", "incremental", "snapshot", "session")
 MAX_MANIFEST_BYTES = 64 << 20
+MAX_RECORD_FIELDS = 4000
+"""More than any session can hold (Limits caps data + metadata at 1024 by default), and few
+enough for restore_session.lua to unpack in one HSET."""
 _CORE = (b"v", b"s", b"c", b"u", b"a", b"e", b"m")
 
 
@@ -308,7 +311,12 @@ class BackupReader:
             if len(decoded) != part["records"]:
                 raise _bad("a part holds a different number of records than the manifest says")
             if upgrade is not None:
-                decoded = [upgrade(r) for r in decoded]
+                try:
+                    decoded = [upgrade(r) for r in decoded]
+                except (IntegrityError, ValidationError):
+                    raise
+                except Exception as exc:
+                    raise _bad(f"a schema migration failed on a record: {exc!r}") from exc
             yield [check_record(r) for r in decoded]
 
 
@@ -335,6 +343,8 @@ def check_record(record: Any) -> Record:
         isinstance(k, bytes) and isinstance(v, bytes) and k for k, v in fields.items()
     ):
         raise _bad("record fields are not a map of bytes to bytes")
+    if len(fields) > MAX_RECORD_FIELDS:
+        raise _bad(f"session {sid!r} has {len(fields)} fields; at most {MAX_RECORD_FIELDS}")
     for name in _CORE:
         if name not in fields:
             raise _bad(f"session {sid!r} lacks core field {name.decode()!r}")
