@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -386,14 +386,7 @@ class Persistence:
         with BackupReader(path) as reader:
             m = reader.manifest
             report.signature_checked = reader.check_signature(self.key, allow_pickle=allow_pickle)
-            self.migrations.check(m["schema"])
-            upgrade = None
-            if m["schema"] < self.migrations.current:
-                schema = m["schema"]
-
-                def upgrade(r: Record) -> Record:
-                    return self.migrations.upgrade(r, schema)
-
+            upgrade = self._upgrader(m["schema"])
             sessions = tombstones = 0
             for records in reader.records(pickle_allowed=allow_pickle, upgrade=upgrade):
                 puts = sum(1 for r in records if r[0] == "s")
@@ -463,38 +456,63 @@ class Persistence:
             else None
         )
         superseded: set[str] = set()
-        for depth, link in enumerate(reversed(links)):
-            newest_first = depth < len(links) - 1
-            for records in self._read_records(link, allow_pickle):
-                read = len(records)
-                if superseded:
-                    records = [r for r in records if r[1] not in superseded]
-                if newest_first:
-                    # Newest link first: a session's latest record wins; older links skip it.
-                    superseded.update(r[1] for r in records)
-                await restorer.apply(records, mode, report, decide)
-                if bar:
-                    bar.update(read)
+        # Two batches in flight: Redis runs one batch's scripts while we encode the next.
+        # Interactive stays sequential so questions never interleave.
+        in_flight: set[asyncio.Task[None]] = set()
+        limit = 1 if strategy == "interactive" else 2
+        try:
+            for depth, link in enumerate(reversed(links)):
+                newest_first = depth < len(links) - 1
+                for records in self._read_records(link, allow_pickle, checked=True):
+                    read = len(records)
+                    if superseded:
+                        records = [r for r in records if r[1] not in superseded]
+                    if newest_first:
+                        # Newest link first: a session's latest record wins; older links skip.
+                        superseded.update(r[1] for r in records)
+                    if len(in_flight) >= limit:
+                        done, in_flight = await asyncio.wait(
+                            in_flight, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        for task in done:
+                            task.result()
+                    in_flight.add(
+                        asyncio.create_task(restorer.apply(records, mode, report, decide))
+                    )
+                    if bar:
+                        bar.update(read)
+            for task in in_flight:
+                await task
+        finally:
+            for task in in_flight:
+                task.cancel()
         if bar:
             bar.close()
         report.seconds = time.monotonic() - began
         return report
 
-    def _read_records(self, path: Path, allow_pickle: bool) -> Any:
-        reader = BackupReader(path)
-        m = reader.manifest
-        reader.check_signature(self.key, allow_pickle=allow_pickle)
-        upgrade = None
-        if m["schema"] < self.migrations.current:
-            schema = m["schema"]
+    def _upgrader(self, schema: int) -> Callable[[Record], Record] | None:
+        """The schema migration for records of this schema (None if already current)."""
+        self.migrations.check(schema)
+        if schema == self.migrations.current:
+            return None
+        return lambda record: self.migrations.upgrade(record, schema)
 
-            def upgrade(r: Record) -> Record:
-                return self.migrations.upgrade(r, schema)
+    def _read_records(
+        self, path: Path, allow_pickle: bool, *, checked: bool = False
+    ) -> Iterator[list[Record]]:
+        """A backup's records part by part; signature and checksums are checked again.
 
-        try:
-            yield from reader.records(pickle_allowed=allow_pickle, upgrade=upgrade)
-        finally:
-            reader.close()
+        ``checked``: this file's records were all validated by a verify pass; each part's
+        SHA-256 is still compared, so they decode to the very records that passed.
+        """
+        with BackupReader(path) as reader:
+            reader.check_signature(self.key, allow_pickle=allow_pickle)
+            upgrade = self._upgrader(reader.manifest["schema"])
+            validate = not checked or upgrade is not None
+            yield from reader.records(
+                pickle_allowed=allow_pickle, upgrade=upgrade, validate=validate
+            )
 
     # -- single session -------------------------------------------------------------------
 
@@ -546,14 +564,10 @@ class Persistence:
             m = reader.manifest
             if m["kind"] != "session":
                 raise ValidationError(f"not a single-session export (kind {m['kind']!r})")
-            self.migrations.check(m["schema"])
-            schema = m["schema"]
+            upgrade = self._upgrader(m["schema"])
             records = [
                 r
-                for batch in reader.records(
-                    pickle_allowed=allow_pickle,
-                    upgrade=lambda r: self.migrations.upgrade(r, schema),
-                )
+                for batch in reader.records(pickle_allowed=allow_pickle, upgrade=upgrade)
                 for r in batch
             ]
         if len(records) != 1 or records[0][0] != "s":
