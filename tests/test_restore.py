@@ -283,3 +283,27 @@ async def test_initialize_sessions_schedules_backups_with_apscheduler(
         await shutdown_sessions()
     with pytest.raises(ValidationError, match="backup_interval"):
         await initialize_sessions("MEMORY", backup_dir=str(tmp_path), backup_interval=0.0001)
+
+
+async def test_merge_of_a_chain_takes_each_sessions_latest_record_and_stays_chained(
+    store: SessionStore, persistence: Persistence
+) -> None:
+    a = (await store.create("web", "a", "u", data={"n": 1})).session_id
+    b = (await store.create("web", "b", "u", data={"n": 1})).session_id
+    full = await persistence.create_backup()
+    await store.update(a, data={"n": 2})  # a: v2 in the incremental
+    await store.delete(b)  # b: tombstone in the incremental
+    inc = await persistence.create_backup(incremental=True)
+    await store.delete(a)
+    await store.create("web", "a", "u", data={"n": 0})  # live a: v1, older than the chain's v2
+    await store.create("web", "b", "u", data={"n": 0})  # live b: kept (tombstones delete nothing)
+    report = await persistence.restore_backup(inc, "merge")
+    assert report.chain == [full, inc]
+    assert (report.written, report.kept, report.tombstones) == (1, 0, 1)
+    assert (await store.get(a)).data == {"n": 2}
+    assert (await store.get(b)).data == {"n": 0}
+    # The restore's writes went through the change index: the chain continues exactly.
+    state = await digest(store)
+    nxt = await persistence.create_backup(incremental=True)
+    await persistence.restore_backup(nxt, "replace")
+    assert await digest(store) == state
