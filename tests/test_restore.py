@@ -307,3 +307,18 @@ async def test_merge_of_a_chain_takes_each_sessions_latest_record_and_stays_chai
     nxt = await persistence.create_backup(incremental=True)
     await persistence.restore_backup(nxt, "replace")
     assert await digest(store) == state
+
+
+async def test_largest_session_restores_in_one_script(
+    store: SessionStore, persistence: Persistence
+) -> None:
+    # 2991 fields: far beyond what Limits allows through the API by default (1024 + core);
+    # written raw, it is still restored by one restore_session call (unpack stays in bounds).
+    sid = (await store.create("web", "big", "u")).session_id
+    key = store.keys.session(store.identity("web", "big", "u"))
+    await store.client.hset(key, mapping={f"f{i}": str(i) for i in range(2990)})
+    before = await store.client.hgetall(key)
+    backup_id = await persistence.create_backup()
+    await store.delete(sid)
+    report = await persistence.restore_backup(backup_id, "merge")
+    assert report.written == 1 and await store.client.hgetall(key) == before

@@ -37,7 +37,7 @@ FRAME = struct.Struct(">cI")
 CONTAINER = "sessioncache-backup/1"
 KINDS = ("full", "incremental", "snapshot", "session")
 MAX_MANIFEST_BYTES = 64 << 20
-MAX_RECORD_FIELDS = 4000
+MAX_RECORD_FIELDS = 3000
 """More than any session can hold (Limits caps data + metadata at 1024 by default), and few
 enough for restore_session.lua to unpack in one HSET."""
 _CORE = (b"v", b"s", b"c", b"u", b"a", b"e", b"m")

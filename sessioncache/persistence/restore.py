@@ -120,8 +120,10 @@ class Restorer:
             self.keys.user_index(tag),
             self.keys.change_bucket(self.keys.change_bucket_index(tag)),
         ]
-        blob = b"".join(b"%d:%b%d:%b" % (len(k), k, len(v), v) for k, v in fields.items())
-        return keys, [mode, str(record[2]), suffix, fields[b"v"], blob]
+        args: list[Any] = [mode, str(record[2]), suffix, fields[b"v"]]
+        for item in fields.items():
+            args += item
+        return keys, args
 
     async def apply(
         self,
