@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 from sessioncache.store import SessionStore
@@ -105,6 +106,39 @@ def merge_writer(
                 if i == 1:
                     started.set()
         finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def scheduled_fleet_member(
+    url: str, namespace: str, directory: str, key: str, seconds: float
+) -> None:
+    """Child process: run APScheduler backups every 0.2 s for `seconds`, writing meanwhile."""
+    import asyncio
+
+    from sessioncache.persistence import Persistence
+    from sessioncache.persistence.scheduler import BackupScheduler
+
+    async def main() -> None:
+        store = await SessionStore.connect(url, namespace=namespace, socket_timeout=10.0)
+        scheduler = BackupScheduler(
+            Persistence(store, backup_dir=directory, key=key, lease_ttl=5.0),
+            backup_interval=0.2,
+            full_every=4,
+        ).start()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + seconds
+            i = 0
+            while loop.time() < deadline:
+                await store.get_or_create("web", f"p{os.getpid()}-{i % 20}", "fleet")
+                await store.update(f"web:p{os.getpid()}-{i % 20}:fleet", data={"i": i})
+                i += 1
+                await asyncio.sleep(0.005)
+        finally:
+            scheduler.shutdown()
+            await asyncio.sleep(0.5)  # let a running job finish before the store closes
             await store.close()
 
     asyncio.run(main())

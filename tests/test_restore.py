@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from sessioncache.persistence.scheduler import BackupScheduler
 from sessioncache.store import SessionStore
 
 from .conftest import drop_namespace, unique_namespace
-from .persistence_helpers import digest, merge_writer
+from .persistence_helpers import digest, merge_writer, scheduled_fleet_member
 
 KEY = "restore-key-0123456789abcdef"
 
@@ -322,3 +323,40 @@ async def test_largest_session_restores_in_one_script(
     await store.delete(sid)
     report = await persistence.restore_backup(backup_id, "merge")
     assert report.written == 1 and await store.client.hgetall(key) == before
+
+
+async def test_scheduled_backups_across_processes_never_overlap(
+    redis_url: str, tmp_path: Path
+) -> None:
+    ns = unique_namespace()
+    directory = tmp_path / "fleet"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=scheduled_fleet_member, args=(redis_url, ns, str(directory), KEY, 4.0))
+        for _ in range(3)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        await asyncio.to_thread(proc.join, 120)
+        assert proc.exitcode == 0
+    store = await SessionStore.connect(redis_url, namespace=ns)
+    p = Persistence(store, backup_dir=directory, key=KEY)
+    try:
+        backups = p.list_backups()
+        assert len(backups) >= 3 and backups[0].kind == "full"
+        spans = []
+        for b in backups:
+            with BackupReader(b.path) as reader:
+                m = reader.manifest
+            spans.append((m["created_at"], m["finished_at"]))
+            assert m["parent"] is None or m["parent"] == backups[backups.index(b) - 1].backup_id
+        # The lease let one process work at a time: no two backups overlap in time.
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+        state = await digest(store)
+        report = await p.restore_backup(backups[-1].backup_id, "replace")
+        assert await digest(store) == state and report.written == state[0] == 60
+    finally:
+        await p.changes.disarm()
+        await drop_namespace(store.client, ns)
+        await store.close()
