@@ -103,10 +103,10 @@ async def test_interactive_asks_per_conflict(store: SessionStore, persistence: P
 async def test_expired_sessions_are_not_restored(
     store: SessionStore, persistence: Persistence
 ) -> None:
-    await store.create("web", 1, "u", ttl=0.3)
+    await store.create("web", 1, "u", ttl=1.5)
     await store.create("web", 2, "u")
     backup_id = await persistence.create_backup()
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(1.6)
     report = await persistence.restore_backup(backup_id, "replace")
     assert (report.written, report.expired) == (1, 1)
     assert [s.chat_id for s in await store.list_user_sessions("u")] == ["2"]
