@@ -2,6 +2,7 @@
 --
 -- KEYS[1]  session hash
 -- KEYS[2]  user index (hash: session suffix -> 1)
+-- KEYS[3]  change bucket of this slot (optional; see docs/persistence.md)
 -- ARGV[1]  op id (5 chars; repeated on a client retry)
 -- ARGV[2]  mode: "create" (fail if it exists) or "get" (return the existing session)
 -- ARGV[3]  ttl in ms for this session, "0" to use ARGV[4]
@@ -12,8 +13,8 @@
 -- ARGV[8]  number of field/value pairs that follow (data and metadata, already encoded)
 -- ARGV[9..] field, value, field, value, ...
 -- With the state tracker (optional, both or neither):
--- KEYS[3]  statistics hash of the session's shard (same slot): sessions per platform and state
--- KEYS[4]  the session's event stream: gets a "created" event
+-- KEYS[4]  statistics hash of the session's shard (same slot): sessions per platform and state
+-- KEYS[5]  the session's event stream: gets a "created" event
 -- ARGV[9 + 2n], ARGV[10 + 2n]  stream cap: max entries, max age in ms (n = ARGV[8])
 --
 -- Returns {1, hgetall} when created (also on a retry of the call that created it),
@@ -68,21 +69,26 @@ end
 redis.call('HSET', key, unpack(fields))
 redis.call('PEXPIREAT', key, exps)
 
-if KEYS[3] then
+if KEYS[4] then
   local plat = string.match(ARGV[5], '^[^:]+')
   local extra = 9 + 2 * npairs
-  redis.call('HINCRBY', KEYS[3], 'n:' .. plat .. ':' .. ARGV[6], 1)
-  redis.call('HINCRBY', KEYS[3], 'created', 1)
-  redis.call('HINCRBY', KEYS[3], 'e:created', 1)
-  redis.call('HINCRBY', KEYS[3], 'h:' .. string.format('%d', math.floor(now / 3600000)), 1)
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[extra], '*', 't', 'created', 's', ARGV[6],
+  redis.call('HINCRBY', KEYS[4], 'n:' .. plat .. ':' .. ARGV[6], 1)
+  redis.call('HINCRBY', KEYS[4], 'created', 1)
+  redis.call('HINCRBY', KEYS[4], 'e:created', 1)
+  redis.call('HINCRBY', KEYS[4], 'h:' .. string.format('%d', math.floor(now / 3600000)), 1)
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[extra], '*', 't', 'created', 's', ARGV[6],
              'v', '1')
-  redis.call('XTRIM', KEYS[4], 'MINID', '~', string.format('%d', now - tonumber(ARGV[extra + 1])))
-  redis.call('PEXPIRE', KEYS[4], ARGV[extra + 1])
+  redis.call('XTRIM', KEYS[5], 'MINID', '~', string.format('%d', now - tonumber(ARGV[extra + 1])))
+  redis.call('PEXPIRE', KEYS[5], ARGV[extra + 1])
 end
 
 redis.call('HSET', KEYS[2], ARGV[5], '1')
 if redis.call('PEXPIRETIME', KEYS[2]) < exp then
   redis.call('PEXPIREAT', KEYS[2], exps)
+end
+-- Change index for incremental backups (see docs/persistence.md): only while a backup chain
+-- has armed this slot's bucket with its '#' counter.
+if KEYS[3] and redis.call('ZSCORE', KEYS[3], '#') then
+  redis.call('ZADD', KEYS[3], redis.call('ZINCRBY', KEYS[3], 1, '#'), KEYS[1])
 end
 return {1, redis.call('HGETALL', key)}

@@ -2,17 +2,25 @@
 --
 -- KEYS[1]  session hash
 -- KEYS[2]  user index
+-- KEYS[3]  change bucket of this slot (optional; see docs/persistence.md)
 -- ARGV[1]  session suffix (field of the user index)
 -- With the state tracker (optional):
--- KEYS[3]  statistics hash of the session's shard (same slot): one session less in its state
+-- KEYS[4]  statistics hash of the session's shard (same slot): one session less in its state
 --
 -- Returns 1 if the session existed, 0 if not. Running it twice is harmless.
 
-local state = KEYS[3] and redis.call('HGET', KEYS[1], 's')
+local state = KEYS[4] and redis.call('HGET', KEYS[1], 's')
 local existed = redis.call('DEL', KEYS[1])
 if state then
-  redis.call('HINCRBY', KEYS[3], 'n:' .. string.match(ARGV[1], '^[^:]+') .. ':' .. state, -1)
-  redis.call('HINCRBY', KEYS[3], 'deleted', 1)
+  redis.call('HINCRBY', KEYS[4], 'n:' .. string.match(ARGV[1], '^[^:]+') .. ':' .. state, -1)
+  redis.call('HINCRBY', KEYS[4], 'deleted', 1)
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
+if existed == 1 then
+  -- Change index for incremental backups (see docs/persistence.md): only while a backup chain
+  -- has armed this slot's bucket with its '#' counter.
+  if KEYS[3] and redis.call('ZSCORE', KEYS[3], '#') then
+    redis.call('ZADD', KEYS[3], redis.call('ZINCRBY', KEYS[3], 1, '#'), KEYS[1])
+  end
+end
 return existed

@@ -2,6 +2,7 @@
 --
 -- KEYS[1]  session hash
 -- KEYS[2]  user index (its TTL follows the longest-lived session of the user)
+-- KEYS[3]  change bucket of this slot (optional; see docs/persistence.md)
 -- ARGV[1]  op id (5 chars; repeated on a client retry)
 -- ARGV[2]  default ttl in ms (used when the session has no ttl of its own)
 -- ARGV[3]  messages to add to the message count (integer >= 0)
@@ -45,4 +46,9 @@ redis.call('HSET', key, unpack(fields))
 redis.call('PEXPIREAT', key, exps)
 -- GT: only ever moves the index's expiry later (it must outlive every session it lists).
 redis.call('PEXPIREAT', KEYS[2], exps, 'GT')
+-- Change index for incremental backups (see docs/persistence.md): only while a backup chain
+-- has armed this slot's bucket with its '#' counter.
+if KEYS[3] and redis.call('ZSCORE', KEYS[3], '#') then
+  redis.call('ZADD', KEYS[3], redis.call('ZINCRBY', KEYS[3], 1, '#'), KEYS[1])
+end
 return {1, exp, count}

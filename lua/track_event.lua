@@ -5,6 +5,7 @@
 -- KEYS[3]  the session's event stream
 -- KEYS[4]  statistics hash of the session's shard (same slot as the session)
 -- KEYS[5]  last-activity zset of the shard's users (same slot)
+-- KEYS[6]  change bucket of this slot (the session changed: see docs/persistence.md)
 -- ARGV[1]  op id (5 chars; repeated on a client retry)
 -- ARGV[2]  event type (validated by the caller) and three flags, space-separated:
 --          activity "1"/"0" (refresh last_activity "a" and the TTL), message "1"/"0"
@@ -77,4 +78,9 @@ else
 end
 redis.call('HINCRBY', stats, 'e:' .. etype, 1)
 redis.call('HINCRBY', stats, 'h:' .. string.format('%d', math.floor(now / 3600000)), 1)
+-- Change index for incremental backups (see docs/persistence.md): only while a backup chain
+-- has armed this slot's bucket with its '#' counter.
+if redis.call('ZSCORE', KEYS[6], '#') then
+  redis.call('ZADD', KEYS[6], redis.call('ZINCRBY', KEYS[6], 1, '#'), KEYS[1])
+end
 return {1, id, count}

@@ -3,6 +3,7 @@
 -- KEYS[1]  session hash
 -- KEYS[2]  the session's event stream
 -- KEYS[3]  statistics hash of the session's shard (same slot as the session)
+-- KEYS[4]  change bucket of this slot (the session changed: see docs/persistence.md)
 -- ARGV[1]  op id (5 chars; repeated on a client retry)
 -- ARGV[2]  target state
 -- ARGV[3]  expected version, or "" for any
@@ -80,5 +81,10 @@ if string.find(terminal, ',' .. target .. ',', 1, true)
   redis.call('HINCRBY', stats, 'msum', string.format('%d', msgs))
   redis.call('HINCRBY', stats, 'd:' .. string.format('%d', math.floor(4 * math.log(dur + 1) / ln2)), 1)
   redis.call('HINCRBY', stats, 'mb:' .. string.format('%d', math.floor(4 * math.log(msgs + 1) / ln2)), 1)
+end
+-- Change index for incremental backups (see docs/persistence.md): only while a backup chain
+-- has armed this slot's bucket with its '#' counter.
+if redis.call('ZSCORE', KEYS[4], '#') then
+  redis.call('ZADD', KEYS[4], redis.call('ZINCRBY', KEYS[4], 1, '#'), KEYS[1])
 end
 return {1, redis.call('HGETALL', key), from}

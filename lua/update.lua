@@ -2,6 +2,7 @@
 --
 -- KEYS[1]  session hash
 -- KEYS[2]  user index (its TTL follows the longest-lived session of the user)
+-- KEYS[3]  change bucket of this slot (optional; see docs/persistence.md)
 -- ARGV[1]  op id (5 chars; repeated on a client retry)
 -- ARGV[2]  expected version, or "" for an unconditional update
 -- ARGV[3]  reply: "full" (the whole hash) or "version" (the new version only)
@@ -86,6 +87,11 @@ redis.call('HSET', key, unpack(fields))
 redis.call('PEXPIREAT', key, exps)
 -- GT: only ever moves the index's expiry later (it must outlive every session it lists).
 redis.call('PEXPIREAT', KEYS[2], exps, 'GT')
+-- Change index for incremental backups (see docs/persistence.md): only while a backup chain
+-- has armed this slot's bucket with its '#' counter.
+if KEYS[3] and redis.call('ZSCORE', KEYS[3], '#') then
+  redis.call('ZADD', KEYS[3], redis.call('ZINCRBY', KEYS[3], 1, '#'), KEYS[1])
+end
 if ARGV[3] == 'full' then
   return {1, redis.call('HGETALL', key)}
 end

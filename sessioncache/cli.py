@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--namespace", default="sc", help="key namespace")
     stats.add_argument("--window", type=float, default=3600.0, help="active-user window, s")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    from .persistence.cli import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -83,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_stats(args.url, args.namespace, args.window, args.json))
     if args.command == "scripts":
         return asyncio.run(_scripts(args.action, args.url))
+    from .persistence.cli import COMMANDS, run_command
+
+    if args.command in COMMANDS:
+        return asyncio.run(run_command(args))
     return 2
 
 

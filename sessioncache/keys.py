@@ -20,6 +20,7 @@ import re
 from binascii import crc_hqx
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib import resources
 from urllib.parse import quote, unquote
 
 from .errors import ValidationError
@@ -153,7 +154,7 @@ def _parse_session_id(session_id: str) -> Identity:
 class KeySchema:
     """Builds every key under one namespace."""
 
-    __slots__ = ("_prefix", "namespace")
+    __slots__ = ("_prefix", "change_buckets", "namespace")
 
     def __init__(self, namespace: str = "sc") -> None:
         if not isinstance(namespace, str) or not _NAMESPACE_RE.match(namespace):
@@ -163,6 +164,7 @@ class KeySchema:
             )
         self.namespace = namespace
         self._prefix = namespace + ":"
+        self.change_buckets = SLOTS
 
     def session(self, ident: Identity) -> str:
         return f"{self._prefix}s:{{{ident.user_tag}}}:{ident.suffix}"
@@ -189,6 +191,37 @@ class KeySchema:
             raise ValidationError(f"{key!r} is not a session key of namespace {self.namespace!r}")
         return _session_id_after(key[len(head) :])
 
+    # -- persistence (docs/persistence.md) ------------------------------------------------
+
+    def change_bucket(self, index: int) -> str:
+        """Change index bucket ``index``: zset of session keys -> change sequence.
+
+        Bucket i is in cluster slot i, so in a cluster each session's bucket shares its slot.
+        """
+        return f"{self._prefix}c:{{{slot_tag(index)}}}"
+
+    def change_bucket_index(self, user_tag: str) -> int:
+        """Which bucket records changes of this user's sessions (its slot, folded when the
+        server has no slots and fewer buckets suffice: see docs/persistence.md)."""
+        return tag_slot(user_tag) % self.change_buckets
+
+    def change_bucket_of(self, ident: Identity) -> str:
+        return self.change_bucket(self.change_bucket_index(ident.user_tag))
+
+    def change_bucket_pattern(self) -> str:
+        return f"{self._prefix}c:*"
+
+    def backup_head(self) -> str:
+        """The id of the backup that last consumed the change index."""
+        return f"{self._prefix}bk:head"
+
+    def lease(self, name: str) -> str:
+        """A fleet-wide lease (one holder at a time), e.g. for scheduled backups."""
+        if not _PLATFORM_RE.match(name):
+            raise ValidationError(f"lease name must match {_PLATFORM_RE.pattern}; got {name!r}")
+        return f"{self._prefix}lease:{{{name}}}"
+
+
 
 def _session_id_after(rest: str) -> str:
     """The public id from the part of a per-session key after ``{``: ``<u>}:<suffix>``."""
@@ -198,34 +231,33 @@ def _session_id_after(rest: str) -> str:
     return ":".join([platform, chat, tag] + ([thread] if thread else []))
 
 
-_SLOTS = 16384
-_SLOT_TAGS: list[str] = []
+SLOTS = 16384
 
 
-def slot_tag(user_tag: str) -> str:
-    """A short hash tag in the same cluster slot as ``user_tag`` (the statistics shard tag).
+def tag_slot(tag: str) -> int:
+    """The Redis Cluster slot of a hash tag (CRC16-XMODEM, as the server computes it)."""
+    return crc_hqx(tag.encode("utf-8"), 0) % SLOTS
 
-    A session script may only touch keys of its own slot, so each slot gets its own counters:
-    the first hex number (``0``, ``1``, ... ``4cd3f``) whose CRC16 lands in that slot.
-    """
-    if not _SLOT_TAGS:
-        found: list[str | None] = [None] * _SLOTS
-        left, n = _SLOTS, 0
-        while left:
-            candidate = format(n, "x")
-            slot = crc_hqx(candidate.encode(), 0) % _SLOTS
-            if found[slot] is None:
-                found[slot] = candidate
-                left -= 1
-            n += 1
-        _SLOT_TAGS.extend(tag for tag in found if tag is not None)
-    return _SLOT_TAGS[crc_hqx(user_tag.encode(), 0) % _SLOTS]
+
+@lru_cache(maxsize=1)
+def _slot_tags() -> tuple[str, ...]:
+    # slot_tags.txt line n is the shortest hex counter whose CRC16 lands in slot n (generated
+    # once: computing it costs ~0.3 s). Checked on load, so a damaged file cannot misroute.
+    text = resources.files("sessioncache").joinpath("slot_tags.txt").read_text("ascii")
+    tags = tuple(text.split())
+    if len(tags) != SLOTS or any(tag_slot(t) != i for i, t in enumerate(tags)):
+        raise RuntimeError("sessioncache/slot_tags.txt is damaged; reinstall sessioncache")
+    return tags
+
+
+def slot_tag(slot: int) -> str:
+    """A short hash tag that lands in the given slot, so per-slot keys share a slot with users."""
+    return _slot_tags()[slot]
 
 
 def all_slot_tags() -> list[str]:
-    """The shard tag of every cluster slot, in slot order."""
-    slot_tag("")
-    return list(_SLOT_TAGS)
+    """The tag of every cluster slot, in slot order (the statistics shard tags)."""
+    return list(_slot_tags())
 
 
 class TrackerKeys:
@@ -254,7 +286,7 @@ class TrackerKeys:
         return self.shard_of_user(ident.user_tag)
 
     def shard_of_user(self, user_tag: str) -> str:
-        return slot_tag(user_tag) if self.cluster else "0"
+        return slot_tag(tag_slot(user_tag)) if self.cluster else "0"
 
     def stats(self, shard: str) -> str:
         return f"{self._prefix}st:{{{shard}}}"

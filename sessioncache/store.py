@@ -23,6 +23,9 @@ from .keys import Identity, KeySchema, make_identity, parse_session_id, user_tag
 from .models import Session, SessionState, session_from_hash
 from .scripts import ScriptRegistry
 
+STANDALONE_CHANGE_BUCKETS = 256
+"""Change-index buckets on a standalone server (a cluster needs one per slot: 16384)."""
+
 DEFAULT_TTL = 7 * 24 * 3600.0
 """Seconds a session lives after its last activity unless configured otherwise."""
 
@@ -86,6 +89,9 @@ class SessionStore:
     ) -> None:
         self.client = client
         self.keys = KeySchema(namespace)
+        if not is_cluster(client):
+            # No slots to share on one server: fewer change buckets keep backups cheap.
+            self.keys.change_buckets = STANDALONE_CHANGE_BUCKETS
         self.limits = limits
         self.default_ttl = default_ttl
         self._default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))
@@ -165,7 +171,11 @@ class SessionStore:
         state_name = state.value if isinstance(state, SessionState) else state
         if not isinstance(state_name, str) or not state_name or len(state_name) > 64:
             raise ValidationError(f"state must be a non-empty str of at most 64 chars: {state!r}")
-        keys = [self.keys.session(ident), self.keys.user_index(ident.user_tag)]
+        keys = [
+            self.keys.session(ident),
+            self.keys.user_index(ident.user_tag),
+            self.keys.change_bucket_of(ident),
+        ]
         args = [
             new_op_id(),
             mode,
@@ -293,7 +303,8 @@ class SessionStore:
             *pairs,
             *dels,
         ]
-        reply = await self._run(self.scripts.update, [key, index], args)
+        bucket = self.keys.change_bucket_of(ident)
+        reply = await self._run(self.scripts.update, [key, index, bucket], args)
         status = reply[0]
         if status == -1:
             raise SessionNotFound(session_id)
@@ -380,7 +391,7 @@ class SessionStore:
         self, session_id: str, *, messages: int = 0, ttl: float | None = None
     ) -> dt.datetime:
         """Record activity (and optionally messages); refreshes the TTL. Returns the new expiry."""
-        _, key, index = self._located(session_id)
+        ident, key, index = self._located(session_id)
         if (
             isinstance(messages, bool)
             or not isinstance(messages, int)
@@ -389,7 +400,8 @@ class SessionStore:
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
         new_ttl = "" if ttl is None else str(_ttl_ms(ttl))
         args = [new_op_id(), self._default_ttl_ms, str(messages), new_ttl]
-        reply = await self._run(self.scripts.touch, [key, index], args)
+        bucket = self.keys.change_bucket_of(ident)
+        reply = await self._run(self.scripts.touch, [key, index, bucket], args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
         return dt.datetime.fromtimestamp(int(reply[1]) / 1000, tz=dt.UTC)
@@ -397,7 +409,7 @@ class SessionStore:
     async def delete(self, session_id: str) -> bool:
         """Remove a session; True if it existed."""
         ident, key, index = self._located(session_id)
-        keys = [key, index]
+        keys = [key, index, self.keys.change_bucket_of(ident)]
         if self.extras is not None:
             keys += self.extras.delete_extras(ident)
         return bool(await self._run(self.scripts.delete, keys, [ident.suffix]))

@@ -6,6 +6,7 @@ import datetime as dt
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from .backends import RedisSettings
@@ -14,6 +15,9 @@ from .errors import SessionCacheError, ValidationError
 from .events import Event, EventType
 from .models import Platform, Session, SessionState
 from .patterns import LifecyclePrediction, PatternReport
+from .persistence import BackupInfo, Persistence, RestoreReport, VerifyReport
+from .persistence.restore import Decide
+from .persistence.scheduler import BackupScheduler
 from .statistics import StatisticsReport
 from .store import DEFAULT_TTL, SessionStore
 from .tracker import StateTracker, TrackerConfig
@@ -30,6 +34,18 @@ class SessionSystemConfig:
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
     enable_all_features: bool = False
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    # Persistence (docs/persistence.md)
+    backup_dir: str | None = None
+    archive_dir: str | None = None
+    snapshot_dir: str | None = None
+    backup_key: str | bytes | None = None
+    backup_format: str = "msgpack.gz"
+    backup_interval: float | None = None
+    backup_full_every: int = 24
+    backup_keep_last: int | None = None
+    backup_max_age: float | None = None
+    snapshot_interval: float | None = None
+    snapshot_keep_last: int | None = None
 
     @classmethod
     def from_options(cls, **options: Any) -> SessionSystemConfig:
@@ -81,6 +97,25 @@ class SessionSystem:
         self._started = time.monotonic()
         self._closed = False
         self.tracker = StateTracker(store, config.tracker)
+        self.persistence = Persistence(
+            store,
+            backup_dir=config.backup_dir,
+            archive_dir=config.archive_dir,
+            snapshot_dir=config.snapshot_dir,
+            key=config.backup_key,
+            format=config.backup_format,
+            keep_last=config.backup_keep_last,
+            max_age=config.backup_max_age,
+            snapshot_keep_last=config.snapshot_keep_last,
+        )
+        self.backup_scheduler: BackupScheduler | None = None
+        if config.backup_interval or config.snapshot_interval:
+            self.backup_scheduler = BackupScheduler(
+                self.persistence,
+                backup_interval=config.backup_interval,
+                full_every=config.backup_full_every,
+                snapshot_interval=config.snapshot_interval,
+            )
 
     @classmethod
     async def start(
@@ -104,6 +139,8 @@ class SessionSystem:
         except BaseException:
             await store.close()
             raise
+        if system.backup_scheduler is not None:
+            system.backup_scheduler.start()
         return system
 
     # -- sessions -------------------------------------------------------------------------
@@ -246,9 +283,53 @@ class SessionSystem:
             "uptime_s": round(time.monotonic() - self._started, 3),
         }
 
+    # -- persistence (docs/persistence.md) ------------------------------------------------
+
+    async def create_backup(
+        self, description: str = "", format: str | None = None, incremental: bool = False
+    ) -> str:
+        return await self.persistence.create_backup(description, format, incremental)
+
+    def list_backups(self) -> list[BackupInfo]:
+        return self.persistence.list_backups()
+
+    async def verify_backup(self, backup_id: str, *, allow_pickle: bool = False) -> VerifyReport:
+        return await self.persistence.verify_backup(backup_id, allow_pickle=allow_pickle)
+
+    async def restore_backup(
+        self,
+        backup_id: str,
+        strategy: str = "merge",
+        *,
+        decide: Decide | None = None,
+        allow_pickle: bool = False,
+    ) -> RestoreReport:
+        return await self.persistence.restore_backup(
+            backup_id, strategy, decide=decide, allow_pickle=allow_pickle
+        )
+
+    async def export_session(
+        self, session_id: str, path: str | None = None, *, format: str = "json"
+    ) -> bytes | Path:
+        return await self.persistence.export_session(session_id, path, format=format)
+
+    async def import_session(
+        self,
+        source: str | Path | bytes,
+        strategy: str = "replace",
+        *,
+        decide: Decide | None = None,
+        allow_pickle: bool = False,
+    ) -> str:
+        return await self.persistence.import_session(
+            source, strategy, decide=decide, allow_pickle=allow_pickle
+        )
+
     async def shutdown(self) -> None:
         if not self._closed:
             self._closed = True
+            if self.backup_scheduler is not None:
+                self.backup_scheduler.shutdown()
             await self.store.close()
 
     async def __aenter__(self) -> SessionSystem:

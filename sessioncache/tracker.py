@@ -183,7 +183,7 @@ class StateTracker:
     # -- transitions ------------------------------------------------------------------------
 
     def _locate(self, session_id: str) -> tuple[Identity, list[str], bytes]:
-        """A session's identity, its [session, index, stream, stats, users] keys and
+        """A session's identity, its [session, index, stream, stats, users, change bucket] keys and
         track_event.lua's per-session ARGV[3] (cached per id)."""
         found = self._located.get(session_id)
         if found is None:
@@ -195,6 +195,7 @@ class StateTracker:
                 self.keys.events(ident),
                 self.keys.stats(shard),
                 self.keys.users(shard),
+                self.store.keys.change_bucket_of(ident),
             ]
             fixed = (
                 f"{self.store._default_ttl_ms} {self._max_len} {self._max_age_ms} "
@@ -286,7 +287,7 @@ class StateTracker:
             table.script_arg(ident.platform, target, self._max_len, self._max_age_ms),
         ]
         reply = await self.store._run(
-            self.store.scripts["transition"], [keys[0], keys[2], keys[3]], args
+            self.store.scripts["transition"], [keys[0], keys[2], keys[3], keys[5]], args
         )
         status = reply[0]
         if status == 1:

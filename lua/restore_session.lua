@@ -1,0 +1,49 @@
+-- restore_session.lua: write one session from a backup, deciding replace/merge/skip atomically.
+--
+-- KEYS[1]  session hash
+-- KEYS[2]  user index (hash: session suffix -> 1)
+-- KEYS[3]  change bucket of this slot (the restore is itself a change an incremental must see)
+-- ARGV[1]  mode: "replace" (always write), "merge" (write only if the incoming version is
+--          newer than the stored one, or nothing is stored), "skip" (write only if absent)
+-- ARGV[2]  absolute expiry in ms since the epoch, "0" for none
+-- ARGV[3]  session suffix (field of the user index)
+-- ARGV[4]  incoming version (integer)
+-- ARGV[5..] field, value, field, value, ... (the whole session hash, as backed up; the client
+--          checked there are at most 3000 fields: one unpack() stays under Lua's 8000 limit)
+--
+-- Returns 1 written, 0 the stored session was kept, -1 the incoming session has already
+-- expired (nothing written). Running it twice writes the same hash twice: harmless.
+
+local key = KEYS[1]
+local mode = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local exp = tonumber(ARGV[2])
+if exp > 0 and exp <= now then
+  return -1
+end
+if mode ~= 'replace' then
+  local cur = redis.call('HGET', key, 'v')
+  if cur then
+    if mode == 'skip' or tonumber(cur) >= tonumber(ARGV[4]) then
+      return 0
+    end
+  end
+end
+
+redis.call('DEL', key)
+redis.call('HSET', key, unpack(ARGV, 5))
+redis.call('HSET', KEYS[2], ARGV[3], '1')
+if exp > 0 then
+  redis.call('PEXPIREAT', key, ARGV[2])
+  local idx = redis.call('PEXPIRETIME', KEYS[2])
+  if idx >= 0 and idx < exp then
+    redis.call('PEXPIREAT', KEYS[2], ARGV[2])
+  end
+else
+  redis.call('PERSIST', KEYS[2])
+end
+if redis.call('ZSCORE', KEYS[3], '#') then
+  redis.call('ZADD', KEYS[3], redis.call('ZINCRBY', KEYS[3], 1, '#'), key)
+end
+return 1
