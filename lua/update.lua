@@ -7,7 +7,7 @@
 -- ARGV[3]  reply: "full" (the whole hash) or "version" (the new version only)
 -- ARGV[4]  default ttl in ms (used when the session has no ttl of its own)
 -- ARGV[5]  priority, or "" to keep it
--- ARGV[6]  max number of hash fields the session may reach
+-- ARGV[6]  max number of data + metadata fields the session may hold
 -- ARGV[7]  number of field/value pairs to set (n)
 -- ARGV[8..7+2n]      field, value, ...
 -- ARGV[8+2n..]       fields to delete
@@ -16,7 +16,7 @@
 --         {2, hgetall | version}  already applied by an earlier attempt of the same call,
 --         {-1}                    no such session,
 --         {-2, current_version}   expected version did not match,
---         {-3, would_have}        the session would exceed ARGV[6] fields.
+--         {-3, would_have}        the session would hold more than ARGV[6] fields.
 -- A retried call is recognised by its op id among the last four recorded in field "o".
 
 local key = KEYS[1]
@@ -51,7 +51,14 @@ for i = last_set + 1, #ARGV do
   grow = grow - redis.call('HEXISTS', key, ARGV[i])
 end
 if grow > 0 then
+  -- One-character names are the session's own fields; they do not count against the limit.
   local total = redis.call('HLEN', key) + grow
+  local core = redis.call('HMGET', key, 'v', 's', 'c', 'u', 'a', 'e', 'm', 'p', 't', 'o')
+  for i = 1, #core do
+    if core[i] then
+      total = total - 1
+    end
+  end
   if total > tonumber(ARGV[6]) then
     return {-3, total}
   end

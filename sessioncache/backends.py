@@ -47,8 +47,7 @@ class RedisSettings:
         scheme = urlsplit(self.url).scheme if isinstance(self.url, str) else ""
         if scheme not in SCHEMES:
             raise ValidationError(
-                f"unsupported URL {self.url!r}: use one of "
-                + ", ".join(f"{s}://" for s in SCHEMES)
+                f"unsupported URL {self.url!r}: use one of " + ", ".join(f"{s}://" for s in SCHEMES)
             )
         if self.protocol not in (2, 3):
             raise ValidationError(f"protocol must be 2 or 3, got {self.protocol!r}")
@@ -59,7 +58,9 @@ class RedisSettings:
         if not isinstance(self.retries, int) or self.retries < 0:
             raise ValidationError(f"retries must be an int >= 0, got {self.retries!r}")
         if not isinstance(self.max_connections, int) or self.max_connections < 1:
-            raise ValidationError(f"max_connections must be an int >= 1, got {self.max_connections!r}")
+            raise ValidationError(
+                f"max_connections must be an int >= 1, got {self.max_connections!r}"
+            )
 
     @property
     def scheme(self) -> str:
@@ -72,7 +73,8 @@ class RedisSettings:
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValidationError(
-                f"unknown connection option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"unknown connection option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
             )
         return cls(url=url, **options)
 
@@ -108,7 +110,7 @@ def connect(settings: RedisSettings) -> Any:
     retry = Retry(
         ExponentialWithJitterBackoff(cap=settings.backoff_cap, base=settings.backoff_base),
         settings.retries,
-        supported_errors=(RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError),
+        supported_errors=(RedisConnectionError, RedisTimeoutError),
     )
     common: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout,

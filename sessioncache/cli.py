@@ -51,8 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import run_demo
 
         url = args.url
-        kind = "MEMORY" if not url or url.startswith("memory://") else (
-            "CLUSTER" if "+cluster" in url else "REDIS")
+        kind = (
+            "MEMORY"
+            if not url or url.startswith("memory://")
+            else ("CLUSTER" if "+cluster" in url else "REDIS")
+        )
         asyncio.run(run_demo(kind, url))
         return 0
     if args.command == "scripts":

@@ -32,8 +32,10 @@ async def run_demo(storage_type: str = "MEMORY", url: str | None = None) -> None
 
     await system.touch_session(session.session_id, messages=3)
     again = await system.get_or_create_session("chat_1", "user_1", Platform.TELEGRAM)
-    print(f"reused    same session: {again.session_id == session.session_id}, "
-          f"messages={again.message_count}")
+    print(
+        f"reused    same session: {again.session_id == session.session_id}, "
+        f"messages={again.message_count}"
+    )
 
     await system.create_session("dm_1", "user_1", Platform.DISCORD, data={"topic": "billing"})
     sessions = await system.list_user_sessions("user_1")
@@ -43,6 +45,8 @@ async def run_demo(storage_type: str = "MEMORY", url: str | None = None) -> None
     assert fetched is not None
     print(f"expires   {fetched.expires_at.isoformat()} (TTL refreshed on activity)")
     print(f"health    {await system.health_check()}")
+    for s in sessions:
+        await system.delete_session(s.session_id)
     await shutdown_sessions()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -13,10 +14,22 @@ from pathlib import Path
 from .errors import BackendUnavailable
 
 
-def free_port() -> int:
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(cluster_bus: bool = False) -> int:
+    """A free loopback port; with cluster_bus, port + 10000 (Redis Cluster's bus) is free too."""
+    for _ in range(200):
+        port = random.randint(20000, 50000)
+        if _bindable(port) and (not cluster_bus or _bindable(port + 10000)):
+            return port
+    raise BackendUnavailable("no free loopback port found")
 
 
 def find_server_binary() -> str:
@@ -35,8 +48,10 @@ class EmbeddedRedis:
     """Starts and stops one private redis-server; nothing is saved to disk."""
 
     def __init__(self, *extra_args: str, port: int | None = None) -> None:
-        self.port = port or free_port()
         self.extra_args = list(extra_args)
+        self._cluster = "--cluster-enabled" in self.extra_args
+        self._fixed_port = port is not None
+        self.port = port or free_port(self._cluster)
         self.dir = Path(tempfile.mkdtemp(prefix="sessioncache-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -45,14 +60,31 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        """Start the server; if another process took the port meanwhile, try another one."""
+        for attempt in range(5):
+            try:
+                return self._start_once(timeout)
+            except BackendUnavailable:
+                if self._fixed_port or attempt == 4:
+                    raise
+                self.port = free_port(self._cluster)
+        return self
+
+    def _start_once(self, timeout: float) -> EmbeddedRedis:
         args = [
             find_server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.dir),
-            "--logfile", str(self.dir / "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+            "--logfile",
+            str(self.dir / "redis.log"),
             *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -64,7 +96,7 @@ class EmbeddedRedis:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
+                    if sock.recv(64)[:1] in (b"+", b"-"):  # PONG, or NOAUTH with ACLs
                         return self
             except OSError:
                 time.sleep(0.05)

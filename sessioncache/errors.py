@@ -33,8 +33,7 @@ class SessionExists(SessionCacheError):
 
     def __str__(self) -> str:
         return (
-            f"session {self.session_id!r} already exists; "
-            "use get_or_create_session() to reuse it"
+            f"session {self.session_id!r} already exists; use get_or_create_session() to reuse it"
         )
 
 

@@ -13,8 +13,8 @@ character or whitespace: distinct identities never share a key and no input can 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from functools import lru_cache
-from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from .errors import ValidationError
@@ -36,7 +36,9 @@ def normalize_id(value: object, what: str) -> str:
     if not text:
         raise ValidationError(f"{what} must not be empty")
     if len(text) > MAX_ID_LENGTH:
-        raise ValidationError(f"{what} is {len(text)} characters long; the limit is {MAX_ID_LENGTH}")
+        raise ValidationError(
+            f"{what} is {len(text)} characters long; the limit is {MAX_ID_LENGTH}"
+        )
     try:
         text.encode("utf-8", errors="strict")
     except UnicodeEncodeError as exc:
@@ -72,37 +74,46 @@ class Identity:
     chat_id: str
     user_id: str
     thread_id: str | None = None
+    # Encoded forms, computed once: the hot path builds keys from them on every call.
+    user_tag: str = field(init=False, repr=False, compare=False)
+    suffix: str = field(init=False, repr=False, compare=False)
+    session_id: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def user_tag(self) -> str:
-        return quote(self.user_id, safe=_SAFE)
-
-    @property
-    def suffix(self) -> str:
-        """The session's name inside its user's index: ``<platform>:<chat>[:<thread>]``."""
-        parts = [self.platform, quote(self.chat_id, safe=_SAFE)]
+    def __post_init__(self) -> None:
+        chat, user = quote(self.chat_id, safe=_SAFE), quote(self.user_id, safe=_SAFE)
+        suffix = f"{self.platform}:{chat}"
+        session_id = f"{self.platform}:{chat}:{user}"
         if self.thread_id is not None:
-            parts.append(quote(self.thread_id, safe=_SAFE))
-        return ":".join(parts)
-
-    @property
-    def session_id(self) -> str:
-        """Public id: ``<platform>:<chat>:<user>[:<thread>]``, each part percent-encoded."""
-        parts = [self.platform, quote(self.chat_id, safe=_SAFE), self.user_tag]
-        if self.thread_id is not None:
-            parts.append(quote(self.thread_id, safe=_SAFE))
-        return ":".join(parts)
+            thread = quote(self.thread_id, safe=_SAFE)
+            suffix, session_id = f"{suffix}:{thread}", f"{session_id}:{thread}"
+        # user_tag: the hash tag; suffix: the name inside the user index;
+        # session_id: the public id, platform:chat:user[:thread].
+        object.__setattr__(self, "user_tag", user)
+        object.__setattr__(self, "suffix", suffix)
+        object.__setattr__(self, "session_id", session_id)
 
 
 def make_identity(
     platform: object, chat_id: object, user_id: object, thread_id: object = None
 ) -> Identity:
     """Validate and normalise the four parts of a session's identity."""
+    try:
+        return _cached_identity(platform, chat_id, user_id, thread_id)
+    except TypeError:  # unhashable input: validate without the cache (it will be refused)
+        return _make_identity(platform, chat_id, user_id, thread_id)
+
+
+def _make_identity(
+    platform: object, chat_id: object, user_id: object, thread_id: object
+) -> Identity:
     plat = check_platform(platform)
     chat = normalize_id(chat_id, "chat_id")
     user = normalize_id(user_id, "user_id")
     thread = None if thread_id is None else normalize_id(thread_id, "thread_id")
     return Identity(plat, chat, user, thread)
+
+
+_cached_identity = lru_cache(maxsize=65536)(_make_identity)
 
 
 def parse_session_id(session_id: object) -> Identity:

@@ -59,8 +59,14 @@ class SessionState(enum.StrEnum):
     CLOSED = "closed"
 
 
-def _from_ms(value: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value / 1000, tz=UTC)
+def _from_ms(value: bytes | int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+
+
+def platform_of(name: str) -> Platform:
+    """Platform(name), without Enum's slow call path for the common (known) names."""
+    member = Platform._value2member_map_.get(name)
+    return member if isinstance(member, Platform) else Platform(name)
 
 
 @dataclass(slots=True)
@@ -89,44 +95,46 @@ class Session:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-_INT_FIELDS = {b"v", b"c", b"u", b"a", b"e", b"m", b"p"}
+_TAG = b"\xc1"  # see codec.py: a value starting with it is msgpack, anything else is UTF-8 text
 
 
 def session_from_hash(
     ident: Identity, key: str, flat: Sequence[bytes] | dict[bytes, bytes]
 ) -> Session:
     """Build a Session from HGETALL output (a dict, or a flat list from a script)."""
-    items = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
-    core: dict[bytes, Any] = {}
-    data: dict[str, Any] = {}
+    stored = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+    # Runs for every field of every session read: comprehensions, no per-field branching
+    # beyond the value's type tag. One-character names are the session's own fields.
+    fields = {
+        name.decode(): (decode_value(raw) if raw[:1] == _TAG else raw.decode())
+        for name, raw in stored.items()
+        if len(name) > 1
+    }
     metadata: dict[str, Any] = {}
-    for name, raw in items:
-        if len(name) == 1:
-            core[name] = int(raw) if name in _INT_FIELDS else raw
-        elif name[0] == 0x7E:  # "~": escaped data name
-            data[name[1:].decode()] = decode_value(raw)
-        elif name[0] == 0x40:  # "@": metadata
-            metadata[name[1:].decode()] = decode_value(raw)
+    for name in [n for n in fields if n[0] in "~@"]:
+        value = fields.pop(name)
+        if name[0] == "@":
+            metadata[name[1:]] = value
         else:
-            data[name.decode()] = decode_value(raw)
+            fields[name[1:]] = value
     try:
         return Session(
             session_id=ident.session_id,
             session_key=key,
-            platform=Platform(ident.platform),
+            platform=platform_of(ident.platform),
             chat_id=ident.chat_id,
             user_id=ident.user_id,
             thread_id=ident.thread_id,
-            state=core[b"s"].decode(),
-            created_at=_from_ms(core[b"c"]),
-            updated_at=_from_ms(core[b"u"]),
-            last_activity=_from_ms(core[b"a"]),
-            expires_at=_from_ms(core[b"e"]),
-            version=core[b"v"],
-            message_count=core[b"m"],
-            priority=core.get(b"p", 0),
+            state=stored[b"s"].decode(),
+            created_at=_from_ms(stored[b"c"]),
+            updated_at=_from_ms(stored[b"u"]),
+            last_activity=_from_ms(stored[b"a"]),
+            expires_at=_from_ms(stored[b"e"]),
+            version=int(stored[b"v"]),
+            message_count=int(stored[b"m"]),
+            priority=int(stored.get(b"p", 0)),
             metadata=metadata,
-            data=data,
+            data=fields,
         )
     except KeyError as exc:
         raise IntegrityError(f"session hash {key!r} lacks core field {exc.args[0]!r}") from exc

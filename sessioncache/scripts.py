@@ -91,7 +91,9 @@ class ScriptRegistry:
             if isinstance(sha, bytes):
                 sha = sha.decode()
             if sha != script.sha:
-                raise RuntimeError(f"server returned sha {sha} for {script.name}, expected {script.sha}")
+                raise RuntimeError(
+                    f"server returned sha {sha} for {script.name}, expected {script.sha}"
+                )
             loaded[script.name] = sha
         return loaded
 

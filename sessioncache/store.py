@@ -26,8 +26,6 @@ from .scripts import ScriptRegistry
 DEFAULT_TTL = 7 * 24 * 3600.0
 """Seconds a session lives after its last activity unless configured otherwise."""
 
-# Hash fields beyond data and metadata: v s c u a e m p t o.
-_CORE_FIELDS = 10
 _MISSING: Any = object()
 
 
@@ -39,7 +37,11 @@ def new_op_id() -> str:
 def _ttl_ms(ttl: float | None, what: str = "ttl") -> int:
     if ttl is None:
         return 0
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= 10 * 365 * 86400:
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, (int, float))
+        or not 0 < ttl <= 10 * 365 * 86400
+    ):
         raise ValidationError(f"{what} must be a number of seconds in (0, 10 years], got {ttl!r}")
     return max(1, round(ttl * 1000))
 
@@ -77,7 +79,7 @@ class SessionStore:
         self.limits = limits
         self.default_ttl = default_ttl
         self._default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))
-        self._max_hash_fields = str(limits.max_fields + _CORE_FIELDS)
+        self._max_fields = str(limits.max_fields)
         self.scripts = ScriptRegistry()
         self._owns_client = owns_client
 
@@ -271,7 +273,7 @@ class SessionStore:
             reply_mode,
             self._default_ttl_ms,
             _check_priority(priority),
-            self._max_hash_fields,
+            self._max_fields,
             str(len(pairs) // 2),
             *pairs,
             *dels,
@@ -284,7 +286,7 @@ class SessionStore:
             raise VersionConflict(session_id, int(expected_version or 0), int(reply[1]))
         if status == -3:
             raise ValidationError(
-                f"session {session_id!r} would hold {int(reply[1]) - _CORE_FIELDS} fields; "
+                f"session {session_id!r} would hold {int(reply[1])} fields; "
                 f"the limit is {self.limits.max_fields}"
             )
         return ident, key, reply[1]
@@ -364,7 +366,11 @@ class SessionStore:
     ) -> dt.datetime:
         """Record activity (and optionally messages); refreshes the TTL. Returns the new expiry."""
         _, key, index = self._located(session_id)
-        if isinstance(messages, bool) or not isinstance(messages, int) or not 0 <= messages <= 10**6:
+        if (
+            isinstance(messages, bool)
+            or not isinstance(messages, int)
+            or not 0 <= messages <= 10**6
+        ):
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
         args = [new_op_id(), self._default_ttl_ms, str(messages), str(_ttl_ms(ttl)) if ttl else ""]
         reply = await self._run(self.scripts.touch, [key, index], args)

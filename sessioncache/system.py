@@ -38,7 +38,9 @@ class SessionSystemConfig:
         return cls(**options)
 
 
-def storage_url(storage_type: str, storage_config: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+def storage_url(
+    storage_type: str, storage_config: Mapping[str, Any] | None
+) -> tuple[str, dict[str, Any]]:
     """The backend URL and connection options for an origin-style storage choice."""
     config = dict(storage_config or {})
     kind = str(storage_type).upper()
@@ -108,8 +110,15 @@ class SessionSystem:
         ttl: float | None = None,
     ) -> Session:
         return await self.store.create(
-            platform, chat_id, user_id, thread_id,
-            data=data, metadata=metadata, state=state, priority=priority, ttl=ttl,
+            platform,
+            chat_id,
+            user_id,
+            thread_id,
+            data=data,
+            metadata=metadata,
+            state=state,
+            priority=priority,
+            ttl=ttl,
         )
 
     async def get_or_create_session(
@@ -126,8 +135,15 @@ class SessionSystem:
         ttl: float | None = None,
     ) -> Session:
         return await self.store.get_or_create(
-            platform, chat_id, user_id, thread_id,
-            data=data, metadata=metadata, state=state, priority=priority, ttl=ttl,
+            platform,
+            chat_id,
+            user_id,
+            thread_id,
+            data=data,
+            metadata=metadata,
+            state=state,
+            priority=priority,
+            ttl=ttl,
         )
 
     async def get_session(self, session_id: str) -> Session | None:
@@ -145,8 +161,12 @@ class SessionSystem:
         expected_version: int | None = None,
     ) -> Session:
         return await self.store.update(
-            session_id, data=data, metadata=metadata, delete=delete,
-            priority=priority, expected_version=expected_version,
+            session_id,
+            data=data,
+            metadata=metadata,
+            delete=delete,
+            priority=priority,
+            expected_version=expected_version,
         )
 
     async def delete_session(self, session_id: str) -> bool:
@@ -236,7 +256,9 @@ async def get_session(session_id: str) -> Session | None:
     return await current_system().get_session(session_id)
 
 
-async def update_session(session_id: str, data: Mapping[str, Any] | None = None, **kwargs: Any) -> Session:
+async def update_session(
+    session_id: str, data: Mapping[str, Any] | None = None, **kwargs: Any
+) -> Session:
     return await current_system().update_session(session_id, data, **kwargs)
 
 

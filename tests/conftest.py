@@ -1,4 +1,4 @@
-"""Fixtures: real Redis servers (standalone, cluster) and memory://, one clean namespace per test."""
+"""Fixtures: real Redis (standalone, cluster) and memory://, one clean namespace per test."""
 
 from __future__ import annotations
 

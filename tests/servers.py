@@ -38,8 +38,10 @@ class LocalCluster:
     def start(self) -> LocalCluster:
         for node in self.nodes:
             node.start()
-        cli = find_server_binary().replace("redis-server", "redis-cli").replace(
-            "valkey-server", "valkey-cli"
+        cli = (
+            find_server_binary()
+            .replace("redis-server", "redis-cli")
+            .replace("valkey-server", "valkey-cli")
         )
         addrs = [f"127.0.0.1:{node.port}" for node in self.nodes]
         subprocess.run(

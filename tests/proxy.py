@@ -1,0 +1,52 @@
+"""A loopback TCP proxy that can swallow a reply and cut the connection, to fake a lost reply."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class DroppingProxy:
+    """Forwards to a Redis server; when armed, the next request containing `trigger` reaches
+    the server (which applies it) but its reply is dropped and the client connection cut."""
+
+    def __init__(self, target_port: int, trigger: bytes = b"EVALSHA") -> None:
+        self.target_port = target_port
+        self.trigger = trigger
+        self.armed = 0
+        self.dropped = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> DroppingProxy:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        try:
+            while True:
+                request = await reader.read(65536)
+                if not request:
+                    return
+                drop = self.armed > 0 and self.trigger in request
+                up_writer.write(request)
+                await up_writer.drain()
+                reply = await up_reader.read(65536)
+                if drop:
+                    self.armed -= 1
+                    self.dropped += 1
+                    return  # the server applied it; the client never hears back
+                writer.write(reply)
+                await writer.drain()
+        finally:
+            for w in (writer, up_writer):
+                w.close()
+                with contextlib.suppress(Exception):
+                    await w.wait_closed()
