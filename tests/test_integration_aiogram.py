@@ -24,7 +24,7 @@ from sessioncache.locks import LockNotAcquired, RedisLock
 from sessioncache.scripts import all_scripts
 
 from .conftest import drop_namespace, unique_namespace
-from .fsm_workers import count_fields, run_update_fleet
+from .fsm_workers import read_data, run_update_fleet
 
 
 class Form(StatesGroup):
@@ -35,6 +35,7 @@ class Form(StatesGroup):
 @pytest.fixture
 async def storage(backend_url: str) -> AsyncIterator[SessionCacheStorage]:
     s = SessionCacheStorage.from_url(backend_url, namespace=unique_namespace(), socket_timeout=5.0)
+    await s.client.ping()  # like SessionStore.connect: discover a cluster before concurrent use
     yield s
     await drop_namespace(s.client, s.keys.namespace)
     await s.close()
@@ -413,41 +414,27 @@ def test_lock_settings_are_validated(memory_url: str) -> None:
 
 
 @pytest.mark.slow
-async def test_eight_processes_update_one_chat_and_nothing_is_lost(redis_url: str) -> None:
-    namespace = unique_namespace()
-    workers, per_worker = 8, 50
-    await asyncio.to_thread(
-        run_update_fleet, "sessioncache", redis_url, namespace, workers, per_worker, 5
-    )
-    kept = await count_fields("sessioncache", redis_url, namespace)
-    s = SessionCacheStorage.from_url(redis_url, namespace=namespace)
-    data = await s.get_data(StorageKey(bot_id=1, chat_id=-100, user_id=7))
-    assert kept == workers * per_worker
-    assert data == {f"w{w}-{i}": i for w in range(workers) for i in range(per_worker)}
-    await drop_namespace(s.client, namespace)
-    await s.close()
-
-
-@pytest.mark.slow
-async def test_lost_update_comparison_with_aiogram_redis_storage(
+async def test_eight_processes_update_one_chat_lost_update_comparison(
     redis_url: str, record_property: Any
 ) -> None:
-    """Same run, same server: ours keeps all N; aiogram's RedisStorage figure is reported."""
+    """8 OS processes x 50 concurrent update_data calls, each adding its own key to one chat:
+    sessioncache keeps all 400; aiogram's RedisStorage on the same server in the same run is
+    reported beside it (how many it loses varies from run to run)."""
     workers, per_worker = 8, 50
     n = workers * per_worker
-    figures = {}
-    for kind in ("aiogram", "sessioncache"):
-        namespace = unique_namespace()
-        await asyncio.to_thread(run_update_fleet, kind, redis_url, namespace, workers, per_worker, 5)
-        figures[kind] = await count_fields(kind, redis_url, namespace)
-        s = SessionCacheStorage.from_url(redis_url)
-        await drop_namespace(s.client, namespace)
-        await s.close()
-    record_property("lost_update_comparison", figures)
+    runs = [("aiogram", unique_namespace()), ("sessioncache", unique_namespace())]
+    await asyncio.to_thread(run_update_fleet, runs, redis_url, workers, per_worker, 5)
+    figures = {kind: await read_data(kind, redis_url, ns) for kind, ns in runs}
+    s = SessionCacheStorage.from_url(redis_url)
+    for _, ns in runs:
+        await drop_namespace(s.client, ns)
+    await s.close()
+    kept = {kind: len(data) for kind, data in figures.items()}
+    record_property("lost_update_comparison", kept)
     print(
         f"\nlost-update comparison, {n} concurrent update_data calls from {workers} processes: "
-        f"sessioncache kept {figures['sessioncache']}/{n}, "
-        f"aiogram RedisStorage kept {figures['aiogram']}/{n}"
+        f"sessioncache kept {kept['sessioncache']}/{n}, aiogram RedisStorage kept {kept['aiogram']}/{n}"
     )
-    assert figures["sessioncache"] == n
-    assert 1 <= figures["aiogram"] <= n
+    expect = {f"w{w}-{i}": i for w in range(workers) for i in range(per_worker)}
+    assert figures["sessioncache"] == expect
+    assert 1 <= kept["aiogram"] <= n
