@@ -67,7 +67,9 @@ async def test_set_state(storage: SessionCacheStorage, key: StorageKey) -> None:
     assert await all_keys(storage) == []
 
 
-async def test_set_state_accepts_state_objects(storage: SessionCacheStorage, key: StorageKey) -> None:
+async def test_set_state_accepts_state_objects(
+    storage: SessionCacheStorage, key: StorageKey
+) -> None:
     await storage.set_state(key, Form.age)
     assert await storage.get_state(key) == "Form:age"
     await storage.set_state(key, State("plain"))
@@ -433,7 +435,8 @@ async def test_eight_processes_update_one_chat_lost_update_comparison(
     record_property("lost_update_comparison", kept)
     print(
         f"\nlost-update comparison, {n} concurrent update_data calls from {workers} processes: "
-        f"sessioncache kept {kept['sessioncache']}/{n}, aiogram RedisStorage kept {kept['aiogram']}/{n}"
+        f"sessioncache kept {kept['sessioncache']}/{n}, "
+        f"aiogram RedisStorage kept {kept['aiogram']}/{n}"
     )
     expect = {f"w{w}-{i}": i for w in range(workers) for i in range(per_worker)}
     assert figures["sessioncache"] == expect

@@ -108,6 +108,8 @@ class SessionCacheStorage(BaseStorage):
         """Build on a new client for the URL (redis://, rediss://, unix://, redis+cluster://,
         memory://); connection options are sessioncache's RedisSettings (socket_timeout, ...).
         Synchronous like aiogram's RedisStorage.from_url: the first call connects."""
+        # Refuse bad settings before a client (and its pool) exists.
+        KeySchema(namespace), ttl_ms(state_ttl, "state_ttl"), ttl_ms(data_ttl, "data_ttl")
         client = client_from_url(url, connection_options)
         return cls(
             client, namespace=namespace, state_ttl=state_ttl, data_ttl=data_ttl, limits=limits
@@ -238,6 +240,8 @@ class SessionLockIsolation(BaseEventIsolation):
         blocking_timeout: float | None = None,
         **connection_options: Any,
     ) -> SessionLockIsolation:
+        KeySchema(namespace)
+        RedisLock(None, "probe", timeout=timeout, blocking_timeout=blocking_timeout)
         client = client_from_url(url, connection_options)
         return cls(client, namespace=namespace, timeout=timeout, blocking_timeout=blocking_timeout)
 
