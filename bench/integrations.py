@@ -122,7 +122,8 @@ async def _lost_updates(url: str, n: int) -> dict[str, int]:
         ]
         for p in procs:
             p.start()
-        await asyncio.to_thread(lambda: [p.join() for p in procs])
+        for p in procs:
+            await asyncio.to_thread(p.join)
         ours, theirs = _storages(url, prefix)
         storage = ours if kind == "sessioncache" else theirs
         kept[kind] = len(await storage.get_data(_key(0)))

@@ -25,6 +25,7 @@ from sessioncache.scripts import all_scripts
 
 from .conftest import drop_namespace, unique_namespace
 from .fsm_workers import read_data, run_update_fleet
+from .lock_workers import run_locked_fleet
 
 
 class Form(StatesGroup):
@@ -441,3 +442,17 @@ async def test_eight_processes_update_one_chat_lost_update_comparison(
     expect = {f"w{w}-{i}": i for w in range(workers) for i in range(per_worker)}
     assert figures["sessioncache"] == expect
     assert 1 <= kept["aiogram"] <= n
+
+
+@pytest.mark.slow
+async def test_the_lock_excludes_across_processes(redis_url: str) -> None:
+    """4 processes x 50 unprotected GET/SET increments, each inside the lock: exactly 200."""
+    namespace = unique_namespace()
+    s = SessionCacheStorage.from_url(redis_url, namespace=namespace)
+    lock_key = s.keys.lock("counter")
+    counter_key = f"{namespace}:counter"
+    await asyncio.to_thread(run_locked_fleet, redis_url, lock_key, counter_key, 4, 50)
+    assert int(await s.client.get(counter_key)) == 200
+    assert await s.client.exists(lock_key) == 0
+    await drop_namespace(s.client, namespace)
+    await s.close()
