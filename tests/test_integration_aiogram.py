@@ -456,3 +456,17 @@ async def test_the_lock_excludes_across_processes(redis_url: str) -> None:
     assert await s.client.exists(lock_key) == 0
     await drop_namespace(s.client, namespace)
     await s.close()
+
+
+async def test_a_corrupt_stored_value_is_an_integrity_error(
+    storage: SessionCacheStorage, key: StorageKey
+) -> None:
+    from sessioncache.errors import IntegrityError
+
+    await storage.set_data(key, {"a": 1})
+    await storage.client.hset(storage.keys.fsm_data(fsm_identity(key)), "bb", b"\xc1\xc1\xc1")
+    with pytest.raises(IntegrityError):
+        await storage.get_data(key)
+    await storage.client.hset(storage.keys.fsm_data(fsm_identity(key)), "bb", b"\xff\xfe")
+    with pytest.raises(IntegrityError):
+        await storage.get_data(key)

@@ -6,14 +6,17 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import msgpack
 from redis.exceptions import RedisError, ResponseError
 
 from ..backends import RedisSettings, connect
-from ..codec import Limits, data_field, decode_value, encode_value
-from ..errors import BackendUnavailable, ValidationError
+from ..codec import Limits, data_field, encode_value
+from ..errors import BackendUnavailable, IntegrityError, ValidationError
 from ..scripts import Script, all_scripts
 from ..store import new_op_id
 
+_TAG = b"\xc1"
+_unpackb = msgpack.unpackb
 OPS_FIELD = b"o"
 """Field holding the op ids of a record's last four writes (a one-character name: never data)."""
 
@@ -46,14 +49,6 @@ def encode_str_fields(data: Mapping[str, Any], limits: Limits, what: str) -> lis
     return out
 
 
-def field_name(raw: bytes) -> str | None:
-    """The data key behind a stored field name, or None for the record's own fields."""
-    if len(raw) == 1:
-        return None
-    text = raw.decode("utf-8")
-    return text[1:] if text[0] == "~" else text
-
-
 def pairs_of(flat: Any) -> Iterable[tuple[bytes, bytes]]:
     """HGETALL's reply as (field, value) pairs: a dict under RESP3, a flat list from Lua."""
     if isinstance(flat, dict):
@@ -62,11 +57,24 @@ def pairs_of(flat: Any) -> Iterable[tuple[bytes, bytes]]:
 
 
 def decode_str_record(flat: Any) -> dict[str, Any]:
+    """A record hash as a dict with str keys (the hot path of get_data and update_data)."""
     out: dict[str, Any] = {}
-    for raw_name, raw_value in pairs_of(flat):
-        name = field_name(raw_name)
-        if name is not None:
-            out[name] = decode_value(raw_value)
+    # Inlined field_name() and decode_value(): this loop runs for every key on every read.
+    try:
+        for raw_name, raw_value in pairs_of(flat):
+            if len(raw_name) == 1:
+                continue
+            name = raw_name.decode("utf-8")
+            if name[0] == "~":
+                name = name[1:]
+            if raw_value[:1] == _TAG:
+                out[name] = _unpackb(
+                    raw_value[1:], raw=False, timestamp=3, strict_map_key=True
+                )
+            else:
+                out[name] = raw_value.decode("utf-8")
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise IntegrityError(f"stored record is not valid: {exc}") from exc
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Any
 
 from aiogram.exceptions import DataNotDictLikeError
@@ -37,6 +38,19 @@ from ._records import (
 __all__ = ["SessionCacheStorage", "SessionLockIsolation"]
 
 _MAX_STATE_LENGTH = 4096
+
+
+def _plain(key: StorageKey) -> bool:
+    """Exactly the field types aiogram builds, so equal keys are also equally typed (a cache keyed
+    by StorageKey alone would take True for 1 and 2.0 for 2 and skip their validation)."""
+    return (
+        type(key.bot_id) is int
+        and type(key.chat_id) is int
+        and type(key.user_id) is int
+        and (key.thread_id is None or type(key.thread_id) is int)
+        and (key.business_connection_id is None or type(key.business_connection_id) is str)
+        and type(key.destiny) is str
+    )
 
 
 def fsm_identity(key: StorageKey) -> FsmIdentity:
@@ -93,6 +107,19 @@ class SessionCacheStorage(BaseStorage):
         self._data_ttl = str(self.data_ttl_ms)
         self._writer = RecordWriter(client, limits)
         self._owns_client = owns_client
+        # Key names per StorageKey, cached: building them (validation, percent-encoding) costs
+        # about as much Python time as the round trip's own client overhead.
+        self._cached_names = lru_cache(maxsize=16384)(self._build_names)
+
+    def _build_names(self, key: StorageKey) -> tuple[str, str]:
+        fid = fsm_identity(key)
+        return self.keys.fsm_state(fid), self.keys.fsm_data(fid)
+
+    def _names(self, key: StorageKey) -> tuple[str, str]:
+        """(state key, data key) of a StorageKey."""
+        if isinstance(key, StorageKey) and _plain(key):
+            return self._cached_names(key)
+        return self._build_names(key)
 
     @classmethod
     def from_url(
@@ -129,7 +156,7 @@ class SessionCacheStorage(BaseStorage):
 
     async def set_state(self, key: StorageKey, state: StateType = None) -> None:
         # One SET or DEL: a single command is atomic and idempotent, so no script is needed.
-        redis_key = self.keys.fsm_state(fsm_identity(key))
+        redis_key = self._names(key)[0]
         name = _state_name(state)
         try:
             if name is None:
@@ -144,7 +171,7 @@ class SessionCacheStorage(BaseStorage):
             raise BackendUnavailable(f"Redis unavailable during set_state: {exc}") from exc
 
     async def get_state(self, key: StorageKey) -> str | None:
-        redis_key = self.keys.fsm_state(fsm_identity(key))
+        redis_key = self._names(key)[0]
         try:
             value = await self.client.get(redis_key)
         except RedisError as exc:
@@ -158,12 +185,12 @@ class SessionCacheStorage(BaseStorage):
         if not isinstance(data, dict):
             msg = f"Data must be a dict or dict-like object, got {type(data).__name__}"
             raise DataNotDictLikeError(msg)
-        redis_key = self.keys.fsm_data(fsm_identity(key))
+        redis_key = self._names(key)[1]
         pairs = encode_str_fields(data, self.limits, "data")
         await self._writer.replace(redis_key, pairs, ttl=self._data_ttl)
 
     async def get_data(self, key: StorageKey) -> dict[str, Any]:
-        redis_key = self.keys.fsm_data(fsm_identity(key))
+        redis_key = self._names(key)[1]
         try:
             flat = await self.client.hgetall(redis_key)
         except RedisError as exc:
@@ -174,7 +201,7 @@ class SessionCacheStorage(BaseStorage):
         self, storage_key: StorageKey, dict_key: str, default: Any | None = None
     ) -> Any | None:
         """One data value (one HGET, not the whole record), or default."""
-        redis_key = self.keys.fsm_data(fsm_identity(storage_key))
+        redis_key = self._names(storage_key)[1]
         try:
             field = data_field(dict_key, self.limits)
         except ValidationError:
@@ -191,16 +218,15 @@ class SessionCacheStorage(BaseStorage):
         if not isinstance(data, Mapping):
             msg = f"Data must be a dict or dict-like object, got {type(data).__name__}"
             raise DataNotDictLikeError(msg)
-        redis_key = self.keys.fsm_data(fsm_identity(key))
+        redis_key = self._names(key)[1]
         pairs = encode_str_fields(data, self.limits, "data")
         flat = await self._writer.merge(redis_key, pairs, ttl=self._data_ttl, full=True)
         return decode_str_record(flat)
 
     async def clear(self, key: StorageKey) -> None:
         """Drop state and data of one key in one round trip (both keys share a hash tag)."""
-        fid = fsm_identity(key)
         try:
-            await self.client.delete(self.keys.fsm_state(fid), self.keys.fsm_data(fid))
+            await self.client.delete(*self._names(key))
         except RedisError as exc:
             raise BackendUnavailable(f"Redis unavailable during clear: {exc}") from exc
 
