@@ -51,17 +51,20 @@ if npairs == 0 and #ARGV == last_set then
   return reply(1)
 end
 
+local dels = {}
+for i = last_set + 1, #ARGV do
+  dels[#dels + 1] = ARGV[i]
+end
 local size = redis.call('HLEN', key)
 if size > 0 then
   size = size - 1
 end
+-- Only a write that could overflow pays for counting which of its fields are new.
 local grow = 0
-for i = 6, last_set, 2 do
-  grow = grow + 1 - redis.call('HEXISTS', key, ARGV[i])
-end
-local dels = {}
-for i = last_set + 1, #ARGV do
-  dels[#dels + 1] = ARGV[i]
+if size + npairs > tonumber(ARGV[3]) then
+  for i = 6, last_set, 2 do
+    grow = grow + 1 - redis.call('HEXISTS', key, ARGV[i])
+  end
 end
 if npairs > 0 and size + grow > tonumber(ARGV[3]) then
   -- Deletions in the same call may make room; count only those that exist.

@@ -178,9 +178,9 @@ async def test_bad_data_is_refused_and_changes_nothing(url_ns: tuple[str, str]) 
 async def test_refresh_keeps_a_local_value_that_cannot_be_stored(url_ns: tuple[str, str]) -> None:
     p = persistence(url_ns)
     marker = object()
-    d: dict[Any, Any] = {"obj": marker}
+    d: dict[Any, Any] = {"obj": marker, frozenset({1}): "unstorable key"}
     await p.refresh_user_data(1, d)
-    assert d["obj"] is marker
+    assert d["obj"] is marker and d[frozenset({1})] == "unstorable key"
 
 
 async def test_callback_data(url_ns: tuple[str, str]) -> None:

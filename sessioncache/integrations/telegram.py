@@ -164,7 +164,10 @@ class SessionCachePersistence(BasePersistence[Any, Any, Any]):
         local: Encoded = {}
         originals: dict[bytes, Any] = {}
         for k, value in target.items():
-            field = encode_key(k, self.limits)
+            try:
+                field = encode_key(k, self.limits)
+            except ValidationError:
+                continue  # a key that can never be stored stays as it is, only in this worker
             originals[field] = k
             try:
                 local[field] = encode_value(value, self.limits, what)
