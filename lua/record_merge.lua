@@ -13,20 +13,37 @@
 --         {2, hgetall | size}  already applied by an earlier attempt of the same call,
 --         {-3, would_have}     the record would exceed ARGV[3] data fields (nothing written).
 -- A record left with no data field is deleted. An empty merge only renews the expiry, and
--- only of a record that exists.
+-- only of a record that exists. The whole hash is read once, up front: the op ids, the size and
+-- which fields are new all come from it, and the "full" reply is built from it in Lua instead of
+-- a second HGETALL (a record holds at most ARGV[3] + 1 fields, so the loops are bounded).
 
 local key = KEYS[1]
 local opid = ARGV[1]
+local flat = redis.call('HGETALL', key)
+local at = {}
+local ops = ''
+for i = 1, #flat, 2 do
+  at[flat[i]] = i + 1
+  if flat[i] == 'o' then
+    ops = flat[i + 1]
+  end
+end
+local size = #flat / 2
+if at['o'] then
+  size = size - 1
+end
 
-local function reply(code)
+local function reply(code, rows)
   if ARGV[4] == 'full' then
-    return {code, redis.call('HGETALL', key)}
+    return {code, rows}
   end
-  local size = redis.call('HLEN', key)
-  if size > 0 then
-    size = size - 1
+  local n = #rows / 2
+  for i = 1, #rows, 2 do
+    if rows[i] == 'o' then
+      n = n - 1
+    end
   end
-  return {code, size}
+  return {code, n}
 end
 
 local function expire()
@@ -37,57 +54,79 @@ local function expire()
   end
 end
 
-local ops = redis.call('HGET', key, 'o') or ''
 for i = 1, #ops, 5 do
   if string.sub(ops, i, i + 4) == opid then
-    return reply(2)
+    return reply(2, flat)
   end
 end
 
 local npairs = tonumber(ARGV[5])
 local last_set = 5 + 2 * npairs
 if npairs == 0 and #ARGV == last_set then
-  expire()
-  return reply(1)
+  if #flat > 0 then
+    expire()
+  end
+  return reply(1, flat)
 end
 
-local dels = {}
-for i = last_set + 1, #ARGV do
-  dels[#dels + 1] = ARGV[i]
-end
-local size = redis.call('HLEN', key)
-if size > 0 then
-  size = size - 1
-end
--- Only a write that could overflow pays for counting which of its fields are new.
 local grow = 0
-if size + npairs > tonumber(ARGV[3]) then
-  for i = 6, last_set, 2 do
-    grow = grow + 1 - redis.call('HEXISTS', key, ARGV[i])
+for i = 6, last_set, 2 do
+  if not at[ARGV[i]] then
+    grow = grow + 1
   end
 end
-if npairs > 0 and size + grow > tonumber(ARGV[3]) then
-  -- Deletions in the same call may make room; count only those that exist.
-  local freed = 0
-  for i = 1, #dels do
-    freed = freed + redis.call('HEXISTS', key, dels[i])
+local dels = {}
+local gone = {}
+for i = last_set + 1, #ARGV do
+  if at[ARGV[i]] and not gone[ARGV[i]] then
+    dels[#dels + 1] = ARGV[i]
+    gone[ARGV[i]] = true
   end
-  if size + grow - freed > tonumber(ARGV[3]) then
-    return {-3, size + grow - freed}
-  end
+end
+if npairs > 0 and size + grow - #dels > tonumber(ARGV[3]) then
+  return {-3, size + grow - #dels}
 end
 
+-- The new contents, in Lua: existing rows updated in place, new fields appended.
+local newops = string.sub(opid .. ops, 1, 20)
+local fields = {'o', newops}
+local rows = flat
+if at['o'] then
+  rows[at['o']] = newops
+else
+  rows[#rows + 1] = 'o'
+  rows[#rows + 1] = newops
+  at['o'] = #rows
+end
+for i = 6, last_set, 2 do
+  local name, value = ARGV[i], ARGV[i + 1]
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+  gone[name] = nil
+  if at[name] then
+    rows[at[name]] = value
+  else
+    rows[#rows + 1] = name
+    rows[#rows + 1] = value
+    at[name] = #rows
+  end
+end
 if #dels > 0 then
   redis.call('HDEL', key, unpack(dels))
+  local kept = {}
+  for i = 1, #rows, 2 do
+    if not gone[rows[i]] then
+      kept[#kept + 1] = rows[i]
+      kept[#kept + 1] = rows[i + 1]
+    end
+  end
+  rows = kept
 end
-local fields = {'o', string.sub(opid .. ops, 1, 20)}
-for i = 6, last_set do
-  fields[#fields + 1] = ARGV[i]
+if #rows <= 2 then
+  -- Nothing but the op ids would remain: the record goes.
+  redis.call('DEL', key)
+  return reply(1, {})
 end
 redis.call('HSET', key, unpack(fields))
-if redis.call('HLEN', key) <= 1 then
-  redis.call('DEL', key)
-  return reply(1)
-end
 expire()
-return reply(1)
+return reply(1, rows)

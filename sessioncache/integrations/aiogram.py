@@ -105,6 +105,8 @@ class SessionCacheStorage(BaseStorage):
         self.state_ttl_ms = ttl_ms(state_ttl, "state_ttl")
         self.data_ttl_ms = ttl_ms(data_ttl, "data_ttl")
         self._data_ttl = str(self.data_ttl_ms)
+        # Without a data TTL a merge leaves the expiry alone rather than paying for a PERSIST.
+        self._merge_ttl = self._data_ttl if self.data_ttl_ms else ""
         self._writer = RecordWriter(client, limits)
         self._owns_client = owns_client
         # Key names per StorageKey, cached: building them (validation, percent-encoding) costs
@@ -220,7 +222,7 @@ class SessionCacheStorage(BaseStorage):
             raise DataNotDictLikeError(msg)
         redis_key = self._names(key)[1]
         pairs = encode_str_fields(data, self.limits, "data")
-        flat = await self._writer.merge(redis_key, pairs, ttl=self._data_ttl, full=True)
+        flat = await self._writer.merge(redis_key, pairs, ttl=self._merge_ttl, full=True)
         return decode_str_record(flat)
 
     async def clear(self, key: StorageKey) -> None:

@@ -98,7 +98,9 @@ class SessionCachePersistence(BasePersistence[Any, Any, Any]):
         self.client = client
         self.keys = KeySchema(namespace)
         self.limits = limits
-        self._data_ttl = str(ttl_ms(data_ttl, "data_ttl"))
+        data_ttl_ms = ttl_ms(data_ttl, "data_ttl")
+        # Without a TTL a merge leaves the expiry alone rather than paying for a PERSIST.
+        self._data_ttl = str(data_ttl_ms) if data_ttl_ms else ""
         self._writer = RecordWriter(client, limits)
         self._owns_client = owns_client
         # What Redis held for each record when this process last read or wrote it: the base of
