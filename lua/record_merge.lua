@@ -33,40 +33,44 @@ if at['o'] then
   size = size - 1
 end
 
-local function reply(code, rows)
-  if ARGV[4] == 'full' then
-    return {code, rows}
-  end
-  local n = #rows / 2
+-- Each branch builds its own reply and applies the expiry inline: this script runs on every
+-- update_data, and closures would be created afresh on every call.
+local full = ARGV[4] == 'full'
+local ttl = ARGV[2]
+
+local function count(rows)
+  local n = 0
   for i = 1, #rows, 2 do
-    if rows[i] == 'o' then
-      n = n - 1
+    if rows[i] ~= 'o' then
+      n = n + 1
     end
   end
-  return {code, n}
-end
-
-local function expire()
-  if ARGV[2] == '0' then
-    redis.call('PERSIST', key)
-  elseif ARGV[2] ~= '' then
-    redis.call('PEXPIRE', key, ARGV[2])
-  end
+  return n
 end
 
 for i = 1, #ops, 5 do
   if string.sub(ops, i, i + 4) == opid then
-    return reply(2, flat)
+    if full then
+      return {2, flat}
+    end
+    return {2, size}
   end
 end
 
 local npairs = tonumber(ARGV[5])
 local last_set = 5 + 2 * npairs
 if npairs == 0 and #ARGV == last_set then
-  if #flat > 0 then
-    expire()
+  if #flat > 0 and ttl ~= '' then
+    if ttl == '0' then
+      redis.call('PERSIST', key)
+    else
+      redis.call('PEXPIRE', key, ttl)
+    end
   end
-  return reply(1, flat)
+  if full then
+    return {1, flat}
+  end
+  return {1, size}
 end
 
 local grow = 0
@@ -125,8 +129,18 @@ end
 if #rows <= 2 then
   -- Nothing but the op ids would remain: the record goes.
   redis.call('DEL', key)
-  return reply(1, {})
+  if full then
+    return {1, {}}
+  end
+  return {1, 0}
 end
 redis.call('HSET', key, unpack(fields))
-expire()
-return reply(1, rows)
+if ttl == '0' then
+  redis.call('PERSIST', key)
+elseif ttl ~= '' then
+  redis.call('PEXPIRE', key, ttl)
+end
+if full then
+  return {1, rows}
+end
+return {1, count(rows)}
