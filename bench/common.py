@@ -60,7 +60,7 @@ async def run_concurrent(op: Op, n: int, tasks: int = 50) -> Stats:
 
 
 def _merge(runs: list[Stats]) -> Stats:
-    """The median round's wall time, with every round's latencies."""
+    """The median batch's time per operation, with every batch's latencies."""
     median = statistics.median(r.seconds / r.n for r in runs)
     lat = tuple(x for r in runs for x in r.latencies)
     n = sum(r.n for r in runs)
@@ -68,16 +68,32 @@ def _merge(runs: list[Stats]) -> Stats:
 
 
 async def compare(
-    ours: Op, raw: Op, n: int, *, rounds: int = 5, concurrent: int = 0, warmup: int = 200
+    ours: Op,
+    raw: Op,
+    n: int,
+    *,
+    rounds: int = 5,
+    concurrent: int = 0,
+    warmup: int = 200,
+    batch: int | None = None,
 ) -> tuple[Stats, Stats]:
-    """Alternate rounds of ours and raw so drift and noise hit both alike."""
+    """Time `rounds` x `n` operations of each, in short alternating batches.
+
+    Batches alternate in ABBA order, so bursts of load from other processes fall on both sides
+    alike; each side's figure is its median batch. Sequential batches are 100 operations,
+    concurrent ones `n` (spread over `concurrent` tasks).
+    """
+    size = batch or (n if concurrent else min(n, 100))
     runner = (lambda op, k: run_concurrent(op, k, concurrent)) if concurrent else run_sequential
     await run_sequential(ours, warmup)
     await run_sequential(raw, warmup)
     ours_runs, raw_runs = [], []
-    for _ in range(rounds):
-        raw_runs.append(await runner(raw, n))
-        ours_runs.append(await runner(ours, n))
+    for i in range(rounds * max(1, n // size)):
+        first, second = (raw, ours) if i % 2 == 0 else (ours, raw)
+        a = await runner(first, size)
+        b = await runner(second, size)
+        (raw_runs if first is raw else ours_runs).append(a)
+        (ours_runs if first is raw else raw_runs).append(b)
     return _merge(ours_runs), _merge(raw_runs)
 
 

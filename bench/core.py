@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from sessioncache import SessionStore
 from sessioncache.codec import data_field, encode_value
 
@@ -71,14 +73,18 @@ async def _memory(store: SessionStore) -> tuple[int, int]:
 async def run(args: argparse.Namespace) -> bool:
     with server(args.url) as url:
         store = await SessionStore.connect(url, namespace="bench")
-        client = store.client
+        # The baseline is stock redis-py, as a bot would use it: same server, protocol, timeouts.
+        raw_client = aioredis.Redis.from_url(
+            url, protocol=3, socket_timeout=5.0, socket_connect_timeout=2.0
+        )
         try:
-            await _drop(client)
+            await _drop(raw_client)
             ours_mem, raw_mem = await _memory(store)
-            ok = await _timings(store, client, args)
+            ok = await _timings(store, raw_client, args)
         finally:
-            await _drop(client)
+            await _drop(raw_client)
             await store.close()
+            await raw_client.aclose()
     mem_ratio = ours_mem / raw_mem
     print(
         f"\nmemory per session (20 small fields): ours {ours_mem} B, bare hash {raw_mem} B, "
@@ -94,6 +100,7 @@ async def _drop(client: Any) -> None:
 
 
 async def _timings(store: SessionStore, client: Any, args: argparse.Namespace) -> bool:
+    """`client` is the raw redis-py client of the baseline."""
     s = await store.create("telegram", "chat", "user", data=SMALL_FIELDS)
     sid, key = s.session_id, s.session_key
     index = store.keys.user_index(store.identity("x", 1, "user").user_tag)

@@ -11,6 +11,10 @@
 -- ARGV[7]  priority (integer; "0" is not stored)
 -- ARGV[8]  number of field/value pairs that follow (data and metadata, already encoded)
 -- ARGV[9..] field, value, field, value, ...
+-- With the state tracker (optional, both or neither):
+-- KEYS[3]  statistics hash of the session's shard (same slot): sessions per platform and state
+-- KEYS[4]  the session's event stream: gets a "created" event
+-- ARGV[9 + 2n], ARGV[10 + 2n]  stream cap: max entries, max age in ms (n = ARGV[8])
 --
 -- Returns {1, hgetall} when created (also on a retry of the call that created it),
 --         {0, hgetall} when it existed and mode is "get",
@@ -21,16 +25,17 @@ local key = KEYS[1]
 local opid = ARGV[1]
 
 if redis.call('EXISTS', key) == 1 then
+  if ARGV[2] == 'get' then
+    return {0, redis.call('HGETALL', key)}
+  end
+  -- A retry of the very call that created it must not report "exists".
   local ops = redis.call('HGET', key, 'o') or ''
   for i = 1, #ops, 5 do
     if string.sub(ops, i, i + 4) == opid then
       return {1, redis.call('HGETALL', key)}
     end
   end
-  if ARGV[2] == 'create' then
-    return {-1}
-  end
-  return {0, redis.call('HGETALL', key)}
+  return {-1}
 end
 
 local t = redis.call('TIME')
@@ -62,6 +67,19 @@ for i = 9, 8 + 2 * npairs do
 end
 redis.call('HSET', key, unpack(fields))
 redis.call('PEXPIREAT', key, exps)
+
+if KEYS[3] then
+  local plat = string.match(ARGV[5], '^[^:]+')
+  local extra = 9 + 2 * npairs
+  redis.call('HINCRBY', KEYS[3], 'n:' .. plat .. ':' .. ARGV[6], 1)
+  redis.call('HINCRBY', KEYS[3], 'created', 1)
+  redis.call('HINCRBY', KEYS[3], 'e:created', 1)
+  redis.call('HINCRBY', KEYS[3], 'h:' .. string.format('%d', math.floor(now / 3600000)), 1)
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[extra], '*', 't', 'created', 's', ARGV[6],
+             'v', '1')
+  redis.call('XTRIM', KEYS[4], 'MINID', '~', string.format('%d', now - tonumber(ARGV[extra + 1])))
+  redis.call('PEXPIRE', KEYS[4], ARGV[extra + 1])
+end
 
 redis.call('HSET', KEYS[2], ARGV[5], '1')
 if redis.call('PEXPIRETIME', KEYS[2]) < exp then

@@ -3,9 +3,16 @@
 -- KEYS[1]  session hash
 -- KEYS[2]  user index
 -- ARGV[1]  session suffix (field of the user index)
+-- With the state tracker (optional):
+-- KEYS[3]  statistics hash of the session's shard (same slot): one session less in its state
 --
 -- Returns 1 if the session existed, 0 if not. Running it twice is harmless.
 
+local state = KEYS[3] and redis.call('HGET', KEYS[1], 's')
 local existed = redis.call('DEL', KEYS[1])
+if state then
+  redis.call('HINCRBY', KEYS[3], 'n:' .. string.match(ARGV[1], '^[^:]+') .. ':' .. state, -1)
+  redis.call('HINCRBY', KEYS[3], 'deleted', 1)
+end
 redis.call('HDEL', KEYS[2], ARGV[1])
 return existed

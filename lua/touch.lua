@@ -43,7 +43,6 @@ for i = 1, #more do
 end
 redis.call('HSET', key, unpack(fields))
 redis.call('PEXPIREAT', key, exps)
-if redis.call('PEXPIRETIME', KEYS[2]) < exp then
-  redis.call('PEXPIREAT', KEYS[2], exps)
-end
+-- GT: only ever moves the index's expiry later (it must outlive every session it lists).
+redis.call('PEXPIREAT', KEYS[2], exps, 'GT')
 return {1, exp, count}

@@ -84,9 +84,8 @@ if #dels > 0 then
 end
 redis.call('HSET', key, unpack(fields))
 redis.call('PEXPIREAT', key, exps)
-if redis.call('PEXPIRETIME', KEYS[2]) < exp then
-  redis.call('PEXPIREAT', KEYS[2], exps)
-end
+-- GT: only ever moves the index's expiry later (it must outlive every session it lists).
+redis.call('PEXPIREAT', KEYS[2], exps, 'GT')
 if ARGV[3] == 'full' then
   return {1, redis.call('HGETALL', key)}
 end

@@ -11,8 +11,13 @@ from .errors import (
     ValidationError,
     VersionConflict,
 )
+from .events import Event, EventType
 from .keys import Identity, KeySchema
+from .metrics import Metrics
 from .models import Platform, Session, SessionState
+from .patterns import LifecyclePrediction, PatternReport
+from .states import GuardRejected, TransitionTable
+from .statistics import StatisticsReport
 from .store import SessionStore
 from .system import (
     SessionSystem,
@@ -28,16 +33,23 @@ from .system import (
     touch_session,
     update_session,
 )
+from .tracker import StateTracker, TrackerConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable",
+    "Event",
+    "EventType",
+    "GuardRejected",
     "Identity",
     "IntegrityError",
     "InvalidTransition",
     "KeySchema",
+    "LifecyclePrediction",
     "Limits",
+    "Metrics",
+    "PatternReport",
     "Platform",
     "Session",
     "SessionCacheError",
@@ -47,6 +59,10 @@ __all__ = [
     "SessionStore",
     "SessionSystem",
     "SessionSystemConfig",
+    "StateTracker",
+    "StatisticsReport",
+    "TrackerConfig",
+    "TransitionTable",
     "ValidationError",
     "VersionConflict",
     "create_session",

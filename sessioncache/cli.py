@@ -32,6 +32,21 @@ async def _scripts(action: str, url: str) -> int:
         await client.aclose()
 
 
+async def _stats(url: str, namespace: str, window: float, as_json: bool) -> int:
+    import json
+
+    from .store import SessionStore
+    from .tracker import StateTracker
+
+    store = await SessionStore.connect(url, namespace=namespace)
+    try:
+        report = await StateTracker(store).get_statistics(active_window=window)
+    finally:
+        await store.close()
+    print(json.dumps(report.to_dict(), indent=2) if as_json else report.to_table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sessioncache", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     scripts = sub.add_parser("scripts", help="load, list or check the Lua scripts on a server")
     scripts.add_argument("action", choices=["load", "list", "check"])
     scripts.add_argument("--url", default="redis://127.0.0.1:6379", help="Redis URL")
+
+    stats = sub.add_parser("stats", help="show session statistics (states, events, durations)")
+    stats.add_argument("--url", default="redis://127.0.0.1:6379", help="Redis URL")
+    stats.add_argument("--namespace", default="sc", help="key namespace")
+    stats.add_argument("--window", type=float, default=3600.0, help="active-user window, s")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -58,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         asyncio.run(run_demo(kind, url))
         return 0
+    if args.command == "stats":
+        return asyncio.run(_stats(args.url, args.namespace, args.window, args.json))
     if args.command == "scripts":
         return asyncio.run(_scripts(args.action, args.url))
     return 2

@@ -109,30 +109,26 @@ def decode_value(raw: bytes) -> Any:
     return raw.decode("utf-8")
 
 
-def data_field(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
-    """Hash field name of a data entry."""
+def _checked_name(name: object, what: str, limits: Limits) -> str:
     if not isinstance(name, str) or not name:
-        raise ValidationError(f"data field names must be non-empty str, got {name!r}"[:200])
+        raise ValidationError(f"{what} must be a non-empty str, got {name!r}"[:200])
     if len(name) > limits.max_field_name:
         raise ValidationError(
-            f"data field name is {len(name)} characters; the limit is {limits.max_field_name}"
+            f"{what} is {len(name)} characters; the limit is {limits.max_field_name}"
         )
-    _utf8(name, "data field name")
-    if len(name) == 1 or name[0] in "~@":
-        return "~" + name
+    _utf8(name, what)
     return name
+
+
+def data_field(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Hash field name of a data entry."""
+    text = _checked_name(name, "data field name", limits)
+    return "~" + text if len(text) == 1 or text[0] in "~@" else text
 
 
 def metadata_field(name: object, limits: Limits = DEFAULT_LIMITS) -> str:
     """Hash field name of a metadata entry."""
-    if not isinstance(name, str) or not name:
-        raise ValidationError(f"metadata keys must be non-empty str, got {name!r}"[:200])
-    if len(name) > limits.max_field_name:
-        raise ValidationError(
-            f"metadata key is {len(name)} characters; the limit is {limits.max_field_name}"
-        )
-    _utf8(name, "metadata key")
-    return "@" + name
+    return "@" + _checked_name(name, "metadata key", limits)
 
 
 def encode_mapping(

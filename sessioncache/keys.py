@@ -5,6 +5,10 @@ so every key of one user's sessions lives in one cluster slot)::
 
     sc:s:{<u>}:<platform>:<chat>[:<thread>]   session hash
     sc:u:{<u>}                                 index of the user's sessions (hash: suffix -> 1)
+    sc:ev:{<u>}:<platform>:<chat>[:<thread>]  event stream of a session (state tracker)
+    sc:st:{<shard>}                            statistics counters of one shard (hash)
+    sc:su:{<shard>}                            last activity per user of one shard (zset)
+    sc:cfg:transitions                         the fleet's transition table (string, versioned)
 
 User-supplied parts are percent-encoded, so none of them can contain ``:``, ``{``, ``}``, a glob
 character or whitespace: distinct identities never share a key and no input can pick a slot.
@@ -13,6 +17,7 @@ character or whitespace: distinct identities never share a key and no input can 
 from __future__ import annotations
 
 import re
+from binascii import crc_hqx
 from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import quote, unquote
@@ -111,6 +116,11 @@ def _make_identity(
     user = normalize_id(user_id, "user_id")
     thread = None if thread_id is None else normalize_id(thread_id, "thread_id")
     return Identity(plat, chat, user, thread)
+
+
+def user_tag(user_id: object) -> str:
+    """The encoded user id: the hash tag shared by all keys of that user's sessions."""
+    return quote(normalize_id(user_id, "user_id"), safe=_SAFE)
 
 
 _cached_identity = lru_cache(maxsize=65536)(_make_identity)
@@ -244,10 +254,7 @@ class KeySchema:
         head = f"{self._prefix}s:{{"
         if not key.startswith(head):
             raise ValidationError(f"{key!r} is not a session key of namespace {self.namespace!r}")
-        tag, _, suffix = key[len(head) :].partition("}:")
-        platform, _, rest = suffix.partition(":")
-        chat, _, thread = rest.partition(":")
-        return ":".join([platform, chat, tag] + ([thread] if thread else []))
+        return _session_id_after(key[len(head) :])
 
     # -- integrations (aiogram FSM storage, python-telegram-bot persistence) ---------------
 
@@ -299,3 +306,91 @@ class KeySchema:
     def ptb_pattern(self) -> str:
         """SCAN pattern matching every python-telegram-bot key of this namespace."""
         return f"{self._prefix}ptb:*"
+
+
+def _session_id_after(rest: str) -> str:
+    """The public id from the part of a per-session key after ``{``: ``<u>}:<suffix>``."""
+    tag, _, suffix = rest.partition("}:")
+    platform, _, rest = suffix.partition(":")
+    chat, _, thread = rest.partition(":")
+    return ":".join([platform, chat, tag] + ([thread] if thread else []))
+
+
+_SLOTS = 16384
+_SLOT_TAGS: list[str] = []
+
+
+def slot_tag(user_tag: str) -> str:
+    """A short hash tag in the same cluster slot as ``user_tag`` (the statistics shard tag).
+
+    A session script may only touch keys of its own slot, so each slot gets its own counters:
+    the first hex number (``0``, ``1``, ... ``4cd3f``) whose CRC16 lands in that slot.
+    """
+    if not _SLOT_TAGS:
+        found: list[str | None] = [None] * _SLOTS
+        left, n = _SLOTS, 0
+        while left:
+            candidate = format(n, "x")
+            slot = crc_hqx(candidate.encode(), 0) % _SLOTS
+            if found[slot] is None:
+                found[slot] = candidate
+                left -= 1
+            n += 1
+        _SLOT_TAGS.extend(tag for tag in found if tag is not None)
+    return _SLOT_TAGS[crc_hqx(user_tag.encode(), 0) % _SLOTS]
+
+
+def all_slot_tags() -> list[str]:
+    """The shard tag of every cluster slot, in slot order."""
+    slot_tag("")
+    return list(_SLOT_TAGS)
+
+
+class TrackerKeys:
+    """Keys of the state tracker: event streams, statistics shards and the transition table.
+
+    On a standalone server (or memory://) every session shares the one shard ``{0}``; on a
+    cluster the shard is the session's slot, so the session's scripts can update it atomically.
+    """
+
+    __slots__ = ("_prefix", "cluster")
+
+    def __init__(self, schema: KeySchema, cluster: bool) -> None:
+        self._prefix = schema.namespace + ":"
+        self.cluster = cluster
+
+    def events(self, ident: Identity) -> str:
+        return f"{self._prefix}ev:{{{ident.user_tag}}}:{ident.suffix}"
+
+    def events_in_index(self, user_tag: str, suffix: str) -> str:
+        return f"{self._prefix}ev:{{{user_tag}}}:{suffix}"
+
+    def events_pattern(self) -> str:
+        return f"{self._prefix}ev:*"
+
+    def shard_tag(self, ident: Identity) -> str:
+        return self.shard_of_user(ident.user_tag)
+
+    def shard_of_user(self, user_tag: str) -> str:
+        return slot_tag(user_tag) if self.cluster else "0"
+
+    def stats(self, shard: str) -> str:
+        return f"{self._prefix}st:{{{shard}}}"
+
+    def users(self, shard: str) -> str:
+        return f"{self._prefix}su:{{{shard}}}"
+
+    def stats_pattern(self) -> str:
+        return f"{self._prefix}st:*"
+
+    def shard_of_stats_key(self, key: str) -> str:
+        return key[len(self._prefix) + 4 : -1]
+
+    def transitions(self) -> str:
+        return f"{self._prefix}cfg:transitions"
+
+    def session_id_of_events_key(self, key: str) -> str:
+        head = f"{self._prefix}ev:{{"
+        if not key.startswith(head):
+            raise ValidationError(f"{key!r} is not an event stream key")
+        return _session_id_after(key[len(head) :])

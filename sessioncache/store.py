@@ -6,7 +6,7 @@ import datetime as dt
 import os
 from base64 import urlsafe_b64encode
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError, ResponseError
 
@@ -19,7 +19,7 @@ from .errors import (
     ValidationError,
     VersionConflict,
 )
-from .keys import Identity, KeySchema, make_identity, parse_session_id
+from .keys import Identity, KeySchema, make_identity, parse_session_id, user_tag
 from .models import Session, SessionState, session_from_hash
 from .scripts import ScriptRegistry
 
@@ -62,6 +62,16 @@ def _check_priority(priority: int | None) -> str:
     return str(priority)
 
 
+class StoreExtras(Protocol):
+    """Extra KEYS/ARGV a feature adds to create.lua and delete.lua (see their headers)."""
+
+    def create_extras(self, ident: Identity) -> tuple[list[str], list[Any]]:
+        """KEYS appended after create.lua's two, and ARGV appended after its field pairs."""
+
+    def delete_extras(self, ident: Identity) -> list[str]:
+        """KEYS appended after delete.lua's two."""
+
+
 class SessionStore:
     """Shared session storage over one Redis (standalone, cluster or in-memory)."""
 
@@ -82,6 +92,7 @@ class SessionStore:
         self._max_fields = str(limits.max_fields)
         self.scripts = ScriptRegistry()
         self._owns_client = owns_client
+        self.extras: StoreExtras | None = None
 
     @classmethod
     async def connect(
@@ -166,6 +177,10 @@ class SessionStore:
             str(len(pairs) // 2),
             *pairs,
         ]
+        if self.extras is not None:
+            more_keys, more_args = self.extras.create_extras(ident)
+            keys += more_keys
+            args += more_args
         return keys, args
 
     async def create(
@@ -372,7 +387,8 @@ class SessionStore:
             or not 0 <= messages <= 10**6
         ):
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
-        args = [new_op_id(), self._default_ttl_ms, str(messages), str(_ttl_ms(ttl)) if ttl else ""]
+        new_ttl = "" if ttl is None else str(_ttl_ms(ttl))
+        args = [new_op_id(), self._default_ttl_ms, str(messages), new_ttl]
         reply = await self._run(self.scripts.touch, [key, index], args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
@@ -381,19 +397,22 @@ class SessionStore:
     async def delete(self, session_id: str) -> bool:
         """Remove a session; True if it existed."""
         ident, key, index = self._located(session_id)
-        return bool(await self._run(self.scripts.delete, [key, index], [ident.suffix]))
+        keys = [key, index]
+        if self.extras is not None:
+            keys += self.extras.delete_extras(ident)
+        return bool(await self._run(self.scripts.delete, keys, [ident.suffix]))
 
     # -- listing --------------------------------------------------------------------------
 
     async def list_user_sessions(self, user_id: object) -> list[Session]:
         """Every live session of a user, across platforms, chats and threads."""
-        ident = self.identity("api", "x", user_id)
-        index = self.keys.user_index(ident.user_tag)
+        tag = user_tag(user_id)
+        index = self.keys.user_index(tag)
         try:
             suffixes = sorted(await self.client.hkeys(index))
             if not suffixes:
                 return []
-            keys = [self.keys.session_in_index(ident.user_tag, s.decode()) for s in suffixes]
+            keys = [self.keys.session_in_index(tag, s.decode()) for s in suffixes]
             async with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hgetall(key)

@@ -11,8 +11,12 @@ from typing import Any
 from .backends import RedisSettings
 from .codec import DEFAULT_LIMITS, Limits
 from .errors import SessionCacheError, ValidationError
+from .events import Event, EventType
 from .models import Platform, Session, SessionState
+from .patterns import LifecyclePrediction, PatternReport
+from .statistics import StatisticsReport
 from .store import DEFAULT_TTL, SessionStore
+from .tracker import StateTracker, TrackerConfig
 
 STORAGE_TYPES = ("MEMORY", "REDIS", "CLUSTER")
 
@@ -25,6 +29,7 @@ class SessionSystemConfig:
     default_ttl: float = DEFAULT_TTL
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
     enable_all_features: bool = False
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
     @classmethod
     def from_options(cls, **options: Any) -> SessionSystemConfig:
@@ -75,6 +80,7 @@ class SessionSystem:
         self.config = config
         self._started = time.monotonic()
         self._closed = False
+        self.tracker = StateTracker(store, config.tracker)
 
     @classmethod
     async def start(
@@ -92,7 +98,13 @@ class SessionSystem:
             limits=config.limits,
             **connection,
         )
-        return cls(store, config)
+        try:
+            system = cls(store, config)
+            await system.tracker.start()
+        except BaseException:
+            await store.close()
+            raise
+        return system
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -182,6 +194,40 @@ class SessionSystem:
 
     async def count_sessions(self) -> int:
         return await self.store.count()
+
+    # -- state tracking (sessioncache.tracker) -------------------------------------------------
+
+    async def transition(
+        self,
+        session_id: str,
+        to_state: str,
+        *,
+        expected_version: int | None = None,
+        reason: str | None = None,
+    ) -> Session:
+        return await self.tracker.transition(
+            session_id, to_state, expected_version=expected_version, reason=reason
+        )
+
+    async def track_event(
+        self, session_id: str, event_type: EventType | str, **fields: Any
+    ) -> str | None:
+        return await self.tracker.track_event(session_id, event_type, **fields)
+
+    async def get_events(self, session_id: str, **query: Any) -> list[Event]:
+        return await self.tracker.get_events(session_id, **query)
+
+    async def get_statistics(self, **options: Any) -> StatisticsReport:
+        return await self.tracker.get_statistics(**options)
+
+    async def analyze_patterns(self, **options: Any) -> PatternReport:
+        return await self.tracker.analyze_patterns(**options)
+
+    async def predict_lifecycle(self, session_id: str, **options: Any) -> LifecyclePrediction:
+        return await self.tracker.predict_lifecycle(session_id, **options)
+
+    def get_performance_metrics(self) -> dict[str, dict[str, Any]]:
+        return self.tracker.get_performance_metrics()
 
     async def health_check(self) -> dict[str, Any]:
         """Whether Redis answers and has every script cached, with the round-trip time."""

@@ -72,3 +72,29 @@ async def test_script_load_is_idempotent_and_check_reports_missing(
         assert await store.scripts.missing(store.client) == []
     finally:
         await store.close()
+
+
+async def test_scripts_reach_every_cluster_primary(cluster_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    store = await SessionStore.connect(cluster_url, namespace=unique_namespace())
+    try:
+        await store.client.script_flush()
+        ports = [node.port for node in store.client.get_primaries()]
+        assert len(ports) == 3
+        await store.scripts.load(store.client)
+        shas = [s.sha for s in store.scripts.scripts.values()]
+        for port in ports:
+            node = aioredis.Redis(port=port, socket_timeout=2.0)
+            try:
+                assert await node.script_exists(*shas) == [True] * len(shas)
+            finally:
+                await node.aclose()
+        # after a flush of every primary, the first call on any slot reloads and succeeds
+        await store.client.script_flush()
+        for user in ("a", "b", "c", "d", "e", "f"):
+            assert (await store.create("telegram", "c", user)).version == 1
+    finally:
+        for user in ("a", "b", "c", "d", "e", "f"):
+            await store.delete(f"telegram:c:{user}")
+        await store.close()

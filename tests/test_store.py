@@ -144,6 +144,8 @@ async def test_bad_input_raises_and_leaves_redis_unchanged(store: SessionStore) 
         store.update(s.session_id, expected_version="1"),  # type: ignore[arg-type]
         store.update("telegram:c:u{evil}", data={"a": 2}),
         store.touch(s.session_id, messages=-1),
+        store.touch(s.session_id, ttl=0),
+        store.list_user_sessions(3.5),
         store.set_field(s.session_id, "", 1),
     ]
     for call in bad_calls:

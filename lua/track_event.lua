@@ -1,0 +1,80 @@
+-- track_event.lua: append an event to a session's stream and update the session and counters.
+--
+-- KEYS[1]  session hash
+-- KEYS[2]  user index (its TTL follows the longest-lived session of the user)
+-- KEYS[3]  the session's event stream
+-- KEYS[4]  statistics hash of the session's shard (same slot as the session)
+-- KEYS[5]  last-activity zset of the shard's users (same slot)
+-- ARGV[1]  op id (5 chars; repeated on a client retry)
+-- ARGV[2]  event type (validated by the caller) and three flags, space-separated:
+--          activity "1"/"0" (refresh last_activity "a" and the TTL), message "1"/"0"
+--          (message_count + 1), inbound "1"/"0" (record the gap since the last activity and
+--          the user as active)
+-- ARGV[3]  what is fixed per session, space-separated (one argument: fewer to pack): default
+--          ttl in ms (used when the session has no ttl of its own), stream cap in entries,
+--          stream cap in ms (age trim on about one event in 32 to keep the common path short;
+--          the stream also expires that long after its last event), user tag (member of
+--          KEYS[5]), platform
+-- ARGV[4..] field, value, ... (user fields, already encoded)
+--
+-- Returns {1, entry_id, message_count}  applied,
+--         {2, "", message_count}        already applied by an earlier attempt of the same call,
+--         {-1}                          no such session (nothing written).
+-- Times are ms, server clock.
+
+local key = KEYS[1]
+local opid = ARGV[1]
+local cur = redis.call('HMGET', key, 'o', 's', 'a', 'm', 't')
+if not cur[2] then
+  return {-1}
+end
+local ops = cur[1] or ''
+local count = tonumber(cur[4])
+for i = 1, #ops, 5 do
+  if string.sub(ops, i, i + 4) == opid then
+    return {2, '', count}
+  end
+end
+
+local etype, activity, message, inbound = string.match(ARGV[2], '^(%S+) (%d) (%d) (%d)$')
+local ttl, maxlen, maxage, user, plat =
+  string.match(ARGV[3], '^(%d+) (%d+) (%d+) (%S+) (%S+)$')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stream = KEYS[3]
+local entry = {'XADD', stream, 'MAXLEN', '~', maxlen, '*', 't', etype, 's', cur[2]}
+for i = 4, #ARGV do
+  entry[#entry + 1] = ARGV[i]
+end
+local id = redis.call(unpack(entry))
+if now % 32 == 0 then
+  redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - tonumber(maxage)))
+end
+redis.call('PEXPIRE', stream, maxage)
+
+local stats = KEYS[4]
+local nows = string.format('%d', now)
+local opsnew = string.sub(opid .. ops, 1, 20)
+if activity == '1' then
+  if message == '1' then
+    count = count + 1
+  end
+  local exp = now + tonumber(cur[5] or ttl)
+  local exps = string.format('%d', exp)
+  redis.call('HSET', key, 'a', nows, 'e', exps, 'm', string.format('%d', count), 'o', opsnew)
+  redis.call('PEXPIREAT', key, exps)
+  -- GT: only ever moves the index's expiry later (it must outlive every session it lists).
+  redis.call('PEXPIREAT', KEYS[2], exps, 'GT')
+  if inbound == '1' then
+    local gap = now - tonumber(cur[3])
+    if gap < 0 then gap = 0 end
+    local b = math.floor(4 * math.log(gap + 1) / math.log(2))
+    redis.call('HINCRBY', stats, 'g:' .. plat .. ':' .. string.format('%d', b), 1)
+    redis.call('ZADD', KEYS[5], nows, user)
+  end
+else
+  redis.call('HSET', key, 'o', opsnew)
+end
+redis.call('HINCRBY', stats, 'e:' .. etype, 1)
+redis.call('HINCRBY', stats, 'h:' .. string.format('%d', math.floor(now / 3600000)), 1)
+return {1, id, count}

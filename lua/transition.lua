@@ -1,0 +1,84 @@
+-- transition.lua: move a session to another state if the transition table allows it.
+--
+-- KEYS[1]  session hash
+-- KEYS[2]  the session's event stream
+-- KEYS[3]  statistics hash of the session's shard (same slot as the session)
+-- ARGV[1]  op id (5 chars; repeated on a client retry)
+-- ARGV[2]  target state
+-- ARGV[3]  expected version, or "" for any
+-- ARGV[4]  reason (already encoded), or "" for none
+-- ARGV[5]  what is fixed per platform, target and table, space-separated (one argument: fewer
+--          to pack): platform, table version, stream cap in entries, stream cap in ms (the
+--          stream also expires that long after its last event), terminal states ",a,b,", and
+--          the states this platform's table allows to move to the target ",a,b," (validated
+--          names: no spaces, no magic characters)
+--
+-- Returns {1, hgetall, from_state}  applied,
+--         {2, hgetall}              already applied by an earlier attempt of the same call,
+--         {-1}                      no such session,
+--         {-2, current_version}     expected version did not match,
+--         {-4, current_state}       the table does not allow current -> target.
+-- Nothing is written unless the move is applied. Times are ms, server clock.
+
+local key = KEYS[1]
+local opid = ARGV[1]
+local cur = redis.call('HMGET', key, 'v', 'o', 's', 'c', 'm')
+if not cur[1] then
+  return {-1}
+end
+local version = tonumber(cur[1])
+local ops = cur[2] or ''
+for i = 1, #ops, 5 do
+  if string.sub(ops, i, i + 4) == opid then
+    return {2, redis.call('HGETALL', key)}
+  end
+end
+if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= version then
+  return {-2, version}
+end
+local plat, tver, maxlen, maxage, terminal, sources =
+  string.match(ARGV[5], '^(%S+) (%d+) (%d+) (%d+) (%S+) (%S+)$')
+local from = cur[3]
+local target = ARGV[2]
+if not string.find(sources, ',' .. from .. ',', 1, true) then
+  return {-4, from}
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nows = string.format('%d', now)
+version = version + 1
+local vs = string.format('%d', version)
+redis.call('HSET', key, 's', target, 'v', vs, 'u', nows, 'o', string.sub(opid .. ops, 1, 20))
+
+local stream = KEYS[2]
+if ARGV[4] ~= '' then
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 't', 'state_changed', 'f', from,
+             's', target, 'v', vs, 'x', tver, 'r', ARGV[4])
+else
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 't', 'state_changed', 'f', from,
+             's', target, 'v', vs, 'x', tver)
+end
+redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - tonumber(maxage)))
+redis.call('PEXPIRE', stream, maxage)
+
+local stats = KEYS[3]
+redis.call('HINCRBY', stats, 'n:' .. plat .. ':' .. from, -1)
+redis.call('HINCRBY', stats, 'n:' .. plat .. ':' .. target, 1)
+redis.call('HINCRBY', stats, 'tr:' .. from .. '>' .. target, 1)
+redis.call('HINCRBY', stats, 'e:state_changed', 1)
+redis.call('HINCRBY', stats, 'h:' .. string.format('%d', math.floor(now / 3600000)), 1)
+if string.find(terminal, ',' .. target .. ',', 1, true)
+    and not string.find(terminal, ',' .. from .. ',', 1, true) then
+  -- Ending a live session: duration and messages go into log2 histograms (4 per octave).
+  local dur = now - tonumber(cur[4])
+  if dur < 0 then dur = 0 end
+  local msgs = tonumber(cur[5])
+  local ln2 = math.log(2)
+  redis.call('HINCRBY', stats, 'ended', 1)
+  redis.call('HINCRBY', stats, 'dsum', string.format('%d', dur))
+  redis.call('HINCRBY', stats, 'msum', string.format('%d', msgs))
+  redis.call('HINCRBY', stats, 'd:' .. string.format('%d', math.floor(4 * math.log(dur + 1) / ln2)), 1)
+  redis.call('HINCRBY', stats, 'mb:' .. string.format('%d', math.floor(4 * math.log(msgs + 1) / ln2)), 1)
+end
+return {1, redis.call('HGETALL', key), from}

@@ -1,0 +1,188 @@
+"""The statistics report: built from the per-shard counters the scripts maintain on every write."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+_PER_OCTAVE = 4  # the scripts' histograms: bucket b = floor(4 * log2(x + 1))
+
+
+def bucket_value(bucket: int) -> float:
+    """The geometric middle of a histogram bucket, in the recorded unit."""
+    return float(2 ** ((bucket + 0.5) / _PER_OCTAVE) - 1)
+
+
+def bucket_range(bucket: int) -> tuple[float, float]:
+    return 2 ** (bucket / _PER_OCTAVE) - 1.0, 2 ** ((bucket + 1) / _PER_OCTAVE) - 1.0
+
+
+def histogram_quantile(hist: Mapping[int, int], q: float) -> float:
+    """Quantile of a log2 histogram (value at the middle of the bucket holding it: +-9%)."""
+    total = sum(hist.values())
+    if not total:
+        return 0.0
+    rank, seen = q * total, 0
+    for bucket in sorted(hist):
+        seen += hist[bucket]
+        if seen >= rank:
+            return bucket_value(bucket)
+    return bucket_value(max(hist))
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """count, mean (exact) and p50/p95 (from a log2 histogram, within about 9%)."""
+
+    count: int = 0
+    mean: float = 0.0
+    p50: float = 0.0
+    p95: float = 0.0
+
+
+@dataclass(slots=True)
+class StatisticsReport:
+    """Fleet statistics at one moment (see docs/state.md for what is exact)."""
+
+    generated_at: dt.datetime
+    shards: int
+    sessions_by_state: dict[str, int] = field(default_factory=dict)
+    sessions_by_platform: dict[str, int] = field(default_factory=dict)
+    sessions_by_platform_state: dict[str, dict[str, int]] = field(default_factory=dict)
+    sessions_created: int = 0
+    sessions_deleted: int = 0
+    sessions_ended: int = 0
+    transitions: dict[str, int] = field(default_factory=dict)
+    events_by_type: dict[str, int] = field(default_factory=dict)
+    events_per_hour: dict[str, int] = field(default_factory=dict)
+    messages_total: int = 0
+    duration_s: Summary = field(default_factory=Summary)
+    messages_per_session: Summary = field(default_factory=Summary)
+    active_users: int = 0
+    active_window_s: float = 3600.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: datetimes as ISO 8601 text."""
+        out = asdict(self)
+        out["generated_at"] = self.generated_at.isoformat()
+        return out
+
+    def to_table(self) -> str:
+        """A plain-text table for the CLI."""
+        rows: list[tuple[str, str]] = [
+            ("generated at", self.generated_at.isoformat(timespec="seconds")),
+            ("shards read", str(self.shards)),
+            ("sessions created", str(self.sessions_created)),
+            ("sessions deleted", str(self.sessions_deleted)),
+            ("sessions ended", str(self.sessions_ended)),
+            (f"active users ({self.active_window_s:g}s)", str(self.active_users)),
+            ("messages", str(self.messages_total)),
+        ]
+        d, m = self.duration_s, self.messages_per_session
+        rows.append(("duration s mean/p50/p95", f"{d.mean:.1f} / {d.p50:.1f} / {d.p95:.1f}"))
+        rows.append(("messages/session mean/p50/p95", f"{m.mean:.1f} / {m.p50:.1f} / {m.p95:.1f}"))
+        rows += [(f"state {k}", str(v)) for k, v in sorted(self.sessions_by_state.items())]
+        rows += [(f"platform {k}", str(v)) for k, v in sorted(self.sessions_by_platform.items())]
+        rows += [(f"transition {k}", str(v)) for k, v in sorted(self.transitions.items())]
+        rows += [(f"events {k}", str(v)) for k, v in sorted(self.events_by_type.items())]
+        rows += [(f"events in hour {k}", str(v)) for k, v in sorted(self.events_per_hour.items())]
+        width = max(len(name) for name, _ in rows)
+        lines = [f"{'statistic':<{width}}  value", f"{'-' * width}  {'-' * 12}"]
+        lines += [f"{name:<{width}}  {value}" for name, value in rows]
+        return "\n".join(lines)
+
+
+def _hour_label(hour: int) -> str:
+    return dt.datetime.fromtimestamp(hour * 3600, tz=dt.UTC).strftime("%Y-%m-%dT%H:00Z")
+
+
+def build_report(
+    shards: Iterable[Mapping[bytes, bytes]],
+    *,
+    active_users: int,
+    active_window_s: float,
+    now: dt.datetime,
+    hours: int = 24,
+) -> StatisticsReport:
+    """Sum the shards' counters into a report (pure: no I/O)."""
+    report = StatisticsReport(generated_at=now, shards=0, active_users=active_users,
+                              active_window_s=active_window_s)
+    durations: dict[int, int] = {}
+    messages: dict[int, int] = {}
+    dsum = msum = 0
+    first_hour = math.floor(now.timestamp() / 3600) - hours + 1
+    for shard in shards:
+        report.shards += 1
+        for raw_name, raw_value in shard.items():
+            name, value = raw_name.decode(), int(raw_value)
+            kind, _, rest = name.partition(":")
+            if kind == "n":
+                platform, _, state = rest.partition(":")
+                cell = report.sessions_by_platform_state.setdefault(platform, {})
+                cell[state] = cell.get(state, 0) + value
+            elif kind == "tr":
+                report.transitions[rest] = report.transitions.get(rest, 0) + value
+            elif kind == "e":
+                report.events_by_type[rest] = report.events_by_type.get(rest, 0) + value
+            elif kind == "h":
+                if int(rest) >= first_hour:
+                    label = _hour_label(int(rest))
+                    report.events_per_hour[label] = report.events_per_hour.get(label, 0) + value
+            elif kind == "d":
+                durations[int(rest)] = durations.get(int(rest), 0) + value
+            elif kind == "mb":
+                messages[int(rest)] = messages.get(int(rest), 0) + value
+            elif name == "created":
+                report.sessions_created += value
+            elif name == "deleted":
+                report.sessions_deleted += value
+            elif name == "ended":
+                report.sessions_ended += value
+            elif name == "dsum":
+                dsum += value
+            elif name == "msum":
+                msum += value
+    report.messages_total = sum(
+        report.events_by_type.get(t, 0) for t in ("message_received", "message_sent")
+    )
+    for platform, states in report.sessions_by_platform_state.items():
+        for state, n in states.items():
+            report.sessions_by_state[state] = report.sessions_by_state.get(state, 0) + n
+        report.sessions_by_platform[platform] = sum(states.values())
+    ended = report.sessions_ended
+    report.duration_s = Summary(
+        ended,
+        dsum / ended / 1000 if ended else 0.0,
+        histogram_quantile(durations, 0.5) / 1000,
+        histogram_quantile(durations, 0.95) / 1000,
+    )
+    report.messages_per_session = Summary(
+        ended,
+        msum / ended if ended else 0.0,
+        histogram_quantile(messages, 0.5),
+        histogram_quantile(messages, 0.95),
+    )
+    report.events_per_hour = dict(sorted(report.events_per_hour.items()))
+    return report
+
+
+def gap_histograms(shards: Iterable[Mapping[bytes, bytes]]) -> dict[str, dict[int, int]]:
+    """Per platform: histogram of gaps (ms) between a session's activity and the next inbound
+    event, from the ``g:<platform>:<bucket>`` counters."""
+    out: dict[str, dict[int, int]] = {}
+    for shard in shards:
+        for raw_name, raw_value in shard.items():
+            if raw_name[:2] != b"g:":
+                continue
+            platform, _, bucket = raw_name[2:].decode().rpartition(":")
+            hist = out.setdefault(platform, {})
+            hist[int(bucket)] = hist.get(int(bucket), 0) + int(raw_value)
+    return out
+
+
+def stale_hours(shard: Mapping[bytes, bytes], oldest_hour: int) -> list[bytes]:
+    """Hour counters older than the retention, for the report to drop."""
+    return [n for n in shard if n[:2] == b"h:" and int(n[2:]) < oldest_hour]
