@@ -151,6 +151,73 @@ def _parse_session_id(session_id: str) -> Identity:
     return Identity(plat, chat, user, thread)
 
 
+def _int_part(value: object, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{what} must be an int, not {type(value).__name__}")
+    return str(value)
+
+
+def _opt_text_part(value: object, what: str) -> str:
+    # None and "" must not meet: None is the empty segment, any str gets a leading "=".
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be a str or None, not {type(value).__name__}")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValidationError(f"{what} is {len(value)} characters; the limit is {MAX_ID_LENGTH}")
+    return "=" + quote(_valid_text(value, what), safe=_SAFE)
+
+
+def _valid_text(value: str, what: str) -> str:
+    try:
+        value.encode("utf-8", errors="strict")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"{what} is not valid Unicode text") from exc
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class FsmIdentity:
+    """An FSM record (aiogram's StorageKey), every field encoded; see KeySchema.fsm_state()."""
+
+    tag: str
+    """``<bot>:<chat>``: every FSM key of one chat of one bot shares this hash tag."""
+    rest: str
+    """``<user>:<thread>:<business connection>:<destiny>``, each part encoded."""
+
+
+def make_fsm_identity(
+    bot_id: object,
+    chat_id: object,
+    user_id: object,
+    thread_id: object = None,
+    business_connection_id: object = None,
+    destiny: object = "default",
+) -> FsmIdentity:
+    """Validate and encode the six fields of an aiogram StorageKey.
+
+    Ints are written in decimal, an absent thread or business connection as an empty segment
+    and text percent-encoded behind "=", so distinct keys never share a name and no field can
+    carry ``{``, ``}`` or ``:`` into the key.
+    """
+    tag = f"{_int_part(bot_id, 'bot_id')}:{_int_part(chat_id, 'chat_id')}"
+    thread = "" if thread_id is None else _int_part(thread_id, "thread_id")
+    if not isinstance(destiny, str):
+        raise ValidationError(f"destiny must be a str, not {type(destiny).__name__}")
+    parts = [
+        _int_part(user_id, "user_id"),
+        thread,
+        _opt_text_part(business_connection_id, "business_connection_id"),
+        _opt_text_part(destiny, "destiny"),
+    ]
+    return FsmIdentity(tag, ":".join(parts))
+
+
+def ptb_id(value: object, what: str) -> str:
+    """A python-telegram-bot user or chat id (an int) as a key part."""
+    return _int_part(value, what)
+
+
 class KeySchema:
     """Builds every key under one namespace."""
 
@@ -221,6 +288,56 @@ class KeySchema:
             raise ValidationError(f"lease name must match {_PLATFORM_RE.pattern}; got {name!r}")
         return f"{self._prefix}lease:{{{name}}}"
 
+    # -- integrations (aiogram FSM storage, python-telegram-bot persistence) ---------------
+
+    def fsm_state(self, fid: FsmIdentity) -> str:
+        """aiogram FSM state of one StorageKey (string)."""
+        return f"{self._prefix}fsm:{{{fid.tag}}}:{fid.rest}:state"
+
+    def fsm_data(self, fid: FsmIdentity) -> str:
+        """aiogram FSM data of one StorageKey (hash: top-level data key -> encoded value)."""
+        return f"{self._prefix}fsm:{{{fid.tag}}}:{fid.rest}:data"
+
+    def fsm_lock(self, fid: FsmIdentity) -> str:
+        """aiogram event-isolation lock of one StorageKey (string holding the owner's token)."""
+        return f"{self._prefix}fsm:{{{fid.tag}}}:{fid.rest}:lock"
+
+    def fsm_pattern(self) -> str:
+        """SCAN pattern matching every FSM key of this namespace."""
+        return f"{self._prefix}fsm:*"
+
+    def lock(self, name: str) -> str:
+        """A named fleet-wide lock (string holding the owner's token)."""
+        return f"{self._prefix}lock:{{{quote(_valid_text(name, 'lock name'), safe=_SAFE)}}}"
+
+    def ptb_user(self, user_id: object) -> str:
+        """python-telegram-bot user_data of one user (hash: top-level key -> encoded value)."""
+        return f"{self._prefix}ptb:u:{{{ptb_id(user_id, 'user_id')}}}"
+
+    def ptb_chat(self, chat_id: object) -> str:
+        """python-telegram-bot chat_data of one chat (hash)."""
+        return f"{self._prefix}ptb:c:{{{ptb_id(chat_id, 'chat_id')}}}"
+
+    def ptb_bot(self) -> str:
+        """python-telegram-bot bot_data (hash)."""
+        return f"{self._prefix}ptb:b"
+
+    def ptb_callback_keyboards(self) -> str:
+        """python-telegram-bot callback data: keyboard uuid -> [time, {button uuid: data}]."""
+        return f"{self._prefix}ptb:cb:{{cb}}:k"
+
+    def ptb_callback_queries(self) -> str:
+        """python-telegram-bot callback data: callback query id -> keyboard uuid."""
+        return f"{self._prefix}ptb:cb:{{cb}}:q"
+
+    def ptb_conversation(self, name: str) -> str:
+        """python-telegram-bot ConversationHandler states (hash: encoded key -> state)."""
+        encoded = quote(_valid_text(name, "conversation name"), safe=_SAFE)
+        return f"{self._prefix}ptb:conv:{{{encoded}}}"
+
+    def ptb_pattern(self) -> str:
+        """SCAN pattern matching every python-telegram-bot key of this namespace."""
+        return f"{self._prefix}ptb:*"
 
 
 def _session_id_after(rest: str) -> str:

@@ -1,0 +1,127 @@
+"""Record hashes shared by the integrations: one field per top-level key, merged in Lua."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgpack
+from redis.exceptions import RedisError, ResponseError
+
+from ..backends import RedisSettings, connect
+from ..codec import Limits, data_field, encode_value
+from ..errors import BackendUnavailable, IntegrityError, ValidationError
+from ..scripts import Script, all_scripts
+from ..store import new_op_id
+
+_TAG = b"\xc1"
+_unpackb = msgpack.unpackb
+OPS_FIELD = b"o"
+"""Field holding the op ids of a record's last four writes (a one-character name: never data)."""
+
+
+def ttl_ms(value: object, what: str) -> int:
+    """Seconds (int, float) or a timedelta as milliseconds; None is 0 (no expiry)."""
+    if value is None:
+        return 0
+    seconds = value.total_seconds() if isinstance(value, dt.timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ValidationError(f"{what} must be seconds or a timedelta, got {value!r}")
+    if not 0 < seconds <= 10 * 365 * 86400:
+        raise ValidationError(f"{what} must be in (0 s, 10 years], got {value!r}")
+    return max(1, round(seconds * 1000))
+
+
+def client_from_url(url: str, options: Mapping[str, Any]) -> Any:
+    """A client for the URL without any round trip (the frameworks build storage synchronously)."""
+    return connect(RedisSettings.from_options(url, **options))
+
+
+def encode_str_fields(data: Mapping[str, Any], limits: Limits, what: str) -> list[bytes | str]:
+    """[field, value, ...] for a mapping with str keys."""
+    if len(data) > limits.max_fields:
+        raise ValidationError(f"{what} has {len(data)} keys; the limit is {limits.max_fields}")
+    out: list[bytes | str] = []
+    for name, value in data.items():
+        out.append(data_field(name, limits))
+        out.append(encode_value(value, limits, f"{what}[{name!r}]"[:120]))
+    return out
+
+
+def pairs_of(flat: Any) -> Iterable[tuple[bytes, bytes]]:
+    """HGETALL's reply as (field, value) pairs: a dict under RESP3, a flat list from Lua."""
+    if isinstance(flat, dict):
+        return flat.items()
+    return zip(flat[0::2], flat[1::2], strict=True)
+
+
+def decode_str_record(flat: Any) -> dict[str, Any]:
+    """A record hash as a dict with str keys (the hot path of get_data and update_data)."""
+    out: dict[str, Any] = {}
+    # Inlined field_name() and decode_value(): this loop runs for every key on every read.
+    try:
+        for raw_name, raw_value in pairs_of(flat):
+            if len(raw_name) == 1:
+                continue
+            name = raw_name.decode("utf-8")
+            if name[0] == "~":
+                name = name[1:]
+            if raw_value[:1] == _TAG:
+                out[name] = _unpackb(
+                    raw_value[1:], raw=False, timestamp=3, strict_map_key=True
+                )
+            else:
+                out[name] = raw_value.decode("utf-8")
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise IntegrityError(f"stored record is not valid: {exc}") from exc
+    return out
+
+
+class RecordWriter:
+    """Runs record_merge.lua / record_replace.lua with op ids and error wrapping."""
+
+    def __init__(self, client: Any, limits: Limits) -> None:
+        self.client = client
+        self.limits = limits
+        scripts = all_scripts()
+        self._merge: Script = scripts["record_merge"]
+        self._replace: Script = scripts["record_replace"]
+        self._max_fields = str(limits.max_fields)
+
+    async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(self.client, keys, args)
+        except ResponseError as exc:
+            raise BackendUnavailable(f"script {script.name} failed: {exc}") from exc
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during {script.name}: {exc}") from exc
+
+    async def merge(
+        self,
+        key: str,
+        pairs: list[bytes | str],
+        deletes: Iterable[bytes | str] = (),
+        *,
+        ttl: str,
+        full: bool,
+    ) -> Any:
+        """Set pairs and delete fields in one atomic step; the new hash (full) or its size."""
+        args: list[Any] = [
+            new_op_id(),
+            ttl,
+            self._max_fields,
+            "full" if full else "size",
+            str(len(pairs) // 2),
+            *pairs,
+            *deletes,
+        ]
+        reply = await self._run(self._merge, [key], args)
+        if reply[0] == -3:
+            raise ValidationError(
+                f"the record would hold {reply[1]} keys; the limit is {self.limits.max_fields}"
+            )
+        return reply[1]
+
+    async def replace(self, key: str, pairs: list[bytes | str], *, ttl: str) -> None:
+        await self._run(self._replace, [key], [new_op_id(), ttl, *pairs])

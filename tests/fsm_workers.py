@@ -1,0 +1,87 @@
+"""Worker processes for the multi-process integration tests and the lost-update comparison."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+STORAGE_KEY = {"bot_id": 1, "chat_id": -100, "user_id": 7}
+
+
+async def _update_many(storage: Any, worker: int, n: int, tasks: int) -> None:
+    from aiogram.fsm.storage.base import StorageKey
+
+    key = StorageKey(**STORAGE_KEY)  # type: ignore[arg-type]
+
+    async def one_task(t: int) -> None:
+        for i in range(t, n, tasks):
+            await storage.update_data(key, {f"w{worker}-{i}": i})
+
+    await asyncio.gather(*(one_task(t) for t in range(tasks)))
+
+
+def _storage(kind: str, url: str, namespace: str) -> Any:
+    if kind == "sessioncache":
+        from sessioncache.integrations.aiogram import SessionCacheStorage
+
+        return SessionCacheStorage.from_url(url, namespace=namespace, socket_timeout=10)
+    from aiogram.fsm.storage.base import DefaultKeyBuilder
+    from aiogram.fsm.storage.redis import RedisStorage
+    from redis.asyncio import Redis
+
+    return RedisStorage(
+        Redis.from_url(url, socket_timeout=10),
+        key_builder=DefaultKeyBuilder(prefix=namespace, with_bot_id=True),
+    )
+
+
+def aiogram_update_worker(
+    runs: list[tuple[str, str]], url: str, worker: int, n: int, tasks: int, barrier: Any
+) -> None:
+    """For each (kind, namespace): wait for every worker, then n update_data calls on one chat,
+    each adding its own key, spread over `tasks` asyncio tasks."""
+
+    async def main() -> None:
+        for kind, namespace in runs:
+            storage = _storage(kind, url, namespace)
+            await storage.get_data(_key())  # connect before the start line
+            await asyncio.get_running_loop().run_in_executor(None, barrier.wait)
+            await _update_many(storage, worker, n, tasks)
+            await storage.close()
+
+    asyncio.run(main())
+
+
+def _key() -> Any:
+    from aiogram.fsm.storage.base import StorageKey
+
+    return StorageKey(**STORAGE_KEY)  # type: ignore[arg-type]
+
+
+def run_update_fleet(
+    runs: list[tuple[str, str]], url: str, workers: int, n: int, tasks: int
+) -> None:
+    """Start `workers` spawned processes; each run starts in all of them at the same moment."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(workers)
+    procs = [
+        ctx.Process(target=aiogram_update_worker, args=(runs, url, w, n, tasks, barrier))
+        for w in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    codes = [p.exitcode for p in procs]
+    if codes != [0] * workers:
+        raise RuntimeError(f"workers exited with {codes}")
+
+
+async def read_data(kind: str, url: str, namespace: str) -> dict[str, Any]:
+    """The chat's data after a fleet run."""
+    storage = _storage(kind, url, namespace)
+    data = await storage.get_data(_key())
+    await storage.close()
+    return dict(data)

@@ -1,0 +1,79 @@
+"""python-telegram-bot worker processes for the multi-process persistence tests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+CHAT = -500
+TOKEN = "4242:TEST"
+
+
+def build_app(url: str, namespace: str) -> Any:
+    """An Application on SessionCachePersistence whose handlers count into chat and bot data."""
+    from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
+
+    from sessioncache.integrations.telegram import SessionCachePersistence
+
+    from .ptb_support import LocalRequest
+
+    persistence = SessionCachePersistence.from_url(url, namespace=namespace, socket_timeout=10)
+    app = (
+        Application.builder()
+        .token(TOKEN)
+        .request(LocalRequest())
+        .get_updates_request(LocalRequest())
+        .persistence(persistence)
+        .updater(None)
+        .build()
+    )
+
+    async def remember(update: Any, context: ContextTypes.DEFAULT_TYPE) -> None:
+        worker, i = update.message.text.split(":")
+        context.chat_data[f"{worker}-{i}"] = int(i)
+        context.user_data["last"] = update.message.text
+        context.bot_data.setdefault("seen_by", {})
+
+    async def reply(update: Any, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await update.message.reply_text(str(len(context.chat_data)))
+
+    app.add_handler(CommandHandler("count", reply))
+    app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, remember))
+    persistence.install(app)
+    return app
+
+
+def chat_worker(url: str, namespace: str, worker: int, n: int, barrier: Any) -> None:
+    """Process n updates, each adding the key "w<worker>-<i>" to one shared chat's chat_data."""
+
+    async def main() -> None:
+        from .ptb_support import text_update
+
+        app = build_app(url, namespace)
+        await app.initialize()
+        await asyncio.get_running_loop().run_in_executor(None, barrier.wait)
+        for i in range(n):
+            user = 1000 + worker
+            update = text_update(worker * n + i, CHAT, user, f"w{worker}:{i}", app.bot)
+            await app.process_update(update)
+        await app.shutdown()
+
+    asyncio.run(main())
+
+
+def run_chat_fleet(url: str, namespace: str, workers: int, n: int) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(workers)
+    procs = [
+        ctx.Process(target=chat_worker, args=(url, namespace, w, n, barrier))
+        for w in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    codes = [p.exitcode for p in procs]
+    if codes != [0] * workers:
+        raise RuntimeError(f"workers exited with {codes}")

@@ -1,0 +1,358 @@
+"""python-telegram-bot persistence on sessioncache: data, merges, conversations, fleets."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from telegram.ext import (
+    Application,
+    BasePersistence,
+    CommandHandler,
+    ContextTypes,
+    ConversationHandler,
+    MessageHandler,
+    PersistenceInput,
+    filters,
+)
+
+from sessioncache.errors import ValidationError
+from sessioncache.integrations.telegram import SessionCachePersistence
+
+from .conftest import drop_namespace, unique_namespace
+from .ptb_support import LocalRequest, text_update
+from .ptb_workers import CHAT, run_chat_fleet
+
+_OPEN: list[SessionCachePersistence] = []
+
+
+@pytest.fixture
+async def url_ns(backend_url: str) -> AsyncIterator[tuple[str, str]]:
+    namespace = unique_namespace()
+    yield backend_url, namespace
+    p = SessionCachePersistence.from_url(backend_url, namespace=namespace)
+    await drop_namespace(p.client, namespace)
+    await p.flush()
+    while _OPEN:  # every client a test opened is closed, whatever the test did
+        await _OPEN.pop().flush()
+
+
+def persistence(url_ns: tuple[str, str], **kwargs: Any) -> SessionCachePersistence:
+    url, namespace = url_ns
+    p = SessionCachePersistence.from_url(url, namespace=namespace, **kwargs)
+    _OPEN.append(p)
+    return p
+
+
+async def keys_of(p: SessionCachePersistence) -> list[bytes]:
+    return sorted([k async for k in p.client.scan_iter(match=f"{p.keys.namespace}:*")])
+
+
+def test_implements_every_abstract_method() -> None:
+    assert issubclass(SessionCachePersistence, BasePersistence)
+    assert not getattr(SessionCachePersistence, "__abstractmethods__", set())
+
+
+async def test_nothing_is_loaded_up_front(url_ns: tuple[str, str]) -> None:
+    p1, p2 = persistence(url_ns), persistence(url_ns)
+    await p1.update_user_data(1, {"a": 1})
+    await p1.update_chat_data(2, {"b": 2})
+    assert await p2.get_user_data() == {}
+    assert await p2.get_chat_data() == {}
+    user: dict[Any, Any] = {}
+    await p2.refresh_user_data(1, user)
+    chat: dict[Any, Any] = {}
+    await p2.refresh_chat_data(2, chat)
+    assert (user, chat) == ({"a": 1}, {"b": 2})
+
+
+async def test_keys_and_values_round_trip(url_ns: tuple[str, str]) -> None:
+    p1, p2 = persistence(url_ns), persistence(url_ns)
+    data = {
+        "name": "Ann",
+        "o": "one-char key",
+        "~x": 1,
+        7: "int key",
+        ("tuple", 1): [1, {"deep": True}],
+        "when": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        "raw": b"\x00",
+    }
+    await p1.update_user_data(5, data)
+    got: dict[Any, Any] = {}
+    await p2.refresh_user_data(5, got)
+    assert got == data
+
+
+async def test_two_workers_changing_different_keys_both_win(url_ns: tuple[str, str]) -> None:
+    p1, p2 = persistence(url_ns), persistence(url_ns)
+    d1: dict[Any, Any] = {}
+    d2: dict[Any, Any] = {}
+    await p1.refresh_chat_data(9, d1)
+    await p2.refresh_chat_data(9, d2)
+    d1["a"] = 1
+    d2["b"] = 2
+    await p1.update_chat_data(9, d1)
+    await p2.update_chat_data(9, d2)  # p2 never saw "a": it must not delete it
+    await p1.refresh_chat_data(9, d1)
+    assert d1 == {"a": 1, "b": 2}
+    fresh: dict[Any, Any] = {}
+    await persistence(url_ns).refresh_chat_data(9, fresh)
+    assert fresh == {"a": 1, "b": 2}
+
+
+async def test_refresh_keeps_unwritten_local_changes(url_ns: tuple[str, str]) -> None:
+    p1, p2 = persistence(url_ns), persistence(url_ns)
+    d1: dict[Any, Any] = {"x": 0, "y": 0, "gone": 1, "mine": 1}
+    await p1.update_chat_data(3, dict(d1))
+    d2: dict[Any, Any] = {}
+    await p1.refresh_chat_data(3, d1)
+    await p2.refresh_chat_data(3, d2)
+    d1["x"] = "local, not yet written"
+    del d1["mine"]
+    d2.update(x="remote", y="remote")
+    del d2["gone"]
+    await p2.update_chat_data(3, d2)
+    await p1.refresh_chat_data(3, d1)
+    assert d1 == {"x": "local, not yet written", "y": "remote"}
+    await p1.update_chat_data(3, d1)
+    final: dict[Any, Any] = {}
+    await persistence(url_ns).refresh_chat_data(3, final)
+    assert final == {"x": "local, not yet written", "y": "remote"}
+
+
+async def test_unchanged_data_costs_no_write(url_ns: tuple[str, str]) -> None:
+    p = persistence(url_ns)
+    await p.update_user_data(1, {"a": 1})
+    key = p.keys.ptb_user(1)
+    await p.client.hset(key, "zz", b"set behind our back")
+    await p.update_user_data(1, {"a": 1})  # nothing changed here: nothing sent
+    assert await p.client.hget(key, "zz") == b"set behind our back"
+
+
+async def test_drop_and_empty(url_ns: tuple[str, str]) -> None:
+    p = persistence(url_ns)
+    await p.update_user_data(1, {"a": 1})
+    await p.update_chat_data(2, {"b": 1})
+    await p.drop_user_data(1)
+    await p.drop_chat_data(2)
+    assert await keys_of(p) == []
+    await p.update_chat_data(2, {"b": 1})
+    await p.update_chat_data(2, {})  # every key removed: the record goes
+    assert await keys_of(p) == []
+
+
+async def test_bot_data(url_ns: tuple[str, str]) -> None:
+    p1, p2 = persistence(url_ns), persistence(url_ns)
+    assert await p1.get_bot_data() == {}
+    bot1 = await p1.get_bot_data()
+    bot1["config"] = {"lang": "en"}
+    await p1.update_bot_data(bot1)
+    bot2 = await p2.get_bot_data()
+    assert bot2 == {"config": {"lang": "en"}}
+    bot2["n"] = 1
+    await p2.update_bot_data(bot2)
+    await p1.refresh_bot_data(bot1)
+    assert bot1 == {"config": {"lang": "en"}, "n": 1}
+
+
+async def test_bad_data_is_refused_and_changes_nothing(url_ns: tuple[str, str]) -> None:
+    p = persistence(url_ns)
+    await p.update_user_data(1, {"keep": 1})
+    unencodable_key = {"keep": 2, frozenset({1}): "x"}
+    for bad in ({"keep": 2, "x": object()}, unencodable_key, {"": 1}):
+        with pytest.raises(ValidationError):
+            await p.update_user_data(1, bad)
+    with pytest.raises(ValidationError):
+        await p.update_user_data(True, {"a": 1})  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        await p.update_chat_data("5", {"a": 1})  # type: ignore[arg-type]
+    check: dict[Any, Any] = {}
+    await persistence(url_ns).refresh_user_data(1, check)
+    assert check == {"keep": 1}
+    assert len(await keys_of(p)) == 1
+
+
+async def test_refresh_keeps_a_local_value_that_cannot_be_stored(url_ns: tuple[str, str]) -> None:
+    p = persistence(url_ns)
+    marker = object()
+    d: dict[Any, Any] = {"obj": marker, frozenset({1}): "unstorable key"}
+    await p.refresh_user_data(1, d)
+    assert d["obj"] is marker and d[frozenset({1})] == "unstorable key"
+
+
+async def test_callback_data(url_ns: tuple[str, str]) -> None:
+    p1, p2 = persistence(url_ns), persistence(url_ns)
+    assert await p1.get_callback_data() is None
+    data = ([("kb1", 1700000000.5, {"b1": "x", "b2": {"n": 1}})], {"query1": "kb1"})
+    await p1.update_callback_data(data)
+    assert await p2.get_callback_data() == data
+    await p1.update_callback_data(([], {}))
+    assert await persistence(url_ns).get_callback_data() is None
+
+
+async def test_conversations(url_ns: tuple[str, str]) -> None:
+    p = persistence(url_ns)
+    assert await p.get_conversations("conv") == {}
+    await p.update_conversation("conv", (1, 2), 3)
+    await p.update_conversation("conv", (1,), "state")
+    await p.update_conversation("other:{x}", (1, 2), 4)
+    assert await p.get_conversations("conv") == {(1, 2): 3, (1,): "state"}
+    assert await p.conversation_state("conv", (1, 2)) == 3
+    await p.update_conversation("conv", (1, 2), None)
+    assert await p.get_conversations("conv") == {(1,): "state"}
+    assert await p.get_conversations("other:{x}") == {(1, 2): 4}
+
+
+async def test_data_ttl(url_ns: tuple[str, str]) -> None:
+    p = persistence(url_ns, data_ttl=dt.timedelta(hours=1))
+    await p.update_user_data(1, {"a": 1})
+    await p.update_bot_data({"b": 1})
+    assert 3_590_000 < await p.client.pttl(p.keys.ptb_user(1)) <= 3_600_000
+    assert await p.client.pttl(p.keys.ptb_bot()) == -1
+
+
+async def test_settings_are_validated(memory_url: str) -> None:
+    with pytest.raises(ValidationError):
+        SessionCachePersistence.from_url(memory_url, data_ttl=-5)
+    with pytest.raises(ValidationError):
+        SessionCachePersistence.from_url(memory_url, namespace="bad namespace")
+    p = SessionCachePersistence.from_url(
+        memory_url, store_data=PersistenceInput(callback_data=False), update_interval=3
+    )
+    assert p.update_interval == 3 and not p.store_data.callback_data
+    await p.flush()
+
+
+# -- a whole Application, no network ----------------------------------------------------------
+
+
+CHOOSING, TYPING = range(2)
+
+
+App = Application[Any, Any, Any, Any, Any, Any]
+
+
+def conversation_app(url: str, namespace: str) -> tuple[App, LocalRequest]:
+    p = SessionCachePersistence.from_url(url, namespace=namespace)
+    request = LocalRequest()
+    app = (
+        Application.builder()
+        .token("4242:TEST")
+        .request(request)
+        .get_updates_request(LocalRequest())
+        .persistence(p)
+        .updater(None)
+        .build()
+    )
+
+    async def start(update: Any, context: ContextTypes.DEFAULT_TYPE) -> int:
+        context.user_data["started"] = True
+        await update.message.reply_text("what is your name?")
+        return CHOOSING
+
+    async def name(update: Any, context: ContextTypes.DEFAULT_TYPE) -> int:
+        context.user_data["name"] = update.message.text
+        context.chat_data["names"] = [*context.chat_data.get("names", []), update.message.text]
+        return TYPING
+
+    async def age(update: Any, context: ContextTypes.DEFAULT_TYPE) -> int:
+        context.user_data["age"] = int(update.message.text)
+        return ConversationHandler.END
+
+    app.add_handler(
+        ConversationHandler(
+            entry_points=[CommandHandler("start", start)],
+            states={
+                CHOOSING: [MessageHandler(filters.TEXT & ~filters.COMMAND, name)],
+                TYPING: [MessageHandler(filters.TEXT & ~filters.COMMAND, age)],
+            },
+            fallbacks=[],
+            name="signup",
+            persistent=True,
+        )
+    )
+    p.install(app)
+    return app, request
+
+
+async def test_a_conversation_moves_between_workers(url_ns: tuple[str, str]) -> None:
+    """Each message of one conversation is handled by a different Application (worker)."""
+    url, namespace = url_ns
+    apps = [conversation_app(url, namespace) for _ in range(3)]
+    for app, _ in apps:
+        await app.initialize()
+    user = 77
+    steps = ["/start", "Ann", "31"]
+    for i, (text, (app, _)) in enumerate(zip(steps, apps, strict=True)):
+        await app.process_update(text_update(i + 1, user, user, text, app.bot))
+    p = SessionCachePersistence.from_url(url, namespace=namespace)  # a reader of its own
+    assert await p.get_conversations("signup") == {}
+    user_data: dict[Any, Any] = {}
+    await p.refresh_user_data(user, user_data)
+    assert user_data == {"started": True, "name": "Ann", "age": 31}
+    # A second round starting on the last worker: its in-memory state is refreshed too.
+    for i, (text, (app, _)) in enumerate(zip(steps, reversed(apps), strict=True)):
+        await app.process_update(text_update(10 + i, user, user, text, app.bot))
+    chat: dict[Any, Any] = {}
+    await p.refresh_chat_data(user, chat)
+    assert chat == {"names": ["Ann", "Ann"]}
+    # /start was answered by the first worker in round one and by the last in round two.
+    assert [m["text"] for m in apps[0][1].sent] == ["what is your name?"]
+    assert [m["text"] for m in apps[2][1].sent] == ["what is your name?"]
+    assert apps[1][1].sent == []
+    for app, _ in apps:
+        await app.shutdown()
+
+
+async def test_interval_writes_without_install(url_ns: tuple[str, str]) -> None:
+    """Without install(), PTB's own update_persistence() tick writes the data."""
+    url, namespace = url_ns
+    p = SessionCachePersistence.from_url(url, namespace=namespace)
+    app = (
+        Application.builder()
+        .token("4242:TEST")
+        .request(LocalRequest())
+        .get_updates_request(LocalRequest())
+        .persistence(p)
+        .updater(None)
+        .build()
+    )
+
+    async def remember(update: Any, context: ContextTypes.DEFAULT_TYPE) -> None:
+        context.chat_data["text"] = update.message.text
+
+    app.add_handler(MessageHandler(filters.TEXT, remember))
+    await app.initialize()
+    await app.process_update(text_update(1, 5, 5, "hello", app.bot))
+    reader = SessionCachePersistence.from_url(url, namespace=namespace)
+    before: dict[Any, Any] = {}
+    await reader.refresh_chat_data(5, before)
+    await app.update_persistence()
+    after: dict[Any, Any] = {}
+    await reader.refresh_chat_data(5, after)
+    assert (before, after) == ({}, {"text": "hello"})
+    await app.shutdown()
+    await reader.flush()
+
+
+# -- several OS processes ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_eight_processes_write_one_chat_and_nothing_is_lost(redis_url: str) -> None:
+    namespace = unique_namespace()
+    workers, per_worker = 8, 25
+    await asyncio.to_thread(run_chat_fleet, redis_url, namespace, workers, per_worker)
+    p = SessionCachePersistence.from_url(redis_url, namespace=namespace)
+    chat: dict[Any, Any] = {}
+    await p.refresh_chat_data(CHAT, chat)
+    assert chat == {f"w{w}-{i}": i for w in range(workers) for i in range(per_worker)}
+    for w in range(workers):
+        user: dict[Any, Any] = {}
+        await p.refresh_user_data(1000 + w, user)
+        assert user == {"last": f"w{w}:{per_worker - 1}"}
+    await drop_namespace(p.client, namespace)
+    await p.flush()
