@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-from base64 import urlsafe_b64encode
 from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from .errors import BackendUnavailable, ValidationError
-from .scripts import ScriptRegistry
+from .locks import RedisLock
 
 
 class Lease:
-    """SET NX PX with a random token; renew and release run Lua that compares the token.
+    """A fleet-wide lease: a RedisLock taken without waiting and renewed while work runs.
 
     A holder that stalls past the TTL loses the lease and cannot release or extend someone
-    else's: the token check makes every call after the expiry a no-op.
+    else's: the lock's token check makes every call after the expiry a no-op.
     """
 
     def __init__(self, client: Any, key: str, ttl: float = 30.0) -> None:
@@ -28,9 +26,13 @@ class Lease:
         self.client = client
         self.key = key
         self.ttl_ms = round(ttl * 1000)
-        self.token = urlsafe_b64encode(os.urandom(12)).decode()
-        self._scripts = ScriptRegistry()
+        self._lock = RedisLock(client, key, timeout=ttl)
         self._held = False
+
+    @property
+    def token(self) -> str | None:
+        """Our owner token while we hold (or last held) the lease."""
+        return None if self._lock.token is None else self._lock.token.decode()
 
     @property
     def held(self) -> bool:
@@ -38,35 +40,25 @@ class Lease:
         return self._held
 
     async def acquire(self) -> bool:
-        try:
-            self._held = bool(await self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
-        except RedisError as exc:
-            raise BackendUnavailable(
-                f"Redis unavailable while taking lease {self.key}: {exc}"
-            ) from exc
+        """One attempt, no waiting."""
+        self._held = self._held or await self._lock.try_acquire()
         return self._held
 
     async def renew(self) -> bool:
-        self._held = bool(await self._call("lease_renew", [self.token, str(self.ttl_ms)]))
+        self._held = await self._lock.extend()
         return self._held
 
     async def release(self) -> bool:
-        released = bool(await self._call("lease_release", [self.token]))
         self._held = False
-        return released
+        return await self._lock.release()
 
     async def holder(self) -> str | None:
         """The token of whoever holds the lease now, or None."""
-        raw = await self.client.get(self.key)
-        return None if raw is None else raw.decode()
-
-    async def _call(self, name: str, args: list[str]) -> Any:
         try:
-            return await self._scripts[name](self.client, [self.key], args)
+            raw = await self.client.get(self.key)
         except RedisError as exc:
-            raise BackendUnavailable(
-                f"Redis unavailable during {name} of {self.key}: {exc}"
-            ) from exc
+            raise BackendUnavailable(f"Redis unavailable reading lease {self.key}: {exc}") from exc
+        return None if raw is None else raw.decode()
 
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[bool]:
