@@ -7,6 +7,7 @@ import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from .codec import decode_value
@@ -59,7 +60,9 @@ class SessionState(enum.StrEnum):
     CLOSED = "closed"
 
 
-def _from_ms(value: bytes | int) -> dt.datetime:
+@lru_cache(maxsize=4096)
+def _from_ms(value: str) -> dt.datetime:
+    # Cached: created_at never changes and reads between writes repeat the other three.
     return dt.datetime.fromtimestamp(int(value) / 1000, tz=UTC)
 
 
@@ -102,39 +105,49 @@ def session_from_hash(
     ident: Identity, key: str, flat: Sequence[bytes] | dict[bytes, bytes]
 ) -> Session:
     """Build a Session from HGETALL output (a dict, or a flat list from a script)."""
-    stored = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
-    # Runs for every field of every session read: comprehensions, no per-field branching
-    # beyond the value's type tag. One-character names are the session's own fields.
+    if isinstance(flat, dict):
+        pairs: Any = flat.items()
+    else:
+        it = iter(flat)
+        pairs = zip(it, it, strict=True)
+    # Runs for every field of every session read: one comprehension, no per-field branching
+    # beyond the value's type tag.
     fields = {
         name.decode(): (decode_value(raw) if raw[:1] == _TAG else raw.decode())
-        for name, raw in stored.items()
-        if len(name) > 1
+        for name, raw in pairs
     }
+    pop = fields.pop
+    try:
+        # One-character names are the session's own fields.
+        version, state, created, updated = pop("v"), pop("s"), pop("c"), pop("u")
+        activity, expires, messages = pop("a"), pop("e"), pop("m")
+    except KeyError as exc:
+        raise IntegrityError(f"session hash {key!r} lacks core field {exc.args[0]!r}") from exc
+    priority = pop("p", 0)
+    pop("t", None)
+    pop("o", None)
     metadata: dict[str, Any] = {}
     for name in [n for n in fields if n[0] in "~@"]:
-        value = fields.pop(name)
+        value = pop(name)
         if name[0] == "@":
             metadata[name[1:]] = value
         else:
             fields[name[1:]] = value
-    try:
-        return Session(
-            session_id=ident.session_id,
-            session_key=key,
-            platform=platform_of(ident.platform),
-            chat_id=ident.chat_id,
-            user_id=ident.user_id,
-            thread_id=ident.thread_id,
-            state=stored[b"s"].decode(),
-            created_at=_from_ms(stored[b"c"]),
-            updated_at=_from_ms(stored[b"u"]),
-            last_activity=_from_ms(stored[b"a"]),
-            expires_at=_from_ms(stored[b"e"]),
-            version=int(stored[b"v"]),
-            message_count=int(stored[b"m"]),
-            priority=int(stored.get(b"p", 0)),
-            metadata=metadata,
-            data=fields,
-        )
-    except KeyError as exc:
-        raise IntegrityError(f"session hash {key!r} lacks core field {exc.args[0]!r}") from exc
+    return Session(
+        session_id=ident.session_id,
+        session_key=key,
+        platform=platform_of(ident.platform),
+        chat_id=ident.chat_id,
+        user_id=ident.user_id,
+        thread_id=ident.thread_id,
+        state=state,
+        created_at=_from_ms(created),
+        updated_at=_from_ms(updated),
+        last_activity=_from_ms(activity),
+        expires_at=_from_ms(expires),
+        version=int(version),
+        message_count=int(messages),
+        priority=int(priority),
+        metadata=metadata,
+        data=fields,
+    )
