@@ -99,6 +99,7 @@ class SessionStore:
         self.scripts = ScriptRegistry()
         self._owns_client = owns_client
         self.extras: StoreExtras | None = None
+        self._keys_cache: dict[Identity, tuple[str, str, str]] = {}
 
     @classmethod
     async def connect(
@@ -137,9 +138,23 @@ class SessionStore:
     ) -> Identity:
         return make_identity(platform, chat_id, user_id, thread_id)
 
+    def _session_keys(self, ident: Identity) -> tuple[str, str, str]:
+        """The session hash, its user index and its change bucket (cached: the hot path)."""
+        found = self._keys_cache.get(ident)
+        if found is None:
+            if len(self._keys_cache) >= 65536:
+                self._keys_cache.clear()
+            found = self._keys_cache[ident] = (
+                self.keys.session(ident),
+                self.keys.user_index(ident.user_tag),
+                self.keys.change_bucket_of(ident),
+            )
+        return found
+
     def _located(self, session_id: str) -> tuple[Identity, str, str]:
         ident = parse_session_id(session_id)
-        return ident, self.keys.session(ident), self.keys.user_index(ident.user_tag)
+        key, index, _ = self._session_keys(ident)
+        return ident, key, index
 
     async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -171,11 +186,7 @@ class SessionStore:
         state_name = state.value if isinstance(state, SessionState) else state
         if not isinstance(state_name, str) or not state_name or len(state_name) > 64:
             raise ValidationError(f"state must be a non-empty str of at most 64 chars: {state!r}")
-        keys = [
-            self.keys.session(ident),
-            self.keys.user_index(ident.user_tag),
-            self.keys.change_bucket_of(ident),
-        ]
+        keys = list(self._session_keys(ident))
         args = [
             new_op_id(),
             mode,
@@ -283,7 +294,8 @@ class SessionStore:
         priority: int | None = None,
         expected_version: int | None = None,
     ) -> tuple[Identity, str, Any]:
-        ident, key, index = self._located(session_id)
+        ident = parse_session_id(session_id)
+        keys = list(self._session_keys(ident))
         pairs = encode_mapping(data, data_field, self.limits, "data")
         pairs += encode_mapping(metadata, metadata_field, self.limits, "metadata")
         if isinstance(delete, str) or isinstance(delete_metadata, str):
@@ -303,8 +315,7 @@ class SessionStore:
             *pairs,
             *dels,
         ]
-        bucket = self.keys.change_bucket_of(ident)
-        reply = await self._run(self.scripts.update, [key, index, bucket], args)
+        reply = await self._run(self.scripts.update, keys, args)
         status = reply[0]
         if status == -1:
             raise SessionNotFound(session_id)
@@ -315,7 +326,7 @@ class SessionStore:
                 f"session {session_id!r} would hold {int(reply[1])} fields; "
                 f"the limit is {self.limits.max_fields}"
             )
-        return ident, key, reply[1]
+        return ident, keys[0], reply[1]
 
     async def update(
         self,
@@ -391,7 +402,7 @@ class SessionStore:
         self, session_id: str, *, messages: int = 0, ttl: float | None = None
     ) -> dt.datetime:
         """Record activity (and optionally messages); refreshes the TTL. Returns the new expiry."""
-        ident, key, index = self._located(session_id)
+        ident = parse_session_id(session_id)
         if (
             isinstance(messages, bool)
             or not isinstance(messages, int)
@@ -400,16 +411,15 @@ class SessionStore:
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
         new_ttl = "" if ttl is None else str(_ttl_ms(ttl))
         args = [new_op_id(), self._default_ttl_ms, str(messages), new_ttl]
-        bucket = self.keys.change_bucket_of(ident)
-        reply = await self._run(self.scripts.touch, [key, index, bucket], args)
+        reply = await self._run(self.scripts.touch, list(self._session_keys(ident)), args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
         return dt.datetime.fromtimestamp(int(reply[1]) / 1000, tz=dt.UTC)
 
     async def delete(self, session_id: str) -> bool:
         """Remove a session; True if it existed."""
-        ident, key, index = self._located(session_id)
-        keys = [key, index, self.keys.change_bucket_of(ident)]
+        ident = parse_session_id(session_id)
+        keys = list(self._session_keys(ident))
         if self.extras is not None:
             keys += self.extras.delete_extras(ident)
         return bool(await self._run(self.scripts.delete, keys, [ident.suffix]))
