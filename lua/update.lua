@@ -42,14 +42,20 @@ end
 
 local npairs = tonumber(ARGV[7])
 local last_set = 7 + 2 * npairs
-local grow = 0
-for i = 8, last_set, 2 do
-  grow = grow + 1 - redis.call('HEXISTS', key, ARGV[i])
-end
 local dels = {}
 for i = last_set + 1, #ARGV do
   dels[#dels + 1] = ARGV[i]
-  grow = grow - redis.call('HEXISTS', key, ARGV[i])
+end
+-- Eight core fields always exist, so HLEN - 8 bounds the data + metadata fields from above;
+-- only a session that could reach the limit pays for the exact count.
+local grow = 0
+if redis.call('HLEN', key) - 8 + npairs > tonumber(ARGV[6]) then
+  for i = 8, last_set, 2 do
+    grow = grow + 1 - redis.call('HEXISTS', key, ARGV[i])
+  end
+  for i = 1, #dels do
+    grow = grow - redis.call('HEXISTS', key, dels[i])
+  end
 end
 if grow > 0 then
   -- One-character names are the session's own fields; they do not count against the limit.
