@@ -27,7 +27,12 @@ STORAGE_TYPES = ("MEMORY", "REDIS", "CLUSTER")
 
 @dataclass(slots=True)
 class SessionSystemConfig:
-    """Everything initialize_sessions() accepts besides the storage choice."""
+    """Everything initialize_sessions() accepts besides the storage choice.
+
+    State tracking is always on and persistence works as soon as ``backup_dir`` is set;
+    ``enable_all_features=True`` (the origin API's switch) asks for every feature to be usable
+    and so refuses to start without a ``backup_dir``, rather than failing at the first backup.
+    """
 
     namespace: str = "sc"
     default_ttl: float = DEFAULT_TTL
@@ -46,6 +51,17 @@ class SessionSystemConfig:
     backup_max_age: float | None = None
     snapshot_interval: float | None = None
     snapshot_keep_last: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enable_all_features, bool):
+            raise ValidationError(
+                f"enable_all_features must be a bool, got {self.enable_all_features!r}"
+            )
+        if self.enable_all_features and self.backup_dir is None:
+            raise ValidationError(
+                "enable_all_features=True needs backup_dir= (where backups go); "
+                "pass backup_dir, or leave enable_all_features off to run without persistence"
+            )
 
     @classmethod
     def from_options(cls, **options: Any) -> SessionSystemConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -93,6 +94,8 @@ async def test_same_calls_on_a_real_server(
         ),
         ({"storage_type": "MEMORY", "storage_config": {"url": "redis://x"}}, "memory://"),
         ({"namespace": "bad{ns}"}, "namespace"),
+        ({"enable_all_features": True}, "backup_dir"),
+        ({"enable_all_features": "yes"}, "bool"),
     ],
 )
 async def test_bad_options_raise_before_connecting(kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
@@ -123,3 +126,13 @@ async def test_memory_backends_are_shared_by_name() -> None:
         for system in (a, b, c):
             await system.store.client.flushall()
             await system.shutdown()
+
+
+async def test_enable_all_features_with_a_backup_dir(tmp_path: Path) -> None:
+    system = await initialize_sessions(enable_all_features=True, backup_dir=str(tmp_path))
+    s = await system.create_session("c", "u", Platform.TELEGRAM)
+    await system.transition(s.session_id, "active")
+    backup_id = await system.create_backup(description="all features")
+    report = await system.verify_backup(backup_id)
+    assert (report.ok, report.sessions, report.error) == (True, 1, None)
+    assert [b.backup_id for b in system.list_backups()] == [backup_id]
