@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from .errors import VersionConflict
+from .errors import InvalidTransition, VersionConflict
+from .events import EventType
 from .models import Platform
 from .system import (
     create_session,
@@ -37,6 +38,14 @@ async def run_demo(storage_type: str = "MEMORY", url: str | None = None) -> None
         f"messages={again.message_count}"
     )
 
+    moved = await system.transition(session.session_id, "active", reason="first message")
+    await system.track_event(session.session_id, EventType.MESSAGE_RECEIVED, text="hello")
+    print(f"state     {moved.state} (version {moved.version}), enforced inside Redis")
+    try:
+        await system.transition(session.session_id, "new")
+    except InvalidTransition as exc:
+        print(f"refused   {exc}")
+
     await system.create_session("dm_1", "user_1", Platform.DISCORD, data={"topic": "billing"})
     sessions = await system.list_user_sessions("user_1")
     print(f"user_1 has {len(sessions)} sessions: {[s.platform.value for s in sessions]}")
@@ -44,6 +53,8 @@ async def run_demo(storage_type: str = "MEMORY", url: str | None = None) -> None
     fetched = await get_session(session.session_id)
     assert fetched is not None
     print(f"expires   {fetched.expires_at.isoformat()} (TTL refreshed on activity)")
+    stats = await system.get_statistics()
+    print(f"stats     sessions by state {dict(stats.sessions_by_state)}")
     print(f"health    {await system.health_check()}")
     for s in sessions:
         await system.delete_session(s.session_id)

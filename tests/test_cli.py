@@ -25,3 +25,4 @@ def test_demo_runs_on_the_embedded_default(capsys: pytest.CaptureFixture[str]) -
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "refused   stale write" in out and "user_1 has 2 sessions" in out
+    assert "state     active (version 3)" in out and "cannot move from 'active' to 'new'" in out
