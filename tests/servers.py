@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from sessioncache.embedded import EmbeddedRedis, find_server_binary, free_port
+from sessioncache.embedded import EmbeddedRedis, find_server_binary
 
 
 def standalone() -> tuple[str, EmbeddedRedis | None]:
@@ -20,22 +20,13 @@ def standalone() -> tuple[str, EmbeddedRedis | None]:
     return server.url, server
 
 
-def _cluster_port() -> int:
-    # A cluster node also listens on port + 10000, so its port must be at most 55535.
-    while True:
-        port = free_port()
-        if port <= 55535:
-            return port
-
-
 class LocalCluster:
     """Three redis-server primaries on free ports, joined with redis-cli --cluster create."""
 
     def __init__(self) -> None:
         self.nodes = [
-            EmbeddedRedis(
-                "--cluster-enabled", "yes", "--cluster-node-timeout", "2000", port=_cluster_port()
-            )
+            # EmbeddedRedis keeps port + 10000 (the cluster bus) free and retries port races.
+            EmbeddedRedis("--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
             for _ in range(3)
         ]
         for node in self.nodes:
