@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .workers import run_fleet
+
 STORAGE_KEY = {"bot_id": 1, "chat_id": -100, "user_id": 7}
 
 
@@ -62,21 +64,7 @@ def run_update_fleet(
     runs: list[tuple[str, str]], url: str, workers: int, n: int, tasks: int
 ) -> None:
     """Start `workers` spawned processes; each run starts in all of them at the same moment."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(workers)
-    procs = [
-        ctx.Process(target=aiogram_update_worker, args=(runs, url, w, n, tasks, barrier))
-        for w in range(workers)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    codes = [p.exitcode for p in procs]
-    if codes != [0] * workers:
-        raise RuntimeError(f"workers exited with {codes}")
+    run_fleet(aiogram_update_worker, [(runs, url, w, n, tasks) for w in range(workers)])
 
 
 async def read_data(kind: str, url: str, namespace: str) -> dict[str, Any]:

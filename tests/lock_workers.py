@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 from typing import Any
+
+from .workers import run_fleet
 
 
 def locked_increments(url: str, lock_key: str, counter_key: str, n: int, barrier: Any) -> None:
@@ -28,16 +29,4 @@ def locked_increments(url: str, lock_key: str, counter_key: str, n: int, barrier
 
 
 def run_locked_fleet(url: str, lock_key: str, counter_key: str, workers: int, n: int) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(workers)
-    procs = [
-        ctx.Process(target=locked_increments, args=(url, lock_key, counter_key, n, barrier))
-        for _ in range(workers)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    codes = [p.exitcode for p in procs]
-    if codes != [0] * workers:
-        raise RuntimeError(f"workers exited with {codes}")
+    run_fleet(locked_increments, [(url, lock_key, counter_key, n)] * workers)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .workers import run_fleet
+
 CHAT = -500
 TOKEN = "4242:TEST"
 
@@ -62,18 +64,4 @@ def chat_worker(url: str, namespace: str, worker: int, n: int, barrier: Any) -> 
 
 
 def run_chat_fleet(url: str, namespace: str, workers: int, n: int) -> None:
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(workers)
-    procs = [
-        ctx.Process(target=chat_worker, args=(url, namespace, w, n, barrier))
-        for w in range(workers)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    codes = [p.exitcode for p in procs]
-    if codes != [0] * workers:
-        raise RuntimeError(f"workers exited with {codes}")
+    run_fleet(chat_worker, [(url, namespace, w, n) for w in range(workers)])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import time
+from collections.abc import Callable
+from typing import Any
 
 from sessioncache import SessionStore, VersionConflict
 
@@ -39,3 +42,18 @@ def cas_increments(
     url: str, namespace: str, session_ids: list[str], n: int, start_at: float
 ) -> int:
     return asyncio.run(_cas_increments(url, namespace, session_ids, n, start_at))
+
+
+def run_fleet(target: Callable[..., Any], args_per_worker: list[tuple[Any, ...]]) -> None:
+    """One spawned process per args tuple, each given a shared start barrier as its last
+    argument; waits for all and raises if any of them failed."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(len(args_per_worker))
+    procs = [ctx.Process(target=target, args=(*args, barrier)) for args in args_per_worker]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    codes = [p.exitcode for p in procs]
+    if codes != [0] * len(procs):
+        raise RuntimeError(f"workers exited with {codes}")
