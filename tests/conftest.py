@@ -8,12 +8,17 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import hypothesis.internal.reflection  # noqa: F401
 import pytest
 
 from sessioncache.backends import forget_memory_server
 from sessioncache.store import SessionStore
 
 from .servers import LocalCluster, standalone
+
+# hypothesis.internal.reflection is imported up front: otherwise hypothesis' end-of-session
+# report imports it lazily, and on CPython 3.11 ast.parse in pytest's assertion rewriter can
+# fail with "AST constructor recursion depth mismatch" when a client finalizer runs meanwhile.
 
 _ids = itertools.count()
 
