@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import HiredisRespSerializer
@@ -85,11 +92,17 @@ class RedisSettings:
         return replace(self, url=url)
 
 
-class _HiredisPacking:
-    """Packs commands with hiredis' C packer.
+class _FastPath(AbstractConnection):
+    """Two per-command costs of redis-py's asyncio connection, removed.
 
-    redis-py's sync connections do this; its asyncio connections use a pure-Python packer whose
-    cost grows with the argument count, and script calls carry many arguments.
+    Packing: redis-py's sync connections use hiredis' C packer; its asyncio connections use a
+    pure-Python packer whose cost grows with the argument count, and script calls carry many
+    arguments.
+
+    Sending: with a socket timeout set, every send runs as ``asyncio.wait_for(drain())``, which
+    on Python 3.11 wraps the drain in a new Task, costing event-loop turns on every command.
+    But ``drain()`` only waits when the transport's buffer is over its high-water mark, so the
+    timeout is armed only then; a socket that stays full still times out as before.
     """
 
     _packer = HiredisRespSerializer()
@@ -97,17 +110,49 @@ class _HiredisPacking:
     def pack_command(self, *args: Any) -> list[bytes]:
         return self._packer.pack(*args)  # type: ignore[no-any-return]
 
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        writer = self._writer
+        if writer is None or self._reader is None or writer.transport.is_closing():
+            await super().send_packed_command(command, check_health)
+            return
+        if check_health:
+            await self.check_health()  # type: ignore[no-untyped-call]
+        if isinstance(command, str):
+            command = command.encode()
+        if isinstance(command, bytes):
+            command = [command]
+        try:
+            writer.writelines(command)
+            if writer.transport.get_write_buffer_size():
+                if self.socket_timeout:
+                    async with asyncio.timeout(self.socket_timeout):
+                        await writer.drain()
+                else:
+                    await writer.drain()
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self.disconnect(nowait=True)
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+        except BaseException:
+            # As redis-py does: a half-sent command leaves the connection unusable.
+            await self.disconnect(nowait=True)
+            raise
 
-class FastConnection(_HiredisPacking, Connection):
-    """TCP connection with the C packer."""
+
+class FastConnection(_FastPath, Connection):
+    """TCP connection with the C packer and the cheap send."""
 
 
-class FastSSLConnection(_HiredisPacking, SSLConnection):
-    """TLS connection with the C packer."""
+class FastSSLConnection(_FastPath, SSLConnection):
+    """TLS connection with the C packer and the cheap send."""
 
 
-class FastUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
-    """Unix-socket connection with the C packer."""
+class FastUnixConnection(_FastPath, UnixDomainSocketConnection):
+    """Unix-socket connection with the C packer and the cheap send."""
 
 
 _CONNECTION_CLASSES: dict[str, type[Connection] | type[UnixDomainSocketConnection]] = (

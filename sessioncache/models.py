@@ -6,7 +6,6 @@ import datetime as dt
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -61,7 +60,7 @@ class SessionState(enum.StrEnum):
 
 
 @lru_cache(maxsize=4096)
-def _from_ms(value: str) -> dt.datetime:
+def _from_ms(value: bytes | str) -> dt.datetime:
     # Cached: created_at never changes and reads between writes repeat the other three.
     return dt.datetime.fromtimestamp(int(value) / 1000, tz=UTC)
 
@@ -72,9 +71,35 @@ def platform_of(name: str) -> Platform:
     return member if isinstance(member, Platform) else Platform(name)
 
 
-@dataclass(slots=True)
+_CORE_FIELDS = (
+    "session_id",
+    "session_key",
+    "platform",
+    "chat_id",
+    "user_id",
+    "thread_id",
+    "state",
+    "created_at",
+    "updated_at",
+    "last_activity",
+    "expires_at",
+    "version",
+    "message_count",
+    "priority",
+)
+_TAG = b"\xc1"  # see codec.py: a value starting with it is msgpack, anything else is UTF-8 text
+
+
 class Session:
-    """One conversation session as stored in Redis."""
+    """One conversation session as stored in Redis.
+
+    ``data`` and ``metadata`` are decoded from the stored fields on first access, not when the
+    reply arrives: most callers of an update or a read look at the version or a field or two,
+    and decoding every field of every reply would cost as much as the round trip's own parsing.
+    A stored value that is not valid msgpack raises IntegrityError at that first access.
+    """
+
+    __slots__ = (*_CORE_FIELDS, "_data", "_metadata", "_stored")
 
     session_id: str
     session_key: str
@@ -89,16 +114,105 @@ class Session:
     expires_at: dt.datetime
     version: int
     message_count: int
-    priority: int = 0
-    metadata: dict[str, Any] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)
+    priority: int
+
+    def __init__(
+        self,
+        session_id: str,
+        session_key: str,
+        platform: Platform,
+        chat_id: str,
+        user_id: str,
+        thread_id: str | None,
+        state: str,
+        created_at: dt.datetime,
+        updated_at: dt.datetime,
+        last_activity: dt.datetime,
+        expires_at: dt.datetime,
+        version: int,
+        message_count: int,
+        priority: int = 0,
+        metadata: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.session_key = session_key
+        self.platform = platform
+        self.chat_id = chat_id
+        self.user_id = user_id
+        self.thread_id = thread_id
+        self.state = state
+        self.created_at = created_at
+        self.updated_at = updated_at
+        self.last_activity = last_activity
+        self.expires_at = expires_at
+        self.version = version
+        self.message_count = message_count
+        self.priority = priority
+        self._metadata: dict[str, Any] = {} if metadata is None else metadata
+        self._data: dict[str, Any] = {} if data is None else data
+        self._stored: dict[bytes, bytes] | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The session's data fields."""
+        if self._stored is not None:
+            self._decode()
+        return self._data
+
+    @data.setter
+    def data(self, value: dict[str, Any]) -> None:
+        if self._stored is not None:
+            self._decode()
+        self._data = value
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The session's metadata entries."""
+        if self._stored is not None:
+            self._decode()
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, value: dict[str, Any]) -> None:
+        if self._stored is not None:
+            self._decode()
+        self._metadata = value
+
+    def _decode(self) -> None:
+        stored = self._stored
+        assert stored is not None
+        data: dict[str, Any] = {}
+        metadata: dict[str, Any] = {}
+        for raw_name, raw in stored.items():
+            name = raw_name.decode()
+            value = decode_value(raw) if raw[:1] == _TAG else raw.decode()
+            if name[0] == "~":
+                data[name[1:]] = value
+            elif name[0] == "@":
+                metadata[name[1:]] = value
+            else:
+                data[name] = value
+        # Set only once every value decoded: a corrupt one leaves the session undecoded.
+        self._data, self._metadata, self._stored = data, metadata, None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (datetimes stay datetime objects)."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out = {name: getattr(self, name) for name in _CORE_FIELDS}
+        out["metadata"] = self.metadata
+        out["data"] = self.data
+        return out
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Session):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
 
-_TAG = b"\xc1"  # see codec.py: a value starting with it is msgpack, anything else is UTF-8 text
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaced
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={value!r}" for name, value in self.to_dict().items())
+        return f"Session({inner})"
 
 
 def session_from_hash(
@@ -106,48 +220,38 @@ def session_from_hash(
 ) -> Session:
     """Build a Session from HGETALL output (a dict, or a flat list from a script)."""
     if isinstance(flat, dict):
-        pairs: Any = flat.items()
+        fields = dict(flat)  # a copy: the fields are popped below
     else:
+        if len(flat) % 2:
+            raise IntegrityError(f"session hash {key!r} came back with an odd number of items")
         it = iter(flat)
-        pairs = zip(it, it, strict=True)
-    # Runs for every field of every session read: one comprehension, no per-field branching
-    # beyond the value's type tag.
-    fields = {
-        name.decode(): (decode_value(raw) if raw[:1] == _TAG else raw.decode())
-        for name, raw in pairs
-    }
+        fields = dict(zip(it, it, strict=True))
     pop = fields.pop
     try:
-        # One-character names are the session's own fields.
-        version, state, created, updated = pop("v"), pop("s"), pop("c"), pop("u")
-        activity, expires, messages = pop("a"), pop("e"), pop("m")
+        version, state, created, updated = pop(b"v"), pop(b"s"), pop(b"c"), pop(b"u")
+        activity, expires, messages = pop(b"a"), pop(b"e"), pop(b"m")
     except KeyError as exc:
-        raise IntegrityError(f"session hash {key!r} lacks core field {exc.args[0]!r}") from exc
-    priority = pop("p", 0)
-    pop("t", None)
-    pop("o", None)
-    metadata: dict[str, Any] = {}
-    for name in [n for n in fields if n[0] in "~@"]:
-        value = pop(name)
-        if name[0] == "@":
-            metadata[name[1:]] = value
-        else:
-            fields[name[1:]] = value
-    return Session(
-        session_id=ident.session_id,
-        session_key=key,
-        platform=platform_of(ident.platform),
-        chat_id=ident.chat_id,
-        user_id=ident.user_id,
-        thread_id=ident.thread_id,
-        state=state,
-        created_at=_from_ms(created),
-        updated_at=_from_ms(updated),
-        last_activity=_from_ms(activity),
-        expires_at=_from_ms(expires),
-        version=int(version),
-        message_count=int(messages),
-        priority=int(priority),
-        metadata=metadata,
-        data=fields,
+        name = exc.args[0].decode()
+        raise IntegrityError(f"session hash {key!r} lacks core field {name!r}") from exc
+    priority = pop(b"p", b"0")
+    pop(b"t", None)
+    pop(b"o", None)
+    session = Session(
+        ident.session_id,
+        key,
+        platform_of(ident.platform),
+        ident.chat_id,
+        ident.user_id,
+        ident.thread_id,
+        state.decode(),
+        _from_ms(created),
+        _from_ms(updated),
+        _from_ms(activity),
+        _from_ms(expires),
+        int(version),
+        int(messages),
+        int(priority),
     )
+    if fields:
+        session._stored = fields
+    return session

@@ -11,7 +11,9 @@ from importlib.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from .errors import BackendUnavailable
 
 _HEADER_RE = re.compile(r"^-- (\w+)\.lua: ")
 
@@ -40,6 +42,19 @@ class Script:
             # that never saw SCRIPT LOAD): load it again (on every primary in a cluster).
             await client.script_load(self.source)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def run(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Like calling the script, with every Redis error raised as BackendUnavailable."""
+        try:
+            try:
+                return await client.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await client.script_load(self.source)
+                return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            raise BackendUnavailable(f"script {self.name} failed: {exc}") from exc
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during {self.name}: {exc}") from exc
 
 
 def load_scripts() -> dict[str, Script]:

@@ -8,7 +8,7 @@ from base64 import urlsafe_b64encode
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from .backends import RedisSettings, connect, is_cluster
 from .codec import DEFAULT_LIMITS, Limits, data_field, decode_value, encode_mapping, metadata_field
@@ -21,7 +21,7 @@ from .errors import (
 )
 from .keys import Identity, KeySchema, make_identity, parse_session_id, user_tag
 from .models import Session, SessionState, session_from_hash
-from .scripts import ScriptRegistry
+from .scripts import Script, ScriptRegistry
 
 STANDALONE_CHANGE_BUCKETS = 256
 """Change-index buckets on a standalone server (a cluster needs one per slot: 16384)."""
@@ -156,13 +156,8 @@ class SessionStore:
         key, index, _ = self._session_keys(ident)
         return ident, key, index
 
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await script(self.client, keys, args)
-        except ResponseError as exc:
-            raise BackendUnavailable(f"script {script.name} failed: {exc}") from exc
-        except RedisError as exc:
-            raise BackendUnavailable(f"Redis unavailable during {script.name}: {exc}") from exc
+    async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        return await script.run(self.client, keys, args)
 
     # -- create / read --------------------------------------------------------------------
 
@@ -220,7 +215,7 @@ class SessionStore:
         """Create a session; SessionExists if this identity already has one."""
         ident = self.identity(platform, chat_id, user_id, thread_id)
         keys, args = self._create_args(ident, "create", data, metadata, state, priority, ttl)
-        reply = await self._run(self.scripts.create, keys, args)
+        reply = await self.scripts.create.run(self.client, keys, args)
         if reply[0] == -1:
             raise SessionExists(ident.session_id)
         return session_from_hash(ident, keys[0], reply[1])
@@ -245,13 +240,13 @@ class SessionStore:
         """
         ident = self.identity(platform, chat_id, user_id, thread_id)
         keys, args = self._create_args(ident, "get", data, metadata, state, priority, ttl)
-        reply = await self._run(self.scripts.create, keys, args)
+        reply = await self.scripts.create.run(self.client, keys, args)
         return session_from_hash(ident, keys[0], reply[1])
 
     async def get(self, session_id: str) -> Session:
         """The session, or SessionNotFound."""
         ident = parse_session_id(session_id)
-        key = self.keys.session(ident)
+        key = self._session_keys(ident)[0]
         try:
             flat = await self.client.hgetall(key)
         except RedisError as exc:
@@ -295,27 +290,34 @@ class SessionStore:
         expected_version: int | None = None,
     ) -> tuple[Identity, str, Any]:
         ident = parse_session_id(session_id)
-        keys = list(self._session_keys(ident))
-        pairs = encode_mapping(data, data_field, self.limits, "data")
-        pairs += encode_mapping(metadata, metadata_field, self.limits, "metadata")
-        if isinstance(delete, str) or isinstance(delete_metadata, str):
-            raise ValidationError("delete and delete_metadata take a list of names, not a str")
-        dels = [data_field(name, self.limits) for name in delete]
-        dels += [metadata_field(name, self.limits) for name in delete_metadata]
-        if len(pairs) // 2 + len(dels) > self.limits.max_fields:
+        keys = self._session_keys(ident)
+        pairs = encode_mapping(data, data_field, self.limits, "data") if data is not None else []
+        if metadata is not None:
+            pairs += encode_mapping(metadata, metadata_field, self.limits, "metadata")
+        npairs = len(pairs) // 2
+        if delete or delete_metadata:
+            if isinstance(delete, str) or isinstance(delete_metadata, str):
+                raise ValidationError("delete and delete_metadata take a list of names, not a str")
+            dels = [data_field(name, self.limits) for name in delete]
+            dels += [metadata_field(name, self.limits) for name in delete_metadata]
+            if npairs + len(dels) > self.limits.max_fields:
+                raise ValidationError(
+                    f"one update may touch at most {self.limits.max_fields} fields"
+                )
+            pairs += dels
+        elif npairs > self.limits.max_fields:
             raise ValidationError(f"one update may touch at most {self.limits.max_fields} fields")
         args = [
             new_op_id(),
-            _check_version(expected_version),
+            "" if expected_version is None else _check_version(expected_version),
             reply_mode,
             self._default_ttl_ms,
-            _check_priority(priority),
+            "" if priority is None else _check_priority(priority),
             self._max_fields,
-            str(len(pairs) // 2),
+            str(npairs),
             *pairs,
-            *dels,
         ]
-        reply = await self._run(self.scripts.update, keys, args)
+        reply = await self.scripts.update.run(self.client, keys, args)
         status = reply[0]
         if status == -1:
             raise SessionNotFound(session_id)
@@ -411,7 +413,7 @@ class SessionStore:
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
         new_ttl = "" if ttl is None else str(_ttl_ms(ttl))
         args = [new_op_id(), self._default_ttl_ms, str(messages), new_ttl]
-        reply = await self._run(self.scripts.touch, list(self._session_keys(ident)), args)
+        reply = await self.scripts.touch.run(self.client, self._session_keys(ident), args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
         return dt.datetime.fromtimestamp(int(reply[1]) / 1000, tz=dt.UTC)

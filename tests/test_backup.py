@@ -223,6 +223,38 @@ async def test_incremental_refused_without_a_valid_chain(
         await persistence.create_backup(incremental=True)
 
 
+async def test_backup_interrupted_before_its_commit_keeps_the_chain_going(
+    store: SessionStore, persistence: Persistence, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler shutting down cancels its job: a backup whose file is durable but whose
+    commit (head, trim) never ran must not break the chain or lose a change."""
+    ids = await populate(store, 6)
+    await persistence.create_backup()
+    await store.update(ids[0], data={"n": 100})
+    commit = persistence._commit
+
+    async def cancelled(backup_id: str, cuts: list[tuple[int, float]]) -> None:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(persistence, "_commit", cancelled)
+    with pytest.raises(asyncio.CancelledError):
+        await persistence.create_backup(incremental=True)
+    monkeypatch.setattr(persistence, "_commit", commit)
+    interrupted = persistence.list_backups()[-1]
+    assert interrupted.kind == "incremental" and interrupted.sessions == 1
+    await store.update(ids[1], data={"n": 101})
+    await store.delete(ids[2])
+    final = await persistence.create_backup(incremental=True)
+    info = persistence.list_backups()[-1]
+    assert info.parent == interrupted.backup_id
+    # The untrimmed index hands the interrupted backup's change on again: a superset.
+    assert (info.sessions, info.tombstones) == (2, 1)
+    expected = await digest(store)
+    report = await persistence.restore_backup(final, "replace")
+    assert report.chain[-2:] == [interrupted.backup_id, final]
+    assert await digest(store) == expected
+
+
 async def test_change_index_records_every_write_and_is_trimmed(
     store: SessionStore, persistence: Persistence
 ) -> None:

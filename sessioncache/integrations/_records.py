@@ -7,11 +7,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgpack
-from redis.exceptions import RedisError, ResponseError
 
 from ..backends import RedisSettings, connect
 from ..codec import Limits, data_field, encode_value
-from ..errors import BackendUnavailable, IntegrityError, ValidationError
+from ..errors import IntegrityError, ValidationError
 from ..scripts import Script, all_scripts
 from ..store import new_op_id
 
@@ -89,14 +88,6 @@ class RecordWriter:
         self._replace: Script = scripts["record_replace"]
         self._max_fields = str(limits.max_fields)
 
-    async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await script(self.client, keys, args)
-        except ResponseError as exc:
-            raise BackendUnavailable(f"script {script.name} failed: {exc}") from exc
-        except RedisError as exc:
-            raise BackendUnavailable(f"Redis unavailable during {script.name}: {exc}") from exc
-
     async def merge(
         self,
         key: str,
@@ -116,7 +107,7 @@ class RecordWriter:
             *pairs,
             *deletes,
         ]
-        reply = await self._run(self._merge, [key], args)
+        reply = await self._merge.run(self.client, [key], args)
         if reply[0] == -3:
             raise ValidationError(
                 f"the record would hold {reply[1]} keys; the limit is {self.limits.max_fields}"
@@ -124,4 +115,4 @@ class RecordWriter:
         return reply[1]
 
     async def replace(self, key: str, pairs: list[bytes | str], *, ttl: str) -> None:
-        await self._run(self._replace, [key], [new_op_id(), ttl, *pairs])
+        await self._replace.run(self.client, [key], [new_op_id(), ttl, *pairs])

@@ -243,8 +243,7 @@ class Persistence:
             w.finish(chain=backup_id)
         if bar:
             bar.close()
-        await self.changes.trim(self.store.scripts["change_trim"], cuts)
-        await self._set_head(backup_id)
+        await self._commit(backup_id, cuts)
         await asyncio.to_thread(self.prune)
         return backup_id
 
@@ -291,12 +290,19 @@ class Persistence:
             w.finish(chain=parent_chain(parent))
         if bar:
             bar.close()
-        await self.changes.trim(self.store.scripts["change_trim"], cuts)
-        await self._set_head(backup_id)
+        await self._commit(backup_id, cuts)
         return backup_id
 
-    async def _set_head(self, backup_id: str) -> None:
+    async def _commit(self, backup_id: str, cuts: list[tuple[int, float]]) -> None:
+        """Make a durable backup the chain's head, then drop the changes it captured.
+
+        In this order an interruption (a scheduler shutting down cancels its job) is always
+        safe: before the head moves, the file is an uncommitted descendant of the head and the
+        index still holds everything since the head (see _chain_tip); after, only the trim is
+        missing, and the next incremental reads a superset of what changed.
+        """
         await pipelined(self.store.client, [("set", (self.store.keys.backup_head(), backup_id))])
+        await self.changes.trim(self.store.scripts["change_trim"], cuts)
 
     async def _chain_tip(self) -> BackupInfo:
         """The newest backup of this directory, if it is the one that last consumed the index."""
@@ -310,13 +316,19 @@ class Persistence:
         if not chained:
             raise ValidationError("no full backup to chain an incremental onto; take a full backup")
         tip = chained[-1]
-        if head is None or head.decode() != tip.backup_id:
-            raise ValidationError(
-                f"the change index was last consumed by {head.decode() if head else 'nothing'}, "
-                f"not by {tip.backup_id} (the newest backup here): a restore with replace, another "
-                "backup directory or a reset broke the chain; take a full backup"
-            )
-        return tip
+        # The head may trail the tip by backups whose commit was interrupted (see _commit):
+        # they descend from the head and trimmed nothing, so the chain goes on from the tip.
+        by_id = {b.backup_id: b for b in chained}
+        node: BackupInfo | None = tip
+        while head is not None and node is not None:
+            if node.backup_id == head.decode():
+                return tip
+            node = by_id.get(node.parent) if node.parent else None
+        raise ValidationError(
+            f"the change index was last consumed by {head.decode() if head else 'nothing'}, "
+            f"not by {tip.backup_id} (the newest backup here): a restore with replace, another "
+            "backup directory or a reset broke the chain; take a full backup"
+        )
 
     def list_backups(self, *, snapshots: bool = False) -> list[BackupInfo]:
         """Backups of backup_dir (or the snapshot directory), oldest first."""
