@@ -26,6 +26,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
+if HIREDIS_AVAILABLE:
+    from hiredis import pack_command as hiredis_pack
+
 from .errors import ValidationError
 
 SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "memory")
@@ -108,7 +111,16 @@ class _FastPath(AbstractConnection):
     _packer = HiredisRespSerializer()
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        return self._packer.pack(*args)  # type: ignore[no-any-return]
+        # redis-py's HiredisRespSerializer walks every argument in a Python generator first
+        # (only to turn memoryview/bytearray into bytes); hand the args straight to C and
+        # take that path only for what C refuses. Multi-word names ("CLIENT SETNAME") split.
+        first = args[0]
+        if (" " if isinstance(first, str) else b" ") in first:
+            args = (*first.split(), *args[1:])
+        try:
+            return [hiredis_pack(args)]
+        except TypeError:
+            return self._packer.pack(*args)  # type: ignore[no-any-return]
 
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True

@@ -373,3 +373,37 @@ async def test_invalid_records_are_refused_before_any_write(
         with pytest.raises(IntegrityError):
             await p.restore_backup(backup_id, "replace")
         assert await all_keys(store) == before
+
+
+async def test_signed_backup_with_a_bad_record_never_writes_that_record(
+    persistence: Persistence, tmp_path: Path
+) -> None:
+    """A restore checks a file signed with our key by signature and checksums, then validates
+    each record as it decodes it. Only a signer (a writer bug, a leaked key) can produce a bad
+    record there: verify_backup still finds it, and the restore refuses it before writing it."""
+    core = {b"v": b"1", b"s": b"new", b"c": b"1", b"u": b"1", b"a": b"1", b"e": b"1", b"m": b"0"}
+    good = ["s", "web:1:u1", 0, core]
+    bad = ["s", "web:{x}:u1", 0, dict(core)]
+    manifest = {
+        "backup_id": "20240101T000000000000Z-full-badrec",
+        "kind": "full",
+        "schema": 1,
+        "namespace": persistence.store.keys.namespace,
+        "created_at": "2024-01-01T00:00:00+00:00",
+        "description": "",
+        "parent": None,
+    }
+    directory = persistence.backup_dir
+    assert directory is not None
+    path = directory / f"{manifest['backup_id']}.msgpack.scb"
+    directory.mkdir(parents=True, exist_ok=True)
+    with BackupWriter(path, manifest, Codec("msgpack"), KEY.encode()) as w:
+        w.add_part([good])
+        w.add_part([bad])
+        w.finish(chain=manifest["backup_id"])
+    report = await persistence.verify_backup(manifest["backup_id"])
+    assert not report.ok and "session id" in (report.error or "")
+    with pytest.raises(IntegrityError, match="session id"):
+        await persistence.restore_backup(manifest["backup_id"], "merge")
+    keys = set(await all_keys(persistence.store))
+    assert not any(b"{x}" in k or b"%7Bx%7D" in k for k in keys)

@@ -321,6 +321,9 @@ class BackupReader:
             yield [check_record(r) for r in decoded] if validate else decoded
 
 
+_BYTES = {bytes}
+
+
 def check_record(record: Any) -> Record:
     """Refuse anything that is not a well-formed session or tombstone record."""
     if not isinstance(record, list) or not record:
@@ -340,8 +343,12 @@ def check_record(record: Any) -> Record:
         raise _bad(f"record carries an invalid session id: {exc}") from exc
     if isinstance(expire, bool) or not isinstance(expire, int) or expire < 0:
         raise _bad("record expiry is not a non-negative int")
-    if not isinstance(fields, dict) or not all(
-        isinstance(k, bytes) and isinstance(v, bytes) and k for k, v in fields.items()
+    # Type sets built at C speed: this runs for every field of every restored session.
+    if (
+        type(fields) is not dict
+        or set(map(type, fields)) != _BYTES
+        or set(map(type, fields.values())) != _BYTES
+        or b"" in fields
     ):
         raise _bad("record fields are not a map of bytes to bytes")
     if len(fields) > MAX_RECORD_FIELDS:

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, TextIO
 
 from redis.exceptions import RedisError
@@ -112,18 +113,11 @@ class Restorer:
         return wiped
 
     def _call(self, mode: str, record: Record) -> tuple[list[str], list[Any]]:
-        ident = parse_session_id(record[1])
+        key, index, bucket, suffix = self.keys.restore_keys(record[1])
         fields: dict[bytes, bytes] = record[3]
-        tag, suffix = ident.user_tag, ident.suffix  # each property percent-encodes anew
-        keys = [
-            self.keys.session_in_index(tag, suffix),
-            self.keys.user_index(tag),
-            self.keys.change_bucket(self.keys.change_bucket_index(tag)),
-        ]
         args: list[Any] = [mode, str(record[2]), suffix, fields[b"v"]]
-        for item in fields.items():
-            args += item
-        return keys, args
+        args.extend(chain.from_iterable(fields.items()))
+        return [key, index, bucket], args
 
     async def apply(
         self,
