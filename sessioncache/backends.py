@@ -167,6 +167,35 @@ class FastUnixConnection(_FastPath, UnixDomainSocketConnection):
     """Unix-socket connection with the C packer and the cheap send."""
 
 
+class LeanRedis(aioredis.Redis):
+    """redis.asyncio.Redis with a shorter path per command.
+
+    The same pool, retry policy (a failed attempt disconnects, then retries with backoff) and
+    reply parsing, without the per-command steps sessioncache never needs: redis-py's
+    OpenTelemetry recording, HIMPORT dispatch and single-connection locking (a client made with
+    ``single_connection_client`` takes redis-py's own path). Per-operation metrics come from
+    sessioncache's own histograms (metrics.py) instead.
+    """
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self.single_connection_client:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        pool = self.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            return await conn.retry.call_with_retry(
+                lambda: self._attempt(conn, args, options),
+                lambda error, failures: conn.disconnect(error=error, failure_count=failures),
+                with_failure_count=True,
+            )
+        finally:
+            await pool.release(conn)
+
+    async def _attempt(self, conn: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        await conn.send_command(*args)
+        return await self.parse_response(conn, args[0], **options)
+
+
 _CONNECTION_CLASSES: dict[str, type[Connection] | type[UnixDomainSocketConnection]] = (
     {"redis": FastConnection, "rediss": FastSSLConnection, "unix": FastUnixConnection}
     if HIREDIS_AVAILABLE
@@ -228,7 +257,7 @@ def connect(settings: RedisSettings) -> Any:
             health_check_interval=settings.health_check_interval,
             **common,
         )
-    return aioredis.Redis.from_url(
+    return LeanRedis.from_url(
         settings.url,
         connection_class=_CONNECTION_CLASSES[scheme],
         max_connections=settings.max_connections,

@@ -401,9 +401,10 @@ class Persistence:
         """Check one file; True if its records were also decoded and validated here.
 
         Not ``deep`` (a restore's pre-check): a file signed with our key in today's schema, in a
-        format other than pickle, is checked by signature and checksums alone. Those already prove every byte is what our
-        writer wrote, so decoding it twice (here, then to write it) would only double the cost;
-        the restore still validates each record as it decodes it.
+        format other than pickle, is checked by signature and checksums alone. Those already
+        prove every byte is what our writer wrote, so decoding it twice (here, then to write
+        it) would only double the cost; the restore still validates each record as it decodes
+        it.
         """
         with BackupReader(path) as reader:
             m = reader.manifest
