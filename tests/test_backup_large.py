@@ -1,15 +1,13 @@
 """100,000 sessions round-trip through every backup format (slow: runs in CI, bounded).
 
-Cost control on 2 shared cores: the comparison runs inside Redis (DEBUG DIGEST-VALUE per key),
-msgpack.gz and json backups are restored into Redis at full size, and every format's backup
-is decoded back to the exact records of the restored one (the restore path after decoding is the
-same for every format; tests/test_backup.py restores each format into Redis at small size).
+Every format's backup is decoded back to the exact records of the reference backup and
+restored into an empty database at full size; the comparison runs inside Redis (DEBUG
+DIGEST-VALUE per key, plus a sample of expiries).
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -82,7 +80,8 @@ class Big:
         return self
 
     async def restore_and_compare(self, backup_id: str) -> None:
-        report = await self.restorer.restore_backup(backup_id, "merge")
+        pickled = ".pickle" in self.restorer.find(backup_id).name
+        report = await self.restorer.restore_backup(backup_id, "merge", allow_pickle=pickled)
         assert (report.written, report.kept, report.expired) == (N, 0, 0)
         assert await _server_digests(self.target) == self.expected
         await self.target.client.flushdb()
@@ -105,11 +104,8 @@ async def big(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Big]:
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_100k_sessions_round_trip(big: Big, fmt: str) -> None:
-    began = time.monotonic()
     backup_id = await big.backups.create_backup(format=fmt)
     path = big.backups.find(backup_id)
     assert _records_digest(path) == big.reference
-    if fmt == "json":  # the other codec family, restored into Redis at full size too
-        await big.restore_and_compare(backup_id)
+    await big.restore_and_compare(backup_id)
     path.unlink()
-    assert time.monotonic() - began < 60
