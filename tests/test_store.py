@@ -211,3 +211,28 @@ async def test_scripts_reload_after_script_flush(store: SessionStore) -> None:
     await store.update(s.session_id, data={"after": "flush"})
     await store.touch(s.session_id)
     assert (await store.get(s.session_id)).data == {"after": "flush"}
+
+
+async def test_data_decodes_on_first_access_and_a_corrupt_value_says_so(
+    store: SessionStore,
+) -> None:
+    from sessioncache import IntegrityError
+
+    s = await store.create(
+        "web", "lazy", "u", data={"n": 1, "t": "x", "@a": [1]}, metadata={"lang": "en"}
+    )
+    assert (s.data, s.metadata) == ({"n": 1, "t": "x", "@a": [1]}, {"lang": "en"})
+    again = await store.get(s.session_id)
+    assert again == s and again.to_dict()["data"] == {"n": 1, "t": "x", "@a": [1]}
+    again.data["local"] = True  # a decoded Session is a plain, mutable object
+    assert again.data["local"] is True and "local" not in (await store.get(s.session_id)).data
+    # A value that is not msgpack behind the 0xC1 tag: the core fields still read, the data
+    # access raises IntegrityError, and keeps raising (no half-decoded state).
+    await store.client.hset(s.session_key, "n", b"\xc1\xc1\xc1")
+    broken = await store.get(s.session_id)
+    assert broken.version == s.version and broken.state == "new"
+    for _ in range(2):
+        with pytest.raises(IntegrityError):
+            _ = broken.data
+        with pytest.raises(IntegrityError):
+            _ = broken.metadata
