@@ -137,18 +137,20 @@ def user_tag(user_id: object) -> str:
 _cached_identity = lru_cache(maxsize=65536)(_make_identity)
 
 
-def parse_session_id(session_id: object) -> Identity:
-    """Turn a public session id back into its identity; anything malformed is refused."""
+def parse_session_id(session_id: object, *, cache: bool = True) -> Identity:
+    """Turn a public session id back into its identity; anything malformed is refused.
+
+    ``cache=False`` for one-off bulk work (validating every record of a backup): a hundred
+    thousand distinct ids would only evict the hot path's entries and pin memory.
+    """
     if not isinstance(session_id, str):
         raise ValidationError(f"session_id must be a str, not {type(session_id).__name__}")
     if len(session_id) > 4 * 3 * MAX_ID_LENGTH:
         raise ValidationError("session_id is too long")
-    return _parse_session_id(session_id)
+    return _parse_session_id(session_id) if cache else _parse_uncached(session_id)
 
 
-@lru_cache(maxsize=65536)
-def _parse_session_id(session_id: str) -> Identity:
-    # Cached: the hot path (get, update, touch) parses the same few ids over and over.
+def _parse_uncached(session_id: str) -> Identity:
     parts = session_id.split(":")
     if len(parts) not in (3, 4):
         raise ValidationError(
@@ -159,6 +161,10 @@ def _parse_session_id(session_id: str) -> Identity:
     user = _decode_part(parts[2], "user_id")
     thread = _decode_part(parts[3], "thread_id") if len(parts) == 4 else None
     return Identity(plat, chat, user, thread)
+
+
+# Cached: the hot path (get, update, touch) parses the same few ids over and over.
+_parse_session_id = lru_cache(maxsize=65536)(_parse_uncached)
 
 
 def _int_part(value: object, what: str) -> str:

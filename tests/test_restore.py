@@ -364,3 +364,21 @@ async def test_scheduled_backups_across_processes_never_overlap(
         await p.changes.disarm()
         await drop_namespace(store.client, ns)
         await store.close()
+
+
+async def test_restore_does_not_fill_the_hot_path_caches(
+    store: SessionStore, persistence: Persistence
+) -> None:
+    """Validating every record of a backup must not push 100k ids through the session-id
+    cache of the hot path: memory would grow with the backup, not the batch."""
+    from sessioncache.keys import _parse_session_id
+
+    for i in range(30):
+        await store.create("web", f"cache{i}", f"u{i}", data={"i": i})
+    backup_id = await persistence.create_backup()
+    await persistence.verify_backup(backup_id)
+    _parse_session_id.cache_clear()
+    await persistence.restore_backup(backup_id, "replace")
+    assert (await persistence.verify_backup(backup_id)).ok
+    assert _parse_session_id.cache_info().currsize == 0
+    assert (await store.get("web:cache7:u7")).data == {"i": 7}

@@ -330,7 +330,7 @@ def check_record(record: Any) -> Record:
         raise _bad("record is not a list")
     kind = record[0]
     if kind == "d" and len(record) == 2 and isinstance(record[1], str):
-        parse_session_id(record[1])
+        parse_session_id(record[1], cache=False)
         return record
     if kind != "s" or len(record) != 4:
         raise _bad(f"unknown record kind {str(kind)[:20]!r}")
@@ -338,7 +338,7 @@ def check_record(record: Any) -> Record:
     if not isinstance(sid, str):
         raise _bad("record session id is not a str")
     try:
-        parse_session_id(sid)
+        parse_session_id(sid, cache=False)
     except ValidationError as exc:
         raise _bad(f"record carries an invalid session id: {exc}") from exc
     if isinstance(expire, bool) or not isinstance(expire, int) or expire < 0:
