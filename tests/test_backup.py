@@ -103,7 +103,8 @@ async def test_manifest_is_self_describing(store: SessionStore, persistence: Per
         m = reader.manifest
     assert m["format"] == "msgpack.gz" and m["schema"] == 1 and m["kind"] == "full"
     assert m["namespace"] == store.keys.namespace and m["description"] == "described"
-    assert m["counts"] == {"sessions": 10, "tombstones": 0}
+    assert m["counts"] == {"sessions": 10, "tombstones": 0, "events": 0}
+    assert m["events"] is False  # event streams only when asked
     assert len(m["parts"]) == 2  # batch_size 7
     assert all(len(p["sha256"]) == 64 for p in m["parts"]) and len(m["sha256"]) == 64
     assert len(m["signature"]) == 64 and m["key_id"]
