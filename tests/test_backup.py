@@ -15,8 +15,7 @@ from sessioncache.persistence.backup import BackupReader, BackupWriter
 from sessioncache.persistence.formats import Codec
 from sessioncache.store import SessionStore
 
-from .conftest import drop_namespace, unique_namespace
-from .persistence_helpers import all_keys, digest, state
+from .persistence_helpers import all_keys, cluster_persistence_for, digest, state
 
 KEY = "test-backup-key-0123456789"
 
@@ -37,12 +36,8 @@ async def persistence(store: SessionStore, tmp_path: Path) -> AsyncIterator[Pers
 
 @pytest.fixture
 async def cluster_persistence(cluster_url: str, tmp_path: Path) -> AsyncIterator[Persistence]:
-    store = await SessionStore.connect(cluster_url, namespace=unique_namespace())
-    p = Persistence(store, backup_dir=tmp_path / "backups", key=KEY, batch_size=7)
-    yield p
-    await p.changes.disarm()
-    await drop_namespace(store.client, store.keys.namespace)
-    await store.close()
+    async with cluster_persistence_for(cluster_url, tmp_path / "backups", KEY) as p:
+        yield p
 
 
 async def populate(store: SessionStore, n: int, prefix: str = "c") -> list[str]:

@@ -394,7 +394,8 @@ def check_events(record: list[Any]) -> Record:
         ):
             raise _bad(f"stream of {sid!r} has a non-canonical entry id {entry_id[:40]!r}")
         if current <= last:
-            raise _bad(f"stream of {sid!r} has entry ids out of order at {entry_id[:40]!r}")
+            problem = "an entry id 0-0" if current == (0, 0) else "entry ids out of order at"
+            raise _bad(f"stream of {sid!r} has {problem} {entry_id[:40]!r}")
         last = current
         if (
             type(values) is not list
