@@ -322,6 +322,12 @@ async def test_export_import_single_session(
     assert set(before) <= set(snapshot)
 
 
+@pytest.mark.cluster
+async def test_export_import_on_cluster(cluster_persistence: Persistence, tmp_path: Path) -> None:
+    p = cluster_persistence
+    await test_export_import_single_session(p.store, p, tmp_path)
+
+
 async def test_format_migration_keeps_id_and_chain(
     store: SessionStore, persistence: Persistence
 ) -> None:
