@@ -17,10 +17,14 @@ from sessioncache.persistence.backup import (
     FRAME,
     MAGIC,
     MAX_EVENT_ENTRIES,
+    MAX_EVENT_ENTRY_VALUES,
+    MAX_EVENT_VALUES,
     BackupReader,
     BackupWriter,
+    check_record,
 )
 from sessioncache.persistence.formats import Codec, _json_record, kind_counts
+from sessioncache.persistence.manager import _events_record
 from sessioncache.store import SessionStore
 from sessioncache.tracker import StateTracker
 
@@ -297,6 +301,25 @@ async def test_longest_stream_is_capped_to_its_newest_entries(
     assert await store.client.xlen(key) == MAX_EVENT_ENTRIES
     assert await store.client.pexpiretime(key) == expiry
     await p.changes.disarm()
+
+
+def test_writer_keeps_every_stream_record_restorable() -> None:
+    """Entries no sessioncache script could write are left out, and a stream past the value
+    bound keeps its newest entries: check_record accepts whatever the writer produces."""
+    wide = {b"f%d" % i: b"v" for i in range(MAX_EVENT_ENTRY_VALUES // 2 + 1)}
+    full = {b"k%d" % i: b"v" for i in range(3900)}  # 7800 values: one XADD can take it
+    newest_first = [
+        (b"1000-0", {b"t": b"custom"}),
+        (b"999-0", wide),  # more values than one XADD through Lua can take: left out
+        *((b"%d-0" % ms, full) for ms in range(998, 868, -1)),  # 130 * 7800 values
+    ]
+    record = _events_record("web:1:u1", newest_first, -1)
+    assert record[:3] == ["e", "web:1:u1", 0]  # PEXPIRETIME -1 (no expiry) is 0
+    kept = [entry_id for entry_id, _ in record[3]]
+    fit = (MAX_EVENT_VALUES - 2) // 7800  # the newest entries that fit in MAX_EVENT_VALUES
+    assert fit == 128
+    assert kept == [b"%d-0" % ms for ms in range(999 - fit, 999)] + [b"1000-0"]
+    assert check_record(record) is record
 
 
 # -- validation --------------------------------------------------------------------------------
