@@ -304,6 +304,15 @@ class KeySchema:
             suffix,
         )
 
+    def events_of_session_key(self, key: str) -> str:
+        """The event stream of the session whose hash is ``key`` (a key built by session() or
+        restore_keys()): ``ns:s:{<u>}:<suffix>`` -> ``ns:ev:{<u>}:<suffix>``, the key
+        TrackerKeys.events() builds for that session, in the same slot."""
+        head = f"{self._prefix}s:{{"
+        if not key.startswith(head):
+            raise ValidationError(f"{key!r} is not a session key of namespace {self.namespace!r}")
+        return f"{self._prefix}ev:{{{key[len(head) :]}"
+
     def change_bucket_pattern(self) -> str:
         return f"{self._prefix}c:*"
 

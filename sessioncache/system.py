@@ -45,6 +45,8 @@ class SessionSystemConfig:
     snapshot_dir: str | None = None
     backup_key: str | bytes | None = None
     backup_format: str = "msgpack.gz"
+    backup_events: bool = False
+    """Also back up each session's event stream (create_backup(events=...) overrides it)."""
     backup_interval: float | None = None
     backup_full_every: int = 24
     backup_keep_last: int | None = None
@@ -120,6 +122,7 @@ class SessionSystem:
             snapshot_dir=config.snapshot_dir,
             key=config.backup_key,
             format=config.backup_format,
+            events=config.backup_events,
             keep_last=config.backup_keep_last,
             max_age=config.backup_max_age,
             snapshot_keep_last=config.snapshot_keep_last,
@@ -302,9 +305,18 @@ class SessionSystem:
     # -- persistence (docs/persistence.md) ------------------------------------------------
 
     async def create_backup(
-        self, description: str = "", format: str | None = None, incremental: bool = False
+        self,
+        description: str = "",
+        format: str | None = None,
+        incremental: bool = False,
+        *,
+        events: bool | None = None,
     ) -> str:
-        return await self.persistence.create_backup(description, format, incremental)
+        """A full or incremental backup; ``events``: also each session's event stream (None:
+        the configured ``backup_events``)."""
+        return await self.persistence.create_backup(
+            description, format, incremental, events=events
+        )
 
     def list_backups(self) -> list[BackupInfo]:
         return self.persistence.list_backups()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+from sessioncache.persistence import Persistence
 from sessioncache.store import SessionStore
 
 
@@ -38,6 +42,17 @@ async def digest(store: SessionStore) -> tuple[int, str]:
     return len(snapshot), h.hexdigest()
 
 
+async def streams(store: SessionStore) -> dict[bytes, tuple[list[Any], int]]:
+    """Every event stream of the namespace: its entries (ids and fields) and expiry (ms)."""
+    client = store.client
+    pattern = f"{store.keys.namespace}:ev:*"
+    keys = sorted([k async for k in client.scan_iter(match=pattern, count=1000)])
+    out = {}
+    for key in keys:
+        out[key] = (await client.xrange(key), await client.pexpiretime(key))
+    return out
+
+
 async def all_keys(store: SessionStore) -> dict[bytes, Any]:
     """Every key of the namespace with its content and expiry (for 'Redis unchanged' checks)."""
     client = store.client
@@ -52,11 +67,30 @@ async def all_keys(store: SessionStore) -> dict[bytes, Any]:
                 pipe.hgetall(key)
             elif kind == "zset":
                 pipe.zrange(key, 0, -1, withscores=True)
+            elif kind == "stream":
+                pipe.xrange(key)
             else:
                 pipe.get(key)
             pipe.pexpiretime(key)
         replies = await pipe.execute()
     return {k: (kinds[i], replies[2 * i], replies[2 * i + 1]) for i, k in enumerate(keys)}
+
+
+@contextlib.asynccontextmanager
+async def cluster_persistence_for(
+    url: str, directory: Path, key: str, batch_size: int = 7
+) -> AsyncIterator[Persistence]:
+    """A Persistence on a fresh namespace of the local Redis Cluster, cleaned up after."""
+    from .conftest import drop_namespace, unique_namespace
+
+    store = await SessionStore.connect(url, namespace=unique_namespace(), socket_timeout=10.0)
+    p = Persistence(store, backup_dir=directory, key=key, batch_size=batch_size)
+    try:
+        yield p
+    finally:
+        await p.changes.disarm()
+        await drop_namespace(store.client, store.keys.namespace)
+        await store.close()
 
 
 async def bulk_load(store: SessionStore, n: int, fields: int = 20, *, user_groups: int = 0) -> None:

@@ -15,8 +15,7 @@ from sessioncache.persistence.backup import BackupReader, BackupWriter
 from sessioncache.persistence.formats import Codec
 from sessioncache.store import SessionStore
 
-from .conftest import drop_namespace, unique_namespace
-from .persistence_helpers import all_keys, digest, state
+from .persistence_helpers import all_keys, cluster_persistence_for, digest, state
 
 KEY = "test-backup-key-0123456789"
 
@@ -37,12 +36,8 @@ async def persistence(store: SessionStore, tmp_path: Path) -> AsyncIterator[Pers
 
 @pytest.fixture
 async def cluster_persistence(cluster_url: str, tmp_path: Path) -> AsyncIterator[Persistence]:
-    store = await SessionStore.connect(cluster_url, namespace=unique_namespace())
-    p = Persistence(store, backup_dir=tmp_path / "backups", key=KEY, batch_size=7)
-    yield p
-    await p.changes.disarm()
-    await drop_namespace(store.client, store.keys.namespace)
-    await store.close()
+    async with cluster_persistence_for(cluster_url, tmp_path / "backups", KEY) as p:
+        yield p
 
 
 async def populate(store: SessionStore, n: int, prefix: str = "c") -> list[str]:
@@ -103,7 +98,8 @@ async def test_manifest_is_self_describing(store: SessionStore, persistence: Per
         m = reader.manifest
     assert m["format"] == "msgpack.gz" and m["schema"] == 1 and m["kind"] == "full"
     assert m["namespace"] == store.keys.namespace and m["description"] == "described"
-    assert m["counts"] == {"sessions": 10, "tombstones": 0}
+    assert m["counts"] == {"sessions": 10, "tombstones": 0, "events": 0}
+    assert m["events"] is False  # event streams only when asked
     assert len(m["parts"]) == 2  # batch_size 7
     assert all(len(p["sha256"]) == 64 for p in m["parts"]) and len(m["sha256"]) == 64
     assert len(m["signature"]) == 64 and m["key_id"]
@@ -324,6 +320,12 @@ async def test_export_import_single_session(
         await persistence.import_session(bytes(damaged))
     assert await all_keys(store) == snapshot
     assert set(before) <= set(snapshot)
+
+
+@pytest.mark.cluster
+async def test_export_import_on_cluster(cluster_persistence: Persistence, tmp_path: Path) -> None:
+    p = cluster_persistence
+    await test_export_import_single_session(p.store, p, tmp_path)
 
 
 async def test_format_migration_keeps_id_and_chain(

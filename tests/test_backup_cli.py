@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sessioncache import EventType
 from sessioncache.persistence import Persistence
 from sessioncache.store import SessionStore
+from sessioncache.tracker import StateTracker
 
 from .conftest import drop_namespace, unique_namespace
 from .persistence_helpers import digest
@@ -91,6 +93,23 @@ async def test_cli_backup_verify_restore_export_import_migrate_snapshot(
         assert [b.format for b in p.list_backups()] == ["msgpack", "json.gz"]
         missing = cli("restore", *common, "20990101T000000000000Z-full-x")
         assert missing.returncode == 1 and "no backup with id" in missing.stdout
+
+        # --events: each session's event stream too.
+        tracker = StateTracker(store)
+        await tracker.start()
+        await tracker.track_event("telegram:7:u1", EventType.MESSAGE_RECEIVED, text="hi")
+        stream = store.keys.events_of_session_key(store.keys.restore_keys("telegram:7:u1")[0])
+        entries = await store.client.xrange(stream)
+        with_events = cli("backup", *common, "--events")
+        assert with_events.returncode == 0, with_events.stderr
+        listed = cli("backup", *common, "--list").stdout.splitlines()
+        assert listed[-1].count("30 sessions, 1 event streams") == 1
+        verified = cli("verify", *common, with_events.stdout.strip())
+        assert "ok: 30 sessions, 0 tombstones, 1 event streams" in verified.stdout
+        await store.client.delete(stream)
+        restored = cli("restore", *common, with_events.stdout.strip(), "--strategy", "replace")
+        assert "restored 30" in restored.stdout and "event streams 1" in restored.stdout
+        assert await store.client.xrange(stream) == entries
         await p.changes.disarm()
     finally:
         await drop_namespace(store.client, ns)

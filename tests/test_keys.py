@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sessioncache import KeySchema, ValidationError
-from sessioncache.keys import MAX_ID_LENGTH, Identity, make_identity, parse_session_id
+from sessioncache.keys import (
+    MAX_ID_LENGTH,
+    Identity,
+    TrackerKeys,
+    make_identity,
+    parse_session_id,
+)
 
 ids = st.one_of(
     st.text(min_size=1, max_size=40),
@@ -49,6 +55,10 @@ def test_keys_have_one_hash_tag_no_globs_and_round_trip(parts: tuple) -> None:  
     assert not re.search(r"[*?\[\]\\\s]", key)
     assert parse_session_id(ident.session_id) == ident
     assert keys.session_id_of_key(key) == ident.session_id
+    # The backup finds a session's event stream from its hash key: the tracker's own key.
+    stream = keys.events_of_session_key(key)
+    assert stream == TrackerKeys(keys, cluster=False).events(ident)
+    assert keys.events_of_session_key(keys.restore_keys(ident.session_id)[0]) == stream
 
 
 @pytest.mark.parametrize(
@@ -99,6 +109,13 @@ def test_malformed_session_ids_are_refused(sid: str) -> None:
 def test_session_id_must_be_str() -> None:
     with pytest.raises(ValidationError):
         parse_session_id(["telegram", "a", "b"])
+
+
+def test_events_key_only_from_a_session_key_of_the_namespace() -> None:
+    keys = KeySchema("sc")
+    for bad in ("sc:u:{u1}", "other:s:{u1}:web:1", "sc:ev:{u1}:web:1", ""):
+        with pytest.raises(ValidationError):
+            keys.events_of_session_key(bad)
 
 
 def test_int_and_str_ids_are_the_same_identity() -> None:

@@ -19,7 +19,12 @@ from sessioncache.persistence.scheduler import BackupScheduler
 from sessioncache.store import SessionStore
 
 from .conftest import drop_namespace, unique_namespace
-from .persistence_helpers import digest, merge_writer, scheduled_fleet_member
+from .persistence_helpers import (
+    cluster_persistence_for,
+    digest,
+    merge_writer,
+    scheduled_fleet_member,
+)
 
 KEY = "restore-key-0123456789abcdef"
 
@@ -54,6 +59,10 @@ async def _scenario(store: SessionStore, p: Persistence) -> tuple[str, list[str]
 
 
 async def test_replace_wipes_then_loads(store: SessionStore, persistence: Persistence) -> None:
+    await check_replace(store, persistence)
+
+
+async def check_replace(store: SessionStore, persistence: Persistence) -> None:
     backup_id, _ = await _scenario(store, persistence)
     await store.client.set(f"{store.keys.namespace}:other:thing", "x")
     report = await persistence.restore_backup(backup_id, "replace")
@@ -64,6 +73,10 @@ async def test_replace_wipes_then_loads(store: SessionStore, persistence: Persis
 
 
 async def test_merge_newer_version_wins(store: SessionStore, persistence: Persistence) -> None:
+    await check_merge(store, persistence)
+
+
+async def check_merge(store: SessionStore, persistence: Persistence) -> None:
     backup_id, ids = await _scenario(store, persistence)
     report = await persistence.restore_backup(backup_id, "merge")
     assert (report.written, report.kept) == (2, 3)  # ids[1] (v1 < v3) and ids[2] (absent)
@@ -77,11 +90,23 @@ async def test_merge_newer_version_wins(store: SessionStore, persistence: Persis
 async def test_skip_keeps_every_existing_session(
     store: SessionStore, persistence: Persistence
 ) -> None:
+    await check_skip(store, persistence)
+
+
+async def check_skip(store: SessionStore, persistence: Persistence) -> None:
     backup_id, ids = await _scenario(store, persistence)
     report = await persistence.restore_backup(backup_id, "skip")
     assert (report.written, report.kept) == (1, 4)
     got = {s.session_id: s for s in await store.list_user_sessions("u")}
     assert got[ids[1]].data["from"] == "live" and got[ids[2]].data["from"] == "backup"
+
+
+@pytest.mark.cluster
+async def test_replace_merge_and_skip_on_cluster(cluster_url: str, tmp_path: Path) -> None:
+    """The three strategies on a real Cluster: each in a fresh namespace, one backup each."""
+    for name, check in (("merge", check_merge), ("skip", check_skip), ("replace", check_replace)):
+        async with cluster_persistence_for(cluster_url, tmp_path / name, KEY, 4) as p:
+            await check(p.store, p)
 
 
 async def test_interactive_asks_per_conflict(store: SessionStore, persistence: Persistence) -> None:

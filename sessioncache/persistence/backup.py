@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any, BinaryIO
 
 from ..errors import IntegrityError, ValidationError
 from ..keys import parse_session_id
-from .formats import FORMATS, Codec, Record
+from .formats import FORMATS, Codec, Record, kind_counts
 from .integrity import check_signature, key_id, sign
 
 MAGIC = b"SCBACKUP 1\n"
@@ -40,7 +41,18 @@ MAX_MANIFEST_BYTES = 64 << 20
 MAX_RECORD_FIELDS = 3000
 """More than any session can hold (Limits caps data + metadata at 1024 by default), and few
 enough for restore_session.lua to unpack in one HSET."""
+MAX_EVENT_ENTRIES = 10_000
+"""Most entries of one event stream a backup holds (the newest; the tracker's default cap is
+10,000, approximately) and a restore accepts: restore_events.lua writes them in one call."""
+MAX_EVENT_ENTRY_VALUES = 7900
+"""Most fields + values of one stream entry: restore_events.lua XADDs an entry with one
+unpack(), which Lua caps at ~8000 values (track_event.lua's own XADD has the same bound)."""
+MAX_EVENT_VALUES = 1_000_000
+"""Most fields + values of one stream record in all (10,000 entries of the default 32 user
+fields take 680,000): bounds the arguments and the time of one restore_events.lua call."""
 _CORE = (b"v", b"s", b"c", b"u", b"a", b"e", b"m")
+_ENTRY_ID = re.compile(rb"(\d{1,20})-(\d{1,20})")
+_MAX_ID_PART = 2**64 - 1
 
 
 def utc_now() -> dt.datetime:
@@ -56,7 +68,7 @@ class BackupWriter:
         self.key = key
         self.manifest = dict(manifest)
         self.parts: list[dict[str, Any]] = []
-        self.counts = {"sessions": 0, "tombstones": 0}
+        self.counts = {"sessions": 0, "tombstones": 0, "events": 0}
         self._tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file: BinaryIO = open(self._tmp, "wb")  # noqa: SIM115 - closed in finish/abort
@@ -76,9 +88,10 @@ class BackupWriter:
         offset = self._offset
         self._write(FRAME.pack(b"P", len(payload)))
         self._write(payload)
-        puts = sum(1 for r in records if r[0] == "s")
-        self.counts["sessions"] += puts
-        self.counts["tombstones"] += len(records) - puts
+        sessions, tombstones, events = kind_counts(records)
+        self.counts["sessions"] += sessions
+        self.counts["tombstones"] += tombstones
+        self.counts["events"] += events
         self.parts.append(
             {
                 "offset": offset,
@@ -174,6 +187,8 @@ def _check_manifest(m: Any) -> dict[str, Any]:
         raise _bad(f"manifest names an unknown format or kind: {m['format']!r} {m['kind']!r}")
     if m.get("parent") is not None and not isinstance(m["parent"], str):
         raise _bad("manifest field 'parent' is not a str")
+    if "events" in m and not isinstance(m["events"], bool):
+        raise _bad("manifest field 'events' is not a bool")
     for part in m["parts"]:
         if (
             not isinstance(part, dict)
@@ -318,23 +333,26 @@ class BackupReader:
                     raise
                 except Exception as exc:
                     raise _bad(f"a schema migration failed on a record: {exc!r}") from exc
-            yield [check_record(r) for r in decoded] if validate else decoded
+            yield check_part(decoded) if validate else decoded
 
 
 _BYTES = {bytes}
 
 
-def check_record(record: Any) -> Record:
-    """Refuse anything that is not a well-formed session or tombstone record."""
-    if not isinstance(record, list) or not record:
-        raise _bad("record is not a list")
-    kind = record[0]
-    if kind == "d" and len(record) == 2 and isinstance(record[1], str):
-        parse_session_id(record[1], cache=False)
-        return record
-    if kind != "s" or len(record) != 4:
-        raise _bad(f"unknown record kind {str(kind)[:20]!r}")
-    _, sid, expire, fields = record
+def check_part(records: list[Any]) -> list[Record]:
+    """Every record of a part checked; each event record must follow its session's record."""
+    checked = [check_record(r) for r in records]
+    for index, record in enumerate(checked):
+        if record[0] == "e":
+            before = checked[index - 1] if index else None
+            if before is None or before[0] != "s" or before[1] != record[1]:
+                raise _bad(
+                    f"event stream of {record[1]!r} does not follow that session's record"
+                )
+    return checked
+
+
+def _check_sid_expire(sid: Any, expire: Any) -> None:
     if not isinstance(sid, str):
         raise _bad("record session id is not a str")
     try:
@@ -343,6 +361,76 @@ def check_record(record: Any) -> Record:
         raise _bad(f"record carries an invalid session id: {exc}") from exc
     if isinstance(expire, bool) or not isinstance(expire, int) or expire < 0:
         raise _bad("record expiry is not a non-negative int")
+
+
+def check_events(record: list[Any]) -> Record:
+    """An event stream record: ["e", sid, expire, [[entry_id, [field, value, ...]], ...]].
+
+    Ids canonical ``<ms>-<seq>``, strictly increasing and above 0-0 (restore_events.lua XADDs
+    them in order and must never fail half-way); values bytes, in pairs; counts bounded.
+    """
+    if len(record) != 4:
+        raise _bad("event record does not have 4 items")
+    _, sid, expire, entries = record
+    _check_sid_expire(sid, expire)
+    if type(entries) is not list:
+        raise _bad("event record entries are not a list")
+    if len(entries) > MAX_EVENT_ENTRIES:
+        raise _bad(f"stream of {sid!r} has {len(entries)} entries; at most {MAX_EVENT_ENTRIES}")
+    last = (0, 0)
+    total = 0
+    for entry in entries:
+        if type(entry) is not list or len(entry) != 2:
+            raise _bad(f"stream of {sid!r} has an entry that is not [id, values]")
+        entry_id, values = entry
+        match = _ENTRY_ID.fullmatch(entry_id) if type(entry_id) is bytes else None
+        if match is None:
+            raise _bad(f"stream of {sid!r} has a malformed entry id {str(entry_id)[:40]}")
+        current = (int(match[1]), int(match[2]))
+        if (
+            b"%d-%d" % current != entry_id
+            or current[0] > _MAX_ID_PART
+            or current[1] > _MAX_ID_PART
+        ):
+            raise _bad(f"stream of {sid!r} has a non-canonical entry id {entry_id[:40]!r}")
+        if current <= last:
+            problem = "an entry id 0-0" if current == (0, 0) else "entry ids out of order at"
+            raise _bad(f"stream of {sid!r} has {problem} {entry_id[:40]!r}")
+        last = current
+        if (
+            type(values) is not list
+            or not values
+            or len(values) % 2
+            or len(values) > MAX_EVENT_ENTRY_VALUES
+            or set(map(type, values)) != _BYTES
+        ):
+            raise _bad(
+                f"stream of {sid!r}: entry {entry_id[:40]!r} is not 1 to "
+                f"{MAX_EVENT_ENTRY_VALUES // 2} field/value pairs of bytes"
+            )
+        total += len(values)
+    if total > MAX_EVENT_VALUES:
+        raise _bad(f"stream of {sid!r} holds {total} values; at most {MAX_EVENT_VALUES}")
+    return record
+
+
+def check_record(record: Any) -> Record:
+    """Refuse anything that is not a well-formed session, tombstone or event stream record."""
+    if not isinstance(record, list) or not record:
+        raise _bad("record is not a list")
+    kind = record[0]
+    if kind == "d" and len(record) == 2 and isinstance(record[1], str):
+        try:
+            parse_session_id(record[1], cache=False)
+        except ValidationError as exc:
+            raise _bad(f"tombstone carries an invalid session id: {exc}") from exc
+        return record
+    if kind == "e":
+        return check_events(record)
+    if kind != "s" or len(record) != 4:
+        raise _bad(f"unknown record kind {str(kind)[:20]!r}")
+    _, sid, expire, fields = record
+    _check_sid_expire(sid, expire)
     # Type sets built at C speed: this runs for every field of every restored session.
     if (
         type(fields) is not dict

@@ -35,6 +35,9 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("backup", parents=[common], help="write a full or incremental backup")
     p.add_argument("--incremental", action="store_true")
+    p.add_argument(
+        "--events", action="store_true", help="also back up each session's event stream"
+    )
     p.add_argument("--format", choices=FORMATS)
     p.add_argument("--description", default="")
     p.add_argument("--list", action="store_true", help="list the backups instead")
@@ -91,11 +94,17 @@ async def _dispatch(p: Persistence, args: argparse.Namespace) -> int:
     if args.command == "backup" and args.list:
         for b in p.list_backups():
             state = f"DAMAGED: {b.error}" if b.error else f"{b.sessions} sessions"
+            if b.events:
+                state += f", {b.events} event streams"
             print(f"{b.backup_id}  {b.kind:<11} {b.format:<10} {state}  {b.description}")
         return 0
     if args.command == "backup":
         backup_id = await p.create_backup(
-            args.description, args.format, args.incremental, progress=True
+            args.description,
+            args.format,
+            args.incremental,
+            progress=True,
+            events=True if args.events else None,
         )
         print(backup_id)
         return 0
@@ -104,7 +113,7 @@ async def _dispatch(p: Persistence, args: argparse.Namespace) -> int:
         if report.ok:
             print(
                 f"ok: {report.sessions} sessions, {report.tombstones} tombstones, "
-                f"chain {' <- '.join(report.chain)}, "
+                f"{report.events} event streams, chain {' <- '.join(report.chain)}, "
                 f"signature {'verified' if report.signature_checked else 'not checked'}"
             )
             return 0
@@ -116,7 +125,8 @@ async def _dispatch(p: Persistence, args: argparse.Namespace) -> int:
         )
         print(
             f"restored {r.written}, kept {r.kept}, expired {r.expired}, "
-            f"tombstones {r.tombstones}, wiped {r.wiped} keys in {r.seconds:.2f} s"
+            f"tombstones {r.tombstones}, event streams {r.events} "
+            f"(skipped {r.events_skipped}), wiped {r.wiped} keys in {r.seconds:.2f} s"
         )
         return 0
     if args.command == "export":

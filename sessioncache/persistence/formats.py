@@ -22,8 +22,22 @@ MAX_PART_BYTES = 1 << 30
 """Largest decompressed part accepted: a gzip bomb stops here instead of exhausting memory."""
 
 # A record is ["s", session_id, expire_at_ms, {field: value}] (a session as stored, expire 0 =
-# none) or ["d", session_id] (a tombstone: deleted or expired since the previous backup).
+# none), ["d", session_id] (a tombstone: deleted or expired since the previous backup) or
+# ["e", session_id, expire_at_ms, [[entry_id, [field, value, ...]], ...]] (the session's event
+# stream as stored, oldest entry first; written right after that session's "s" record).
 Record = list[Any]
+
+
+def kind_counts(records: list[Record]) -> tuple[int, int, int]:
+    """(sessions, tombstones, event streams) among records of known kinds."""
+    sessions = events = 0
+    for record in records:
+        kind = record[0]
+        if kind == "s":
+            sessions += 1
+        elif kind == "e":
+            events += 1
+    return sessions, len(records) - sessions - events, events
 
 
 def check_format(name: object) -> str:
@@ -126,9 +140,35 @@ class Codec:
         return doc
 
 
+def _json_bytes(data: bytes) -> str | list[str]:
+    """Text where the bytes are UTF-8, else a one-element list holding their base64."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return [_b64(data)]
+
+
+def _json_unbytes(item: Any) -> bytes:
+    if isinstance(item, str):
+        try:
+            return item.encode()
+        except UnicodeEncodeError as exc:
+            raise IntegrityError("json event record holds text that is not UTF-8") from exc
+    if isinstance(item, list) and len(item) == 1:
+        return _unb64(item[0])
+    raise IntegrityError("json event record holds a value that is neither text nor [base64]")
+
+
 def _json_record(record: Record) -> list[Any]:
     # Field names are always UTF-8 (codec.py validates them); values are UTF-8 text or
     # 0xC1+msgpack. Text stays readable; anything else goes to a base64 map.
+    if record[0] == "e":
+        # Stream entries: every id, field and value as text, or [base64] where not UTF-8.
+        entries = [
+            [_json_bytes(entry_id), [_json_bytes(v) for v in values]]
+            for entry_id, values in record[3]
+        ]
+        return ["e", record[1], record[2], entries]
     if record[0] != "s":
         return list(record)
     text: dict[str, str] = {}
@@ -142,6 +182,16 @@ def _json_record(record: Record) -> list[Any]:
 
 
 def _json_unrecord(item: Any) -> list[Any]:
+    if isinstance(item, list) and len(item) == 4 and item[0] == "e":
+        entries = item[3]
+        if not isinstance(entries, list):
+            raise IntegrityError("json event record has no list of entries")
+        out = []
+        for entry in entries:
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], list)):
+                raise IntegrityError("json event record has a malformed entry")
+            out.append([_json_unbytes(entry[0]), [_json_unbytes(v) for v in entry[1]]])
+        return ["e", item[1], item[2], out]
     if not (isinstance(item, list) and len(item) == 5 and item[0] == "s"):
         return item if isinstance(item, list) else [item]
     text, binary = item[3], item[4]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import os
 import shutil
 import tempfile
@@ -21,14 +22,22 @@ from ..errors import BackendUnavailable, IntegrityError, SessionNotFound, Valida
 from ..keys import parse_session_id
 from ..lease import Lease
 from ..store import SessionStore
-from .backup import BackupReader, BackupWriter, utc_now
+from .backup import (
+    MAX_EVENT_ENTRIES,
+    MAX_EVENT_ENTRY_VALUES,
+    MAX_EVENT_VALUES,
+    BackupReader,
+    BackupWriter,
+    utc_now,
+)
 from .changes import ChangeIndex, Unarmed, pipelined
-from .formats import Codec, Record, check_format
+from .formats import Codec, Record, check_format, kind_counts
 from .integrity import check_key
 from .migrations import SCHEMA_VERSION, Migrations
 from .restore import Decide, Progress, Restorer, RestoreReport, check_strategy
 
 SUFFIX = ".scb"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,8 @@ class BackupInfo:
     path: Path
     size: int
     error: str | None = None
+    events: int = 0
+    """Event stream records (0 for backups taken without events, or before they existed)."""
 
 
 @dataclass(slots=True)
@@ -61,6 +72,7 @@ class VerifyReport:
     tombstones: int = 0
     parts: int = 0
     signature_checked: bool = False
+    events: int = 0
 
 
 def _new_id(kind: str) -> str:
@@ -70,6 +82,29 @@ def _new_id(kind: str) -> str:
 
 def _session_record(sid: str, fields: dict[bytes, bytes]) -> Record:
     return ["s", sid, int(fields.get(b"e", b"0")), fields]
+
+
+def _events_record(sid: str, newest_first: list[Any], expire: int) -> Record:
+    """["e", sid, expire, entries] from XREVRANGE's (id, {field: value}) pairs, oldest first.
+
+    At most MAX_EVENT_ENTRIES entries were read; the oldest are also left out beyond
+    MAX_EVENT_VALUES values in all, so every record written is one a restore accepts.
+    """
+    entries: list[list[Any]] = []
+    total = 0
+    for entry_id, fields in newest_first:
+        values = [part for pair in fields.items() for part in pair]
+        if len(values) > MAX_EVENT_ENTRY_VALUES:
+            # Beyond what track_event.lua itself can XADD: not written by sessioncache.
+            log.warning("stream of %s: entry %r has %d values; not backed up", sid, entry_id,
+                        len(values))
+            continue
+        total += len(values)
+        if total > MAX_EVENT_VALUES:
+            break
+        entries.append([entry_id, values])
+    entries.reverse()
+    return ["e", sid, max(expire, 0), entries]
 
 
 class Persistence:
@@ -84,6 +119,7 @@ class Persistence:
         snapshot_dir: str | os.PathLike[str] | None = None,
         key: str | bytes | None = None,
         format: str = "msgpack.gz",
+        events: bool = False,
         batch_size: int = 1000,
         compresslevel: int = 1,
         keep_last: int | None = None,
@@ -101,6 +137,9 @@ class Persistence:
             self.snapshot_dir = self.backup_dir / "snapshots" if self.backup_dir else None
         self.key = check_key(key)
         self.format = check_format(format)
+        if not isinstance(events, bool):
+            raise ValidationError(f"events must be a bool, got {events!r}")
+        self.events = events
         if (
             isinstance(batch_size, bool)
             or not isinstance(batch_size, int)
@@ -144,7 +183,16 @@ class Persistence:
             )
         return codec
 
-    def _base_manifest(self, backup_id: str, kind: str, description: str) -> dict[str, Any]:
+    def _events_flag(self, events: bool | None) -> bool:
+        if events is None:
+            return self.events
+        if not isinstance(events, bool):
+            raise ValidationError(f"events must be a bool or None, got {events!r}")
+        return events
+
+    def _base_manifest(
+        self, backup_id: str, kind: str, description: str, events: bool = False
+    ) -> dict[str, Any]:
         if not isinstance(description, str) or len(description) > 4096:
             raise ValidationError("description must be a str of at most 4096 characters")
         return {
@@ -155,32 +203,64 @@ class Persistence:
             "created_at": utc_now().isoformat(),
             "description": description,
             "parent": None,
+            "events": events,
         }
 
-    async def _scan_sessions(self) -> AsyncIterator[list[Record]]:
-        """Every session, read atomically one HGETALL each, a pipelined batch at a time."""
+    async def _read_sessions(
+        self, chunk: list[bytes], events: bool, *, tombstones: bool
+    ) -> list[Record]:
+        """The records of these session keys, one pipeline: HGETALL each (atomic per session)
+        and, with ``events``, right after it XREVRANGE (newest MAX_EVENT_ENTRIES) and
+        PEXPIRETIME of the session's stream. A missing hash is a tombstone (``tombstones``) or
+        skipped; a stream is recorded, right after its session, only where it exists."""
+        client, keys = self.store.client, self.store.keys
+        records: list[Record] = []
+        if not events:
+            hashes = await pipelined(client, [("hgetall", (k,)) for k in chunk])
+            for key, fields in zip(chunk, hashes, strict=True):
+                sid = keys.session_id_of_key(key.decode())
+                if fields:
+                    records.append(_session_record(sid, fields))
+                elif tombstones:  # deleted or expired since the change was recorded
+                    records.append(["d", sid])
+            return records
+        calls: list[tuple[str, tuple[Any, ...]]] = []
+        for k in chunk:
+            stream = keys.events_of_session_key(k.decode())
+            calls += [
+                ("hgetall", (k,)),
+                ("xrevrange", (stream, "+", "-", MAX_EVENT_ENTRIES)),
+                ("pexpiretime", (stream,)),
+            ]
+        flat = await pipelined(client, calls)
+        replies = zip(flat[0::3], flat[1::3], flat[2::3], strict=True)
+        for key, (fields, entries, expire) in zip(chunk, replies, strict=True):
+            sid = keys.session_id_of_key(key.decode())
+            if not fields:  # expired or deleted (since SCAN, or since the change was recorded)
+                if tombstones:
+                    records.append(["d", sid])
+                continue
+            records.append(_session_record(sid, fields))
+            if expire != -2:  # -2: no stream (PEXPIRETIME -1: a stream without expiry)
+                records.append(_events_record(sid, entries or [], int(expire)))
+        return records
+
+    async def _scan_sessions(self, events: bool = False) -> AsyncIterator[list[Record]]:
+        """Every session, read atomically one HGETALL each, a pipelined batch at a time (with
+        ``events``, each followed by its event stream: see _read_sessions)."""
         client = self.store.client
         keys = self.store.keys
         batch: list[bytes] = []
-
-        async def read(chunk: list[bytes]) -> list[Record]:
-            hashes = await pipelined(client, [("hgetall", (k,)) for k in chunk])
-            return [
-                _session_record(keys.session_id_of_key(k.decode()), h)
-                for k, h in zip(chunk, hashes, strict=True)
-                if h  # expired or deleted between SCAN and HGETALL
-            ]
-
         try:
             async for key in client.scan_iter(match=keys.session_pattern(), count=self.batch_size):
                 batch.append(key)
                 if len(batch) >= self.batch_size:
-                    yield await read(batch)
+                    yield await self._read_sessions(batch, events, tombstones=False)
                     batch = []
         except RedisError as exc:
             raise BackendUnavailable(f"Redis unavailable while scanning sessions: {exc}") from exc
         if batch:
-            yield await read(batch)
+            yield await self._read_sessions(batch, events, tombstones=False)
 
     async def _lease(self) -> Lease:
         lease = Lease(self.store.client, self.store.keys.lease("backup"), self.lease_ttl)
@@ -202,13 +282,20 @@ class Persistence:
         incremental: bool = False,
         *,
         progress: bool = False,
+        events: bool | None = None,
     ) -> str:
-        """Write a full backup, or an incremental one chained onto the newest backup; its id."""
+        """Write a full backup, or an incremental one chained onto the newest backup; its id.
+
+        ``events``: also back up each session's event stream (None: the Persistence default).
+        """
         codec = self._codec(format)
+        with_events = self._events_flag(events)
         lease = await self._lease()
         renewer = asyncio.create_task(lease._keep())
         try:
-            return await self.create_under_lease(description, codec.name, incremental, progress)
+            return await self.create_under_lease(
+                description, codec.name, incremental, progress, events=with_events
+            )
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -217,18 +304,27 @@ class Persistence:
                 await lease.release()
 
     async def create_under_lease(
-        self, description: str, format: str | None, incremental: bool, progress: bool = False
+        self,
+        description: str,
+        format: str | None,
+        incremental: bool,
+        progress: bool = False,
+        *,
+        events: bool | None = None,
     ) -> str:
         """create_backup() for a caller that already holds the backup lease (the scheduler)."""
         directory = self._dir()
         codec = self._codec(format)
+        with_events = self._events_flag(events)
         if incremental:
-            return await self._incremental(directory, codec, description, progress)
-        return await self._full(directory, codec, description, progress)
+            return await self._incremental(directory, codec, description, progress, with_events)
+        return await self._full(directory, codec, description, progress, with_events)
 
-    async def _full(self, directory: Path, codec: Codec, description: str, progress: bool) -> str:
+    async def _full(
+        self, directory: Path, codec: Codec, description: str, progress: bool, events: bool
+    ) -> str:
         backup_id = _new_id("full")
-        manifest = self._base_manifest(backup_id, "full", description)
+        manifest = self._base_manifest(backup_id, "full", description, events)
         # Arm first: every change from now on lands in the index with a sequence above what
         # the cut below reads, so the next incremental sees it even if this scan misses it.
         await self.changes.arm()
@@ -237,7 +333,7 @@ class Persistence:
         with BackupWriter(
             directory / f"{backup_id}.{codec.name}{SUFFIX}", manifest, codec, self.key
         ) as w:
-            async for records in self._scan_sessions():
+            async for records in self._scan_sessions(events):
                 w.add_part(records)
                 if bar:
                     bar.update(len(records))
@@ -249,26 +345,21 @@ class Persistence:
         return backup_id
 
     async def _incremental(
-        self, directory: Path, codec: Codec, description: str, progress: bool
+        self, directory: Path, codec: Codec, description: str, progress: bool, events: bool
     ) -> str:
         parent = await self._chain_tip()
         backup_id = _new_id("incr")
-        manifest = self._base_manifest(backup_id, "incremental", description)
+        manifest = self._base_manifest(backup_id, "incremental", description, events)
         manifest["parent"] = parent.backup_id
         bar = Progress(f"incremental {backup_id}") if progress else None
         cuts: list[tuple[int, float]] = []
-        client, keys = self.store.client, self.store.keys
         with BackupWriter(
             directory / f"{backup_id}.{codec.name}{SUFFIX}", manifest, codec, self.key
         ) as w:
             pending: list[bytes] = []
 
             async def flush(chunk: list[bytes]) -> None:
-                hashes = await pipelined(client, [("hgetall", (k,)) for k in chunk])
-                records: list[Record] = []
-                for key, fields in zip(chunk, hashes, strict=True):
-                    sid = keys.session_id_of_key(key.decode())
-                    records.append(_session_record(sid, fields) if fields else ["d", sid])
+                records = await self._read_sessions(chunk, events, tombstones=True)
                 w.add_part(records)
                 if bar:
                     bar.update(len(records))
@@ -356,6 +447,7 @@ class Persistence:
                 int(m["counts"].get("tombstones", 0)),
                 path,
                 path.stat().st_size,
+                events=int(m["counts"].get("events", 0)),
             )
         except (IntegrityError, ValidationError, OSError) as exc:
             return BackupInfo(name, "?", "?", "", "", None, 0, 0, path, 0, error=str(exc))
@@ -412,27 +504,31 @@ class Persistence:
             report.signature_checked = signed
             upgrade = self._upgrader(m["schema"])
             light = not deep and signed and upgrade is None and not reader.codec.is_pickle
+            counts = m["counts"]
             if light:
                 for _ in reader.raw_parts():
                     report.parts += 1
-                sessions = int(m["counts"].get("sessions", 0))
-                tombstones = int(m["counts"].get("tombstones", 0))
+                sessions = int(counts.get("sessions", 0))
+                tombstones = int(counts.get("tombstones", 0))
+                events = int(counts.get("events", 0))
             else:
-                sessions = tombstones = 0
+                sessions = tombstones = events = 0
                 for records in reader.records(pickle_allowed=allow_pickle, upgrade=upgrade):
-                    puts = sum(1 for r in records if r[0] == "s")
-                    sessions += puts
-                    tombstones += len(records) - puts
+                    s, d, e = kind_counts(records)
+                    sessions, tombstones, events = sessions + s, tombstones + d, events + e
                     report.parts += 1
-                if (sessions, tombstones) != (
-                    m["counts"].get("sessions"),
-                    m["counts"].get("tombstones"),
+                # Backups from before event streams have no "events" count: they hold none.
+                if (sessions, tombstones, events) != (
+                    counts.get("sessions"),
+                    counts.get("tombstones"),
+                    counts.get("events", 0),
                 ):
                     raise IntegrityError("record counts differ from the manifest")
             report.chain.append(m["backup_id"])
             report.format = m["format"]
             report.sessions += sessions
             report.tombstones += tombstones
+            report.events += events
             return not light
 
     def _verify_chain(
@@ -487,7 +583,9 @@ class Persistence:
             await pipelined(self.store.client, [("delete", (self.store.keys.backup_head(),))])
         mode = "replace" if strategy == "replace" else strategy
         bar = (
-            Progress(f"restore {backup_id}", verified.sessions + verified.tombstones)
+            Progress(
+                f"restore {backup_id}", verified.sessions + verified.tombstones + verified.events
+            )
             if progress
             else None
         )
@@ -505,6 +603,9 @@ class Persistence:
                         records = [r for r in records if r[1] not in superseded]
                     if newest_first:
                         # Newest link first: a session's latest record wins; older links skip.
+                        # The filter above ran before this update, so a session's "s" and
+                        # "e" records of one link (one part) stay together: its stream comes
+                        # from the same link as its hash, or not at all.
                         superseded.update(r[1] for r in records)
                     if len(in_flight) >= limit:
                         done, in_flight = await asyncio.wait(
@@ -630,6 +731,8 @@ class Persistence:
             k: old[k]
             for k in ("backup_id", "kind", "namespace", "created_at", "description", "parent")
         }
+        if "events" in old:
+            keep["events"] = old["events"]
         manifest = {
             **keep,
             "schema": SCHEMA_VERSION,
@@ -646,17 +749,20 @@ class Persistence:
 
     # -- snapshots and retention ----------------------------------------------------------
 
-    async def snapshot(self, format: str | None = None, *, progress: bool = False) -> Path:
+    async def snapshot(
+        self, format: str | None = None, *, progress: bool = False, events: bool | None = None
+    ) -> Path:
         """A point-in-time export of every session to a file named by time (RDB-style)."""
         if self.snapshot_dir is None:
             raise ValidationError("no snapshot directory: pass backup_dir or snapshot_dir")
         codec = self._codec(format)
+        with_events = self._events_flag(events)
         backup_id = "snapshot-" + utc_now().strftime("%Y%m%dT%H%M%S%fZ")
-        manifest = self._base_manifest(backup_id, "snapshot", "scheduled snapshot")
+        manifest = self._base_manifest(backup_id, "snapshot", "scheduled snapshot", with_events)
         path = self.snapshot_dir / f"{backup_id}.{codec.name}{SUFFIX}"
         bar = Progress(f"snapshot {backup_id}") if progress else None
         with BackupWriter(path, manifest, codec, self.key) as w:
-            async for records in self._scan_sessions():
+            async for records in self._scan_sessions(with_events):
                 w.add_part(records)
                 if bar:
                     bar.update(len(records))

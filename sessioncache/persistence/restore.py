@@ -12,10 +12,11 @@ from typing import Any, TextIO
 
 from redis.exceptions import RedisError
 
-from ..errors import BackendUnavailable, ValidationError
+from ..errors import BackendUnavailable, IntegrityError, ValidationError
 from ..keys import parse_session_id
 from ..models import Session, session_from_hash
 from ..store import SessionStore
+from .backup import MAX_EVENT_ENTRIES
 from .changes import pipelined, run_script_batch
 from .formats import Record
 
@@ -44,6 +45,11 @@ class RestoreReport:
     tombstones: int = 0
     wiped: int = 0
     seconds: float = 0.0
+    events: int = 0
+    """Event streams written (each replaced the session's live stream)."""
+    events_skipped: int = 0
+    """Event streams not written: their session's record was not (kept, expired), or the
+    stream itself had expired."""
 
 
 class Progress:
@@ -86,6 +92,7 @@ class Restorer:
         self.store = store
         self.keys = store.keys
         self.script = store.scripts["restore_session"]
+        self.events_script = store.scripts["restore_events"]
 
     async def wipe(self) -> int:
         """Delete every key of the namespace except the backup machinery's own."""
@@ -119,6 +126,19 @@ class Restorer:
         args.extend(chain.from_iterable(fields.items()))
         return [key, index, bucket], args
 
+    def _events_call(self, record: Record) -> tuple[list[str], list[Any]]:
+        """restore_events.lua's keys and arguments for one checked event stream record."""
+        entries = record[3]
+        if len(entries) > MAX_EVENT_ENTRIES:  # checked with the record; never sent anyway
+            raise IntegrityError(f"stream of {record[1]!r} has too many entries")
+        key = self.keys.events_of_session_key(self.keys.restore_keys(record[1])[0])
+        args: list[Any] = [str(record[2])]
+        for entry_id, values in entries:
+            args.append(entry_id)
+            args.append(len(values))
+            args.extend(values)
+        return [key], args
+
     async def apply(
         self,
         records: list[Record],
@@ -126,16 +146,43 @@ class Restorer:
         report: RestoreReport,
         decide: Decide | None = None,
     ) -> None:
-        """Apply one batch. Tombstones delete nothing: replace wiped first, merge/skip keep live."""
+        """Apply one batch. Tombstones delete nothing: replace wiped first, merge/skip keep live.
+
+        An event stream record replaces its session's stream when that session's record was
+        written by this batch (under replace: always; the namespace was wiped).
+        """
         puts = [r for r in records if r[0] == "s"]
-        report.tombstones += len(records) - len(puts)
-        if not puts:
+        others = len(records) - len(puts)
+        streams = [r for r in records if r[0] == "e"] if others else []
+        report.tombstones += others - len(streams)
+        written: set[str] = set()
+        if puts:
+            if strategy == "interactive":
+                written = await self._interactive(puts, report, decide)
+            else:
+                calls = [self._call(strategy, r) for r in puts]
+                replies = await run_script_batch(self.store.client, self.script, calls)
+                self._count(replies, report)
+                if streams and strategy != "replace":
+                    written = {
+                        r[1] for r, reply in zip(puts, replies, strict=True) if reply == 1
+                    }
+        if streams:
+            await self._streams(streams, strategy, written, report)
+
+    async def _streams(
+        self, streams: list[Record], strategy: str, written: set[str], report: RestoreReport
+    ) -> None:
+        todo = streams if strategy == "replace" else [r for r in streams if r[1] in written]
+        report.events_skipped += len(streams) - len(todo)
+        if not todo:
             return
-        if strategy == "interactive":
-            await self._interactive(puts, report, decide)
-            return
-        calls = [self._call(strategy, r) for r in puts]
-        self._count(await run_script_batch(self.store.client, self.script, calls), report)
+        calls = [self._events_call(r) for r in todo]
+        for reply in await run_script_batch(self.store.client, self.events_script, calls):
+            if reply == -1:
+                report.events_skipped += 1
+            else:
+                report.events += 1
 
     @staticmethod
     def _count(replies: list[Any], report: RestoreReport) -> None:
@@ -149,7 +196,8 @@ class Restorer:
 
     async def _interactive(
         self, puts: list[Record], report: RestoreReport, decide: Decide | None
-    ) -> None:
+    ) -> set[str]:
+        """Ask per conflict; the ids of the sessions written."""
         if decide is None:
             raise ValidationError(
                 "strategy 'interactive' needs a decide(stored, incoming) callback"
@@ -159,10 +207,12 @@ class Restorer:
             self.store.client, [("hgetall", (self.keys.session(i),)) for i in idents]
         )
         calls = []
+        asked: list[str] = []
         for ident, record, current in zip(idents, puts, stored, strict=True):
             if not current:
                 # Written only if still absent: a session created meanwhile is not clobbered.
                 calls.append(self._call("skip", record))
+                asked.append(record[1])
                 continue
             key = self.keys.session(ident)
             verdict = decide(
@@ -172,10 +222,14 @@ class Restorer:
                 verdict = await verdict
             if verdict:
                 calls.append(self._call("replace", record))
+                asked.append(record[1])
             else:
                 report.kept += 1
-        if calls:
-            self._count(await run_script_batch(self.store.client, self.script, calls), report)
+        if not calls:
+            return set()
+        replies = await run_script_batch(self.store.client, self.script, calls)
+        self._count(replies, report)
+        return {sid for sid, reply in zip(asked, replies, strict=True) if reply == 1}
 
 
 def ask_on_terminal(stored: Session, incoming: Session) -> bool:
