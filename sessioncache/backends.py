@@ -22,6 +22,7 @@ from redis.asyncio.connection import (
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import HiredisRespSerializer
+from redis.event import AsyncAfterConnectionReleasedEvent
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
@@ -167,6 +168,37 @@ class FastUnixConnection(_FastPath, UnixDomainSocketConnection):
     """Unix-socket connection with the C packer and the cheap send."""
 
 
+class LeanConnectionPool(aioredis.ConnectionPool):
+    """redis.asyncio.ConnectionPool without its per-checkout OpenTelemetry bookkeeping.
+
+    Checkout and return keep redis-py's own steps (the lock, the in-use set, the connect and
+    "no unread data" check, reconnect-if-needed on return, the release event that re-auths
+    streaming credentials); only the connection-count metrics, four awaited calls per command,
+    are left out. tests/test_backends.py pins the pool internals this relies on.
+    """
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._lock:
+            connection = self.get_available_connection()  # type: ignore[no-untyped-call]
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        async with self._lock:
+            self._in_use_connections.remove(connection)
+            if connection.should_reconnect():
+                await connection.disconnect()
+            self._available_connections.append(connection)
+        dispatcher = self._event_dispatcher
+        if dispatcher is not None:
+            event = AsyncAfterConnectionReleasedEvent(connection)  # type: ignore[no-untyped-call]
+            await dispatcher.dispatch_async(event)
+
+
 class LeanRedis(aioredis.Redis):
     """redis.asyncio.Redis with a shorter path per command.
 
@@ -257,13 +289,16 @@ def connect(settings: RedisSettings) -> Any:
             health_check_interval=settings.health_check_interval,
             **common,
         )
-    return LeanRedis.from_url(
+    pool = LeanConnectionPool.from_url(
         settings.url,
         connection_class=_CONNECTION_CLASSES[scheme],
         max_connections=settings.max_connections,
         health_check_interval=settings.health_check_interval,
         **common,
     )
+    client = LeanRedis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # as Redis.from_url: aclose() closes the pool
+    return client
 
 
 def is_cluster(client: Any) -> bool:

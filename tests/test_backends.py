@@ -108,11 +108,16 @@ async def test_lean_client_releases_connections_and_keeps_redis_semantics(redis_
     from redis.exceptions import ResponseError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    from sessioncache.backends import FastConnection, LeanRedis, connect
+    from sessioncache.backends import FastConnection, LeanConnectionPool, LeanRedis, connect
 
     client = connect(RedisSettings(redis_url, max_connections=2, socket_timeout=0.3))
-    assert isinstance(client, LeanRedis)
-    assert client.connection_pool.connection_class is FastConnection
+    assert isinstance(client, LeanRedis) and client.auto_close_connection_pool
+    pool = client.connection_pool
+    assert isinstance(pool, LeanConnectionPool) and pool.connection_class is FastConnection
+    # The redis-py pool internals LeanConnectionPool relies on (pinned: redis-py < 9).
+    for name in ("_lock", "_in_use_connections", "_available_connections", "_event_dispatcher"):
+        assert hasattr(pool, name), name
+    assert callable(pool.get_available_connection) and callable(pool.ensure_connection)
     try:
         await client.set("lean:k", "v")
         # Server errors surface as redis-py's exceptions and release the connection.
