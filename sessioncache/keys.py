@@ -298,9 +298,9 @@ class KeySchema:
         platform, chat, user, *thread = session_id.split(":")
         suffix = f"{platform}:{chat}:{thread[0]}" if thread else f"{platform}:{chat}"
         return (
-            f"{self._prefix}s:{{{user}}}:{suffix}",
-            f"{self._prefix}u:{{{user}}}",
-            self.change_bucket(tag_slot(user) % self.change_buckets),
+            self.session_in_index(user, suffix),
+            self.user_index(user),
+            self.change_bucket(self.change_bucket_index(user)),
             suffix,
         )
 

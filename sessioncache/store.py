@@ -21,7 +21,7 @@ from .errors import (
 )
 from .keys import Identity, KeySchema, make_identity, parse_session_id, user_tag
 from .models import Session, SessionState, session_from_hash
-from .scripts import Script, ScriptRegistry
+from .scripts import ScriptRegistry
 
 STANDALONE_CHANGE_BUCKETS = 256
 """Change-index buckets on a standalone server (a cluster needs one per slot: 16384)."""
@@ -155,9 +155,6 @@ class SessionStore:
         ident = parse_session_id(session_id)
         key, index, _ = self._session_keys(ident)
         return ident, key, index
-
-    async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        return await script.run(self.client, keys, args)
 
     # -- create / read --------------------------------------------------------------------
 
@@ -309,10 +306,10 @@ class SessionStore:
             raise ValidationError(f"one update may touch at most {self.limits.max_fields} fields")
         args = [
             new_op_id(),
-            "" if expected_version is None else _check_version(expected_version),
+            _check_version(expected_version),
             reply_mode,
             self._default_ttl_ms,
-            "" if priority is None else _check_priority(priority),
+            _check_priority(priority),
             self._max_fields,
             str(npairs),
             *pairs,
@@ -424,7 +421,7 @@ class SessionStore:
         keys = list(self._session_keys(ident))
         if self.extras is not None:
             keys += self.extras.delete_extras(ident)
-        return bool(await self._run(self.scripts.delete, keys, [ident.suffix]))
+        return bool(await self.scripts.delete.run(self.client, keys, [ident.suffix]))
 
     # -- listing --------------------------------------------------------------------------
 
@@ -451,8 +448,8 @@ class SessionStore:
             else:
                 gone.append((key, suffix))
         if gone:
-            await self._run(
-                self.scripts.prune_index, [index, *(k for k, _ in gone)], [s for _, s in gone]
+            await self.scripts.prune_index.run(
+                self.client, [index, *(k for k, _ in gone)], [s for _, s in gone]
             )
         return sessions
 
