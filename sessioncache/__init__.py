@@ -3,8 +3,10 @@
 from .codec import Limits
 from .errors import (
     BackendUnavailable,
+    GuardRejected,
     IntegrityError,
     InvalidTransition,
+    LockNotAcquired,
     SessionCacheError,
     SessionExists,
     SessionNotFound,
@@ -12,11 +14,13 @@ from .errors import (
     VersionConflict,
 )
 from .events import Event, EventType
-from .keys import Identity, KeySchema
+from .identity import Identity
+from .keys import KeySchema
 from .metrics import Metrics
 from .models import Platform, Session, SessionState
-from .patterns import LifecyclePrediction, PatternReport
-from .states import GuardRejected, TransitionTable
+from .patterns import PatternReport
+from .prediction import LifecyclePrediction
+from .states import TransitionTable
 from .statistics import StatisticsReport
 from .store import SessionStore
 from .system import (
@@ -48,6 +52,7 @@ __all__ = [
     "KeySchema",
     "LifecyclePrediction",
     "Limits",
+    "LockNotAcquired",
     "Metrics",
     "PatternReport",
     "Platform",

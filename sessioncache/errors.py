@@ -77,3 +77,25 @@ class BackendUnavailable(SessionCacheError, ConnectionError):
 
 class IntegrityError(SessionCacheError):
     """Stored or restored data failed a checksum, signature or structure check."""
+
+
+class GuardRejected(InvalidTransition):
+    """The table allows the move but a guard refused it for this session."""
+
+    def __str__(self) -> str:
+        return (
+            f"session {self.session_id!r}: a guard refused the move from {self.current!r} to "
+            f"{self.target!r}"
+        )
+
+
+class LockNotAcquired(SessionCacheError, TimeoutError):
+    """The lock was still held by someone else when the blocking timeout ran out."""
+
+    def __init__(self, key: str, waited: float) -> None:
+        super().__init__(key, waited)
+        self.key = key
+        self.waited = waited
+
+    def __str__(self) -> str:
+        return f"lock {self.key!r} is held by another owner; gave up after {self.waited:.3f}s"

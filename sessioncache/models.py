@@ -11,7 +11,7 @@ from typing import Any
 
 from .codec import decode_value
 from .errors import IntegrityError
-from .keys import Identity
+from .identity import Identity
 
 _CUSTOM_PLATFORM = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
 UTC = dt.UTC

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidTransition, ValidationError
+from .errors import ValidationError
 from .models import Session, SessionState
 
 _STATE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -169,16 +169,6 @@ Guard = Callable[[Session, str, str], "bool | Awaitable[bool]"]
 """guard(session, from_state, to_state) -> allowed?"""
 Hook = Callable[[Session, str, str], "Awaitable[None] | None"]
 """hook(session_after, from_state, to_state), run after the transition committed."""
-
-
-class GuardRejected(InvalidTransition):
-    """The table allows the move but a guard refused it for this session."""
-
-    def __str__(self) -> str:
-        return (
-            f"session {self.session_id!r}: a guard refused the move from {self.current!r} to "
-            f"{self.target!r}"
-        )
 
 
 class StateHooks:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from base64 import urlsafe_b64encode
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
@@ -19,12 +19,10 @@ from .errors import (
     ValidationError,
     VersionConflict,
 )
-from .keys import Identity, KeySchema, make_identity, parse_session_id, user_tag
+from .identity import Identity, make_identity, parse_session_id, user_tag
+from .keys import KeySchema
 from .models import Session, SessionState, session_from_hash
 from .scripts import ScriptRegistry
-
-STANDALONE_CHANGE_BUCKETS = 256
-"""Change-index buckets on a standalone server (a cluster needs one per slot: 16384)."""
 
 DEFAULT_TTL = 7 * 24 * 3600.0
 """Seconds a session lives after its last activity unless configured otherwise."""
@@ -49,7 +47,8 @@ def _ttl_ms(ttl: float | None, what: str = "ttl") -> int:
     return max(1, round(ttl * 1000))
 
 
-def _check_version(expected_version: int | None) -> str:
+def check_version(expected_version: int | None) -> str:
+    """An expected_version as a script argument (empty: unconditional); ValidationError if bad."""
     if expected_version is None:
         return ""
     if isinstance(expected_version, bool) or not isinstance(expected_version, int):
@@ -66,13 +65,17 @@ def _check_priority(priority: int | None) -> str:
 
 
 class StoreExtras(Protocol):
-    """Extra KEYS/ARGV a feature adds to create.lua and delete.lua (see their headers)."""
+    """Extra KEYS/ARGV a feature adds to create.lua and delete.lua (see their headers).
 
-    def create_extras(self, ident: Identity) -> tuple[list[str], list[Any]]:
-        """KEYS appended after create.lua's two, and ARGV appended after its field pairs."""
+    Given to the store's constructor (``extras=``), so every create and delete of that store
+    writes the feature's keys too; the state tracker's are ``TrackerConfig.store_extras()``.
+    """
 
-    def delete_extras(self, ident: Identity) -> list[str]:
-        """KEYS appended after delete.lua's two."""
+    def create_extras(self, keys: KeySchema, ident: Identity) -> tuple[list[str], list[Any]]:
+        """KEYS appended after create.lua's own, and ARGV appended after its field pairs."""
+
+    def delete_extras(self, keys: KeySchema, ident: Identity) -> list[str]:
+        """KEYS appended after delete.lua's own."""
 
 
 class SessionStore:
@@ -86,19 +89,20 @@ class SessionStore:
         default_ttl: float = DEFAULT_TTL,
         limits: Limits = DEFAULT_LIMITS,
         owns_client: bool = True,
+        extras: Sequence[StoreExtras] = (),
     ) -> None:
         self.client = client
-        self.keys = KeySchema(namespace)
-        if not is_cluster(client):
-            # No slots to share on one server: fewer change buckets keep backups cheap.
-            self.keys.change_buckets = STANDALONE_CHANGE_BUCKETS
+        self.keys = KeySchema(namespace, cluster=is_cluster(client))
         self.limits = limits
         self.default_ttl = default_ttl
-        self._default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))
+        self.default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))
+        """The default TTL as the scripts take it (milliseconds, as text)."""
         self._max_fields = str(limits.max_fields)
         self.scripts = ScriptRegistry()
         self._owns_client = owns_client
-        self.extras: StoreExtras | None = None
+        if len(extras) > 1:
+            raise ValidationError("create.lua and delete.lua take one feature's extra keys")
+        self.extras: tuple[StoreExtras, ...] = tuple(extras)
         self._keys_cache: dict[Identity, tuple[str, str, str]] = {}
 
     @classmethod
@@ -109,11 +113,21 @@ class SessionStore:
         namespace: str = "sc",
         default_ttl: float = DEFAULT_TTL,
         limits: Limits = DEFAULT_LIMITS,
+        extras: Sequence[StoreExtras] = (),
         **options: Any,
     ) -> SessionStore:
-        """Connect by URL, check the server answers, and load every script."""
+        """Connect by URL, check the server answers, and load every script.
+
+        ``extras``: features whose keys every create and delete also writes (StoreExtras).
+        """
         settings = RedisSettings.from_options(url, **options)
-        store = cls(connect(settings), namespace=namespace, default_ttl=default_ttl, limits=limits)
+        store = cls(
+            connect(settings),
+            namespace=namespace,
+            default_ttl=default_ttl,
+            limits=limits,
+            extras=extras,
+        )
         try:
             await store.client.ping()
             await store.scripts.load(store.client)
@@ -183,15 +197,15 @@ class SessionStore:
             new_op_id(),
             mode,
             str(_ttl_ms(ttl)),
-            self._default_ttl_ms,
+            self.default_ttl_ms,
             ident.suffix,
             state_name,
             _check_priority(priority) or "0",
             str(len(pairs) // 2),
             *pairs,
         ]
-        if self.extras is not None:
-            more_keys, more_args = self.extras.create_extras(ident)
+        for extra in self.extras:
+            more_keys, more_args = extra.create_extras(self.keys, ident)
             keys += more_keys
             args += more_args
         return keys, args
@@ -306,9 +320,9 @@ class SessionStore:
             raise ValidationError(f"one update may touch at most {self.limits.max_fields} fields")
         args = [
             new_op_id(),
-            _check_version(expected_version),
+            check_version(expected_version),
             reply_mode,
-            self._default_ttl_ms,
+            self.default_ttl_ms,
             _check_priority(priority),
             self._max_fields,
             str(npairs),
@@ -409,7 +423,7 @@ class SessionStore:
         ):
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
         new_ttl = "" if ttl is None else str(_ttl_ms(ttl))
-        args = [new_op_id(), self._default_ttl_ms, str(messages), new_ttl]
+        args = [new_op_id(), self.default_ttl_ms, str(messages), new_ttl]
         reply = await self.scripts.touch.run(self.client, self._session_keys(ident), args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
@@ -419,8 +433,8 @@ class SessionStore:
         """Remove a session; True if it existed."""
         ident = parse_session_id(session_id)
         keys = list(self._session_keys(ident))
-        if self.extras is not None:
-            keys += self.extras.delete_extras(ident)
+        for extra in self.extras:
+            keys += extra.delete_extras(self.keys, ident)
         return bool(await self.scripts.delete.run(self.client, keys, [ident.suffix]))
 
     # -- listing --------------------------------------------------------------------------

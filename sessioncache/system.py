@@ -14,10 +14,11 @@ from .codec import DEFAULT_LIMITS, Limits
 from .errors import SessionCacheError, ValidationError
 from .events import Event, EventType
 from .models import Platform, Session, SessionState
-from .patterns import LifecyclePrediction, PatternReport
+from .patterns import PatternReport
 from .persistence import BackupInfo, Persistence, RestoreReport, VerifyReport
 from .persistence.restore import Decide
 from .persistence.scheduler import BackupScheduler
+from .prediction import LifecyclePrediction
 from .statistics import StatisticsReport
 from .store import DEFAULT_TTL, SessionStore
 from .tracker import StateTracker, TrackerConfig
@@ -55,6 +56,10 @@ class SessionSystemConfig:
     snapshot_keep_last: int | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tracker, TrackerConfig):
+            raise ValidationError(
+                f"tracker options must be a TrackerConfig, not {type(self.tracker).__name__}"
+            )
         if not isinstance(self.enable_all_features, bool):
             raise ValidationError(
                 f"enable_all_features must be a bool, got {self.enable_all_features!r}"
@@ -150,6 +155,7 @@ class SessionSystem:
             namespace=config.namespace,
             default_ttl=config.default_ttl,
             limits=config.limits,
+            extras=[config.tracker.store_extras()],
             **connection,
         )
         try:

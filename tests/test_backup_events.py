@@ -26,8 +26,9 @@ from sessioncache.persistence.backup import (
 from sessioncache.persistence.formats import Codec, _json_record, kind_counts
 from sessioncache.persistence.manager import _events_record
 from sessioncache.store import SessionStore
-from sessioncache.tracker import StateTracker
+from sessioncache.tracker import StateTracker, TrackerConfig
 
+from .conftest import drop_namespace, unique_namespace
 from .persistence_helpers import all_keys, cluster_persistence_for, digest, streams
 from .tracker_helpers import new_tracker
 
@@ -37,6 +38,20 @@ KEY = "events-backup-key-0123456789"
 @pytest.fixture(params=["redis", "memory"])
 def backend_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+async def store(backend_url: str) -> AsyncIterator[SessionStore]:
+    """The conftest store, its creates and deletes also writing the tracker's keys."""
+    s = await SessionStore.connect(
+        backend_url,
+        namespace=unique_namespace(),
+        socket_timeout=5.0,
+        extras=[TrackerConfig().store_extras()],
+    )
+    yield s
+    await drop_namespace(s.client, s.keys.namespace)
+    await s.close()
 
 
 @pytest.fixture

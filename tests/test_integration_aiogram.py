@@ -14,13 +14,13 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.fsm.storage.base import BaseStorage, StorageKey
 from redis.asyncio.cluster import key_slot
 
-from sessioncache.errors import ValidationError
+from sessioncache.errors import LockNotAcquired, ValidationError
 from sessioncache.integrations.aiogram import (
     SessionCacheStorage,
     SessionLockIsolation,
     fsm_identity,
 )
-from sessioncache.locks import LockNotAcquired, RedisLock
+from sessioncache.locks import RedisLock
 from sessioncache.scripts import all_scripts
 
 from .conftest import drop_namespace, unique_namespace

@@ -396,7 +396,7 @@ async def test_restore_does_not_fill_the_hot_path_caches(
 ) -> None:
     """Validating every record of a backup must not push 100k ids through the session-id
     cache of the hot path: memory would grow with the backup, not the batch."""
-    from sessioncache.keys import _parse_session_id
+    from sessioncache.identity import _parse_session_id
 
     for i in range(30):
         await store.create("web", f"cache{i}", f"u{i}", data={"i": i})

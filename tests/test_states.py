@@ -22,6 +22,7 @@ from .tracker_helpers import new_tracker, snapshot
 
 async def test_lifecycle_path_versions_and_events(store: SessionStore) -> None:
     tracker = await new_tracker(store)
+    store = tracker.store
     s = await store.create("telegram", 1, "u1")
     path = ["active", "waiting_input", "active", "idle", "closed"]
     for i, state in enumerate(path, start=2):
@@ -42,6 +43,7 @@ async def test_illegal_move_names_current_and_allowed_and_writes_nothing(
     store: SessionStore,
 ) -> None:
     tracker = await new_tracker(store)
+    store = tracker.store
     s = await store.create("telegram", 1, "u1")
     before = await snapshot(tracker, s.session_id)
     with pytest.raises(InvalidTransition) as info:
@@ -54,6 +56,7 @@ async def test_illegal_move_names_current_and_allowed_and_writes_nothing(
 
 async def test_bad_input_raises_and_writes_nothing(store: SessionStore) -> None:
     tracker = await new_tracker(store)
+    store = tracker.store
     s = await store.create("telegram", 1, "u1")
     before = await snapshot(tracker, s.session_id)
     with pytest.raises(ValidationError, match="unknown state 'flying'"):
@@ -78,6 +81,7 @@ async def test_bad_input_raises_and_writes_nothing(store: SessionStore) -> None:
 
 async def test_expected_version_applies_when_it_matches(store: SessionStore) -> None:
     tracker = await new_tracker(store)
+    store = tracker.store
     s = await store.create("web", "c", "u")
     s = await tracker.transition(s.session_id, "active", expected_version=1)
     assert s.version == 2
@@ -88,8 +92,9 @@ async def test_expected_version_applies_when_it_matches(store: SessionStore) -> 
 
 async def test_retried_transition_applies_once(store: SessionStore) -> None:
     tracker = await new_tracker(store)
+    store = tracker.store
     s = await store.create("web", "c", "u")
-    _, keys, _ = tracker._locate(s.session_id)
+    _, keys, _ = tracker.events.locate(s.session_id)
     table = tracker.table
     args = ["op123", "active", "", "", table.script_arg("web", "active", 1000, 60000)]
     script = store.scripts["transition"]
@@ -105,6 +110,7 @@ async def test_retried_transition_applies_once(store: SessionStore) -> None:
 async def test_platform_override(store: SessionStore) -> None:
     table = TransitionTable(platforms={"discord": {"new": ["closed"]}})
     tracker = await new_tracker(store, table=table)
+    store = tracker.store
     d = await store.create("discord", 1, "u")
     t = await store.create("telegram", 1, "u")
     with pytest.raises(InvalidTransition) as info:
@@ -116,8 +122,10 @@ async def test_platform_override(store: SessionStore) -> None:
 
 async def test_table_is_shared_and_versioned(store: SessionStore) -> None:
     first = await new_tracker(store)
+    store = first.store
     assert first.table.version == 1
-    second = StateTracker(store, TrackerConfig(table=TransitionTable(allowed={"new": ["closed"]})))
+    strict_rules = TrackerConfig(table=TransitionTable(allowed={"new": ["closed"]}))
+    second = StateTracker(first.store, strict_rules)
     # The fleet's stored table wins over a process's configured default.
     assert (await second.start()).version == 1 and second.table.same_rules(first.table)
     strict = await second.publish_table(TransitionTable(allowed={"new": ["closed"]}))
@@ -135,6 +143,7 @@ async def test_table_is_shared_and_versioned(store: SessionStore) -> None:
 
 async def test_guards_and_hooks(store: SessionStore) -> None:
     tracker = await new_tracker(store)
+    store = tracker.store
     seen: list[tuple[str, str, str, int]] = []
 
     def allow_if_paid(session: Session, source: str, target: str) -> bool:
@@ -210,6 +219,7 @@ def test_table_validation() -> None:
 
 async def test_guard_retries_when_another_writer_gets_in_between(store: SessionStore) -> None:
     tracker = await new_tracker(store)
+    store = tracker.store
     s = await store.create("web", 1, "u")
     calls: list[int] = []
 

@@ -19,6 +19,7 @@ from .tracker_helpers import new_tracker
 
 async def test_report_counts_states_platforms_events(store: SessionStore) -> None:
     tracker = await new_tracker(store)
+    store = tracker.store
     a = await store.create("telegram", 1, "alice")
     b = await store.create("telegram", 2, "bob")
     c = await store.create("discord", 3, "carol")

@@ -192,11 +192,11 @@ async def test_a_retried_script_applies_once(store: SessionStore) -> None:
     """The same op id sent twice (a client retry after a lost reply) is applied once."""
     s = await store.create("telegram", "c", "u")
     key, index = s.session_key, store.keys.user_index(s.session_id.split(":")[2])
-    touch_args = ["opid1", store._default_ttl_ms, "1", ""]
+    touch_args = ["opid1", store.default_ttl_ms, "1", ""]
     first = await store.scripts.touch(store.client, [key, index], touch_args)
     again = await store.scripts.touch(store.client, [key, index], touch_args)
     assert (first[0], again[0]) == (1, 2) and first[2] == again[2] == 1
-    upd = ["opid2", "1", "version", store._default_ttl_ms, "", "100", "1", "kk", "v"]
+    upd = ["opid2", "1", "version", store.default_ttl_ms, "", "100", "1", "kk", "v"]
     first = await store.scripts.update(store.client, [key, index], upd)
     again = await store.scripts.update(store.client, [key, index], upd)
     assert (first, again) == ([1, 2], [2, 2])  # not a false VersionConflict either

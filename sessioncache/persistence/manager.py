@@ -19,7 +19,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from ..errors import BackendUnavailable, IntegrityError, SessionNotFound, ValidationError
-from ..keys import parse_session_id
+from ..identity import parse_session_id
 from ..lease import Lease
 from ..store import SessionStore
 from .backup import (
