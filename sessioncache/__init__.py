@@ -3,13 +3,17 @@
 from .codec import Limits
 from .errors import (
     BackendUnavailable,
+    ChangeIndexUnarmed,
     GuardRejected,
     IntegrityError,
     InvalidTransition,
+    LeaseBusy,
     LockNotAcquired,
+    ScriptError,
     SessionCacheError,
     SessionExists,
     SessionNotFound,
+    TableConflict,
     ValidationError,
     VersionConflict,
 )
@@ -43,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable",
+    "ChangeIndexUnarmed",
     "Event",
     "EventType",
     "GuardRejected",
@@ -50,12 +55,14 @@ __all__ = [
     "IntegrityError",
     "InvalidTransition",
     "KeySchema",
+    "LeaseBusy",
     "LifecyclePrediction",
     "Limits",
     "LockNotAcquired",
     "Metrics",
     "PatternReport",
     "Platform",
+    "ScriptError",
     "Session",
     "SessionCacheError",
     "SessionExists",
@@ -66,6 +73,7 @@ __all__ = [
     "SessionSystemConfig",
     "StateTracker",
     "StatisticsReport",
+    "TableConflict",
     "TrackerConfig",
     "TransitionTable",
     "ValidationError",

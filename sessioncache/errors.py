@@ -72,7 +72,37 @@ class InvalidTransition(SessionCacheError):
 
 
 class BackendUnavailable(SessionCacheError, ConnectionError):
-    """Redis could not be reached or answered with an error we cannot act on."""
+    """Redis could not be reached, or refused the command in its current state (out of memory,
+    read-only replica, loading, busy, cluster down): retrying later may succeed."""
+
+
+class ScriptError(SessionCacheError):
+    """A Lua script raised an error: a bug in sessioncache (or a key changed by something
+    else), not an outage. Retrying will not help; please report it with the message."""
+
+    def __init__(self, script: str, message: str) -> None:
+        super().__init__(script, message)
+        self.script = script
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"script {self.script} failed: {self.message}"
+
+
+class TableConflict(SessionCacheError):
+    """publish_table() lost the compare-and-set on the fleet's transition table every time:
+    other processes kept publishing new versions."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(expected, actual)
+        self.expected = expected
+        self.actual = actual
+
+    def __str__(self) -> str:
+        return (
+            f"the fleet's transition table moved to version {self.actual} while this process "
+            f"published on version {self.expected}; load_table() and publish again"
+        )
 
 
 class IntegrityError(SessionCacheError):
@@ -99,3 +129,27 @@ class LockNotAcquired(SessionCacheError, TimeoutError):
 
     def __str__(self) -> str:
         return f"lock {self.key!r} is held by another owner; gave up after {self.waited:.3f}s"
+
+
+class LeaseBusy(LockNotAcquired):
+    """A fleet lease (e.g. the backup lease) is held by another process: the work it guards is
+    running elsewhere; retry later."""
+
+    def __str__(self) -> str:
+        return (
+            f"lease {self.key!r} is held by another process (its work is running there); "
+            f"gave up after {self.waited:.3f}s; retry later"
+        )
+
+
+class ChangeIndexUnarmed(SessionCacheError):
+    """A change-index bucket lost its '#' counter (eviction, FLUSHDB, a replace restore):
+    changes there went unrecorded, so an incremental backup would be inexact (persistence
+    turns it into an IntegrityError that asks for a full backup)."""
+
+    def __init__(self, slot: int) -> None:
+        super().__init__(slot)
+        self.slot = slot
+
+    def __str__(self) -> str:
+        return f"change-index bucket {self.slot} lost its counter; a full backup is needed"

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from .codec import decode_value
+from .codec import VALUE_TAG, decode_value
 from .errors import IntegrityError
 from .identity import Identity
 
@@ -87,7 +87,6 @@ _CORE_FIELDS = (
     "message_count",
     "priority",
 )
-_TAG = b"\xc1"  # see codec.py: a value starting with it is msgpack, anything else is UTF-8 text
 
 
 class Session:
@@ -186,7 +185,7 @@ class Session:
         metadata: dict[str, Any] = {}
         for raw_name, raw in stored.items():
             name = raw_name.decode()
-            value = decode_value(raw) if raw[:1] == _TAG else raw.decode()
+            value = decode_value(raw) if raw[:1] == VALUE_TAG else raw.decode()
             if name[0] == "~":
                 data[name[1:]] = value
             elif name[0] == "@":

@@ -14,6 +14,7 @@ from .errors import (
     GuardRejected,
     InvalidTransition,
     SessionNotFound,
+    TableConflict,
     ValidationError,
     VersionConflict,
 )
@@ -66,7 +67,10 @@ class Transitions:
         return self.table
 
     async def publish_table(self, table: TransitionTable) -> TransitionTable:
-        """Store a table as the fleet's next version (compare-and-set on the version read)."""
+        """Store a table as the fleet's next version (compare-and-set on the version read).
+
+        TableConflict if other processes kept publishing through five attempts.
+        """
         for _ in range(5):
             current = await self.load_table()
             base = current.version if current else 0
@@ -82,7 +86,7 @@ class Transitions:
                 self.table = new
                 self._table_read = time.monotonic()
                 return new
-        raise VersionConflict(self.store.keys.transitions(), base, int(reply[1]))
+        raise TableConflict(base, int(reply[1]))
 
     async def current_table(self) -> TransitionTable:
         """This process's table, re-read from the fleet when older than ``refresh`` seconds."""

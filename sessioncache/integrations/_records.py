@@ -9,12 +9,11 @@ from typing import Any
 import msgpack
 
 from ..backends import RedisSettings, connect
-from ..codec import Limits, data_field, encode_value
+from ..codec import VALUE_TAG, Limits, data_field, encode_value
 from ..errors import IntegrityError, ValidationError
 from ..scripts import Script, all_scripts
 from ..store import new_op_id
 
-_TAG = b"\xc1"
 _unpackb = msgpack.unpackb
 OPS_FIELD = b"o"
 """Field holding the op ids of a record's last four writes (a one-character name: never data)."""
@@ -66,7 +65,7 @@ def decode_str_record(flat: Any) -> dict[str, Any]:
             name = raw_name.decode("utf-8")
             if name[0] == "~":
                 name = name[1:]
-            if raw_value[:1] == _TAG:
+            if raw_value[:1] == VALUE_TAG:
                 out[name] = _unpackb(
                     raw_value[1:], raw=False, timestamp=3, strict_map_key=True
                 )

@@ -30,15 +30,21 @@ from telegram.ext import (
 )
 from telegram.ext._utils.trackingdict import TrackingDict
 
-from ..codec import DEFAULT_LIMITS, Limits, data_field, decode_value, encode_value
+from ..codec import (
+    DEFAULT_LIMITS,
+    VALUE_TAG,
+    Limits,
+    data_field,
+    decode_value,
+    encode_value,
+)
 from ..errors import BackendUnavailable, IntegrityError, ValidationError
 from ..keys import KeySchema
 from ._records import RecordWriter, client_from_url, pairs_of, ttl_ms
 
 __all__ = ["SessionCachePersistence"]
 
-_TAG = b"\xc1"
-_UNSTORABLE = _TAG + _TAG  # never an encoded value: msgpack never emits 0xC1
+_UNSTORABLE = VALUE_TAG + VALUE_TAG  # never an encoded value: msgpack never emits 0xC1
 _FIRST_GROUP = -(2**31)
 _LAST_GROUP = 2**31 - 1
 
@@ -57,13 +63,13 @@ def encode_key(key: Any, limits: Limits) -> bytes:
     if isinstance(key, str):
         return data_field(key, limits).encode("utf-8")
     raw = encode_value(key, limits, "key")
-    if raw[:1] != _TAG:  # pragma: no cover - encode_value tags every non-str value
+    if raw[:1] != VALUE_TAG:  # pragma: no cover - encode_value tags every non-str value
         raise ValidationError(f"cannot use {key!r} as a key")
     return raw
 
 
 def decode_key(raw: bytes) -> Any:
-    if raw[:1] == _TAG:
+    if raw[:1] == VALUE_TAG:
         return _freeze(decode_value(raw))
     text = raw.decode("utf-8")
     return text[1:] if text[0] == "~" else text

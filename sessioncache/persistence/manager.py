@@ -18,7 +18,14 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from ..errors import BackendUnavailable, IntegrityError, SessionNotFound, ValidationError
+from ..errors import (
+    BackendUnavailable,
+    ChangeIndexUnarmed,
+    IntegrityError,
+    LeaseBusy,
+    SessionNotFound,
+    ValidationError,
+)
 from ..identity import parse_session_id
 from ..lease import Lease
 from ..store import SessionStore
@@ -30,7 +37,7 @@ from .backup import (
     BackupWriter,
     utc_now,
 )
-from .changes import ChangeIndex, Unarmed, pipelined
+from .changes import ChangeIndex, pipelined
 from .formats import Codec, Record, check_format, kind_counts
 from .integrity import check_key
 from .migrations import SCHEMA_VERSION, Migrations
@@ -267,9 +274,7 @@ class Persistence:
         deadline = time.monotonic() + self.lease_wait
         while not await lease.acquire():
             if time.monotonic() >= deadline:
-                raise BackendUnavailable(
-                    "another process holds the backup lease (a backup is running); retry later"
-                )
+                raise LeaseBusy(lease.key, self.lease_wait)
             await asyncio.sleep(0.05)
         return lease
 
@@ -372,7 +377,7 @@ class Persistence:
                     while len(pending) >= self.batch_size:
                         await flush(pending[: self.batch_size])
                         pending = pending[self.batch_size :]
-            except Unarmed as exc:
+            except ChangeIndexUnarmed as exc:
                 raise IntegrityError(
                     f"change bucket {exc.slot} lost its counter (evicted or deleted): "
                     "changes may be missing, so the chain cannot continue; take a full backup"
