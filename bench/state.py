@@ -63,11 +63,11 @@ async def _run(store: SessionStore, client: aioredis.Redis, args: argparse.Names
     await tracker.start()
     ids = []
     for i in range(args.sessions):
-        s = await store.create("web", f"c{i}", f"u{i}", state="active")
+        s = await store.create(f"c{i}", f"u{i}", "web", state="active")
         ids.append(s.session_id)
     raw_ids = []
     for i in range(args.sessions):
-        s = await store.create("web", f"r{i}", f"u{i}", state="active")
+        s = await store.create(f"r{i}", f"u{i}", "web", state="active")
         raw_ids.append(s.session_id)
     state = dict.fromkeys(ids, "active")
     raw_state = dict.fromkeys(raw_ids, "active")

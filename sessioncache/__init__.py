@@ -2,6 +2,7 @@
 
 from .codec import Limits
 from .errors import (
+    AlreadyInitialized,
     BackendUnavailable,
     ChangeIndexUnarmed,
     GuardRejected,
@@ -46,6 +47,7 @@ from .tracker import StateTracker, TrackerConfig
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyInitialized",
     "BackendUnavailable",
     "ChangeIndexUnarmed",
     "Event",

@@ -137,9 +137,11 @@ class Event:
 
     @property
     def ms(self) -> int:
+        """The event's time in epoch milliseconds (from its stream id)."""
         return _ms_of_id(self.event_id)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the time as ISO 8601 text."""
         out = {name: getattr(self, name) for name in self.__dataclass_fields__}
         out["at"] = self.at.isoformat()
         return out

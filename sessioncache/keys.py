@@ -56,9 +56,11 @@ class KeySchema:
         self.change_buckets = SLOTS if cluster else STANDALONE_CHANGE_BUCKETS
 
     def session(self, ident: Identity) -> str:
+        """The session's hash."""
         return f"{self._prefix}s:{{{ident.user_tag}}}:{ident.suffix}"
 
     def user_index(self, user_tag: str) -> str:
+        """The index of a user's sessions (hash: suffix -> 1)."""
         return f"{self._prefix}u:{{{user_tag}}}"
 
     def session_in_index(self, user_tag: str, suffix: str) -> str:
@@ -95,6 +97,7 @@ class KeySchema:
         return tag_slot(user_tag) % self.change_buckets
 
     def change_bucket_of(self, ident: Identity) -> str:
+        """The change-index bucket that records a session's changes."""
         return self.change_bucket(self.change_bucket_index(ident.user_tag))
 
     def restore_keys(self, session_id: str) -> tuple[str, str, str, str]:
@@ -120,6 +123,7 @@ class KeySchema:
         return f"{self._prefix}ev:{{{key[len(head) :]}"
 
     def change_bucket_pattern(self) -> str:
+        """SCAN pattern matching every change-index bucket."""
         return f"{self._prefix}c:*"
 
     def backup_head(self) -> str:

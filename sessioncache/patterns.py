@@ -35,13 +35,16 @@ class ActivityProfile:
 
     @property
     def peak_hour(self) -> int:
+        """The UTC hour with the most inbound events."""
         return max(range(24), key=lambda h: self.hourly[h])
 
     @property
     def peak_hour_share(self) -> float:
+        """The share of inbound events in the peak hour."""
         return self.hourly[self.peak_hour] / self.events if self.events else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the peak hour and its share."""
         peak = {"peak_hour": self.peak_hour, "peak_hour_share": self.peak_hour_share}
         return {**asdict(self), **peak}
 
@@ -70,6 +73,8 @@ class BurstStats:
 
 @dataclass(frozen=True, slots=True)
 class ChurnedUser:
+    """A user whose last inbound event is older than the churn threshold."""
+
     user_id: str
     last_seen: dt.datetime
     inactive_s: float
@@ -88,6 +93,7 @@ class PatternReport:
     churned: list[ChurnedUser]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: datetimes as ISO 8601 text."""
         return {
             "sessions": self.sessions,
             "events": self.events,

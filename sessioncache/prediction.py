@@ -47,6 +47,7 @@ class GapModel:
 
     @classmethod
     def from_samples(cls, gaps: Iterable[float], basis: str) -> GapModel:
+        """From observed gaps, each weighing one."""
         ordered = tuple(sorted(gaps))
         return cls(ordered, (1.0,) * len(ordered), basis)
 
@@ -58,9 +59,11 @@ class GapModel:
 
     @property
     def size(self) -> float:
+        """Total weight (the number of samples behind the model)."""
         return sum(self.weights)
 
     def tail(self, beyond: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The values above ``beyond`` and their weights."""
         start = bisect.bisect_right(self.values, beyond)
         return self.values[start:], self.weights[start:]
 
@@ -99,6 +102,7 @@ class LifecyclePrediction:
     samples: int
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the expected time as ISO 8601 text."""
         out = asdict(self)
         if self.expected_next_activity is not None:
             out["expected_next_activity"] = self.expected_next_activity.isoformat()

@@ -107,9 +107,11 @@ class TransitionTable:
         return self.allowed.get(state, frozenset())
 
     def allows(self, platform: str, source: str, target: str) -> bool:
+        """Whether the table lets a session of ``platform`` move from source to target."""
         return target in self.targets(platform, source)
 
     def encoded_terminal(self) -> bytes:
+        """The terminal states as transition.lua takes them."""
         return self._encoded_terminal  # type: ignore[attr-defined,no-any-return]
 
     def sources(self, platform: str, target: str) -> frozenset[str]:
@@ -132,6 +134,7 @@ class TransitionTable:
         return arg
 
     def to_json(self) -> str:
+        """The table as stored in Redis (JSON text)."""
         return json.dumps(
             {
                 "version": self.version,
@@ -147,6 +150,7 @@ class TransitionTable:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> TransitionTable:
+        """Parse a stored table; ValidationError if it is malformed."""
         try:
             raw = json.loads(text)
             return cls(
@@ -159,9 +163,11 @@ class TransitionTable:
             raise ValidationError(f"stored transition table is malformed: {exc}") from exc
 
     def with_version(self, version: int) -> TransitionTable:
+        """The same rules under another version number."""
         return TransitionTable(self.allowed, self.platforms, self.terminal, version)
 
     def same_rules(self, other: TransitionTable) -> bool:
+        """Whether both tables allow exactly the same moves (versions aside)."""
         return self.with_version(0).to_json() == other.with_version(0).to_json()
 
 
@@ -188,9 +194,11 @@ class StateHooks:
         self._guarded.add(target)
 
     def on_enter(self, state: str, hook: Hook) -> None:
+        """Run ``hook`` after a session enters ``state``."""
         self._enter.setdefault(check_state(state), []).append(hook)
 
     def on_exit(self, state: str, hook: Hook) -> None:
+        """Run ``hook`` after a session leaves ``state``."""
         self._exit.setdefault(check_state(state), []).append(hook)
 
     @property
@@ -199,9 +207,11 @@ class StateHooks:
         return bool(self._enter or self._exit)
 
     def has_guards(self, to_state: str) -> bool:
+        """Whether any guard watches moves into ``to_state``."""
         return to_state in self._guarded
 
     async def check(self, session: Session, source: str, target: str) -> bool:
+        """Whether every guard of this move allows it for this session."""
         for key in ((source, target), ("*", target)):
             for guard in self._guards.get(key, ()):
                 verdict = guard(session, source, target)
@@ -212,4 +222,5 @@ class StateHooks:
         return True
 
     def hooks_for(self, source: str, target: str) -> list[Hook]:
+        """The hooks to run after a move from source to target."""
         return [*self._exit.get(source, ()), *self._enter.get(target, ())]

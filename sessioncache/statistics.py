@@ -26,6 +26,7 @@ def bucket_value(bucket: int) -> float:
 
 
 def bucket_range(bucket: int) -> tuple[float, float]:
+    """The [low, high) values of a histogram bucket."""
     return 2 ** (bucket / _PER_OCTAVE) - 1.0, 2 ** ((bucket + 1) / _PER_OCTAVE) - 1.0
 
 

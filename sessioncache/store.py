@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
+from .aliases import RedisClient
 from .backends import RedisSettings, connect, is_cluster
 from .codec import DEFAULT_LIMITS, Limits, data_field, decode_value, encode_mapping, metadata_field
 from .errors import (
@@ -21,7 +22,7 @@ from .errors import (
 )
 from .identity import Identity, make_identity, parse_session_id, user_tag
 from .keys import KeySchema
-from .models import Session, SessionState, session_from_hash
+from .models import Platform, Session, SessionState, session_from_hash
 from .scripts import ScriptRegistry
 
 DEFAULT_TTL = 7 * 24 * 3600.0
@@ -79,11 +80,17 @@ class StoreExtras(Protocol):
 
 
 class SessionStore:
-    """Shared session storage over one Redis (standalone, cluster or in-memory)."""
+    """Shared session storage over one Redis (standalone, cluster or in-memory).
+
+    Identity arguments come first, in one order on every surface (this class, SessionSystem
+    and the module-level functions): chat_id, user_id, platform, thread_id. Not-found
+    contract: get() raises SessionNotFound, find() and find_by_id() return None; every write
+    (update, set_field(s), delete_field, touch) raises SessionNotFound; delete() returns False.
+    """
 
     def __init__(
         self,
-        client: Any,
+        client: RedisClient,
         *,
         namespace: str = "sc",
         default_ttl: float = DEFAULT_TTL,
@@ -91,7 +98,9 @@ class SessionStore:
         owns_client: bool = True,
         extras: Sequence[StoreExtras] = (),
     ) -> None:
-        self.client = client
+        # Any, not RedisClient: redis-py types replies as bytes | str (decode_responses is a
+        # runtime option); our clients always run with decode_responses=False, so replies are bytes.
+        self.client: Any = client
         self.keys = KeySchema(namespace, cluster=is_cluster(client))
         self.limits = limits
         self.default_ttl = default_ttl
@@ -138,9 +147,11 @@ class SessionStore:
 
     @property
     def is_cluster(self) -> bool:
+        """Whether the client talks to a Redis Cluster."""
         return is_cluster(self.client)
 
     async def close(self) -> None:
+        """Close the client's connections, if this store created the client."""
         if self._owns_client:
             await self.client.aclose()
 
@@ -148,8 +159,12 @@ class SessionStore:
 
     @staticmethod
     def identity(
-        platform: object, chat_id: object, user_id: object, thread_id: object = None
+        chat_id: object,
+        user_id: object,
+        platform: object = Platform.WEB,
+        thread_id: object = None,
     ) -> Identity:
+        """The validated identity of a session (same argument order as create)."""
         return make_identity(platform, chat_id, user_id, thread_id)
 
     def _session_keys(self, ident: Identity) -> tuple[str, str, str]:
@@ -212,9 +227,9 @@ class SessionStore:
 
     async def create(
         self,
-        platform: object,
         chat_id: object,
         user_id: object,
+        platform: object = Platform.WEB,
         thread_id: object = None,
         *,
         data: Mapping[str, Any] | None = None,
@@ -224,7 +239,7 @@ class SessionStore:
         ttl: float | None = None,
     ) -> Session:
         """Create a session; SessionExists if this identity already has one."""
-        ident = self.identity(platform, chat_id, user_id, thread_id)
+        ident = self.identity(chat_id, user_id, platform, thread_id)
         keys, args = self._create_args(ident, "create", data, metadata, state, priority, ttl)
         reply = await self.scripts.create.run(self.client, keys, args)
         if reply[0] == -1:
@@ -233,9 +248,9 @@ class SessionStore:
 
     async def get_or_create(
         self,
-        platform: object,
         chat_id: object,
         user_id: object,
+        platform: object = Platform.WEB,
         thread_id: object = None,
         *,
         data: Mapping[str, Any] | None = None,
@@ -249,7 +264,7 @@ class SessionStore:
         Two processes racing on the same identity end with one session: the key is
         deterministic and the script checks and creates in one atomic step.
         """
-        ident = self.identity(platform, chat_id, user_id, thread_id)
+        ident = self.identity(chat_id, user_id, platform, thread_id)
         keys, args = self._create_args(ident, "get", data, metadata, state, priority, ttl)
         reply = await self.scripts.create.run(self.client, keys, args)
         return session_from_hash(ident, keys[0], reply[1])
@@ -267,10 +282,14 @@ class SessionStore:
         return session_from_hash(ident, key, flat)
 
     async def find(
-        self, platform: object, chat_id: object, user_id: object, thread_id: object = None
+        self,
+        chat_id: object,
+        user_id: object,
+        platform: object = Platform.WEB,
+        thread_id: object = None,
     ) -> Session | None:
         """The session of an identity, or None."""
-        ident = self.identity(platform, chat_id, user_id, thread_id)
+        ident = self.identity(chat_id, user_id, platform, thread_id)
         return await self.find_by_id(ident.session_id)
 
     async def find_by_id(self, session_id: str) -> Session | None:
@@ -281,6 +300,7 @@ class SessionStore:
             return None
 
     async def exists(self, session_id: str) -> bool:
+        """Whether the session exists."""
         _, key, _ = self._located(session_id)
         try:
             return bool(await self.client.exists(key))
@@ -344,9 +364,9 @@ class SessionStore:
     async def update(
         self,
         session_id: str,
-        *,
         data: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        *,
         delete: Iterable[str] = (),
         delete_metadata: Iterable[str] = (),
         priority: int | None = None,
@@ -355,7 +375,8 @@ class SessionStore:
         """Merge data and metadata fields (and delete some) in one atomic step.
 
         With expected_version the update applies only if the stored version still matches,
-        else VersionConflict. Fields not named are left as they are.
+        else VersionConflict. Fields not named are left as they are. SessionNotFound if the
+        session does not exist.
         """
         ident, key, flat = await self._update(
             session_id, "full", data, metadata, delete, delete_metadata, priority, expected_version
@@ -365,7 +386,8 @@ class SessionStore:
     async def set_field(
         self, session_id: str, name: str, value: Any, *, expected_version: int | None = None
     ) -> int:
-        """Write one data field without rewriting the session; returns the new version."""
+        """Write one data field without rewriting the session; returns the new version.
+        SessionNotFound if the session does not exist."""
         _, _, version = await self._update(
             session_id, "version", {name: value}, expected_version=expected_version
         )
@@ -378,19 +400,21 @@ class SessionStore:
         *,
         expected_version: int | None = None,
     ) -> int:
-        """Write several data fields at once; returns the new version."""
+        """Write several data fields at once; returns the new version (SessionNotFound if the
+        session does not exist)."""
         _, _, version = await self._update(
             session_id, "version", fields, expected_version=expected_version
         )
         return int(version)
 
     async def delete_field(self, session_id: str, *names: str) -> int:
-        """Remove data fields; returns the new version."""
+        """Remove data fields; returns the new version (SessionNotFound if no session)."""
         _, _, version = await self._update(session_id, "version", delete=names)
         return int(version)
 
     async def get_field(self, session_id: str, name: str, default: Any = _MISSING) -> Any:
-        """One data field; the default (or KeyError) if the field is absent."""
+        """One data field; the default (or KeyError) if the field is absent; SessionNotFound
+        if the session does not exist."""
         values = await self.get_fields(session_id, [name])
         if name in values:
             return values[name]
@@ -414,7 +438,8 @@ class SessionStore:
     async def touch(
         self, session_id: str, *, messages: int = 0, ttl: float | None = None
     ) -> dt.datetime:
-        """Record activity (and optionally messages); refreshes the TTL. Returns the new expiry."""
+        """Record activity (and optionally messages); refreshes the TTL. Returns the new expiry.
+        SessionNotFound if the session does not exist."""
         ident = parse_session_id(session_id)
         if (
             isinstance(messages, bool)
@@ -430,7 +455,7 @@ class SessionStore:
         return dt.datetime.fromtimestamp(int(reply[1]) / 1000, tz=dt.UTC)
 
     async def delete(self, session_id: str) -> bool:
-        """Remove a session; True if it existed."""
+        """Remove a session; True if it existed, False if it did not."""
         ident = parse_session_id(session_id)
         keys = list(self._session_keys(ident))
         for extra in self.extras:
@@ -440,7 +465,8 @@ class SessionStore:
     # -- listing --------------------------------------------------------------------------
 
     async def list_user_sessions(self, user_id: object) -> list[Session]:
-        """Every live session of a user, across platforms, chats and threads."""
+        """Every live session of a user, across platforms, chats and threads (an empty list
+        for an unknown user)."""
         tag = user_tag(user_id)
         index = self.keys.user_index(tag)
         try:

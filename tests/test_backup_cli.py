@@ -43,7 +43,7 @@ async def test_cli_backup_verify_restore_export_import_migrate_snapshot(
     store = await SessionStore.connect(redis_url, namespace=ns)
     try:
         for i in range(30):
-            await store.create("telegram", i, f"u{i % 3}", data={"i": i})
+            await store.create(i, f"u{i % 3}", "telegram", data={"i": i})
         common = ["--url", redis_url, "--namespace", ns, "--dir", str(tmp_path / "b")]
         full = cli("backup", *common, "--description", "from cli")
         assert full.returncode == 0, full.stderr

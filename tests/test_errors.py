@@ -49,7 +49,7 @@ def test_every_exception_class_lives_in_errors_and_is_exported() -> None:
 
 
 async def test_a_lua_error_is_a_script_error_not_an_outage(store: SessionStore) -> None:
-    s = await store.create("web", 1, "u1")
+    s = await store.create(1, "u1", "web")
     # Something outside sessioncache overwrote the session's hash with a string: the script's
     # HGET fails inside Lua. That is not an outage, and retrying cannot help.
     await store.client.set(s.session_key, "not a hash")
@@ -63,7 +63,7 @@ async def test_a_lua_error_is_a_script_error_not_an_outage(store: SessionStore) 
 async def test_lease_contention_is_lease_busy_not_an_outage(
     store: SessionStore, tmp_path: Path
 ) -> None:
-    await store.create("web", 1, "u1")
+    await store.create(1, "u1", "web")
     other = Lease(store.client, store.keys.lease("backup"), ttl=30)
     assert await other.acquire()
     try:

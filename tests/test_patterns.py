@@ -129,7 +129,7 @@ def test_arrival_gaps_measure_from_previous_activity() -> None:
 async def test_predict_lifecycle_end_to_end(store: SessionStore) -> None:
     tracker = await new_tracker(store)
     store = tracker.store
-    s = await store.create("web", 1, "u1")
+    s = await store.create(1, "u1", "web")
     with pytest.raises(ValidationError):
         await tracker.predict_lifecycle(s.session_id, horizon=0)
     first = await tracker.predict_lifecycle(s.session_id)
@@ -143,7 +143,7 @@ async def test_predict_lifecycle_end_to_end(store: SessionStore) -> None:
     assert 0.0 < result.p_idle_within <= 0.5
     beyond = await tracker.predict_lifecycle(s.session_id, horizon=60, idle_after=600.0)
     assert beyond.p_idle_within == 0.0 and beyond.p_expire_within == 0.0
-    other = await store.create("web", 2, "u2")
+    other = await store.create(2, "u2", "web")
     tracker.statistics.forget_cache()
     fallback = await tracker.predict_lifecycle(other.session_id)
     assert fallback.basis == "platform" and fallback.samples == 6

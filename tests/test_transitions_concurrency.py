@@ -81,7 +81,7 @@ async def _setup(url: str) -> tuple[SessionStore, str]:
     await tracker.start()
     for c in range(CHATS):
         for u in range(USERS):
-            await store.create("web", f"c{c}", f"u{u}")
+            await store.create(f"c{c}", f"u{u}", "web")
     return store, namespace
 
 
