@@ -13,15 +13,23 @@ from urllib.parse import quote, unquote
 
 from .errors import ValidationError
 
-MAX_ID_LENGTH = 256
-"""Longest accepted chat, user or thread id, in characters before encoding."""
+MAX_ID_BYTES = 256
+"""Longest accepted chat, user or thread id: its UTF-8 encoding, in bytes. The one bound, checked
+where an id comes in (create, get_or_create, find, list_user_sessions) and where a session id
+is parsed (every call by id), so every id create accepts, every later call can reach."""
 
-_PLATFORM_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
-_ENCODED_RE = re.compile(r"^(?:[A-Za-z0-9_.\-~@]|%[0-9A-F]{2})+$")
+MAX_SESSION_ID_LENGTH = 32 + 3 * (3 * MAX_ID_BYTES) + 3
+"""Longest well-formed session id: a platform and three parts of at most MAX_ID_BYTES bytes,
+each byte at most three characters once percent-encoded, and three separators."""
+
+PLATFORM_RE = re.compile(r"[a-z][a-z0-9_\-]{0,31}")
+"""What a platform name (and a lease name) looks like; always used with fullmatch()."""
+
+_ENCODED_RE = re.compile(r"(?:[A-Za-z0-9_.\-~@]|%[0-9A-F]{2})+")  # use fullmatch()
 _SAFE = "@"  # besides quote()'s always-safe letters, digits and "_.-~"
 # Text made only of characters quote() keeps is its own encoding: most ids (numbers, usernames)
 # skip quote() and unquote(), whose cost shows when a restore parses 100k session ids.
-_PLAIN_RE = re.compile(rf"[A-Za-z0-9_.\-~@]{{1,{MAX_ID_LENGTH}}}")  # use fullmatch()
+_PLAIN_RE = re.compile(rf"[A-Za-z0-9_.\-~@]{{1,{MAX_ID_BYTES}}}")  # use fullmatch()
 
 
 def encode_part(text: str) -> str:
@@ -29,40 +37,54 @@ def encode_part(text: str) -> str:
     return text if _PLAIN_RE.fullmatch(text) else quote(text, safe=_SAFE)
 
 
+def _check_size(text: str, what: str) -> str:
+    try:
+        size = len(text.encode("utf-8", errors="strict"))
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"{what} is not valid Unicode text") from exc
+    if size > MAX_ID_BYTES:
+        raise ValidationError(
+            f"{what} is {size} bytes long in UTF-8; the limit is {MAX_ID_BYTES} bytes"
+        )
+    return text
+
+
 def normalize_id(value: object, what: str) -> str:
     """Validate one user-supplied id (str or int) and return it as text."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValidationError(f"{what} must be a str or an int, not {type(value).__name__}")
-    text = str(value)
+    if isinstance(value, str):
+        # str.__str__, not str(): a subclass's __str__ must not pick the id.
+        text = str.__str__(value)
+    else:
+        try:
+            text = int.__repr__(value)  # decimal digits, whatever an int subclass prints
+        except ValueError as exc:  # more digits than Python converts (sys.int_info)
+            raise ValidationError(f"{what} is too large an int") from exc
     if not text:
         raise ValidationError(f"{what} must not be empty")
-    if len(text) > MAX_ID_LENGTH:
-        raise ValidationError(
-            f"{what} is {len(text)} characters long; the limit is {MAX_ID_LENGTH}"
-        )
-    try:
-        text.encode("utf-8", errors="strict")
-    except UnicodeEncodeError as exc:
-        raise ValidationError(f"{what} is not valid Unicode text") from exc
-    return text
+    return _check_size(text, what)
 
 
 def _decode_part(encoded: str, what: str) -> str:
     if _PLAIN_RE.fullmatch(encoded):
         return encoded
-    if not _ENCODED_RE.match(encoded):
+    if not _ENCODED_RE.fullmatch(encoded):
         raise ValidationError(f"malformed {what} in session id: {encoded[:80]!r}")
-    text = unquote(encoded, errors="strict")
-    if quote(text, safe=_SAFE) != encoded or len(text) > MAX_ID_LENGTH:
+    try:
+        text = unquote(encoded, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{what} in session id is not UTF-8: {encoded[:80]!r}") from exc
+    if quote(text, safe=_SAFE) != encoded:
         raise ValidationError(f"non-canonical {what} in session id: {encoded[:80]!r}")
-    return text
+    return _check_size(text, what)
 
 
 def check_name(name: object, what: str) -> str:
     """Validate a short name (a platform, a lease): lowercase letters, digits, '_' and '-'."""
-    if not isinstance(name, str) or not _PLATFORM_RE.match(name):
+    if not isinstance(name, str) or not PLATFORM_RE.fullmatch(name):
         raise ValidationError(
-            f"{what} must match {_PLATFORM_RE.pattern} (lowercase letters, digits, '_' and '-', "
+            f"{what} must match {PLATFORM_RE.pattern} (lowercase letters, digits, '_' and '-', "
             f"at most 32 characters); got {str(name)[:80]!r}"
         )
     return name
@@ -125,7 +147,8 @@ def user_tag(user_id: object) -> str:
     return encode_part(normalize_id(user_id, "user_id"))
 
 
-_cached_identity = lru_cache(maxsize=65536)(_make_identity)
+# typed: 1, 1.0 and True are equal dict keys, but only 1 is a valid id.
+_cached_identity = lru_cache(maxsize=65536, typed=True)(_make_identity)
 
 
 def parse_session_id(session_id: object, *, cache: bool = True) -> Identity:
@@ -136,8 +159,11 @@ def parse_session_id(session_id: object, *, cache: bool = True) -> Identity:
     """
     if not isinstance(session_id, str):
         raise ValidationError(f"session_id must be a str, not {type(session_id).__name__}")
-    if len(session_id) > 4 * 3 * MAX_ID_LENGTH:
-        raise ValidationError("session_id is too long")
+    if len(session_id) > MAX_SESSION_ID_LENGTH:
+        raise ValidationError(
+            f"session_id is {len(session_id)} characters long; no session id is longer than "
+            f"{MAX_SESSION_ID_LENGTH}"
+        )
     return _parse_session_id(session_id) if cache else _parse_uncached(session_id)
 
 
@@ -170,9 +196,7 @@ def _opt_text_part(value: object, what: str) -> str:
         return ""
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be a str or None, not {type(value).__name__}")
-    if len(value) > MAX_ID_LENGTH:
-        raise ValidationError(f"{what} is {len(value)} characters; the limit is {MAX_ID_LENGTH}")
-    return "=" + encode_text(value, what)
+    return "=" + encode_text(_check_size(value, what), what)
 
 
 def encode_text(value: str, what: str) -> str:

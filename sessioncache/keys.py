@@ -28,7 +28,7 @@ from .identity import (
 )
 from .slots import SLOTS, slot_tag, tag_slot
 
-_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # use fullmatch()
 
 STANDALONE_CHANGE_BUCKETS = 256
 """Change-index buckets on a standalone server (a cluster needs one per slot: 16384)."""
@@ -44,7 +44,7 @@ class KeySchema:
     __slots__ = ("_prefix", "change_buckets", "cluster", "namespace")
 
     def __init__(self, namespace: str = "sc", *, cluster: bool = False) -> None:
-        if not isinstance(namespace, str) or not _NAMESPACE_RE.match(namespace):
+        if not isinstance(namespace, str) or not _NAMESPACE_RE.fullmatch(namespace):
             raise ValidationError(
                 "namespace must be 1-64 characters of letters, digits, '_', '.' or '-'; "
                 f"got {namespace!r}"

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 from .codec import VALUE_TAG, decode_value
 from .errors import IntegrityError
-from .identity import Identity
+from .identity import PLATFORM_RE, Identity
 
-_CUSTOM_PLATFORM = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
 UTC = dt.UTC
 
 
@@ -38,7 +36,7 @@ class Platform(enum.StrEnum):
 
     @classmethod
     def _missing_(cls, value: object) -> Platform | None:
-        if isinstance(value, str) and _CUSTOM_PLATFORM.match(value):
+        if isinstance(value, str) and PLATFORM_RE.fullmatch(value):
             member = str.__new__(cls, value)
             member._name_ = value.upper()
             member._value_ = value

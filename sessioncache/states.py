@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ValidationError
+from .identity import PLATFORM_RE
 from .models import Session, SessionState
 
-_STATE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_STATE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")  # use fullmatch()
 
 S = SessionState
 DEFAULT_ALLOWED: dict[str, frozenset[str]] = {
@@ -35,7 +36,7 @@ DEFAULT_TERMINAL = frozenset({S.ARCHIVED, S.EXPIRED, S.CLOSED})
 def check_state(name: object, what: str = "state") -> str:
     """Validate a state name (a SessionState or a custom lowercase name)."""
     text = name.value if isinstance(name, SessionState) else name
-    if not isinstance(text, str) or not _STATE_RE.match(text):
+    if not isinstance(text, str) or not _STATE_RE.fullmatch(text):
         raise ValidationError(
             f"{what} must match {_STATE_RE.pattern} (lowercase letters, digits and '_'); "
             f"got {str(name)[:80]!r}"
@@ -70,7 +71,7 @@ class TransitionTable:
         object.__setattr__(self, "allowed", _targets(self.allowed, "allowed"))
         plats = {}
         for platform, table in dict(self.platforms).items():
-            if not isinstance(platform, str) or not re.match(r"^[a-z][a-z0-9_\-]{0,31}$", platform):
+            if not isinstance(platform, str) or not PLATFORM_RE.fullmatch(platform):
                 raise ValidationError(f"platform override name {platform!r} is not a platform")
             plats[platform] = _targets(table, f"platforms[{platform!r}]")
         object.__setattr__(self, "platforms", plats)

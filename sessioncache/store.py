@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from base64 import urlsafe_b64encode
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,6 +16,7 @@ from .backends import RedisSettings, connect, is_cluster
 from .codec import DEFAULT_LIMITS, Limits, data_field, decode_value, encode_mapping, metadata_field
 from .errors import (
     BackendUnavailable,
+    IntegrityError,
     SessionExists,
     SessionNotFound,
     ValidationError,
@@ -29,6 +31,8 @@ DEFAULT_TTL = 7 * 24 * 3600.0
 """Seconds a session lives after its last activity unless configured otherwise."""
 
 _MISSING: Any = object()
+
+log = logging.getLogger(__name__)
 
 
 def new_op_id() -> str:
@@ -482,11 +486,16 @@ class SessionStore:
             raise BackendUnavailable(f"Redis unavailable during list_user_sessions: {exc}") from exc
         sessions, gone = [], []
         for key, suffix, flat in zip(keys, suffixes, hashes, strict=True):
-            if flat:
-                sid = self.keys.session_id_of_key(key)
-                sessions.append(session_from_hash(parse_session_id(sid), key, flat))
-            else:
+            if not flat:
                 gone.append((key, suffix))
+                continue
+            sid = self.keys.session_id_of_key(key)
+            try:
+                sessions.append(session_from_hash(parse_session_id(sid), key, flat))
+            except (ValidationError, IntegrityError) as exc:
+                # One session this version cannot read (written by an older version under
+                # other id rules, or damaged) must not hide the user's other sessions.
+                log.warning("list_user_sessions skips session %r: %s", sid[:200], exc)
         if gone:
             await self.scripts.prune_index.run(
                 self.client, [index, *(k for k, _ in gone)], [s for _, s in gone]
