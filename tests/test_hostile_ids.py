@@ -114,12 +114,12 @@ async def test_a_refused_id_is_refused_on_every_path_and_redis_is_unchanged(
         part = "%ED%A0%80" if hostile == "\ud800" else quote(hostile, safe="@")
         for sid in (f"web:{part}:u", f"web:c:{part}", f"web:c:u:{part}"):
             for call in (
-                lambda: store.get(sid),
-                lambda: store.update(sid, {"a": 1}),
-                lambda: store.touch(sid),
-                lambda: store.delete(sid),
-                lambda: tracker.transition(sid, "active"),
-                lambda: tracker.track_event(sid, EventType.CUSTOM),
+                lambda sid=sid: store.get(sid),
+                lambda sid=sid: store.update(sid, {"a": 1}),
+                lambda sid=sid: store.touch(sid),
+                lambda sid=sid: store.delete(sid),
+                lambda sid=sid: tracker.transition(sid, "active"),
+                lambda sid=sid: tracker.track_event(sid, EventType.CUSTOM),
             ):
                 with pytest.raises(ValidationError):
                     await call()

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sessioncache import KeySchema, ValidationError
-from sessioncache.identity import MAX_ID_LENGTH, Identity, make_identity, parse_session_id
+from sessioncache.identity import MAX_ID_BYTES, Identity, make_identity, parse_session_id
 
 ids = st.one_of(
     st.text(min_size=1, max_size=40),
@@ -57,7 +57,7 @@ def test_keys_have_one_hash_tag_no_globs_and_round_trip(parts: tuple) -> None:  
 
 @pytest.mark.parametrize(
     "bad",
-    [None, 1.5, b"bytes", ["list"], {"d": 1}, True, "", "x" * (MAX_ID_LENGTH + 1), "x" * 10_000],
+    [None, 1.5, b"bytes", ["list"], {"d": 1}, True, "", "x" * (MAX_ID_BYTES + 1), "x" * 10_000],
 )
 def test_bad_ids_raise_validation_error(bad: object) -> None:
     for position in (1, 2):  # chat_id, user_id
