@@ -120,6 +120,19 @@ async def test_update_data(storage: SessionCacheStorage, key: StorageKey) -> Non
     assert await storage.get_data(key) == {"foo": "bar", "baz": "test"}
 
 
+async def test_concurrent_update_data_calls_keep_every_key(
+    storage: SessionCacheStorage, key: StorageKey
+) -> None:
+    """Fast: 50 concurrent update_data calls on one key, each adding its own field, on warm
+    connections. A read-modify-write update_data (get_data, merge, set_data) loses most."""
+    n = 50
+    await asyncio.gather(*(storage.get_data(key) for _ in range(n)))  # warm the pool
+    await storage.update_data(key, {"base": 0})
+    merged = await asyncio.gather(*(storage.update_data(key, {f"k{i}": i}) for i in range(n)))
+    assert all(m[f"k{i}"] == i and m["base"] == 0 for i, m in enumerate(merged))
+    assert await storage.get_data(key) == {"base": 0, **{f"k{i}": i for i in range(n)}}
+
+
 async def test_empty_update_on_missing_record_writes_nothing(
     storage: SessionCacheStorage, key: StorageKey
 ) -> None:
