@@ -356,6 +356,25 @@ class KeySchema:
         """python-telegram-bot chat_data of one chat (hash)."""
         return f"{self._prefix}ptb:c:{{{ptb_id(chat_id, 'chat_id')}}}"
 
+    def ptb_users_pattern(self) -> str:
+        """SCAN pattern matching every python-telegram-bot user_data key of this namespace."""
+        return f"{self._prefix}ptb:u:{{*}}"
+
+    def ptb_chats_pattern(self) -> str:
+        """SCAN pattern matching every python-telegram-bot chat_data key of this namespace."""
+        return f"{self._prefix}ptb:c:{{*}}"
+
+    def ptb_id_of_key(self, key: str | bytes) -> int:
+        """The user or chat id of a ``ptb_user``/``ptb_chat`` key (the inverse of both)."""
+        text = key.decode("utf-8") if isinstance(key, bytes) else key
+        head, _, rest = text.partition("{")
+        if head not in (f"{self._prefix}ptb:u:", f"{self._prefix}ptb:c:") or rest[-1:] != "}":
+            raise ValidationError(f"{text[:80]!r} is not a PTB user or chat key")
+        try:
+            return int(rest[:-1])
+        except ValueError as exc:
+            raise ValidationError(f"{text[:80]!r} is not a PTB user or chat key") from exc
+
     def ptb_bot(self) -> str:
         """python-telegram-bot bot_data (hash)."""
         return f"{self._prefix}ptb:b"

@@ -11,7 +11,7 @@ CHAT = -500
 TOKEN = "4242:TEST"
 
 
-def build_app(url: str, namespace: str) -> Any:
+def build_app(url: str, namespace: str, *, lazy: bool = False) -> Any:
     """An Application on SessionCachePersistence whose handlers count into chat and bot data."""
     from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
@@ -19,7 +19,9 @@ def build_app(url: str, namespace: str) -> Any:
 
     from .ptb_support import LocalRequest
 
-    persistence = SessionCachePersistence.from_url(url, namespace=namespace, socket_timeout=10)
+    persistence = SessionCachePersistence.from_url(
+        url, namespace=namespace, socket_timeout=10, lazy=lazy
+    )
     app = (
         Application.builder()
         .token(TOKEN)
@@ -65,3 +67,26 @@ def chat_worker(url: str, namespace: str, worker: int, n: int, barrier: Any) -> 
 
 def run_chat_fleet(url: str, namespace: str, workers: int, n: int) -> None:
     run_fleet(chat_worker, [(url, namespace, w, n) for w in range(workers)])
+
+
+def migrate_worker(
+    url: str, namespace: str, lazy: bool, old: int, new: int, barrier: Any
+) -> None:
+    """Start an Application (loading or lazy), then migrate old -> new through PTB's own
+    Application.migrate_chat_data and flush, at the same moment as the other workers."""
+
+    async def main() -> None:
+        app = build_app(url, namespace, lazy=lazy)
+        await app.initialize()
+        await asyncio.get_running_loop().run_in_executor(None, barrier.wait)
+        app.migrate_chat_data(old_chat_id=old, new_chat_id=new)
+        await app.update_persistence()
+        await app.shutdown()
+
+    asyncio.run(main())
+
+
+def run_migrate_fleet(
+    url: str, namespace: str, workers: int, old: int, new: int, lazy: bool
+) -> None:
+    run_fleet(migrate_worker, [(url, namespace, lazy, old, new) for _ in range(workers)])
