@@ -24,7 +24,7 @@ from sessioncache.integrations.telegram import SessionCachePersistence
 
 from .conftest import drop_namespace, unique_namespace
 from .ptb_support import LocalRequest, text_update
-from .ptb_workers import CHAT, run_chat_fleet, run_migrate_fleet
+from .ptb_workers import CHAT, run_alternating_fleet, run_chat_fleet, run_migrate_fleet
 
 _OPEN: list[SessionCachePersistence] = []
 
@@ -521,5 +521,23 @@ async def test_eight_processes_write_one_chat_and_nothing_is_lost(redis_url: str
         user: dict[Any, Any] = {}
         await p.refresh_user_data(1000 + w, user)
         assert user == {"last": f"w{w}:{per_worker - 1}"}
+    await drop_namespace(p.client, namespace)
+    await p.flush()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lazy", [False, True], ids=["loading", "lazy"])
+async def test_workers_see_each_others_writes_on_their_next_update(
+    redis_url: str, lazy: bool
+) -> None:
+    """Three processes take turns on one chat, user and bot: each turn's handler reads what the
+    previous turns (other processes) wrote, so any stale read shows up in the exact log."""
+    namespace = unique_namespace()
+    workers, rounds = 3, 12
+    await asyncio.to_thread(run_alternating_fleet, redis_url, namespace, workers, rounds, lazy)
+    p = SessionCachePersistence.from_url(redis_url, namespace=namespace)
+    assert await p.get_chat_data() == {CHAT: {"seen": [[r % workers, r] for r in range(rounds)]}}
+    assert await p.get_user_data() == {77: {"n": rounds}}
+    assert await p.get_bot_data() == {"rounds": rounds}
     await drop_namespace(p.client, namespace)
     await p.flush()

@@ -83,10 +83,11 @@ def fetch_sdist(project: str) -> Path:
     """The source distribution of the installed version of project, from the cache or the
     package registry (once; later runs use the cached file)."""
     version = metadata.version(project)
-    stem = f"{project.replace('-', '_')}-{version}".lower()
+    # The file is named <project with "_">-<version>.tar.gz (older uploads kept the "-").
+    wanted = {f"{name}-{version}.tar.gz".lower() for name in (project, project.replace("-", "_"))}
     cache = cache_dir()
     for found in cache.glob("*.tar.gz"):
-        if found.name.lower().replace("-", "_").startswith(stem.replace("-", "_")):
+        if found.name.lower() in wanted:
             return found
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
@@ -209,3 +210,29 @@ def test_no_peer_file_is_in_this_repository() -> None:
     for path in ROOT.rglob("test_*persistence.py"):
         assert ".ci" in path.parts or "venv" in str(path), path
     assert not list(ROOT.glob("tests/test_fsm*")) and not (ROOT / "tests" / "ext").exists()
+
+
+def test_an_unreachable_registry_fails_with_a_clear_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No network and an empty cache: the run fails and says what to do (never a skip)."""
+    monkeypatch.setenv("SESSIONCACHE_PEER_CACHE", str(tmp_path))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # as if no registry could be reached
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    with pytest.raises(pytest.fail.Exception) as failed:
+        fetch_sdist("aiogram")
+    message = str(failed.value)
+    assert "could not download the source distribution of aiogram==" in message
+    assert str(tmp_path) in message and "SESSIONCACHE_PEER_CACHE" in message
+    assert [p.name for p in tmp_path.iterdir()] == []  # no half-written file left behind
+
+
+def test_a_cached_distribution_is_used_without_the_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version = metadata.version("aiogram")
+    cached = tmp_path / f"aiogram-{version}.tar.gz"
+    cached.write_bytes(b"")
+    monkeypatch.setenv("SESSIONCACHE_PEER_CACHE", str(tmp_path))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    assert fetch_sdist("aiogram") == cached
