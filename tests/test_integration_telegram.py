@@ -211,6 +211,29 @@ async def test_migrating_a_never_loaded_chat_moves_its_data(
     await app.shutdown()
 
 
+async def test_the_migration_hook_by_class_switch(url_ns: tuple[str, str]) -> None:
+    """Where an Application has no instance __dict__ (Python 3.13+), the hook switches the
+    instance to a subclass that only adds it; the move is the same. Hooking twice is a no-op."""
+    from sessioncache.integrations._ptb_hooks import hook_migrations
+
+    app_p = persistence(url_ns, lazy=True)
+    app = bare_app(app_p)
+    base_class = type(app)
+    hook_migrations(app, switch_class=True)
+    app_p.install(app)
+    app_p.install(app)
+    assert type(app) is not base_class and isinstance(app, base_class)
+    assert type(app).__name__ == base_class.__name__ and type(app).__slots__ == ()
+    await app.initialize()
+    await persistence(url_ns).update_chat_data(1, {"key": "value"})
+    app.migrate_chat_data(old_chat_id=1, new_chat_id=2)
+    await app.update_persistence()
+    assert await stored_chats(url_ns) == {2: {"key": "value"}}
+    with pytest.raises(ValidationError):
+        persistence(url_ns).watch_migrations(app)  # not this application's persistence
+    await app.shutdown()
+
+
 @pytest.mark.parametrize("lazy", [False, True], ids=["loading", "lazy"])
 async def test_migration_keeps_unwritten_changes_and_drops(
     url_ns: tuple[str, str], lazy: bool

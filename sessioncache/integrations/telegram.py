@@ -22,7 +22,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from redis.exceptions import RedisError
-from telegram import Message, Update
+from telegram import Update
 from telegram.ext import (
     Application,
     BasePersistence,
@@ -36,6 +36,7 @@ from telegram.ext._utils.trackingdict import TrackingDict
 from ..codec import DEFAULT_LIMITS, Limits, decode_value, encode_value
 from ..errors import BackendUnavailable, IntegrityError, ValidationError
 from ..keys import KeySchema
+from ._ptb_hooks import hook_migrations
 from ._records import (
     Encoded,
     RecordWriter,
@@ -359,28 +360,16 @@ class SessionCachePersistence(BasePersistence[Any, Any, Any]):
         """Make ``application.migrate_chat_data`` move the stored record in Redis at the next
         flush instead of writing the in-memory copy and deleting the old chat (which loses the
         old chat's data if this process never loaded it). ``install()`` calls this."""
-        original = application.migrate_chat_data
+        if application.persistence is not self:
+            raise ValidationError("the application does not use this persistence")
         self._application = application
+        hook_migrations(application)
 
-        def migrate_chat_data(
-            message: Message | None = None,
-            old_chat_id: int | None = None,
-            new_chat_id: int | None = None,
-        ) -> None:
-            original(message=message, old_chat_id=old_chat_id, new_chat_id=new_chat_id)
-            if message is not None:  # validated by PTB above
-                old_chat_id = message.migrate_from_chat_id or message.chat.id
-                new_chat_id = message.migrate_to_chat_id or message.chat.id
-            if self.store_data.chat_data and old_chat_id != new_chat_id:
-                self._migrations[new_chat_id] = old_chat_id  # type: ignore[index,assignment]
-
-        try:
-            application.migrate_chat_data = migrate_chat_data  # type: ignore[method-assign]
-        except AttributeError as exc:  # pragma: no cover - an Application without __dict__
-            raise TypeError(
-                "this Application type does not accept the migration hook; call "
-                "persistence.migrate_chat_data(old, new) in your migration handler instead"
-            ) from exc
+    def note_migration(self, old_chat_id: int, new_chat_id: int) -> None:
+        """Called by the hooked ``Application.migrate_chat_data``: the next flush moves the
+        stored record (``update_chat_data`` of the new chat) and skips the old chat's drop."""
+        if self.store_data.chat_data and old_chat_id != new_chat_id:
+            self._migrations[new_chat_id] = old_chat_id
 
     # -- callback data --------------------------------------------------------------------
 
