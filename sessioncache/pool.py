@@ -37,6 +37,7 @@ class ConnectionSlots:
         self.timeout = timeout
         self._free = asyncio.Semaphore(size)
         self.in_use = 0
+        self.waiting = 0
 
     async def acquire(self) -> None:
         """Take a slot, waiting for one up to the timeout; raises PoolExhausted past it."""
@@ -44,11 +45,14 @@ class ConnectionSlots:
             # Taking a free slot does not yield (no timer armed on the common path).
             await self._free.acquire()
         else:
+            self.waiting += 1
             try:
                 async with asyncio.timeout(self.timeout):
                     await self._free.acquire()
             except TimeoutError:
                 raise PoolExhausted(self.size, self.timeout) from None
+            finally:
+                self.waiting -= 1
         self.in_use += 1
 
     def release(self) -> None:
@@ -103,6 +107,10 @@ class BoundedRedisCluster(RedisCluster):
         return client
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        # A burst on a client not yet initialized fails in redis-py (commands resolve their
+        # policy and nodes before the topology is loaded, then lose their connections when it
+        # is): load it first, once (initialize() returns at once when it is done).
+        await self.initialize()
         await self.slots.acquire()
         try:
             return await super().execute_command(*args, **kwargs)
