@@ -8,21 +8,26 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 MASK = "***"
 
-# user:password@ in the authority. Anchored after a slash or at the start, and stopping at
-# the first '@', so a mistyped scheme ("redsi:/", "redis//") or no scheme at all is still
-# covered; '?' and '#' end it, so an '@' inside a query is not taken for a password.
-_USERINFO = re.compile(r"(^|/)([^/?#@\s]*?:)[^@?#\s]*@")
+# The password of user:password@: after "//", up to the first '@' ('?', '#' and whitespace
+# end it, so an '@' in a query is not taken for one). Text without "//" (a mistyped scheme
+# such as "redis:/", or none) masks the whole user:password of a word instead.
+_USERINFO = re.compile(r"(//[^/?#@\s]*?:)([^@?#\s]*)@")
+_USERINFO_NO_SLASHES = re.compile(r"((?:^|(?<=\s))[^/?#@\s]*?:|(?:^|(?<=\s)))([^@?#\s]*)@")
 # Query options that carry a secret (redis-py reads ?password= and ?ssl_password=).
 _SECRET_OPTION = re.compile(
-    r"([?&;][^=&#\s]*(?:password|passwd|pwd|secret|token|key)=)[^&#\s]*", re.IGNORECASE
+    r"([?&;][^=&#\s]*(?:password|passwd|pwd|secret|token|key)=)([^&#\s]*)", re.IGNORECASE
 )
 _SECRET_NAME = re.compile(r"password|passwd|pwd|secret|token|(^|_)key$", re.IGNORECASE)
+
+
+def _userinfo(text: str) -> re.Pattern[str]:
+    return _USERINFO if "//" in text else _USERINFO_NO_SLASHES
 
 
 def redact_url(url: object) -> str:
     """The URL with its password (in the authority or in the query) replaced by ``***``."""
     text = str(url)
-    text = _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}@", text)
+    text = _userinfo(text).sub(lambda m: f"{m.group(1)}{MASK}@", text)
     return _SECRET_OPTION.sub(lambda m: f"{m.group(1)}{MASK}", text)
 
 
@@ -34,15 +39,11 @@ def is_secret_name(name: str) -> bool:
 def url_secrets(url: object) -> list[str]:
     """The secret strings a URL carries, raw and percent-decoded (to scrub them from text)."""
     text = str(url)
-    found: list[str] = []
-    for match in _USERINFO.finditer(text):
-        found.append(match.group(0)[len(match.group(1)) + len(match.group(2)) : -1])
-    for match in _SECRET_OPTION.finditer(text):
-        found.append(text[match.end(1) : match.end()])
+    found = [m.group(2) for m in _userinfo(text).finditer(text)]
+    found += [m.group(2) for m in _SECRET_OPTION.finditer(text)]
     try:
         parts = urlsplit(text)
-        if parts.password:
-            found.append(parts.password)
+        found += [parts.password or ""]
         found += [v for k, v in parse_qsl(parts.query) if is_secret_name(k)]
     except ValueError:
         pass
@@ -61,6 +62,6 @@ def scrub(text: object, secrets: Iterable[object]) -> str:
 
 
 def redact_message(text: object, url: object = None, secrets: Iterable[object] = ()) -> str:
-    """An error or log message made safe: URLs in it redacted, known secrets scrubbed."""
+    """An error or log message made safe: the URL's secrets scrubbed, URLs in it redacted."""
     found = [*secrets, *(url_secrets(url) if url is not None else ())]
     return redact_url(scrub(text, found))
