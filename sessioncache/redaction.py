@@ -13,9 +13,11 @@ MASK = "***"
 # such as "redis:/", or none) masks the whole user:password of a word instead.
 _USERINFO = re.compile(r"(//[^/?#@\s]*?:)([^@?#\s]*)@")
 _USERINFO_NO_SLASHES = re.compile(r"((?:^|(?<=\s))[^/?#@\s]*?:|(?:^|(?<=\s)))([^@?#\s]*)@")
-# Query options that carry a secret (redis-py reads ?password= and ?ssl_password=).
+# Query options that carry a secret (redis-py reads ?password= and ?ssl_password=); in a
+# message, a ": " after the URL ends the value.
 _SECRET_OPTION = re.compile(
-    r"([?&;][^=&#\s]*(?:password|passwd|pwd|secret|token|key)=)([^&#\s]*)", re.IGNORECASE
+    r"([?&;][^=&#\s]*(?:password|passwd|pwd|secret|token|key)=)([^&#\s]*?)(?=[&#\s]|: |$)",
+    re.IGNORECASE,
 )
 _SECRET_NAME = re.compile(r"password|passwd|pwd|secret|token|(^|_)key$", re.IGNORECASE)
 
