@@ -36,10 +36,8 @@ end
 local new = KEYS[2]
 local opid = ARGV[1]
 local ops = redis.call('HGET', new, 'o') or ''
-for i = 1, #ops, 5 do
-  if string.sub(ops, i, i + 4) == opid then
-    return {2, redis.call('HGETALL', new)}
-  end
+if op_seen(ops, opid) then
+  return {2, redis.call('HGETALL', new)}
 end
 
 local moved = 0
@@ -63,7 +61,7 @@ if redis.call('HLEN', new) <= (redis.call('HEXISTS', new, 'o') == 1 and 1 or 0) 
   redis.call('DEL', new)
   return {moved, {}}
 end
-redis.call('HSET', new, 'o', string.sub(opid .. ops, 1, 20))
+redis.call('HSET', new, 'o', op_pushed(ops, opid))
 if ARGV[2] == '0' then
   redis.call('PERSIST', new)
 elseif ARGV[2] ~= '' then

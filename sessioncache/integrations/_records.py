@@ -13,7 +13,7 @@ from ..backends import RedisSettings, connect, is_cluster
 from ..codec import DEFAULT_LIMITS, Limits, data_field, decode_value, encode_value
 from ..errors import BackendUnavailable, IntegrityError, ValidationError
 from ..keys import tag_slot
-from ..scripts import Script, all_scripts
+from ..scripts import Script, registry
 from ..store import new_op_id
 
 _TAG = b"\xc1"
@@ -88,9 +88,8 @@ class RecordWriter:
     def __init__(self, client: Any, limits: Limits) -> None:
         self.client = client
         self.limits = limits
-        scripts = all_scripts()
-        self._merge: Script = scripts["record_merge"]
-        self._replace: Script = scripts["record_replace"]
+        self._merge: Script = registry().record_merge
+        self._replace: Script = registry().record_replace
         self._max_fields = str(limits.max_fields)
 
     async def merge(
@@ -167,7 +166,7 @@ async def migrate_record(
 ) -> Any:
     """Move the record at old_key to new_key (replacing it), then set pairs and delete fields;
     the new record's HGETALL. Nothing stored at old_key: new_key keeps what it holds."""
-    script = all_scripts()["ptb_migrate"]
+    script = registry().ptb_migrate
     if not is_cluster(client) or _slot_of(old_key) == _slot_of(new_key):
         args = [new_op_id(), ttl, str(len(pairs) // 2), *pairs, *deletes]
         return (await script.run(client, [old_key, new_key], args))[1]
