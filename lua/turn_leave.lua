@@ -1,0 +1,16 @@
+-- turn_leave.lua: give a conversation's turn back, or leave its line of waiters.
+--
+-- KEYS[1]  turn lease (string holding the holder's token)
+-- KEYS[2]  waiter queue (zset)
+-- KEYS[3]  waiter liveness (hash)
+-- ARGV[1]  the caller's token
+--
+-- Returns 1 if the caller held the turn (now released), 0 otherwise. Running it twice is
+-- harmless: the second run finds another token or none, and no queue entry.
+
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
