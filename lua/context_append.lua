@@ -52,7 +52,7 @@ while len > 1 and dropped < 1000 and over(len, bytes, toks, 7) do
   local old = redis.call('LPOP', KEYS[3])
   local oldtok = tonumber(string.match(old, '^%d+|(%d*)|')) or 0
   bytes = redis.call('HINCRBY', KEYS[2], '#b', -#old)
-  toks = redis.call('HINCRBY', KEYS[2], '#t', -oldtok)
+  toks = redis.call('HINCRBY', KEYS[2], '#t', 0 - oldtok)  -- never '-0': not an integer to Redis
   len = len - 1
   dropped = dropped + 1
 end
