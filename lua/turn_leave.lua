@@ -9,7 +9,11 @@
 -- harmless: the second run finds another token or none, and no queue entry.
 
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
+if redis.call('ZCARD', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[3])  -- with nobody in line, the arrival counter can start over
+else
+  redis.call('HDEL', KEYS[3], ARGV[1])
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end

@@ -43,6 +43,8 @@ class Turn:
         self.token = token
         self.lost = False
         """Set when the lease could not be renewed: another worker may hold the turn now."""
+        self.renewals = 0
+        """How many times the lease was renewed so far."""
 
 
 class Turns:
@@ -135,6 +137,7 @@ class Turns:
             if not renewed:
                 held.lost = True
                 return
+            held.renewals += 1
 
     async def holder(self, session_id: str) -> str | None:
         """The token of the current holder of a conversation's turn, or None."""

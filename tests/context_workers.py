@@ -124,14 +124,14 @@ def dying_holder(url: str, namespace: str, sid: str, lease: float, ready: Any) -
 
 
 async def mark_seen(url: str, namespace: str, ids: int, seed: int) -> int:
-    """seen_update on ids 0..ids-1 in a shuffled order, 200 at a time; returns how many True."""
+    """seen_update on ids 0..ids-1 in a shuffled order, 50 at a time (the pool holds 64); returns how many True."""
     system = await start(url, namespace)
     order = list(range(ids))
     random.Random(seed).shuffle(order)
     firsts = 0
     try:
-        for start_at in range(0, ids, 200):
-            chunk = order[start_at : start_at + 200]
+        for start_at in range(0, ids, 50):
+            chunk = order[start_at : start_at + 50]
             calls = [system.seen_update("telegram", i, ttl=600) for i in chunk]
             firsts += sum(await asyncio.gather(*calls))
         await system.store.client.incrby(f"{namespace}:test:firsts", firsts)
@@ -145,7 +145,9 @@ def seen_worker(url: str, namespace: str, ids: int, seed: int, barrier: Any) -> 
     asyncio.run(mark_seen(url, namespace, ids, seed))
 
 
-async def write_versions(url: str, namespace: str, sid: str, n: int, go: Callable[[], Awaitable[None]]) -> list[float]:
+async def write_versions(
+    url: str, namespace: str, sid: str, n: int, go: Callable[[], Awaitable[None]]
+) -> list[float]:
     """n updates of data["v"] = 1..n; returns each one's acknowledgement time (monotonic)."""
     system = await start(url, namespace)
     acks = []
@@ -161,7 +163,12 @@ async def write_versions(url: str, namespace: str, sid: str, n: int, go: Callabl
 
 
 async def read_versions(
-    url: str, namespace: str, sid: str, n: int, staleness: float, ready: Callable[[], Awaitable[None]]
+    url: str,
+    namespace: str,
+    sid: str,
+    n: int,
+    staleness: float,
+    ready: Callable[[], Awaitable[None]],
 ) -> dict[str, Any]:
     """Reads through the near cache until it sees v == n.
 
