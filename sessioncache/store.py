@@ -8,7 +8,7 @@ from base64 import urlsafe_b64encode
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from .backends import RedisSettings, connect, is_cluster
 from .codec import DEFAULT_LIMITS, Limits, data_field, decode_value, encode_mapping, metadata_field
@@ -21,7 +21,8 @@ from .errors import (
 )
 from .keys import Identity, KeySchema, make_identity, parse_session_id, user_tag
 from .models import Session, SessionState, session_from_hash
-from .scripts import ScriptRegistry
+from .redaction import redact_message
+from .scripts import ScriptRegistry, registry
 
 STANDALONE_CHANGE_BUCKETS = 256
 """Change-index buckets on a standalone server (a cluster needs one per slot: 16384)."""
@@ -96,7 +97,7 @@ class SessionStore:
         self.default_ttl = default_ttl
         self._default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))
         self._max_fields = str(limits.max_fields)
-        self.scripts = ScriptRegistry()
+        self.scripts: ScriptRegistry = registry()
         self._owns_client = owns_client
         self.extras: StoreExtras | None = None
         self._keys_cache: dict[Identity, tuple[str, str, str]] = {}
@@ -117,9 +118,11 @@ class SessionStore:
         try:
             await store.client.ping()
             await store.scripts.load(store.client)
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:  # the latter: no node reachable
             await store.close()
-            raise BackendUnavailable(f"cannot use Redis at {_redact(url)}: {exc}") from exc
+            raise BackendUnavailable(
+                redact_message(f"cannot use Redis at {url}: {exc}", url=url)
+            ) from exc
         return store
 
     @property
@@ -495,14 +498,3 @@ class SessionStore:
         except RedisError as exc:
             raise BackendUnavailable(f"Redis unavailable during count: {exc}") from exc
         return total
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url

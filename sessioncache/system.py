@@ -23,6 +23,7 @@ from .patterns import LifecyclePrediction, PatternReport
 from .persistence import BackupInfo, Persistence, RestoreReport, VerifyReport
 from .persistence.restore import Decide
 from .persistence.scheduler import BackupScheduler
+from .redaction import redact_url
 from .statistics import StatisticsReport
 from .store import DEFAULT_TTL, SessionStore
 from .tracker import StateTracker, TrackerConfig
@@ -49,7 +50,7 @@ class SessionSystemConfig:
     backup_dir: str | None = None
     archive_dir: str | None = None
     snapshot_dir: str | None = None
-    backup_key: str | bytes | None = None
+    backup_key: str | bytes | None = field(default=None, repr=False)
     backup_format: str = "msgpack.gz"
     backup_events: bool = False
     """Also back up each session's event stream (create_backup(events=...) overrides it)."""
@@ -102,7 +103,9 @@ def storage_url(
         name = config.pop("name", "default")
         url = config.pop("url", f"memory://{name}")
         if not url.startswith("memory://"):
-            raise ValidationError(f"storage_type MEMORY takes a memory:// url, got {url!r}")
+            raise ValidationError(
+                f"storage_type MEMORY takes a memory:// url, got {redact_url(url)!r}"
+            )
     else:
         url = config.pop("url", None)
         if not url:
@@ -336,17 +339,26 @@ class SessionSystem(ConversationMethods):
         return metrics
 
     async def health_check(self) -> dict[str, Any]:
-        """Whether Redis answers and has every script cached, with the round-trip time."""
+        """Whether the store can serve: Redis answers and holds every script, with timings.
+
+        Scripts the server lost (a restart, a failover to a replica that never loaded them,
+        SCRIPT FLUSH) are loaded again here, so a readiness probe reports healthy as soon as
+        calls work; ``reloaded_scripts`` names what was reloaded."""
         began = time.perf_counter()
+        scripts, client = self.store.scripts, self.store.client
         try:
-            await self.store.client.ping()
-            missing = await self.store.scripts.missing(self.store.client)
+            await client.ping()
+            reloaded = await scripts.missing(client)
+            if reloaded:
+                await scripts.load(client)
+            missing = await scripts.missing(client) if reloaded else []
         except Exception as exc:
             return {"healthy": False, "error": str(exc)}
         return {
             "healthy": not missing,
             "ping_ms": round((time.perf_counter() - began) * 1000, 3),
             "missing_scripts": missing,
+            "reloaded_scripts": reloaded,
             "cluster": self.store.is_cluster,
             "namespace": self.store.keys.namespace,
             "uptime_s": round(time.monotonic() - self._started, 3),
