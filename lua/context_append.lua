@@ -17,30 +17,24 @@
 -- the retry when this call is a retry); {-1} if the session does not exist.
 -- At most 1000 items are dropped per call, so a lowered cap catches up over several calls.
 
-local gen = redis.call('HGET', KEYS[1], 'c')
+local gen = context_gen(KEYS[1])
 if not gen then
   return {-1}
 end
-if redis.call('HGET', KEYS[2], '#g') ~= gen then
-  -- A context left by an earlier session of the same identity (deleted, expired) is dropped.
-  redis.call('DEL', KEYS[2], KEYS[3])
-  redis.call('HSET', KEYS[2], '#g', gen, '#v', ARGV[10], '#n', '0', '#b', '0', '#t', '0')
+context_claim(KEYS[2], KEYS[3], gen, ARGV[10])
+
+local now = now_ms()
+local ops = redis.call('HGET', KEYS[2], '#o') or ''
+local done = op_result(ops, ARGV[1])
+if done then
+  return {tonumber(done), 0, 0, now}
 end
 
-local opid = ARGV[1]
-local ops = redis.call('HGET', KEYS[2], '#o') or ''
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local at = string.find(ops, opid .. '=', 1, true)
-if at then
-  return {tonumber(string.match(ops, '^(%d+)', at + 6)), 0, 0, now}
-end
 local n = redis.call('HINCRBY', KEYS[2], '#n', 1)
-local tokens = tonumber(ARGV[2]) or 0
-local item = string.format('%d|%s|%d|', n, ARGV[2], now) .. ARGV[3]
+local item = int(n) .. '|' .. ARGV[2] .. '|' .. int(now) .. '|' .. ARGV[3]
 local len = redis.call('RPUSH', KEYS[3], item)
 local bytes = redis.call('HINCRBY', KEYS[2], '#b', #item)
-local toks = redis.call('HINCRBY', KEYS[2], '#t', tokens)
+local toks = redis.call('HINCRBY', KEYS[2], '#t', tonumber(ARGV[2]) or 0)
 
 local function over(count, b, tk, first)
   local cn, cb, ct = tonumber(ARGV[first]), tonumber(ARGV[first + 1]), tonumber(ARGV[first + 2])
@@ -50,25 +44,13 @@ end
 local dropped = 0
 while len > 1 and dropped < 1000 and over(len, bytes, toks, 7) do
   local old = redis.call('LPOP', KEYS[3])
-  local oldtok = tonumber(string.match(old, '^%d+|(%d*)|')) or 0
   bytes = redis.call('HINCRBY', KEYS[2], '#b', -#old)
-  toks = redis.call('HINCRBY', KEYS[2], '#t', 0 - oldtok)  -- never '-0': not an integer to Redis
+  -- 0 - x, never -x: -0 reaches Redis as "-0", which is not an integer to it.
+  toks = redis.call('HINCRBY', KEYS[2], '#t', 0 - item_tokens(old))
   len = len - 1
   dropped = dropped + 1
 end
 
--- Keep the last 16 op ids: enough for any client retry, bounded in size.
-ops = ops .. opid .. '=' .. n .. ','
-local _, count = string.gsub(ops, ',', ',')
-if count > 16 then
-  ops = string.sub(ops, string.find(ops, ',', 1, true) + 1)
-end
-redis.call('HSET', KEYS[2], '#o', ops)
-
-local exp = redis.call('PEXPIRETIME', KEYS[1])
-if exp > 0 then
-  exp = exp + tonumber(ARGV[11])
-  redis.call('PEXPIREAT', KEYS[2], exp)
-  redis.call('PEXPIREAT', KEYS[3], exp)
-end
+redis.call('HSET', KEYS[2], '#o', op_result_pushed(ops, ARGV[1], int(n), 16))
+context_expire(KEYS[1], KEYS[2], KEYS[3], ARGV[11])
 return {n, over(len, bytes, toks, 4) and 1 or 0, dropped, now}

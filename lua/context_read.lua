@@ -10,7 +10,7 @@
 -- does not exist or the context belongs to an earlier session of the same identity.
 -- Read-only.
 
-local gen = redis.call('HGET', KEYS[1], 'c')
+local gen = context_gen(KEYS[1])
 if not gen or redis.call('HGET', KEYS[2], '#g') ~= gen then
   return {{}, {}}
 end

@@ -14,11 +14,7 @@
 --          the call that applied), 0 refused.
 -- release: drops our claim (the hook failed). Returns 1.
 
-local now
-do
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now = now_ms()
 local token = ARGV[2]
 local claim = redis.call('HGET', KEYS[1], '#s')
 local owner, deadline
@@ -49,12 +45,12 @@ if ARGV[1] == 'claim' then
     local item = redis.call('LINDEX', KEYS[2], #items)
     items[#items + 1] = item
     bytes = bytes - #item
-    toks = toks - (tonumber(string.match(item, '^%d+|(%d*)|')) or 0)
+    toks = toks - item_tokens(item)
   end
   if #items == 0 then
     return {0}
   end
-  redis.call('HSET', KEYS[1], '#s', token .. '|' .. string.format('%d', now + tonumber(ARGV[3])))
+  redis.call('HSET', KEYS[1], '#s', token .. '|' .. int(now + tonumber(ARGV[3])))
   local out = {#items}
   for i = 1, #items do
     out[i + 1] = items[i]
@@ -77,11 +73,11 @@ end
 local freed_bytes, freed_toks = 0, 0
 for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, k - 1)) do
   freed_bytes = freed_bytes + #item
-  freed_toks = freed_toks + (tonumber(string.match(item, '^%d+|(%d*)|')) or 0)
+  freed_toks = freed_toks + item_tokens(item)
 end
 redis.call('LTRIM', KEYS[2], k, -1)
 local n = redis.call('HINCRBY', KEYS[1], '#n', 1)
-local summary = string.format('%d|%s|%d|', n, ARGV[7], now) .. ARGV[6]
+local summary = int(n) .. '|' .. ARGV[7] .. '|' .. int(now) .. '|' .. ARGV[6]
 redis.call('LPUSH', KEYS[2], summary)
 redis.call('HINCRBY', KEYS[1], '#b', #summary - freed_bytes)
 redis.call('HINCRBY', KEYS[1], '#t', (tonumber(ARGV[7]) or 0) - freed_toks)

@@ -17,7 +17,7 @@
 -- {-2, field} if a required variable would be missing, {-3, count} if the variable count
 -- would pass ARGV[3]. Nothing is written unless it returns 1. Running it twice is harmless.
 
-local gen = redis.call('HGET', KEYS[1], 'c')
+local gen = context_gen(KEYS[1])
 if not gen then
   return {-1}
 end
@@ -73,10 +73,7 @@ if count > tonumber(ARGV[3]) then
   return {-3, count}
 end
 
-if fresh then
-  redis.call('DEL', KEYS[2], KEYS[3])
-  redis.call('HSET', KEYS[2], '#g', gen, '#v', ARGV[1], '#n', '0', '#b', '0', '#t', '0')
-end
+context_claim(KEYS[2], KEYS[3], gen, ARGV[1])
 local step = string.sub(ARGV[4], 2)
 if ARGV[4] ~= '' and (redis.call('HGET', KEYS[2], '#step') or '') ~= step then
   -- Bounded by the context's size: variables and slots are capped by the client.
@@ -99,12 +96,5 @@ if nset > 0 then
 end
 redis.call('HSET', KEYS[2], '#nv', count)
 
-local exp = redis.call('PEXPIRETIME', KEYS[1])
-if exp > 0 then
-  exp = exp + tonumber(ARGV[2])
-  redis.call('PEXPIREAT', KEYS[2], exp)
-  if redis.call('EXISTS', KEYS[3]) == 1 then
-    redis.call('PEXPIREAT', KEYS[3], exp)
-  end
-end
+context_expire(KEYS[1], KEYS[2], KEYS[3], ARGV[2])
 return {1, count}

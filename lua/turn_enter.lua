@@ -17,9 +17,8 @@ local holder = redis.call('GET', KEYS[1])
 if holder == token then
   return 1
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local alive = string.format('%d', now + tonumber(ARGV[3]))
+local now = now_ms()
+local alive = int(now + tonumber(ARGV[3]))
 
 local head
 for _ = 1, 100 do

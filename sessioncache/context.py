@@ -90,11 +90,11 @@ class SessionContext:
         self._version = str(SCHEMA_VERSION)
         self._summarizing: dict[str, asyncio.Task[None]] = {}
         scripts = store.scripts
-        self._append = scripts["context_append"]
-        self._write = scripts["context_write"]
-        self._read = scripts["context_read"]
-        self._clear = scripts["context_clear"]
-        self._summarize = scripts["context_summarize"]
+        self._append = scripts.context_append
+        self._write = scripts.context_write
+        self._read = scripts.context_read
+        self._clear = scripts.context_clear
+        self._summarize = scripts.context_summarize
 
     def keys_of(self, session_id: str) -> tuple[Identity, list[str]]:
         """The identity and [session, context, history] keys of a session id."""

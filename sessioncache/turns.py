@@ -63,10 +63,10 @@ class Turns:
         self.poll_interval = _seconds(poll_interval, "poll_interval")
         self.max_poll_interval = _seconds(max_poll_interval, "max_poll_interval")
         scripts = store.scripts
-        self._enter = scripts["turn_enter"]
-        self._leave = scripts["turn_leave"]
-        self._extend = scripts["lock_extend"]
-        self._seen = scripts["seen_update"]
+        self._enter = scripts.turn_enter
+        self._leave = scripts.turn_leave
+        self._extend = scripts.lock_extend
+        self._seen = scripts.seen_update
 
     def _keys(self, session_id: str) -> list[str]:
         ident = parse_session_id(session_id)

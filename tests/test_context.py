@@ -191,8 +191,8 @@ async def test_history_trimmed_to_caps(make: Any, config: HistoryConfig, expect:
 async def test_append_is_one_round_trip_and_retry_safe(make: Any) -> None:
     system = await make()
     sid = (await system.create_session(1, 2, "telegram")).session_id
-    ident, keys = system.context.keys_of(sid)
-    script = system.store.scripts["context_append"]
+    _, keys = system.context.keys_of(sid)
+    script = system.store.scripts.context_append
     args = ["op-1_", "", b"M\x92\xa4user\xa2hi", *system.context._caps, "1", "1000"]
     first = await script.run(system.store.client, keys, args)
     again = await script.run(system.store.client, keys, args)  # a client retry of that call

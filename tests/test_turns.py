@@ -127,7 +127,7 @@ async def test_seen_update_is_true_once(system: SessionSystem) -> None:
     assert not await system.seen_update("telegram", 1, ttl=10)
     assert await system.seen_update("discord", 1, ttl=10)
     key = system.store.keys.seen_update("telegram", 2)
-    script = system.store.scripts["seen_update"]
+    script = system.store.scripts.seen_update
     first = await script.run(system.store.client, [key], ["op-a", "10000"])
     retry = await script.run(system.store.client, [key], ["op-a", "10000"])
     other = await script.run(system.store.client, [key], ["op-b", "10000"])
