@@ -110,6 +110,10 @@ class _NodeTracker:
         self.confirmed = -float("inf")
         self.client_id: int | None = None
         self.connected = asyncio.Event()
+        self.lost = asyncio.Event()
+        """Set each time the connection drops (after the cache was emptied)."""
+        self.confirmed_event = asyncio.Event()
+        """Set by each heartbeat answered, cleared when the connection drops."""
         self.stopped = False
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
@@ -167,6 +171,7 @@ class _NodeTracker:
             self._writer = writer
             # Anything cached before this connection existed may have missed invalidations.
             self.cache.flush()
+            self.lost.clear()
             self.connected.set()
             try:
                 await self._serve(reader, writer)
@@ -174,12 +179,14 @@ class _NodeTracker:
                 log.warning("near cache: tracking connection to %s lost: %s", self.address, exc)
             finally:
                 self.connected.clear()
+                self.confirmed_event.clear()
                 self.confirmed = -float("inf")
                 self._close()
                 self.cache.unconfirm()
                 self.cache.stats.extra["disconnects"] = (
                     self.cache.stats.extra.get("disconnects", 0) + 1
                 )
+                self.lost.set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         pings: deque[float] = deque()
@@ -206,6 +213,7 @@ class _NodeTracker:
                     continue
                 if message == b"PONG" and pings:
                     self.confirmed = pings.popleft()
+                    self.confirmed_event.set()
                     self.on_confirm()
         finally:
             beat.cancel()
@@ -250,7 +258,7 @@ class TrackingInvalidator:
         """Open every tracking connection and wait until each is confirmed once."""
         self._sync()
         self._watch = asyncio.get_running_loop().create_task(self._watch_topology())
-        waits = [node.connected.wait() for node in self.nodes.values()]
+        waits = [node.confirmed_event.wait() for node in self.nodes.values()]
         try:
             await asyncio.wait_for(asyncio.gather(*waits), timeout)
         except TimeoutError as exc:

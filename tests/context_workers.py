@@ -124,7 +124,8 @@ def dying_holder(url: str, namespace: str, sid: str, lease: float, ready: Any) -
 
 
 async def mark_seen(url: str, namespace: str, ids: int, seed: int) -> int:
-    """seen_update on ids 0..ids-1 in a shuffled order, 50 at a time (the pool holds 64); returns how many True."""
+    """seen_update on ids 0..ids-1 in a shuffled order, 50 at a time (the pool holds 64);
+    returns how many were True."""
     system = await start(url, namespace)
     order = list(range(ids))
     random.Random(seed).shuffle(order)
