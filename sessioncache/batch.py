@@ -181,7 +181,10 @@ class Batch:
                     if call.script is None:
                         pipe.hgetall(call.keys[0])
                     else:
-                        pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+                        # execute_command: redis-py blocks the evalsha method on cluster
+                        # pipelines, yet routes EVALSHA by its first key like any command.
+                        sha, nkeys = call.script.sha, len(call.keys)
+                        pipe.execute_command("EVALSHA", sha, nkeys, *call.keys, *call.args)
                 return list(await pipe.execute(raise_on_error=False))
         except RedisError as exc:
             failed = BackendUnavailable(f"Redis unavailable during a batch: {exc}")
