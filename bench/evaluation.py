@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sessioncache.prediction import choose_model
+from sessioncache.statistics import histogram_bucket
 
 
 def synthetic_gaps(
@@ -50,9 +51,7 @@ def evaluate_next_activity(
     """
     pooled = [g for gaps in histories.values() for g in gaps[:warmup]]
     population_mean = sum(pooled) / len(pooled)
-    population_hist: dict[int, int] = Counter(
-        math.floor(4 * math.log2(g * 1000 + 1)) for g in pooled
-    )
+    population_hist: dict[int, int] = Counter(histogram_bucket(g * 1000) for g in pooled)
     err_model = err_pop = err_last = 0.0
     n = 0
     for gaps in histories.values():

@@ -248,7 +248,7 @@ class EventLog:
             pairs = encode_fields(fields, self.store.limits, self.event_limits)
             _, keys, fixed = self.locate(session_id)
             args = [new_op_id(), flags.arg, fixed, *pairs]
-            reply = await self.store.scripts["track_event"].run(self.store.client, keys, args)
+            reply = await self.store.scripts.track_event.run(self.store.client, keys, args)
             if reply[0] == -1:
                 raise SessionNotFound(session_id)
         return reply[1].decode() if reply[0] == 1 else None

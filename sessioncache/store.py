@@ -9,7 +9,7 @@ from base64 import urlsafe_b64encode
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from .aliases import RedisClient
 from .backends import RedisSettings, connect, is_cluster
@@ -25,7 +25,8 @@ from .errors import (
 from .identity import Identity, make_identity, parse_session_id, user_tag
 from .keys import KeySchema
 from .models import Platform, Session, SessionState, session_from_hash
-from .scripts import ScriptRegistry
+from .redaction import redact_message
+from .scripts import ScriptRegistry, registry
 
 DEFAULT_TTL = 7 * 24 * 3600.0
 """Seconds a session lives after its last activity unless configured otherwise."""
@@ -111,7 +112,7 @@ class SessionStore:
         self.default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))
         """The default TTL as the scripts take it (milliseconds, as text)."""
         self._max_fields = str(limits.max_fields)
-        self.scripts = ScriptRegistry()
+        self.scripts: ScriptRegistry = registry()
         self._owns_client = owns_client
         if len(extras) > 1:
             raise ValidationError("create.lua and delete.lua take one feature's extra keys")
@@ -144,9 +145,11 @@ class SessionStore:
         try:
             await store.client.ping()
             await store.scripts.load(store.client)
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:  # the latter: no node reachable
             await store.close()
-            raise BackendUnavailable(f"cannot use Redis at {_redact(url)}: {exc}") from exc
+            raise BackendUnavailable(
+                redact_message(f"cannot use Redis at {url}: {exc}", url=url)
+            ) from exc
         return store
 
     @property
@@ -324,6 +327,31 @@ class SessionStore:
         priority: int | None = None,
         expected_version: int | None = None,
     ) -> tuple[Identity, str, Any]:
+        ident, keys, args = self.update_command(
+            session_id,
+            reply_mode,
+            data,
+            metadata,
+            delete,
+            delete_metadata,
+            priority,
+            expected_version,
+        )
+        reply = await self.scripts.update.run(self.client, keys, args)
+        return ident, keys[0], self.update_outcome(session_id, reply, expected_version)
+
+    def update_command(
+        self,
+        session_id: str,
+        reply_mode: str,
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        delete: Iterable[str] = (),
+        delete_metadata: Iterable[str] = (),
+        priority: int | None = None,
+        expected_version: int | None = None,
+    ) -> tuple[Identity, tuple[str, str, str], list[Any]]:
+        """The checked KEYS and ARGV of update.lua (batch.py pipelines many of them)."""
         ident = parse_session_id(session_id)
         keys = self._session_keys(ident)
         pairs = encode_mapping(data, data_field, self.limits, "data") if data is not None else []
@@ -352,7 +380,10 @@ class SessionStore:
             str(npairs),
             *pairs,
         ]
-        reply = await self.scripts.update.run(self.client, keys, args)
+        return ident, keys, args
+
+    def update_outcome(self, session_id: str, reply: Any, expected_version: int | None) -> Any:
+        """update.lua's reply payload, or its failure as our exception."""
         status = reply[0]
         if status == -1:
             raise SessionNotFound(session_id)
@@ -363,7 +394,7 @@ class SessionStore:
                 f"session {session_id!r} would hold {int(reply[1])} fields; "
                 f"the limit is {self.limits.max_fields}"
             )
-        return ident, keys[0], reply[1]
+        return reply[1]
 
     async def update(
         self,
@@ -460,11 +491,16 @@ class SessionStore:
 
     async def delete(self, session_id: str) -> bool:
         """Remove a session; True if it existed, False if it did not."""
+        keys, args = self.delete_command(session_id)
+        return bool(await self.scripts.delete.run(self.client, keys, args))
+
+    def delete_command(self, session_id: str) -> tuple[list[str], list[str]]:
+        """The KEYS and ARGV of delete.lua for a session id."""
         ident = parse_session_id(session_id)
         keys = list(self._session_keys(ident))
         for extra in self.extras:
             keys += extra.delete_extras(self.keys, ident)
-        return bool(await self.scripts.delete.run(self.client, keys, [ident.suffix]))
+        return keys, [ident.suffix]
 
     # -- listing --------------------------------------------------------------------------
 
@@ -511,14 +547,3 @@ class SessionStore:
         except RedisError as exc:
             raise BackendUnavailable(f"Redis unavailable during count: {exc}") from exc
         return total
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url

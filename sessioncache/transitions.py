@@ -77,7 +77,7 @@ class Transitions:
             if current is not None and current.same_rules(table):
                 return current
             new = table.with_version(base + 1)
-            reply = await self.store.scripts["publish_table"].run(
+            reply = await self.store.scripts.publish_table.run(
                 self.store.client,
                 [self.store.keys.transitions()],
                 [str(base), new.to_json()],
@@ -175,7 +175,7 @@ class Transitions:
             "" if reason is None else encode_value(reason),
             table.script_arg(ident.platform, target, self.events.max_len, self.events.max_age_ms),
         ]
-        reply = await self.store.scripts["transition"].run(
+        reply = await self.store.scripts.transition.run(
             self.store.client, [keys[0], keys[2], keys[3], keys[5]], args
         )
         status = reply[0]
