@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 
 class SessionCacheError(Exception):
     """Base class of every sessioncache error."""
@@ -193,3 +195,17 @@ class TurnLost(SessionCacheError):
             f"the turn of conversation {self.session_id!r} expired before the holder left it; "
             "another worker may have run a turn at the same time: raise the lease"
         )
+
+
+class PoolExhausted(SessionCacheError, RedisConnectionError):
+    """Every connection stayed in use for the whole pool_timeout (a redis-py ConnectionError
+    too, so redis-py's retry and our BackendUnavailable wrapping treat it as one)."""
+
+    def __init__(self, size: int, timeout: float) -> None:
+        super().__init__(
+            f"no free Redis connection within pool_timeout={timeout:g} s: all {size} "
+            "(max_connections) stayed in use; raise max_connections or pool_timeout, "
+            "or bound the number of concurrent calls"
+        )
+        self.size = size
+        self.timeout = timeout

@@ -8,14 +8,16 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
 from .errors import BackendUnavailable, ValidationError
-from .metrics import Metrics
 from .slots import all_slot_tags
-from .store import SessionStore
+
+if TYPE_CHECKING:  # metrics.py imports this module's histogram formula
+    from .metrics import Metrics
+    from .store import SessionStore
 
 _PER_OCTAVE = 4  # the scripts' histograms: bucket b = floor(4 * log2(x + 1))
 _LN2 = math.log(2)

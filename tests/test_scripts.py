@@ -7,7 +7,7 @@ import random
 import pytest
 
 from sessioncache import SessionStore
-from sessioncache.errors import BackendUnavailable
+from sessioncache.errors import ScriptError
 from sessioncache.scripts import ScriptRegistry, compose, load_scripts, prelude, registry
 from sessioncache.statistics import histogram_bucket
 
@@ -34,7 +34,7 @@ async def test_lua_errors_name_the_script_line_not_the_combined_source(
     store: SessionStore,
 ) -> None:
     probe = compose("probe", "local x = 1\nreturn redis.call('NOSUCHCOMMAND')\n")
-    with pytest.raises(BackendUnavailable) as err:
+    with pytest.raises(ScriptError) as err:
         await probe.run(store.client, [], [])
     assert "script probe failed" in str(err.value)
     if "user_script" in str(err.value.__cause__):  # fakeredis reports no line numbers
