@@ -275,13 +275,13 @@ async def test_migrate_chat_data_directly_and_concurrently(url_ns: tuple[str, st
 
 async def test_a_retried_migration_is_not_applied_twice(redis_url: str) -> None:
     from sessioncache.integrations._records import migrate_record
-    from sessioncache.scripts import all_scripts
+    from sessioncache.scripts import registry
 
     p = persistence((redis_url, unique_namespace()))
     old, new = p.keys.ptb_chat(1), p.keys.ptb_chat(2)
     await p.update_chat_data(1, {"k": "v"})
     args = ["retry", "", "1", b"extra", b"\xc1\xc3"]  # extra = True
-    script = all_scripts()["ptb_migrate"]
+    script = registry().ptb_migrate
     first = await script.run(p.client, [old, new], args)
     await p.update_chat_data(1, {"again": "later write to the old chat"})
     second = await script.run(p.client, [old, new], args)  # the client's retry of the first
