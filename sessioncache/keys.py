@@ -9,6 +9,10 @@ so every key of one user's sessions lives in one cluster slot)::
     sc:st:{<shard>}                            statistics counters of one shard (hash)
     sc:su:{<shard>}                            last activity per user of one shard (zset)
     sc:cfg:transitions                         the fleet's transition table (string, versioned)
+    sc:cx:{<u>}:<platform>:<chat>[:<thread>]  context of a session (variables, slots; hash)
+    sc:hx:{<u>}:<platform>:<chat>[:<thread>]  conversation history of a session (list)
+    sc:tn|tq|tw:{<u>}:<platform>:<chat>[...]  turn lease, waiter queue and waiter liveness
+    sc:up:{<platform>:<update id>}             an inbound update already seen (string, with TTL)
 
 User-supplied parts are percent-encoded, so none of them can contain ``:``, ``{``, ``}``, a glob
 character or whitespace: distinct identities never share a key and no input can pick a slot.
@@ -325,6 +329,37 @@ class KeySchema:
         if not _PLATFORM_RE.match(name):
             raise ValidationError(f"lease name must match {_PLATFORM_RE.pattern}; got {name!r}")
         return f"{self._prefix}lease:{{{name}}}"
+
+    # -- context, turns and inbound updates (docs/context.md) -----------------------------
+
+    def context(self, ident: Identity) -> str:
+        """A session's context (hash: variables, dialogue slots, history counters)."""
+        return f"{self._prefix}cx:{{{ident.user_tag}}}:{ident.suffix}"
+
+    def history(self, ident: Identity) -> str:
+        """A session's conversation history (list, oldest first), in the session's slot."""
+        return f"{self._prefix}hx:{{{ident.user_tag}}}:{ident.suffix}"
+
+    def turn(self, ident: Identity) -> str:
+        """The turn lease of a conversation (string holding the holder's token)."""
+        return f"{self._prefix}tn:{{{ident.user_tag}}}:{ident.suffix}"
+
+    def turn_queue(self, ident: Identity) -> str:
+        """Waiters for a conversation's turn (zset: token -> arrival number)."""
+        return f"{self._prefix}tq:{{{ident.user_tag}}}:{ident.suffix}"
+
+    def turn_waiters(self, ident: Identity) -> str:
+        """Liveness of the waiters (hash: token -> deadline in ms; "#" the arrival counter)."""
+        return f"{self._prefix}tw:{{{ident.user_tag}}}:{ident.suffix}"
+
+    def seen_update(self, platform: object, update_id: object) -> str:
+        """Marker of one inbound platform update (string), each in its own slot."""
+        plat = check_platform(platform)
+        return f"{self._prefix}up:{{{plat}:{encode_part(normalize_id(update_id, 'update_id'))}}}"
+
+    def cached_prefixes(self) -> tuple[str, str, str]:
+        """Key prefixes whose values a near cache holds (session, context, history)."""
+        return (f"{self._prefix}s:", f"{self._prefix}cx:", f"{self._prefix}hx:")
 
     # -- integrations (aiogram FSM storage, python-telegram-bot persistence) ---------------
 

@@ -128,6 +128,11 @@ class ScriptRegistry:
     """
 
     change_trim: Script
+    context_append: Script
+    context_clear: Script
+    context_read: Script
+    context_summarize: Script
+    context_write: Script
     create: Script
     delete: Script
     lock_extend: Script
@@ -139,9 +144,12 @@ class ScriptRegistry:
     record_replace: Script
     restore_events: Script
     restore_session: Script
+    seen_update: Script
     touch: Script
     track_event: Script
     transition: Script
+    turn_enter: Script
+    turn_leave: Script
     update: Script
 
     def __init__(self, scripts: dict[str, Script] | None = None) -> None:

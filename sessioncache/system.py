@@ -10,10 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from .backends import RedisSettings
+from .batch import Batch
 from .codec import DEFAULT_LIMITS, Limits
+from .coherent import CoherentCache
+from .context import ContextConfig, SessionContext
+from .conversation import ConversationMethods
 from .errors import SessionCacheError, ValidationError
 from .events import Event, EventType
 from .models import Platform, Session, SessionState
+from .nearcache import NearCacheConfig
 from .patterns import LifecyclePrediction, PatternReport
 from .persistence import BackupInfo, Persistence, RestoreReport, VerifyReport
 from .persistence.restore import Decide
@@ -22,6 +27,7 @@ from .redaction import redact_url
 from .statistics import StatisticsReport
 from .store import DEFAULT_TTL, SessionStore
 from .tracker import StateTracker, TrackerConfig
+from .turns import Turns
 
 STORAGE_TYPES = ("MEMORY", "REDIS", "CLUSTER")
 
@@ -54,6 +60,11 @@ class SessionSystemConfig:
     backup_max_age: float | None = None
     snapshot_interval: float | None = None
     snapshot_keep_last: int | None = None
+    # Context, near cache and turns (docs/context.md)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    near_cache: bool | NearCacheConfig = False
+    """True (or a NearCacheConfig) to serve session and context reads from process memory."""
+    turn_lease: float = 30.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.enable_all_features, bool):
@@ -109,7 +120,7 @@ def storage_url(
     return url, config
 
 
-class SessionSystem:
+class SessionSystem(ConversationMethods):
     """One object for bot code: the core store plus the features built on it."""
 
     def __init__(self, store: SessionStore, config: SessionSystemConfig) -> None:
@@ -130,6 +141,10 @@ class SessionSystem:
             max_age=config.backup_max_age,
             snapshot_keep_last=config.snapshot_keep_last,
         )
+        self.near_cache: CoherentCache | None = None
+        self.context = SessionContext(store, config.context)
+        self.turns = Turns(store, lease=config.turn_lease)
+        self.batch = Batch(store)
         self.backup_scheduler: BackupScheduler | None = None
         if config.backup_interval or config.snapshot_interval:
             self.backup_scheduler = BackupScheduler(
@@ -158,6 +173,8 @@ class SessionSystem:
         try:
             system = cls(store, config)
             await system.tracker.start()
+            if config.near_cache:
+                await system.enable_near_cache(url, config.near_cache)
         except BaseException:
             await store.close()
             raise
@@ -217,9 +234,25 @@ class SessionSystem:
             ttl=ttl,
         )
 
-    async def get_session(self, session_id: str) -> Session | None:
-        """The session, or None if it does not exist (the origin API's contract)."""
+    async def get_session(self, session_id: str, *, fresh: bool = False) -> Session | None:
+        """The session, or None if it does not exist (the origin API's contract).
+
+        With the near cache on, a recent read is served from process memory; ``fresh=True``
+        always asks Redis.
+        """
+        if self.near_cache is not None and not fresh:
+            return await self.near_cache.get_session(session_id)
         return await self.store.find_by_id(session_id)
+
+    async def enable_near_cache(self, url: str, config: bool | NearCacheConfig = True) -> None:
+        """Serve session and context reads from a near cache kept coherent by Redis."""
+        settings = config if isinstance(config, NearCacheConfig) else NearCacheConfig()
+        cache = CoherentCache(self.store, url, settings)
+        await cache.start()
+        self.near_cache = cache
+        self.context.near_cache = cache.cache
+        self.context.drain = cache.drain if cache.in_process else None
+        self.batch.on_write = cache.written
 
     async def update_session(
         self,
@@ -231,22 +264,36 @@ class SessionSystem:
         priority: int | None = None,
         expected_version: int | None = None,
     ) -> Session:
-        return await self.store.update(
-            session_id,
-            data=data,
-            metadata=metadata,
-            delete=delete,
-            priority=priority,
-            expected_version=expected_version,
-        )
+        try:
+            return await self.store.update(
+                session_id,
+                data=data,
+                metadata=metadata,
+                delete=delete,
+                priority=priority,
+                expected_version=expected_version,
+            )
+        finally:
+            self._written(session_id)
 
     async def delete_session(self, session_id: str) -> bool:
-        return await self.store.delete(session_id)
+        """Remove a session and its context; True if the session existed."""
+        existed = await self.store.delete(session_id)
+        await self.context.delete_context(session_id)
+        self._written(session_id)
+        return existed
+
+    def _written(self, session_id: str) -> None:
+        if self.near_cache is not None:
+            self.near_cache.written_session(session_id)
 
     async def touch_session(
         self, session_id: str, *, messages: int = 0, ttl: float | None = None
     ) -> dt.datetime:
-        return await self.store.touch(session_id, messages=messages, ttl=ttl)
+        try:
+            return await self.store.touch(session_id, messages=messages, ttl=ttl)
+        finally:
+            self._written(session_id)
 
     async def list_user_sessions(self, user_id: str | int) -> list[Session]:
         return await self.store.list_user_sessions(user_id)
@@ -286,7 +333,10 @@ class SessionSystem:
         return await self.tracker.predict_lifecycle(session_id, **options)
 
     def get_performance_metrics(self) -> dict[str, dict[str, Any]]:
-        return self.tracker.get_performance_metrics()
+        metrics = self.tracker.get_performance_metrics()
+        if self.near_cache is not None:
+            metrics["near_cache"] = self.near_cache.summary()
+        return metrics
 
     async def health_check(self) -> dict[str, Any]:
         """Whether the store can serve: Redis answers and holds every script, with timings.
@@ -370,6 +420,9 @@ class SessionSystem:
             self._closed = True
             if self.backup_scheduler is not None:
                 self.backup_scheduler.shutdown()
+            await self.context.wait_summaries()
+            if self.near_cache is not None:
+                await self.near_cache.stop()
             await self.store.close()
 
     async def __aenter__(self) -> SessionSystem:
