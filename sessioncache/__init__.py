@@ -26,7 +26,14 @@ from .identity import Identity
 from .keys import KeySchema
 from .metrics import Metrics
 from .models import Platform, Session, SessionState
-from .origin import (
+from .patterns import PatternReport
+from .prediction import LifecyclePrediction
+from .states import TransitionTable
+from .statistics import StatisticsReport
+from .store import SessionStore
+from .system import (
+    SessionSystem,
+    SessionSystemConfig,
     create_session,
     current_system,
     delete_session,
@@ -38,12 +45,6 @@ from .origin import (
     touch_session,
     update_session,
 )
-from .patterns import PatternReport
-from .prediction import LifecyclePrediction
-from .states import TransitionTable
-from .statistics import StatisticsReport
-from .store import SessionStore
-from .system import SessionSystem, SessionSystemConfig
 from .tracker import StateTracker, TrackerConfig
 
 __version__ = "0.1.0"

@@ -20,7 +20,6 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from .arguments import new_op_id
 from .errors import BackendUnavailable, IntegrityError, SessionNotFound, ValidationError
 from .history import (
     SUMMARY_ROLE,
@@ -35,7 +34,7 @@ from .history import (
 from .identity import Identity, parse_session_id
 from .nearcache import MISS, NearCache
 from .serialization import SCHEMA_VERSION, codec_named, decode
-from .store import SessionStore
+from .store import SessionStore, new_op_id
 from .validation import ContextValidator
 
 log = logging.getLogger(__name__)

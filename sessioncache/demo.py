@@ -7,14 +7,14 @@ import asyncio
 from .errors import InvalidTransition, VersionConflict
 from .events import EventType
 from .models import Platform
-from .origin import (
+from .redaction import redact_url
+from .system import (
     create_session,
     get_session,
     initialize_sessions,
     shutdown_sessions,
     update_session,
 )
-from .redaction import redact_url
 
 
 async def run_demo(storage_type: str = "MEMORY", url: str | None = None) -> None:

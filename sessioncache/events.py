@@ -12,12 +12,11 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from .arguments import new_op_id
 from .codec import Limits, data_field, decode_value, encode_value
 from .errors import BackendUnavailable, SessionNotFound, ValidationError
 from .identity import Identity, parse_session_id, user_tag
 from .metrics import Metrics
-from .store import SessionStore
+from .store import SessionStore, new_op_id
 
 
 class EventType(enum.StrEnum):

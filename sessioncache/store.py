@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+from base64 import urlsafe_b64encode
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from redis.exceptions import RedisClusterException, RedisError
 
 from .aliases import RedisClient
-from .arguments import check_priority, check_version, new_op_id, ttl_ms
 from .backends import RedisSettings, connect, is_cluster
 from .codec import DEFAULT_LIMITS, Limits, data_field, decode_value, encode_mapping, metadata_field
 from .errors import (
@@ -33,6 +34,40 @@ DEFAULT_TTL = 7 * 24 * 3600.0
 _MISSING: Any = object()
 
 log = logging.getLogger(__name__)
+
+
+def new_op_id() -> str:
+    """Five random characters naming one call, so a retried script can tell it already ran."""
+    return urlsafe_b64encode(os.urandom(6)).decode()[:5]
+
+
+def _ttl_ms(ttl: float | None, what: str = "ttl") -> int:
+    if ttl is None:
+        return 0
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, (int, float))
+        or not 0 < ttl <= 10 * 365 * 86400
+    ):
+        raise ValidationError(f"{what} must be a number of seconds in (0, 10 years], got {ttl!r}")
+    return max(1, round(ttl * 1000))
+
+
+def check_version(expected_version: int | None) -> str:
+    """An expected_version as a script argument (empty: unconditional); ValidationError if bad."""
+    if expected_version is None:
+        return ""
+    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+        raise ValidationError(f"expected_version must be an int, got {expected_version!r}")
+    return str(expected_version)
+
+
+def _check_priority(priority: int | None) -> str:
+    if priority is None:
+        return ""
+    if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
+        raise ValidationError(f"priority must be an int in [-1000, 1000], got {priority!r}")
+    return str(priority)
 
 
 class StoreExtras(Protocol):
@@ -74,7 +109,7 @@ class SessionStore:
         self.keys = KeySchema(namespace, cluster=is_cluster(client))
         self.limits = limits
         self.default_ttl = default_ttl
-        self.default_ttl_ms = str(ttl_ms(default_ttl, "default_ttl"))
+        self.default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))
         """The default TTL as the scripts take it (milliseconds, as text)."""
         self._max_fields = str(limits.max_fields)
         self.scripts: ScriptRegistry = registry()
@@ -183,11 +218,11 @@ class SessionStore:
         args = [
             new_op_id(),
             mode,
-            str(ttl_ms(ttl)),
+            str(_ttl_ms(ttl)),
             self.default_ttl_ms,
             ident.suffix,
             state_name,
-            check_priority(priority) or "0",
+            _check_priority(priority) or "0",
             str(len(pairs) // 2),
             *pairs,
         ]
@@ -340,7 +375,7 @@ class SessionStore:
             check_version(expected_version),
             reply_mode,
             self.default_ttl_ms,
-            check_priority(priority),
+            _check_priority(priority),
             self._max_fields,
             str(npairs),
             *pairs,
@@ -447,7 +482,7 @@ class SessionStore:
             or not 0 <= messages <= 10**6
         ):
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
-        new_ttl = "" if ttl is None else str(ttl_ms(ttl))
+        new_ttl = "" if ttl is None else str(_ttl_ms(ttl))
         args = [new_op_id(), self.default_ttl_ms, str(messages), new_ttl]
         reply = await self.scripts.touch.run(self.client, self._session_keys(ident), args)
         if reply[0] == -1:

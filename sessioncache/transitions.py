@@ -8,7 +8,6 @@ import time
 
 from redis.exceptions import RedisError
 
-from .arguments import check_version, new_op_id
 from .codec import encode_value
 from .errors import (
     BackendUnavailable,
@@ -24,7 +23,7 @@ from .identity import Identity
 from .metrics import Metrics
 from .models import Session, session_from_hash
 from .states import StateHooks, TransitionTable, check_state
-from .store import SessionStore
+from .store import SessionStore, check_version, new_op_id
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ from typing import Any
 import msgpack
 from redis.exceptions import RedisError
 
-from ..arguments import new_op_id
 from ..backends import RedisSettings, connect, is_cluster
 from ..codec import DEFAULT_LIMITS, VALUE_TAG, Limits, data_field, decode_value, encode_value
 from ..errors import BackendUnavailable, IntegrityError, ValidationError
 from ..scripts import Script, registry
 from ..slots import tag_slot
+from ..store import new_op_id
 
 _unpackb = msgpack.unpackb
 OPS_FIELD = b"o"
