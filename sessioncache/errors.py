@@ -71,6 +71,12 @@ class InvalidTransition(SessionCacheError):
         )
 
 
+class OpIdReused(SessionCacheError):
+    """A write arrived with the op id of an earlier write but other arguments: it was refused
+    (nothing written) rather than taken for a retry of that write. A bug, or a collision of 96
+    random bits."""
+
+
 class BackendUnavailable(SessionCacheError, ConnectionError):
     """Redis could not be reached or answered with an error we cannot act on."""
 

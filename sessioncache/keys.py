@@ -313,6 +313,21 @@ class KeySchema:
             raise ValidationError(f"{key!r} is not a session key of namespace {self.namespace!r}")
         return f"{self._prefix}ev:{{{key[len(head) :]}"
 
+    def op_log(self, key: str) -> str:
+        """The op log of a session or record ``key`` of this namespace (lua/lib/ops.lua), in
+        the key's slot: ``ns:s:{u}:x`` -> ``ns:o:s:{u}:x``; a key without a hash tag becomes
+        the tag itself (``ns:ptb:b`` -> ``ns:o:{ns:ptb:b}``), which hashes alike."""
+        rest = key[len(self._prefix) :] if key.startswith(self._prefix) else ""
+        if not rest:
+            raise ValidationError(f"{key!r} is not a key of namespace {self.namespace!r}")
+        if "{" in rest and "}" in rest[rest.index("{") + 2 :]:
+            return f"{self._prefix}o:{rest}"
+        return f"{self._prefix}o:{{{key}}}"
+
+    def op_log_pattern(self) -> str:
+        """SCAN pattern matching every op log of this namespace (never a session: ``o:``)."""
+        return f"{self._prefix}o:*"
+
     def change_bucket_pattern(self) -> str:
         return f"{self._prefix}c:*"
 

@@ -13,10 +13,11 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, OpIdReused
 
 _HEADER_RE = re.compile(r"^-- (lib/)?(\w+)\.lua: ")
 _LINE_RE = re.compile(r"user_script:(\d+)")
+_OPID_RE = re.compile(r"op id \S+ was already used by a call with other arguments")
 
 
 def lua_dir() -> Traversable:
@@ -59,6 +60,9 @@ class Script:
                 await client.script_load(self.source)
                 return await client.evalsha(self.sha, len(keys), *keys, *args)
         except ResponseError as exc:
+            reused = _OPID_RE.search(str(exc))
+            if reused:
+                raise OpIdReused(f"{self.name}: {reused.group(0)}; nothing was written") from exc
             raise BackendUnavailable(f"script {self.name} failed: {self.explain(exc)}") from exc
         except RedisError as exc:
             raise BackendUnavailable(f"Redis unavailable during {self.name}: {exc}") from exc

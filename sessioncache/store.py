@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from base64 import urlsafe_b64encode
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
@@ -32,9 +32,39 @@ DEFAULT_TTL = 7 * 24 * 3600.0
 _MISSING: Any = object()
 
 
+RETRY_MARGIN_S = 30.0
+"""Seconds added to the computed retry horizon: for a request that a proxy or a kernel buffer
+delivers after its sender gave up (see docs/guarantees.md, "Retries")."""
+
+
+def retry_horizon_ms(settings: RedisSettings) -> int:
+    """How long after a write its op id is remembered, from the client's retry settings.
+
+    Every attempt of a call may take a connect, a full socket timeout and a backoff pause:
+    attempts x (connect timeout + socket timeout + backoff cap), plus RETRY_MARGIN_S.
+    """
+    attempts = settings.retries + 1
+    per_attempt = settings.socket_connect_timeout + settings.socket_timeout + settings.backoff_cap
+    return round((attempts * per_attempt + RETRY_MARGIN_S) * 1000)
+
+
+DEFAULT_RETRY_HORIZON_MS = retry_horizon_ms(RedisSettings())
+
+
 def new_op_id() -> str:
-    """Five random characters naming one call, so a retried script can tell it already ran."""
-    return urlsafe_b64encode(os.urandom(6)).decode()[:5]
+    """16 random characters (96 bits) naming one call; every retry of the call repeats it."""
+    return urlsafe_b64encode(os.urandom(12)).decode()
+
+
+def op_args(horizon_ms: str, args: Sequence[Any]) -> list[Any]:
+    """A mutating script's ARGV: op id, call digest, retry horizon, then the call's own args.
+
+    The digest binds the op id to these arguments, so a reused op id is refused rather than
+    answered "already applied" (lib/ops.lua). Retries happen inside the process that made the
+    call, so the process-salted built-in hash is enough, and cheap: str and bytes cache theirs.
+    """
+    digest = format(hash(tuple(args)) & 0xFFFFFFFFFFFFFFFF, "x")
+    return [new_op_id(), digest, horizon_ms, *args]
 
 
 def _ttl_ms(ttl: float | None, what: str = "ttl") -> int:
@@ -69,10 +99,10 @@ class StoreExtras(Protocol):
     """Extra KEYS/ARGV a feature adds to create.lua and delete.lua (see their headers)."""
 
     def create_extras(self, ident: Identity) -> tuple[list[str], list[Any]]:
-        """KEYS appended after create.lua's two, and ARGV appended after its field pairs."""
+        """KEYS appended after create.lua's four, and ARGV appended after its field pairs."""
 
     def delete_extras(self, ident: Identity) -> list[str]:
-        """KEYS appended after delete.lua's two."""
+        """KEYS appended after delete.lua's four."""
 
 
 class SessionStore:
@@ -86,6 +116,7 @@ class SessionStore:
         default_ttl: float = DEFAULT_TTL,
         limits: Limits = DEFAULT_LIMITS,
         owns_client: bool = True,
+        retry_horizon_ms: int = DEFAULT_RETRY_HORIZON_MS,
     ) -> None:
         self.client = client
         self.keys = KeySchema(namespace)
@@ -99,7 +130,8 @@ class SessionStore:
         self.scripts: ScriptRegistry = registry()
         self._owns_client = owns_client
         self.extras: StoreExtras | None = None
-        self._keys_cache: dict[Identity, tuple[str, str, str]] = {}
+        self._keys_cache: dict[Identity, tuple[str, str, str, str]] = {}
+        self._horizon_ms = str(retry_horizon_ms)
 
     @classmethod
     async def connect(
@@ -113,7 +145,13 @@ class SessionStore:
     ) -> SessionStore:
         """Connect by URL, check the server answers, and load every script."""
         settings = RedisSettings.from_options(url, **options)
-        store = cls(connect(settings), namespace=namespace, default_ttl=default_ttl, limits=limits)
+        store = cls(
+            connect(settings),
+            namespace=namespace,
+            default_ttl=default_ttl,
+            limits=limits,
+            retry_horizon_ms=retry_horizon_ms(settings),
+        )
         try:
             await store.client.ping()
             await store.scripts.load(store.client)
@@ -138,22 +176,29 @@ class SessionStore:
     ) -> Identity:
         return make_identity(platform, chat_id, user_id, thread_id)
 
-    def _session_keys(self, ident: Identity) -> tuple[str, str, str]:
-        """The session hash, its user index and its change bucket (cached: the hot path)."""
+    def _session_keys(self, ident: Identity) -> tuple[str, str, str, str]:
+        """The session hash, its user index, its change bucket and its op log (cached: the hot
+        path). The first KEYS of create, update, touch and delete.lua, in this order."""
         found = self._keys_cache.get(ident)
         if found is None:
             if len(self._keys_cache) >= 65536:
                 self._keys_cache.clear()
+            key = self.keys.session(ident)
             found = self._keys_cache[ident] = (
-                self.keys.session(ident),
+                key,
                 self.keys.user_index(ident.user_tag),
                 self.keys.change_bucket_of(ident),
+                self.keys.op_log(key),
             )
         return found
 
+    def op_args(self, args: Sequence[Any]) -> list[Any]:
+        """ARGV of a mutating script for this store: op id, digest and retry horizon first."""
+        return op_args(self._horizon_ms, args)
+
     def _located(self, session_id: str) -> tuple[Identity, str, str]:
         ident = parse_session_id(session_id)
-        key, index, _ = self._session_keys(ident)
+        key, index, _, _ = self._session_keys(ident)
         return ident, key, index
 
     # -- create / read --------------------------------------------------------------------
@@ -180,7 +225,6 @@ class SessionStore:
             raise ValidationError(f"state must be a non-empty str of at most 64 chars: {state!r}")
         keys = list(self._session_keys(ident))
         args = [
-            new_op_id(),
             mode,
             str(_ttl_ms(ttl)),
             self._default_ttl_ms,
@@ -194,7 +238,7 @@ class SessionStore:
             more_keys, more_args = self.extras.create_extras(ident)
             keys += more_keys
             args += more_args
-        return keys, args
+        return keys, self.op_args(args)
 
     async def create(
         self,
@@ -215,6 +259,8 @@ class SessionStore:
         reply = await self.scripts.create.run(self.client, keys, args)
         if reply[0] == -1:
             raise SessionExists(ident.session_id)
+        if not reply[1]:  # an earlier attempt of this call created it; deleted since
+            raise SessionNotFound(ident.session_id)
         return session_from_hash(ident, keys[0], reply[1])
 
     async def get_or_create(
@@ -238,6 +284,8 @@ class SessionStore:
         ident = self.identity(platform, chat_id, user_id, thread_id)
         keys, args = self._create_args(ident, "get", data, metadata, state, priority, ttl)
         reply = await self.scripts.create.run(self.client, keys, args)
+        if not reply[1]:  # an earlier attempt of this call created it; deleted since
+            raise SessionNotFound(ident.session_id)
         return session_from_hash(ident, keys[0], reply[1])
 
     async def get(self, session_id: str) -> Session:
@@ -305,7 +353,6 @@ class SessionStore:
         elif npairs > self.limits.max_fields:
             raise ValidationError(f"one update may touch at most {self.limits.max_fields} fields")
         args = [
-            new_op_id(),
             _check_version(expected_version),
             reply_mode,
             self._default_ttl_ms,
@@ -314,7 +361,7 @@ class SessionStore:
             str(npairs),
             *pairs,
         ]
-        reply = await self.scripts.update.run(self.client, keys, args)
+        reply = await self.scripts.update.run(self.client, keys, self.op_args(args))
         status = reply[0]
         if status == -1:
             raise SessionNotFound(session_id)
@@ -409,7 +456,7 @@ class SessionStore:
         ):
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
         new_ttl = "" if ttl is None else str(_ttl_ms(ttl))
-        args = [new_op_id(), self._default_ttl_ms, str(messages), new_ttl]
+        args = self.op_args([self._default_ttl_ms, str(messages), new_ttl])
         reply = await self.scripts.touch.run(self.client, self._session_keys(ident), args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
@@ -421,7 +468,8 @@ class SessionStore:
         keys = list(self._session_keys(ident))
         if self.extras is not None:
             keys += self.extras.delete_extras(ident)
-        return bool(await self.scripts.delete.run(self.client, keys, [ident.suffix]))
+        args = self.op_args([ident.suffix])
+        return bool(await self.scripts.delete.run(self.client, keys, args))
 
     # -- listing --------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from .patterns import (
 )
 from .states import GuardRejected, StateHooks, TransitionTable, check_state
 from .statistics import StatisticsReport, build_report, gap_histograms, stale_hours
-from .store import SessionStore, _check_version, new_op_id
+from .store import SessionStore, _check_version
 
 log = logging.getLogger(__name__)
 
@@ -183,19 +183,21 @@ class StateTracker:
     # -- transitions ------------------------------------------------------------------------
 
     def _locate(self, session_id: str) -> tuple[Identity, list[str], bytes]:
-        """A session's identity, its [session, index, stream, stats, users, change bucket] keys and
-        track_event.lua's per-session ARGV[3] (cached per id)."""
+        """A session's identity, its [session, index, stream, stats, users, change bucket, op log]
+        keys and track_event.lua's per-session ARGV[5] (cached per id)."""
         found = self._located.get(session_id)
         if found is None:
             ident = parse_session_id(session_id)
             shard = self.keys.shard_tag(ident)
+            key = self.store.keys.session(ident)
             keys = [
-                self.store.keys.session(ident),
+                key,
                 self.store.keys.user_index(ident.user_tag),
                 self.keys.events(ident),
                 self.keys.stats(shard),
                 self.keys.users(shard),
                 self.store.keys.change_bucket_of(ident),
+                self.store.keys.op_log(key),
             ]
             fixed = (
                 f"{self.store._default_ttl_ms} {self._max_len} {self._max_age_ms} "
@@ -280,14 +282,15 @@ class StateTracker:
         reason: str | None,
     ) -> tuple[Session, str | None]:
         args = [
-            new_op_id(),
             target,
             _check_version(expected_version),
             "" if reason is None else encode_value(reason),
             table.script_arg(ident.platform, target, self._max_len, self._max_age_ms),
         ]
         reply = await self.store.scripts.transition.run(
-            self.store.client, [keys[0], keys[2], keys[3], keys[5]], args
+            self.store.client,
+            [keys[0], keys[2], keys[3], keys[5], keys[6]],
+            self.store.op_args(args),
         )
         status = reply[0]
         if status == 1:
@@ -325,7 +328,7 @@ class StateTracker:
             flags = event_flags(event_type)
             pairs = encode_fields(fields, self.store.limits, self.config.event_limits)
             _, keys, fixed = self._locate(session_id)
-            args = [new_op_id(), flags.arg, fixed, *pairs]
+            args = self.store.op_args([flags.arg, fixed, *pairs])
             reply = await self.store.scripts.track_event.run(self.store.client, keys, args)
             if reply[0] == -1:
                 raise SessionNotFound(session_id)

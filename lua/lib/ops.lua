@@ -1,18 +1,33 @@
--- lib/ops.lua: op ids, so a client retry of a write that already ran is not applied twice.
+-- lib/ops.lua: op ids, so a write that a client retries, or that arrives late, applies once.
 --
--- Field "o" of a hash holds the op ids (5 characters each) of its last four writes.
+-- Every mutating script takes the same first three ARGV: the op id (16 random characters, 96
+-- bits, fresh per call and repeated by each retry of it), the call digest (a hash of the call's
+-- other arguments) and the retry horizon in ms (sessioncache.store.retry_horizon_ms). Its op log
+-- (a zset in the key's slot, built by KeySchema.op_log) holds two members per write, both scored
+-- with the server time the write was applied: the op id, and op id .. ':' .. digest. A write
+-- drops records older than the horizon and keeps the newest OP_LOG_CAP writes; the log expires
+-- one horizon after its last write. See docs/guarantees.md ("Retries").
 
--- Whether `opid` is among the recorded ids `ops`.
-local function op_seen(ops, opid)
-  for i = 1, #ops, 5 do
-    if string.sub(ops, i, i + 4) == opid then
-      return true
-    end
+local OP_LOG_CAP = 1000
+
+-- Whether this call was already applied. The same op id with other arguments is an error
+-- (raised, so nothing is written), never "applied": that would silently drop a different write.
+local function op_applied(log, opid, digest)
+  if not redis.call('ZSCORE', log, opid) then
+    return false
   end
-  return false
+  if redis.call('ZSCORE', log, opid .. ':' .. digest) then
+    return true
+  end
+  error('OPID_REUSED op id ' .. opid .. ' was already used by a call with other arguments')
 end
 
--- The value of field "o" once `opid` is recorded in front of `ops`.
-local function op_pushed(ops, opid)
-  return string.sub(opid .. ops, 1, 20)
+-- Record this call as applied at `now` (ms), and trim the log by age and size.
+local function op_record(log, opid, digest, horizon, now)
+  redis.call('ZADD', log, now, opid, now, opid .. ':' .. digest)
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', '(' .. int(now - tonumber(horizon)))
+  -- Even counts: a write's two members share a score and sort next to each other (op ids have
+  -- one length), so a cut never separates them.
+  redis.call('ZREMRANGEBYRANK', log, 0, -2 * OP_LOG_CAP - 1)
+  redis.call('PEXPIRE', log, horizon)
 end

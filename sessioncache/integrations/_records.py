@@ -11,13 +11,12 @@ import msgpack
 from ..backends import RedisSettings, connect
 from ..codec import Limits, data_field, encode_value
 from ..errors import IntegrityError, ValidationError
+from ..keys import KeySchema
 from ..scripts import Script, registry
-from ..store import new_op_id
+from ..store import DEFAULT_RETRY_HORIZON_MS, op_args
 
 _TAG = b"\xc1"
 _unpackb = msgpack.unpackb
-OPS_FIELD = b"o"
-"""Field holding the op ids of a record's last four writes (a one-character name: never data)."""
 
 
 def ttl_ms(value: object, what: str) -> int:
@@ -80,9 +79,17 @@ def decode_str_record(flat: Any) -> dict[str, Any]:
 class RecordWriter:
     """Runs record_merge.lua / record_replace.lua with op ids and error wrapping."""
 
-    def __init__(self, client: Any, limits: Limits) -> None:
+    def __init__(
+        self,
+        client: Any,
+        limits: Limits,
+        keys: KeySchema,
+        retry_horizon_ms: int = DEFAULT_RETRY_HORIZON_MS,
+    ) -> None:
         self.client = client
         self.limits = limits
+        self.keys = keys
+        self._horizon_ms = str(retry_horizon_ms)
         self._merge: Script = registry().record_merge
         self._replace: Script = registry().record_replace
         self._max_fields = str(limits.max_fields)
@@ -98,7 +105,6 @@ class RecordWriter:
     ) -> Any:
         """Set pairs and delete fields in one atomic step; the new hash (full) or its size."""
         args: list[Any] = [
-            new_op_id(),
             ttl,
             self._max_fields,
             "full" if full else "size",
@@ -106,7 +112,9 @@ class RecordWriter:
             *pairs,
             *deletes,
         ]
-        reply = await self._merge.run(self.client, [key], args)
+        reply = await self._merge.run(
+            self.client, [key, self.keys.op_log(key)], op_args(self._horizon_ms, args)
+        )
         if reply[0] == -3:
             raise ValidationError(
                 f"the record would hold {reply[1]} keys; the limit is {self.limits.max_fields}"
@@ -114,4 +122,6 @@ class RecordWriter:
         return reply[1]
 
     async def replace(self, key: str, pairs: list[bytes | str], *, ttl: str) -> None:
-        await self._replace.run(self.client, [key], [new_op_id(), ttl, *pairs])
+        await self._replace.run(
+            self.client, [key, self.keys.op_log(key)], op_args(self._horizon_ms, [ttl, *pairs])
+        )

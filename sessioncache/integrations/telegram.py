@@ -101,7 +101,7 @@ class SessionCachePersistence(BasePersistence[Any, Any, Any]):
         data_ttl_ms = ttl_ms(data_ttl, "data_ttl")
         # Without a TTL a merge leaves the expiry alone rather than paying for a PERSIST.
         self._data_ttl = str(data_ttl_ms) if data_ttl_ms else ""
-        self._writer = RecordWriter(client, limits)
+        self._writer = RecordWriter(client, limits, self.keys)
         self._owns_client = owns_client
         # What Redis held for each record when this process last read or wrote it: the base of
         # the three-way merge that keeps other workers' changes and this worker's pending ones.
