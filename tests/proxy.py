@@ -50,3 +50,66 @@ class DroppingProxy:
                 w.close()
                 with contextlib.suppress(Exception):
                     await w.wait_closed()
+
+
+class HoldingProxy:
+    """Forwards to a Redis server; when armed, holds back the next request containing
+    `trigger` (the client times out and retries on a new connection, which is forwarded), until
+    release() delivers it late, after its own retry, as a buffering proxy or a kernel might."""
+
+    def __init__(self, target_port: int, trigger: bytes = b"EVALSHA") -> None:
+        self.target_port = target_port
+        self.trigger = trigger
+        self.armed = False
+        self.held: asyncio.Queue[tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter]]
+        self.held = asyncio.Queue()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> HoldingProxy:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def release(self) -> bytes:
+        """Deliver the held request (waiting until one is held) and return the server's reply."""
+        request, up_reader, up_writer = await self.held.get()
+        try:
+            up_writer.write(request)
+            await up_writer.drain()
+            return await up_reader.read(65536)
+        finally:
+            up_writer.close()
+            with contextlib.suppress(Exception):
+                await up_writer.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        held = False
+        try:
+            while True:
+                request = await reader.read(65536)
+                if not request:
+                    return
+                if self.armed and self.trigger in request:
+                    self.armed = False
+                    held = True
+                    await self.held.put((request, up_reader, up_writer))
+                    continue  # no reply: the client times out and retries elsewhere
+                up_writer.write(request)
+                await up_writer.drain()
+                writer.write(await up_reader.read(65536))
+                await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            if not held:
+                up_writer.close()
+                with contextlib.suppress(Exception):
+                    await up_writer.wait_closed()
