@@ -65,8 +65,7 @@ for i = 11, 10 + 2 * npairs do
   fields[#fields + 1] = ARGV[i]
 end
 redis.call('HSET', key, unpack(fields))
-redis.call('PEXPIREAT', key, exps)
-index_keep(KEYS[2], exps, ARGV[7])
+expire_session(key, KEYS[2], exps, ARGV[7])
 
 if KEYS[5] then
   local plat = string.match(ARGV[7], '^[^:]+')

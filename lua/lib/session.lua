@@ -21,10 +21,16 @@ local function index_keep(index, exps, suffix)
   end
 end
 
--- The session `key` now expires at `exps` (ms since the epoch, string); its index follows.
-local function expire_session(key, index, exps)
-  redis.call('PEXPIREAT', key, exps)
-  index_keep(index, exps)
+-- The session `key` now expires at `exps` (ms since the epoch, string; nil: never), and its
+-- user index follows (`suffix`: the session's entry, to add). Every write of a session sets its
+-- expiry here, so a rule that must follow every session's expiry belongs in this function.
+local function expire_session(key, index, exps, suffix)
+  if exps then
+    redis.call('PEXPIREAT', key, exps)
+  else
+    redis.call('PERSIST', key)
+  end
+  index_keep(index, exps, suffix)
 end
 
 -- Change index for incremental backups (see docs/persistence.md): `key` changed. Recorded only
