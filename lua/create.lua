@@ -29,7 +29,7 @@ local log = KEYS[4]
 
 -- A retry of the very call that created it must not report "exists", nor create it again
 -- after someone deleted it.
-if op_applied(log, ARGV[1], ARGV[2]) then
+if op_applied(log) then
   return {1, redis.call('HGETALL', key)}
 end
 if redis.call('EXISTS', key) == 1 then
@@ -64,8 +64,7 @@ local npairs = tonumber(ARGV[10])
 for i = 11, 10 + 2 * npairs do
   fields[#fields + 1] = ARGV[i]
 end
-redis.call('HSET', key, unpack(fields))
-expire_session(key, KEYS[2], exps, ARGV[7])
+session_update(key, KEYS[2], KEYS[3], log, fields, exps, now, ARGV[7])
 
 if KEYS[5] then
   local plat = string.match(ARGV[7], '^[^:]+')
@@ -76,6 +75,4 @@ if KEYS[5] then
   append_event(KEYS[6], ARGV[extra], ARGV[extra + 1], now, true,
                {'t', 'created', 's', ARGV[8], 'v', '1'})
 end
-mark_changed(KEYS[3], key)
-op_record(log, ARGV[1], ARGV[2], ARGV[3], now)
 return {1, redis.call('HGETALL', key)}

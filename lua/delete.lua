@@ -13,7 +13,7 @@
 -- The op log is kept (it expires one retry horizon after its last write): a late attempt of a
 -- create or update of the deleted session must still be recognised, not applied to a new one.
 
-if op_applied(KEYS[4], ARGV[1], ARGV[2]) then
+if op_applied(KEYS[4]) then
   return 2
 end
 local state = KEYS[5] and redis.call('HGET', KEYS[1], 's')
@@ -24,7 +24,6 @@ if state then
 end
 redis.call('HDEL', KEYS[2], ARGV[4])
 if existed == 1 then
-  mark_changed(KEYS[3], KEYS[1])
-  op_record(KEYS[4], ARGV[1], ARGV[2], ARGV[3], now_ms())
+  session_written(KEYS[1], KEYS[3], KEYS[4], now_ms())
 end
 return existed

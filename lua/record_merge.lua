@@ -35,7 +35,7 @@ end
 local full = ARGV[6] == 'full'
 local ttl = ARGV[4]
 
-if op_applied(KEYS[2], ARGV[1], ARGV[2]) then
+if op_applied(KEYS[2]) then
   if full then
     return {2, flat}
   end
@@ -107,7 +107,7 @@ if #dels > 0 then
   end
   rows = kept
 end
-op_record(KEYS[2], ARGV[1], ARGV[2], ARGV[3], now_ms())
+op_record(KEYS[2], now_ms())
 if #rows == 0 then
   -- No data field would remain: the record goes.
   redis.call('DEL', key)

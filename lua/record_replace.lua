@@ -11,12 +11,12 @@
 -- this replace is still recognised and not applied on top of it.
 
 local key = KEYS[1]
-if op_applied(KEYS[2], ARGV[1], ARGV[2]) then
+if op_applied(KEYS[2]) then
   return 2
 end
 
 redis.call('DEL', key)
-op_record(KEYS[2], ARGV[1], ARGV[2], ARGV[3], now_ms())
+op_record(KEYS[2], now_ms())
 if #ARGV < 5 then
   return 1
 end

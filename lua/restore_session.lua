@@ -16,11 +16,8 @@
 
 local key = KEYS[1]
 local mode = ARGV[1]
-local now = now_ms()
 local exp = tonumber(ARGV[2])
-if exp > 0 and exp <= now then
-  return -1
-end
+if has_passed(exp) then return -1 end
 if mode ~= 'replace' then
   local cur = redis.call('HGET', key, 'v')
   if cur then

@@ -16,10 +16,8 @@
 
 local key = KEYS[1]
 local cur = redis.call('HMGET', key, 'v', 't', 'e', 'm')
-if not cur[1] then
-  return {-1}
-end
-if op_applied(KEYS[4], ARGV[1], ARGV[2]) then
+if not cur[1] then return {-1} end
+if op_applied(KEYS[4]) then
   return {2, tonumber(cur[3]), tonumber(cur[4])}
 end
 
@@ -37,8 +35,5 @@ local more = {'a', int(now), 'e', exps, 'm', int(count)}
 for i = 1, #more do
   fields[#fields + 1] = more[i]
 end
-redis.call('HSET', key, unpack(fields))
-expire_session(key, KEYS[2], exps)
-mark_changed(KEYS[3], key)
-op_record(KEYS[4], ARGV[1], ARGV[2], ARGV[3], now)
+session_update(key, KEYS[2], KEYS[3], KEYS[4], fields, exps, now)
 return {1, exp, count}

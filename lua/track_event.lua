@@ -26,11 +26,9 @@
 
 local key = KEYS[1]
 local cur = redis.call('HMGET', key, 's', 'a', 'm', 't')
-if not cur[1] then
-  return {-1}
-end
+if not cur[1] then return {-1} end
 local count = tonumber(cur[3])
-if op_applied(KEYS[7], ARGV[1], ARGV[2]) then
+if op_applied(KEYS[7]) then
   return {2, '', count}
 end
 
@@ -50,9 +48,6 @@ if activity == '1' then
   if message == '1' then
     count = count + 1
   end
-  local exps = int(now + tonumber(cur[4] or ttl))
-  redis.call('HSET', key, 'a', nows, 'e', exps, 'm', int(count))
-  expire_session(key, KEYS[2], exps)
   if inbound == '1' then
     local gap = now - tonumber(cur[2])
     if gap < 0 then gap = 0 end
@@ -61,6 +56,10 @@ if activity == '1' then
   end
 end
 count_event(stats, etype, now)
-mark_changed(KEYS[6], key)
-op_record(KEYS[7], ARGV[1], ARGV[2], ARGV[3], now)
+if activity == '1' then
+  local exps = int(now + tonumber(cur[4] or ttl))
+  session_update(key, KEYS[2], KEYS[6], KEYS[7], {'a', nows, 'e', exps, 'm', int(count)}, exps, now)
+else
+  session_written(key, KEYS[6], KEYS[7], now)
+end
 return {1, id, count}

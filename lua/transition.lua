@@ -24,11 +24,9 @@
 
 local key = KEYS[1]
 local cur = redis.call('HMGET', key, 'v', 's', 'c', 'm')
-if not cur[1] then
-  return {-1}
-end
+if not cur[1] then return {-1} end
 local version = tonumber(cur[1])
-if op_applied(KEYS[5], ARGV[1], ARGV[2]) then
+if op_applied(KEYS[5]) then
   return {2, redis.call('HGETALL', key)}
 end
 if ARGV[5] ~= '' and tonumber(ARGV[5]) ~= version then
@@ -71,6 +69,5 @@ if string.find(terminal, ',' .. target .. ',', 1, true)
   redis.call('HINCRBY', stats, 'd:' .. int(log_bucket(dur)), 1)
   redis.call('HINCRBY', stats, 'mb:' .. int(log_bucket(msgs)), 1)
 end
-mark_changed(KEYS[4], key)
-op_record(KEYS[5], ARGV[1], ARGV[2], ARGV[3], now)
+session_written(key, KEYS[4], KEYS[5], now)
 return {1, redis.call('HGETALL', key), from}

@@ -22,11 +22,9 @@
 
 local key = KEYS[1]
 local cur = redis.call('HMGET', key, 'v', 't')
-if not cur[1] then
-  return {-1}
-end
+if not cur[1] then return {-1} end
 local version = tonumber(cur[1])
-if op_applied(KEYS[4], ARGV[1], ARGV[2]) then
+if op_applied(KEYS[4]) then
   if ARGV[5] == 'full' then
     return {2, redis.call('HGETALL', key)}
   end
@@ -83,10 +81,7 @@ end
 if #dels > 0 then
   redis.call('HDEL', key, unpack(dels))
 end
-redis.call('HSET', key, unpack(fields))
-expire_session(key, KEYS[2], exps)
-mark_changed(KEYS[3], key)
-op_record(KEYS[4], ARGV[1], ARGV[2], ARGV[3], now)
+session_update(key, KEYS[2], KEYS[3], KEYS[4], fields, exps, now)
 if ARGV[5] == 'full' then
   return {1, redis.call('HGETALL', key)}
 end

@@ -1,6 +1,6 @@
 -- lib/ops.lua: op ids, so a write that a client retries, or that arrives late, applies once.
 --
--- Every mutating script takes the same first three ARGV: the op id (16 random characters, 96
+-- Every mutating script takes the same first three ARGV, which these helpers read: the op id (16 random characters, 96
 -- bits, fresh per call and repeated by each retry of it), the call digest (a hash of the call's
 -- other arguments) and the retry horizon in ms (sessioncache.store.retry_horizon_ms). Its op log
 -- (a zset in the key's slot, built by KeySchema.op_log) holds two members per write, both scored
@@ -12,19 +12,21 @@ local OP_LOG_CAP = 1000
 
 -- Whether this call was already applied. The same op id with other arguments is an error
 -- (raised, so nothing is written), never "applied": that would silently drop a different write.
-local function op_applied(log, opid, digest)
+local function op_applied(log)
+  local opid = ARGV[1]
   if not redis.call('ZSCORE', log, opid) then
     return false
   end
-  if redis.call('ZSCORE', log, opid .. ':' .. digest) then
+  if redis.call('ZSCORE', log, opid .. ':' .. ARGV[2]) then
     return true
   end
   error('OPID_REUSED op id ' .. opid .. ' was already used by a call with other arguments')
 end
 
 -- Record this call as applied at `now` (ms), and trim the log by age and size.
-local function op_record(log, opid, digest, horizon, now)
-  redis.call('ZADD', log, now, opid, now, opid .. ':' .. digest)
+local function op_record(log, now)
+  local opid, horizon = ARGV[1], ARGV[3]
+  redis.call('ZADD', log, now, opid, now, opid .. ':' .. ARGV[2])
   redis.call('ZREMRANGEBYSCORE', log, '-inf', '(' .. int(now - tonumber(horizon)))
   -- Even counts: a write's two members share a score and sort next to each other (op ids have
   -- one length), so a cut never separates them.

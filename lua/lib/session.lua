@@ -40,3 +40,18 @@ local function mark_changed(bucket, key)
     redis.call('ZADD', bucket, redis.call('ZINCRBY', bucket, 1, '#'), key)
   end
 end
+
+-- How every applied write of session `key` ends: the change index, and the call's op record
+-- in `log` (lib/ops.lua), so no attempt of this call applies again.
+local function session_written(key, bucket, log, now)
+  mark_changed(bucket, key)
+  op_record(log, now)
+end
+
+-- An applied write that sets `fields` (field, value, ...) and moves the session's expiry to
+-- `exps` (`suffix`: also add the session to its user index), then ends as session_written.
+local function session_update(key, index, bucket, log, fields, exps, now, suffix)
+  redis.call('HSET', key, unpack(fields))
+  expire_session(key, index, exps, suffix)
+  session_written(key, bucket, log, now)
+end
