@@ -4,29 +4,36 @@
 -- bits, fresh per call and repeated by each retry of it), the call digest (a hash of the call's
 -- other arguments) and the retry horizon in ms (sessioncache.store.retry_horizon_ms). Its op log
 -- (a zset in the key's slot, built by KeySchema.op_log) holds two members per write, both scored
--- with the server time the write was applied: the op id, and op id .. ':' .. digest. A write
+-- with the server time the write was applied: the op id, and "<op id>:<digest>=<result>". A write
 -- drops records older than the horizon and keeps the newest OP_LOG_CAP writes; the log expires
 -- one horizon after its last write. See docs/guarantees.md ("Retries").
 
 local OP_LOG_CAP = 1000
 
--- Whether this call was already applied. The same op id with other arguments is an error
--- (raised, so nothing is written), never "applied": that would silently drop a different write.
+-- Whether this call was already applied: false, or true and the result it recorded ("" if
+-- none). The same op id with other arguments is an error (raised, so nothing is written), never
+-- "applied": that would silently drop a different write.
 local function op_applied(log)
   local opid = ARGV[1]
-  if not redis.call('ZSCORE', log, opid) then
+  local at = redis.call('ZSCORE', log, opid)
+  if not at then
     return false
   end
-  if redis.call('ZSCORE', log, opid .. ':' .. ARGV[2]) then
-    return true
+  -- Its second member has the same score: only the writes of that millisecond are read.
+  local mine = opid .. ':' .. ARGV[2] .. '='
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', log, at, at)) do
+    if string.sub(member, 1, #mine) == mine then
+      return true, string.sub(member, #mine + 1)
+    end
   end
   error('OPID_REUSED op id ' .. opid .. ' was already used by a call with other arguments')
 end
 
--- Record this call as applied at `now` (ms), and trim the log by age and size.
-local function op_record(log, now)
+-- Record this call as applied at `now` (ms), with an optional short `result` (a string a
+-- retry gets back from op_applied), and trim the log by age and size.
+local function op_record(log, now, result)
   local opid, horizon = ARGV[1], ARGV[3]
-  redis.call('ZADD', log, now, opid, now, opid .. ':' .. ARGV[2])
+  redis.call('ZADD', log, now, opid, now, opid .. ':' .. ARGV[2] .. '=' .. (result or ''))
   redis.call('ZREMRANGEBYSCORE', log, '-inf', '(' .. int(now - tonumber(horizon)))
   -- Even counts: a write's two members share a score and sort next to each other (op ids have
   -- one length), so a cut never separates them.
