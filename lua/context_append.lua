@@ -19,9 +19,7 @@
 -- At most 1000 items are dropped per call, so a lowered cap catches up over several calls.
 
 local gen = context_gen(KEYS[1])
-if not gen then
-  return {-1}
-end
+if not gen then return {-1} end
 context_claim(KEYS[2], KEYS[3], gen, ARGV[12])
 
 local now = now_ms()
