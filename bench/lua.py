@@ -28,9 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _library(name: str, body: str) -> str:
     """The prelude and one script's body as a Redis Functions library with one function."""
+    # Functions get no KEYS/ARGV globals: library-level locals the function sets on entry, so
+    # helpers that read ARGV (lib/ops.lua) run unchanged.
     return (
-        f"#!lua name={name}\n{prelude()}"
-        f"redis.register_function('touch_{name}', function(KEYS, ARGV)\n{body}\nend)\n"
+        f"#!lua name={name}\nlocal KEYS, ARGV\n{prelude()}"
+        f"redis.register_function('touch_{name}', function(k, a)\nKEYS, ARGV = k, a\n{body}\nend)\n"
     )
 
 
