@@ -61,13 +61,13 @@ async def run(args: argparse.Namespace) -> bool:
 
 
 async def _run(store: SessionStore, client: Any, old_source: str, args: argparse.Namespace) -> bool:
-    await store.create("telegram", "chat", "user")
-    keys = list(store._session_keys(store.identity("telegram", "chat", "user")))
+    await store.create("chat", "user", "telegram")
+    keys = list(store._session_keys(store.identity("chat", "user", "telegram")))
     touch = registry().touch
     body = touch.source[len(prelude()) :]
     await client.function_load(_library("sc_bench", body), replace=True)
     old_sha = await client.script_load(old_source) if old_source else None
-    ttl = store._default_ttl_ms
+    ttl = store.default_ttl_ms
 
     async def prelude_call(i: int) -> object:
         return await client.evalsha(touch.sha, len(keys), *keys, *store.op_args([ttl, "1", ""]))

@@ -38,9 +38,9 @@ def test_the_horizon_covers_every_attempt_of_a_call() -> None:
 async def test_a_first_attempt_arriving_after_its_retry_and_many_writes_applies_once(
     store: SessionStore,
 ) -> None:
-    s = await store.create("web", "late", "u")
-    keys = store._session_keys(store.identity("web", "late", "u"))
-    late = store.op_args([store._default_ttl_ms, "1", ""])
+    s = await store.create("late", "u", "web")
+    keys = store._session_keys(store.identity("late", "u", "web"))
+    late = store.op_args([store.default_ttl_ms, "1", ""])
     assert (await store.scripts.touch(store.client, keys, late))[0] == 1  # the retry
     for _ in range(50):  # more than any fixed window of recent writes
         await store.touch(s.session_id, messages=1)
@@ -49,11 +49,11 @@ async def test_a_first_attempt_arriving_after_its_retry_and_many_writes_applies_
 
 
 async def test_the_same_op_id_with_other_arguments_is_refused(store: SessionStore) -> None:
-    s = await store.create("web", "reuse", "u")
-    keys = store._session_keys(store.identity("web", "reuse", "u"))
-    first = store.op_args(["", "version", store._default_ttl_ms, "", "100", "1", "d:a", "1"])
+    s = await store.create("reuse", "u", "web")
+    keys = store._session_keys(store.identity("reuse", "u", "web"))
+    first = store.op_args(["", "version", store.default_ttl_ms, "", "100", "1", "d:a", "1"])
     assert (await store.scripts.update.run(store.client, keys, first))[0] == 1
-    other = store.op_args(["", "version", store._default_ttl_ms, "", "100", "1", "d:a", "2"])
+    other = store.op_args(["", "version", store.default_ttl_ms, "", "100", "1", "d:a", "2"])
     other[0] = first[0]  # the op id of the first call, with different arguments
     before = await store.client.hgetall(s.session_key)
     with pytest.raises(OpIdReused, match="other arguments"):
@@ -64,18 +64,18 @@ async def test_the_same_op_id_with_other_arguments_is_refused(store: SessionStor
 async def test_a_late_delete_does_not_remove_the_session_created_after_it(
     store: SessionStore,
 ) -> None:
-    ident = store.identity("web", "del", "u")
-    await store.create("web", "del", "u")
+    ident = store.identity("del", "u", "web")
+    await store.create("del", "u", "web")
     keys = list(store._session_keys(ident))
     delete = store.op_args([ident.suffix])
     assert await store.scripts.delete.run(store.client, keys, delete) == 1
-    again = await store.create("web", "del", "u", data={"new": True})
+    again = await store.create("del", "u", "web", data={"new": True})
     assert await store.scripts.delete.run(store.client, keys, delete) == 2
     assert (await store.get(again.session_id)).data == {"new": True}
 
 
 async def test_a_late_create_does_not_bring_back_a_deleted_session(store: SessionStore) -> None:
-    ident = store.identity("web", "cre", "u")
+    ident = store.identity("cre", "u", "web")
     keys, args = store._create_args(ident, "create", {"x": 1}, None, "new", 0, None)
     assert (await store.scripts.create.run(store.client, keys, args))[0] == 1
     assert await store.delete(ident.session_id)
@@ -84,7 +84,7 @@ async def test_a_late_create_does_not_bring_back_a_deleted_session(store: Sessio
 
 
 async def test_the_op_log_expires_after_the_horizon_and_is_capped(store: SessionStore) -> None:
-    s = await store.create("web", "log", "u")
+    s = await store.create("log", "u", "web")
     log = store.keys.op_log(s.session_key)
     assert 0 < await store.client.pttl(log) <= int(store._horizon_ms)
     assert await store.client.zcard(log) == 2  # op id, op id:digest
@@ -117,7 +117,7 @@ async def test_sigstop_past_socket_timeout_with_8_writer_processes_applies_each_
     url, ns, n = private_server.url, unique_namespace(), 25
     store = await SessionStore.connect(url, namespace=ns, **STALL_OPTIONS)
     try:
-        session = await store.create("web", "stall", "u")
+        session = await store.create("stall", "u", "web")
         await store.client.config_resetstat()
         ctx = multiprocessing.get_context("spawn")
         gate = ctx.Barrier(WRITERS + 1)
@@ -161,7 +161,7 @@ async def test_a_request_delivered_after_its_retry_applies_once(
         f"redis://127.0.0.1:{proxy.port}", namespace=ns, **STALL_OPTIONS
     )
     try:
-        s = await store.create("web", "held", "u")
+        s = await store.create("held", "u", "web")
         proxy.armed = True
         await store.touch(s.session_id, messages=1)  # held, timed out, retried: applied
         for _ in range(20):

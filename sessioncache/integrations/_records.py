@@ -11,13 +11,13 @@ import msgpack
 from redis.exceptions import RedisError
 
 from ..backends import RedisSettings, connect, is_cluster
-from ..codec import Limits, data_field, decode_value, encode_value
+from ..codec import VALUE_TAG, Limits, data_field, decode_value, encode_value
 from ..errors import BackendUnavailable, IntegrityError, ValidationError
-from ..keys import KeySchema, tag_slot
+from ..keys import KeySchema
 from ..scripts import Script, registry
+from ..slots import tag_slot
 from ..store import DEFAULT_RETRY_HORIZON_MS, op_args
 
-_TAG = b"\xc1"
 _unpackb = msgpack.unpackb
 _CLUSTER_MOVE_ATTEMPTS = 5
 
@@ -70,7 +70,7 @@ def decode_str_record(flat: Any) -> dict[str, Any]:
             name = raw_name.decode("utf-8")
             if name[0] == "~":
                 name = name[1:]
-            if raw_value[:1] == _TAG:
+            if raw_value[:1] == VALUE_TAG:
                 out[name] = _unpackb(
                     raw_value[1:], raw=False, timestamp=3, strict_map_key=True
                 )
@@ -184,13 +184,13 @@ def encode_key(key: Any, limits: Limits) -> bytes:
     if isinstance(key, str):
         return data_field(key, limits).encode("utf-8")
     raw = encode_value(key, limits, "key")
-    if raw[:1] != _TAG:  # pragma: no cover - encode_value tags every non-str value
+    if raw[:1] != VALUE_TAG:  # pragma: no cover - encode_value tags every non-str value
         raise ValidationError(f"cannot use {key!r} as a key")
     return raw
 
 
 def decode_key(raw: bytes) -> Any:
-    if raw[:1] == _TAG:
+    if raw[:1] == VALUE_TAG:
         return _freeze(decode_value(raw))
     text = raw.decode("utf-8")
     return text[1:] if text[0] == "~" else text
