@@ -176,3 +176,11 @@ def scheduled_fleet_member(
             await store.close()
 
     asyncio.run(main())
+
+
+def forge_records(monkeypatch: Any) -> None:
+    """Let BackupWriter write records it would refuse (as a forger's or an old version's
+    writer would), so the tests can check that every reader refuses them."""
+    from sessioncache.persistence.container import BackupWriter
+
+    monkeypatch.setattr(BackupWriter, "check_records", staticmethod(lambda records: records))

@@ -15,7 +15,7 @@ from sessioncache.persistence.container import BackupReader, BackupWriter
 from sessioncache.persistence.formats import Codec
 from sessioncache.store import SessionStore
 
-from .persistence_helpers import all_keys, cluster_persistence_for, digest, state
+from .persistence_helpers import all_keys, cluster_persistence_for, digest, forge_records, state
 
 KEY = "test-backup-key-0123456789"
 
@@ -229,7 +229,7 @@ async def test_backup_interrupted_before_its_commit_keeps_the_chain_going(
     await store.update(ids[0], data={"n": 100})
     commit = persistence.creator.commit
 
-    async def cancelled(backup_id: str, cuts: list[tuple[int, float]]) -> None:
+    async def cancelled(*args: object) -> None:
         raise asyncio.CancelledError
 
     monkeypatch.setattr(persistence.creator, "commit", cancelled)
@@ -347,9 +347,10 @@ async def test_format_migration_keeps_id_and_chain(
 
 
 async def test_schema_migration_upgrades_old_backups(
-    store: SessionStore, persistence: Persistence, tmp_path: Path
+    store: SessionStore, persistence: Persistence, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A schema-0 backup stored the version under "ver" and had no message count.
+    forge_records(monkeypatch)
     codec = Codec("json")
     old = tmp_path / "backups" / "20200101T000000000000Z-full-old.json.scb"
     fields = {

@@ -14,17 +14,14 @@ from redis.exceptions import ResponseError
 from sessioncache import EventType, IntegrityError, Session, ValidationError
 from sessioncache.persistence import FORMATS, Persistence
 from sessioncache.persistence.backups import events_record
-from sessioncache.persistence.container import (
-    FRAME,
-    MAGIC,
+from sessioncache.persistence.container import FRAME, MAGIC, BackupReader, BackupWriter
+from sessioncache.persistence.formats import Codec, _json_record, kind_counts
+from sessioncache.persistence.records import (
     MAX_EVENT_ENTRIES,
     MAX_EVENT_ENTRY_VALUES,
     MAX_EVENT_VALUES,
-    BackupReader,
-    BackupWriter,
     check_record,
 )
-from sessioncache.persistence.formats import Codec, _json_record, kind_counts
 from sessioncache.store import SessionStore
 from sessioncache.tracker import StateTracker
 

@@ -19,7 +19,7 @@ from sessioncache.persistence.formats import Codec
 from sessioncache.persistence.integrity import sign
 from sessioncache.store import SessionStore
 
-from .persistence_helpers import all_keys, cluster_persistence_for
+from .persistence_helpers import all_keys, cluster_persistence_for, forge_records
 
 KEY = "integrity-key-0123456789abcdef"
 
@@ -354,9 +354,10 @@ async def test_signed_pickle_backup_round_trips(persistence: Persistence) -> Non
 
 
 async def test_invalid_records_are_refused_before_any_write(
-    store: SessionStore, tmp_path: Path
+    store: SessionStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Consistent checksums, no key: structure checks still refuse before the first write."""
+    forge_records(monkeypatch)
     p = Persistence(store, backup_dir=tmp_path / "nokey")
     await store.create("web", 0, "u0")
     before = await all_keys(store)
@@ -400,11 +401,12 @@ async def test_invalid_records_are_refused_before_any_write(
 
 
 async def test_signed_backup_with_a_bad_record_never_writes_that_record(
-    persistence: Persistence, tmp_path: Path
+    persistence: Persistence, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A restore checks a file signed with our key by signature and checksums, then validates
     each record as it decodes it. Only a signer (a writer bug, a leaked key) can produce a bad
     record there: verify_backup still finds it, and the restore refuses it before writing it."""
+    forge_records(monkeypatch)
     core = {b"v": b"1", b"s": b"new", b"c": b"1", b"u": b"1", b"a": b"1", b"e": b"1", b"m": b"0"}
     good = ["s", "web:1:u1", 0, core]
     bad = ["s", "web:{x}:u1", 0, dict(core)]
