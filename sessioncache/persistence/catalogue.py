@@ -116,7 +116,10 @@ class Catalogue:
             links.append(link)
             with BackupReader(link) as reader:
                 if reader.manifest["backup_id"] != parent:
-                    raise IntegrityError(f"{link.name} does not hold backup {parent}")
+                    raise IntegrityError(
+                        f"{link.name} holds backup {reader.manifest['backup_id']}, not "
+                        f"{parent}: swapped, replayed or renamed; refused"
+                    )
                 manifests.append(reader.manifest)
                 parent = reader.manifest.get("parent")
         links.reverse()
