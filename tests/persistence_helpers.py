@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from sessioncache.persistence import Persistence
@@ -76,23 +73,6 @@ async def all_keys(store: SessionStore) -> dict[bytes, Any]:
     return {k: (kinds[i], replies[2 * i], replies[2 * i + 1]) for i, k in enumerate(keys)}
 
 
-@contextlib.asynccontextmanager
-async def cluster_persistence_for(
-    url: str, directory: Path, key: str, batch_size: int = 7
-) -> AsyncIterator[Persistence]:
-    """A Persistence on a fresh namespace of the local Redis Cluster, cleaned up after."""
-    from .conftest import drop_namespace, unique_namespace
-
-    store = await SessionStore.connect(url, namespace=unique_namespace(), socket_timeout=10.0)
-    p = Persistence(store, backup_dir=directory, key=key, batch_size=batch_size)
-    try:
-        yield p
-    finally:
-        await p.changes.disarm()
-        await drop_namespace(store.client, store.keys.namespace)
-        await store.close()
-
-
 async def bulk_load(store: SessionStore, n: int, fields: int = 20, *, user_groups: int = 0) -> None:
     """n sessions written with pipelined raw HSET (same layout the scripts write), fast."""
     client = store.client
@@ -151,7 +131,6 @@ def scheduled_fleet_member(
     """Child process: run APScheduler backups every 0.2 s for `seconds`, writing meanwhile."""
     import asyncio
 
-    from sessioncache.persistence import Persistence
     from sessioncache.persistence.scheduler import BackupScheduler
 
     async def main() -> None:

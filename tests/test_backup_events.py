@@ -25,15 +25,10 @@ from sessioncache.persistence.records import (
 from sessioncache.store import SessionStore
 from sessioncache.tracker import StateTracker
 
-from .persistence_helpers import all_keys, cluster_persistence_for, digest, streams
+from .persistence_helpers import all_keys, digest, streams
 from .tracker_helpers import new_tracker
 
 KEY = "events-backup-key-0123456789"
-
-
-@pytest.fixture(params=["redis", "memory"])
-def backend_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue(f"{request.param}_url"))
 
 
 @pytest.fixture
@@ -595,22 +590,3 @@ async def test_restore_events_script_twice_gives_the_same_stream(store: SessionS
         assert await store.client.xrange(key) == stored
 
 
-@pytest.mark.cluster
-async def test_events_backup_and_restore_on_cluster(cluster_url: str, tmp_path: Path) -> None:
-    async with cluster_persistence_for(cluster_url, tmp_path / "b", KEY) as p:
-        p.events = True
-        tracker = await new_tracker(p.store)
-        ids = await populate(tracker, 8)
-        full = await p.create_backup(format="json.gz")
-        await tracker.track_event(ids[0], EventType.MESSAGE_RECEIVED, text="new")
-        inc = await p.create_backup(incremental=True)
-        assert p.list_backups()[-1].events == 1
-        expected, sessions = await streams(p.store), await digest(p.store)
-        assert len(expected) == 8
-        await tracker.track_event(ids[1], EventType.MESSAGE_SENT, text="noise")
-        await p.store.client.delete(stream_key(p.store, ids[2]))
-        report = await p.restore_backup(inc, "replace")
-        assert report.chain == [full, inc]
-        assert (report.written, report.events) == (8, 8)
-        assert await streams(p.store) == expected
-        assert await digest(p.store) == sessions

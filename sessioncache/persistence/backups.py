@@ -200,10 +200,9 @@ class BackupCreator:
         s = self.settings
         backup_id = new_id("full")
         manifest = s.base_manifest(backup_id, "full", description, events)
-        # Arm first: every change from now on lands in the index with a sequence above what
-        # the cut below reads, so the next incremental sees it even if this scan misses it.
-        await s.changes.arm()
-        cuts = [(r.slot, r.cut) async for batch in s.changes.read_batches() for r in batch]
+        # Arm before the scan: every change from then on lands in the index with a sequence
+        # above the cut read here, so the next incremental sees it even if this scan misses it.
+        cuts = await s.changes.arm_and_cut()
         bar = Progress(f"backup {backup_id}") if progress else None
         with BackupWriter(
             directory / f"{backup_id}.{codec.name}{SUFFIX}", manifest, codec, s.key
