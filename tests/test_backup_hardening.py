@@ -19,11 +19,11 @@ from sessioncache import BackendUnavailable, IntegrityError, ValidationError
 from sessioncache.codec import MAX_DATA_FIELDS, MAX_HASH_FIELDS, Limits
 from sessioncache.lease import Lease
 from sessioncache.persistence import Persistence
+from sessioncache.persistence import restore as restore_module
 from sessioncache.persistence.container import FOOTER, FRAME, BackupReader, BackupWriter
 from sessioncache.persistence.formats import Codec
 from sessioncache.persistence.integrity import check_signature, key_id, sign
 from sessioncache.persistence.records import MAX_COUNTER
-from sessioncache.persistence.restore import Restorer
 from sessioncache.store import SessionStore
 
 from .conftest import drop_namespace, unique_namespace
@@ -116,7 +116,20 @@ class KilledHere(Exception):
     """Stands for the process dying at this point."""
 
 
-async def test_replace_restore_interrupted_after_its_wipe_breaks_the_chain(
+def _dies_mid_wipe(store: SessionStore, then: Any) -> Any:
+    """A stand-in for restore.pipelined: deletes a wipe batch except the chain head (as if the
+    SCAN had not reached it yet), then ``then()`` (raise, or hang until killed)."""
+    real = restore_module.pipelined
+    head = store.keys.backup_head().encode()
+
+    async def dying(client: Any, calls: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        await real(client, [c for c in calls if c[1][0] != head])
+        return await then()  # type: ignore[no-any-return]
+
+    return dying
+
+
+async def test_replace_restore_interrupted_mid_wipe_breaks_the_chain(
     store: SessionStore, persistence: Persistence, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     p = persistence
@@ -124,16 +137,14 @@ async def test_replace_restore_interrupted_after_its_wipe_breaks_the_chain(
     backup = await p.create_backup()
     for sid in ids[:4]:
         await store.update(sid, data={"later": True})
-    wipe = Restorer.wipe
 
-    async def killed_after_wipe(self: Restorer) -> int:
-        await wipe(self)
+    async def killed() -> None:
         raise KilledHere
 
-    monkeypatch.setattr(Restorer, "wipe", killed_after_wipe)
+    monkeypatch.setattr(restore_module, "pipelined", _dies_mid_wipe(store, killed))
     with pytest.raises(KilledHere):
         await p.restore_backup(backup, "replace")
-    monkeypatch.setattr(Restorer, "wipe", wipe)
+    monkeypatch.undo()
     assert (await digest(store))[0] == 0
     # The wiped sessions left no trace in the change index: an incremental now would be inexact.
     with pytest.raises(ValidationError, match="broke the chain"):
@@ -147,26 +158,23 @@ async def test_replace_restore_interrupted_after_its_wipe_breaks_the_chain(
 def _restore_then_hang(
     url: str, namespace: str, directory: str, backup_id: str, wiped: Any
 ) -> None:
-    """Child process: a replace restore that stops right after its wipe, until killed."""
+    """Child process: a replace restore that stops in the middle of its wipe, until killed."""
 
     async def main() -> None:
         store = await SessionStore.connect(url, namespace=namespace, socket_timeout=10.0)
         p = Persistence(store, backup_dir=directory, key=KEY)
-        wipe = Restorer.wipe
 
-        async def hang(self: Restorer) -> int:
-            count = await wipe(self)
+        async def hang() -> None:
             wiped.set()
             await asyncio.Event().wait()
-            return count
 
-        Restorer.wipe = hang  # type: ignore[method-assign]
+        restore_module.pipelined = _dies_mid_wipe(store, hang)  # type: ignore[attr-defined]
         await p.restore_backup(backup_id, "replace")
 
     asyncio.run(main())
 
 
-async def test_replace_restore_killed_after_its_wipe_leaves_no_chain(
+async def test_replace_restore_killed_mid_wipe_leaves_no_chain(
     redis_url: str, tmp_path: Path
 ) -> None:
     store = await SessionStore.connect(redis_url, namespace=unique_namespace(), socket_timeout=10)
