@@ -269,7 +269,7 @@ class BackupCreator:
         """
         store = self.settings.store
         await pipelined(store.client, [("set", (store.keys.backup_head(), backup_id))])
-        await self.settings.changes.trim(store.scripts["change_trim"], cuts)
+        await self.settings.changes.trim(store.scripts.change_trim, cuts)
 
     async def snapshot(
         self, format: str | None = None, *, progress: bool = False, events: bool | None = None

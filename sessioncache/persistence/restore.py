@@ -91,8 +91,8 @@ class Restorer:
     def __init__(self, store: SessionStore) -> None:
         self.store = store
         self.keys = store.keys
-        self.script = store.scripts["restore_session"]
-        self.events_script = store.scripts["restore_events"]
+        self.script = store.scripts.restore_session
+        self.events_script = store.scripts.restore_events
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD the restore scripts (on every primary of a cluster)."""
