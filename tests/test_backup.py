@@ -53,6 +53,9 @@ async def populate(store: SessionStore, n: int, prefix: str = "c") -> list[str]:
     return ids
 
 
+# The codec is the same on every backend: the format axis runs on redis and memory://, and the
+# cluster covers the default format through every other test of this module.
+@pytest.mark.parametrize("backend_url", ["redis", "memory"], indirect=True)
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_round_trip_every_format(
     store: SessionStore, persistence: Persistence, fmt: str

@@ -77,6 +77,9 @@ async def _records(path: Path) -> list[list[Any]]:
         return [r for part in reader.records(pickle_allowed=True) for r in part]
 
 
+# The codec is the same on every backend: the format axis runs on redis and memory://, and the
+# cluster covers the default format through every other test of this module.
+@pytest.mark.parametrize("backend_url", ["redis", "memory"], indirect=True)
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_round_trip_with_events_every_format(
     store: SessionStore, tracker: StateTracker, persistence: Persistence, fmt: str
