@@ -1,6 +1,12 @@
 """sessioncache: a Redis-backed session cache shared by fleets of chat-bot and agent workers."""
 
 from .codec import Limits
+from .config import (
+    ConfigManager,
+    create_default_session_system,
+    get_development_config,
+    get_production_config,
+)
 from .errors import (
     BackendUnavailable,
     IntegrityError,
@@ -39,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable",
+    "ConfigManager",
     "Event",
     "EventType",
     "GuardRejected",
@@ -65,10 +72,13 @@ __all__ = [
     "TransitionTable",
     "ValidationError",
     "VersionConflict",
+    "create_default_session_system",
     "create_session",
     "current_system",
     "delete_session",
+    "get_development_config",
     "get_or_create_session",
+    "get_production_config",
     "get_session",
     "initialize_sessions",
     "list_user_sessions",

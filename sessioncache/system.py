@@ -2,47 +2,58 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .backends import RedisSettings
 from .codec import DEFAULT_LIMITS, Limits
 from .errors import SessionCacheError, ValidationError
 from .events import Event, EventType
+from .health import HealthMonitor, register_core_checks
 from .models import Platform, Session, SessionState
 from .patterns import LifecyclePrediction, PatternReport
 from .persistence import BackupInfo, Persistence, RestoreReport, VerifyReport
 from .persistence.restore import Decide
 from .persistence.scheduler import BackupScheduler
 from .statistics import StatisticsReport
+from .storage import Storage, default_data_dir, redact, resolve_storage
 from .store import DEFAULT_TTL, SessionStore
 from .tracker import StateTracker, TrackerConfig
 
-STORAGE_TYPES = ("MEMORY", "REDIS", "CLUSTER")
+log = logging.getLogger(__name__)
+
+_memory_warned = False
 
 
-@dataclass(slots=True)
+@dataclass(repr=False)
 class SessionSystemConfig:
-    """Everything initialize_sessions() accepts besides the storage choice.
+    """Every keyword argument of initialize_sessions(), so ``initialize_sessions(**c.__dict__)``.
 
-    State tracking is always on and persistence works as soon as ``backup_dir`` is set;
-    ``enable_all_features=True`` (the origin API's switch) asks for every feature to be usable
-    and so refuses to start without a ``backup_dir``, rather than failing at the first backup.
+    ``storage_type`` None means: what ``storage_config`` implies, else $SESSIONCACHE_URL, else
+    MEMORY. State tracking is always on; persistence works as soon as ``backup_dir`` is set.
+    ``enable_all_features=True`` turns every feature on, with ``backup_dir`` and ``archive_dir``
+    defaulting to ``backups/`` and ``archive/`` under the data directory (docs/configuration.md).
     """
 
+    storage_type: str | None = None
+    storage_config: dict[str, Any] | None = None
+    enable_all_features: bool = False
     namespace: str = "sc"
     default_ttl: float = DEFAULT_TTL
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
-    enable_all_features: bool = False
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    health_interval: float | None = 30.0
+    """Seconds between background health checks that restart failed components (None: off)."""
     # Persistence (docs/persistence.md)
-    backup_dir: str | None = None
-    archive_dir: str | None = None
-    snapshot_dir: str | None = None
+    backup_dir: str | os.PathLike[str] | None = None
+    archive_dir: str | os.PathLike[str] | None = None
+    snapshot_dir: str | os.PathLike[str] | None = None
     backup_key: str | bytes | None = None
     backup_format: str = "msgpack.gz"
     backup_events: bool = False
@@ -59,61 +70,67 @@ class SessionSystemConfig:
             raise ValidationError(
                 f"enable_all_features must be a bool, got {self.enable_all_features!r}"
             )
-        if self.enable_all_features and self.backup_dir is None:
-            raise ValidationError(
-                "enable_all_features=True needs backup_dir= (where backups go); "
-                "pass backup_dir, or leave enable_all_features off to run without persistence"
-            )
+        if self.storage_config is not None and not isinstance(self.storage_config, Mapping):
+            raise ValidationError(f"storage_config must be a dict, got {self.storage_config!r}")
+        interval = self.health_interval
+        if interval is not None and (
+            isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0
+        ):
+            raise ValidationError(f"health_interval must be a positive number, got {interval!r}")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={redact(getattr(self, f.name), f.name)!r}" for f in fields(self)
+        )
+        return f"SessionSystemConfig({shown})"
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The names initialize_sessions() accepts."""
+        return [f.name for f in fields(cls)]
 
     @classmethod
     def from_options(cls, **options: Any) -> SessionSystemConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
+        """A config from keyword options; unknown options raise, listing the known ones."""
+        unknown = sorted(set(options) - set(cls.option_names()))
         if unknown:
             raise ValidationError(
                 f"unknown option(s) {', '.join(unknown)} for initialize_sessions(); "
-                f"known: storage_type, storage_config, {', '.join(sorted(known))}"
+                f"known: {', '.join(cls.option_names())}"
             )
         return cls(**options)
 
-
-def storage_url(
-    storage_type: str, storage_config: Mapping[str, Any] | None
-) -> tuple[str, dict[str, Any]]:
-    """The backend URL and connection options for an origin-style storage choice."""
-    config = dict(storage_config or {})
-    kind = str(storage_type).upper()
-    if kind not in STORAGE_TYPES:
-        raise ValidationError(
-            f"storage_type must be one of {', '.join(STORAGE_TYPES)}; got {storage_type!r}"
+    def with_feature_dirs(self, data_dir: Path) -> SessionSystemConfig:
+        """With enable_all_features: backup_dir/archive_dir defaulted under ``data_dir``."""
+        if not self.enable_all_features:
+            return self
+        return replace(
+            self,
+            backup_dir=self.backup_dir if self.backup_dir is not None else data_dir / "backups",
+            archive_dir=self.archive_dir if self.archive_dir is not None else data_dir / "archive",
         )
-    if kind == "MEMORY":
-        name = config.pop("name", "default")
-        url = config.pop("url", f"memory://{name}")
-        if not url.startswith("memory://"):
-            raise ValidationError(f"storage_type MEMORY takes a memory:// url, got {url!r}")
-    else:
-        url = config.pop("url", None)
-        if not url:
-            host, port = config.pop("host", "127.0.0.1"), config.pop("port", 6379)
-            url = f"redis://{host}:{port}"
-        if kind == "CLUSTER" and "+cluster" not in url.split("://", 1)[0]:
-            scheme, rest = url.split("://", 1)
-            url = f"{scheme}+cluster://{rest}"
-        if kind == "REDIS" and "+cluster" in url.split("://", 1)[0]:
-            raise ValidationError("storage_type REDIS got a cluster URL; use storage_type CLUSTER")
-    RedisSettings.from_options(url, **config)  # validates the options before connecting
-    return url, config
 
 
 class SessionSystem:
-    """One object for bot code: the core store plus the features built on it."""
+    """One object for bot code: the core store plus the features built on it.
 
-    def __init__(self, store: SessionStore, config: SessionSystemConfig) -> None:
+    Build it with ``await SessionSystem.open(...)`` (or initialize_sessions()); ``start()``
+    and ``shutdown()`` (or ``async with``) run the components' lifecycle. Components hang off
+    it by name: ``tracker``, ``persistence``, ``expiry``, ``sync``, ``context``.
+    """
+
+    def __init__(
+        self, store: SessionStore, config: SessionSystemConfig, *, storage: Storage | None = None
+    ) -> None:
         self.store = store
-        self.config = config
+        self.storage = storage
+        self.config = config = config.with_feature_dirs(
+            storage.data_dir if storage is not None else default_data_dir()
+        )
         self._started = time.monotonic()
+        self._running = False
         self._closed = False
+        self.health = HealthMonitor()
         self.tracker = StateTracker(store, config.tracker)
         self.persistence = Persistence(
             store,
@@ -127,40 +144,87 @@ class SessionSystem:
             max_age=config.backup_max_age,
             snapshot_keep_last=config.snapshot_keep_last,
         )
-        self.backup_scheduler: BackupScheduler | None = None
-        if config.backup_interval or config.snapshot_interval:
-            self.backup_scheduler = BackupScheduler(
-                self.persistence,
-                backup_interval=config.backup_interval,
-                full_every=config.backup_full_every,
-                snapshot_interval=config.snapshot_interval,
-            )
+        self.backup_scheduler: BackupScheduler | None = self._new_backup_scheduler()
+        # Filled by the feature modules as they land (None: not built in this version).
+        self.expiry: Any = None
+        self.sync: Any = None
+        self.context: Any = None
+        register_core_checks(self)
+
+    def _new_backup_scheduler(self) -> BackupScheduler | None:
+        config = self.config
+        if not (config.backup_interval or config.snapshot_interval):
+            return None
+        return BackupScheduler(
+            self.persistence,
+            backup_interval=config.backup_interval,
+            full_every=config.backup_full_every,
+            snapshot_interval=config.snapshot_interval,
+        )
 
     @classmethod
-    async def start(
+    async def open(
         cls,
-        storage_type: str = "MEMORY",
+        storage_type: str | None = None,
         storage_config: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> SessionSystem:
-        config = SessionSystemConfig.from_options(**options)
-        url, connection = storage_url(storage_type, storage_config)
-        store = await SessionStore.connect(
-            url,
-            namespace=config.namespace,
-            default_ttl=config.default_ttl,
-            limits=config.limits,
-            **connection,
+        """Resolve the storage (starting or joining an EMBEDDED server), connect, start."""
+        config = SessionSystemConfig.from_options(
+            storage_type=storage_type,
+            storage_config=dict(storage_config) if storage_config is not None else None,
+            **options,
         )
+        return await cls.from_config(config)
+
+    @classmethod
+    async def from_config(cls, config: SessionSystemConfig) -> SessionSystem:
+        """A started system for a config."""
+        storage = resolve_storage(config.storage_type, config.storage_config)
+        if storage.server is not None:
+            await asyncio.to_thread(storage.server.attach)
         try:
-            system = cls(store, config)
-            await system.tracker.start()
+            store = await SessionStore.connect(
+                storage.url,
+                namespace=config.namespace,
+                default_ttl=config.default_ttl,
+                limits=config.limits,
+                **storage.connection,
+            )
+        except BaseException:
+            if storage.server is not None:
+                await asyncio.to_thread(storage.server.detach)
+            raise
+        try:
+            system = cls(store, config, storage=storage)
+            await system.start()
         except BaseException:
             await store.close()
+            if storage.server is not None:
+                await asyncio.to_thread(storage.server.detach)
             raise
-        if system.backup_scheduler is not None:
-            system.backup_scheduler.start()
         return system
+
+    async def start(self) -> SessionSystem:
+        """Start the components (tracker, schedulers, health monitor); idempotent."""
+        if self._running:
+            return self
+        if self._closed:
+            raise SessionCacheError("this SessionSystem was shut down; open a new one")
+        await self.tracker.start()
+        if self.backup_scheduler is not None:
+            self.backup_scheduler.start()
+        if self.config.health_interval:
+            self.health.start(self.config.health_interval)
+        self._running = True
+        global _memory_warned
+        if self.storage is not None and self.storage.kind == "MEMORY" and not _memory_warned:
+            _memory_warned = True
+            log.warning(
+                "storage MEMORY keeps sessions inside this process: other processes do not "
+                "share them; use EMBEDDED, REDIS or CLUSTER (or set SESSIONCACHE_URL) for a fleet"
+            )
+        return self
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -285,22 +349,23 @@ class SessionSystem:
     def get_performance_metrics(self) -> dict[str, dict[str, Any]]:
         return self.tracker.get_performance_metrics()
 
-    async def health_check(self) -> dict[str, Any]:
-        """Whether Redis answers and has every script cached, with the round-trip time."""
-        began = time.perf_counter()
-        try:
-            await self.store.client.ping()
-            missing = await self.store.scripts.missing(self.store.client)
-        except Exception as exc:
-            return {"healthy": False, "error": str(exc)}
-        return {
-            "healthy": not missing,
-            "ping_ms": round((time.perf_counter() - began) * 1000, 3),
-            "missing_scripts": missing,
-            "cluster": self.store.is_cluster,
-            "namespace": self.store.keys.namespace,
-            "uptime_s": round(time.monotonic() - self._started, 3),
-        }
+    async def health_check(self, *, restart: bool = True) -> dict[str, Any]:
+        """Each component's health and the overall status; failed components are restarted
+        (unless ``restart`` is False) and the restart reported (sessioncache.health)."""
+        report = await self.health.check(restart=restart)
+        redis = report["components"].get("redis", {})
+        scripts = report["components"].get("scripts", {})
+        report.update(
+            ping_ms=redis.get("ping_ms"),
+            missing_scripts=scripts.get("missing", []),
+            cluster=self.store.is_cluster,
+            namespace=self.store.keys.namespace,
+            uptime_s=round(time.monotonic() - self._started, 3),
+        )
+        if not report["healthy"]:
+            failed = report["components"][report["failed"][0]]
+            report["error"] = failed.get("error") or f"{report['failed'][0]} failed"
+        return report
 
     # -- persistence (docs/persistence.md) ------------------------------------------------
 
@@ -314,9 +379,7 @@ class SessionSystem:
     ) -> str:
         """A full or incremental backup; ``events``: also each session's event stream (None:
         the configured ``backup_events``)."""
-        return await self.persistence.create_backup(
-            description, format, incremental, events=events
-        )
+        return await self.persistence.create_backup(description, format, incremental, events=events)
 
     def list_backups(self) -> list[BackupInfo]:
         return self.persistence.list_backups()
@@ -354,14 +417,20 @@ class SessionSystem:
         )
 
     async def shutdown(self) -> None:
+        """Stop every component, close the connections, leave the EMBEDDED server (the last
+        process out stops it with a save)."""
         if not self._closed:
             self._closed = True
+            self._running = False
+            await self.health.stop()
             if self.backup_scheduler is not None:
                 self.backup_scheduler.shutdown()
             await self.store.close()
+            if self.storage is not None and self.storage.server is not None:
+                await asyncio.to_thread(self.storage.server.detach)
 
     async def __aenter__(self) -> SessionSystem:
-        return self
+        return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
@@ -373,14 +442,18 @@ _current: SessionSystem | None = None
 
 
 async def initialize_sessions(
-    storage_type: str = "MEMORY",
+    storage_type: str | None = None,
     storage_config: Mapping[str, Any] | None = None,
     enable_all_features: bool = False,
     **options: Any,
 ) -> SessionSystem:
-    """Build the session system and make it the one the module-level functions use."""
+    """Build the session system and make it the one the module-level functions use.
+
+    Takes exactly the fields of SessionSystemConfig; no ``storage_type``: $SESSIONCACHE_URL,
+    else MEMORY.
+    """
     global _current
-    system = await SessionSystem.start(
+    system = await SessionSystem.open(
         storage_type, storage_config, enable_all_features=enable_all_features, **options
     )
     if _current is not None:
