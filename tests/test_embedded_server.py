@@ -135,9 +135,7 @@ def test_after_kill9_of_the_owner_the_next_process_serves_the_data(
     assert not _alive(owner.server_pid)
 
 
-def test_kill9_of_owner_and_server_loses_no_acknowledged_write(
-    binary: str, data_dir: Path
-) -> None:
+def test_kill9_of_owner_and_server_loses_no_acknowledged_write(binary: str, data_dir: Path) -> None:
     owner = Worker(data_dir)
     owner.create(500, "s")
     # The AOF is written (not yet fsynced) before each reply: a killed server process loses
@@ -150,9 +148,7 @@ def test_kill9_of_owner_and_server_loses_no_acknowledged_write(
     heir.exit()
 
 
-def test_two_processes_share_one_server_and_the_last_stops_it(
-    binary: str, data_dir: Path
-) -> None:
+def test_two_processes_share_one_server_and_the_last_stops_it(binary: str, data_dir: Path) -> None:
     a, b = Worker(data_dir), Worker(data_dir)
     assert a.server_pid == b.server_pid
     a.create(40, "from-a")
