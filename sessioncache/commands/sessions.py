@@ -45,7 +45,8 @@ async def list_sessions(args: argparse.Namespace) -> int:
         else:
             store, found = system.store, []
             async for key in store.client.scan_iter(match=store.keys.session_pattern(), count=1000):
-                session = await store.find_by_id(store.keys.session_id_of_key(key))
+                sid = store.keys.session_id_of_key(key.decode())
+                session = await store.find_by_id(sid)
                 if session is not None:
                     found.append(session)
                 if len(found) >= args.limit:
