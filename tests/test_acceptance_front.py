@@ -53,9 +53,9 @@ async def test_acceptance_block_runs_as_written(tmp_path: Path) -> None:
     assert manager.storage is not None and manager.storage.kind == "MEMORY"
     assert session.session_id == "telegram:chat_1:user_1"
 
-    system = await initialize_sessions(storage_type="DATABASE", storage_config={"db_path": "./agentbus.db"},
-        enable_all_features=True, backup_dir=Path("./backups"), archive_dir=Path("./archive"))  # fmt: skip
-    session = await system.create_session(chat_id="chat_123", user_id="user_456", platform=Platform.TELEGRAM)  # fmt: skip
+    system = await initialize_sessions(storage_type="DATABASE", storage_config={"db_path": "./agentbus.db"},  # noqa: E501
+        enable_all_features=True, backup_dir=Path("./backups"), archive_dir=Path("./archive"))  # fmt: skip  # noqa: E501
+    session = await system.create_session(chat_id="chat_123", user_id="user_456", platform=Platform.TELEGRAM)  # fmt: skip  # noqa: E501
     await system.track_event(session.session_id, EventType.MESSAGE_RECEIVED, content="Hello World!")
     await _call(system, "sync_sessions", session.session_id)
     backup_id = await system.create_backup(description="important backup")

@@ -1,4 +1,4 @@
-"""Configuration: SessionSystemConfig = initialize_sessions' options, presets, env, TOML, sources."""
+"""Configuration: the config's fields are initialize_sessions' options; presets, env, TOML."""
 
 from __future__ import annotations
 
