@@ -45,6 +45,7 @@ class HealthMonitor:
     restarted: list[dict[str, Any]] = field(default_factory=list)
     """Restarts done by this process, newest last: {"component", "at", "error"}."""
     _task: asyncio.Task[None] | None = None
+    _round: asyncio.Event | None = None
 
     def register(
         self, name: str, check: Check, restart: Restart | None = None, *, critical: bool = True
@@ -104,6 +105,15 @@ class HealthMonitor:
                 await self.check()
             except Exception:  # the monitor must outlive any one failed round
                 log.exception("health: a check round failed")
+            done, self._round = self._round, None
+            if done is not None:
+                done.set()
+
+    async def next_round(self) -> None:
+        """Wait until the background monitor has finished its next round of checks."""
+        if self._round is None:
+            self._round = asyncio.Event()
+        await self._round.wait()
 
     async def stop(self) -> None:
         """Stop the background checks."""

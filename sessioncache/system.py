@@ -425,6 +425,8 @@ class SessionSystem:
             await self.health.stop()
             if self.backup_scheduler is not None:
                 self.backup_scheduler.shutdown()
+                # AsyncIOScheduler.shutdown() runs through call_soon: give it that loop turn.
+                await asyncio.sleep(0)
             await self.store.close()
             if self.storage is not None and self.storage.server is not None:
                 await asyncio.to_thread(self.storage.server.detach)

@@ -25,7 +25,8 @@ _ids = itertools.count()
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_embedded_server_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The suite leaves no EMBEDDED server running in its temporary directories."""
+    """The suite's default data directory is temporary, and no EMBEDDED server outlives it."""
+    os.environ["SESSIONCACHE_DATA_DIR"] = str(tmp_path_factory.mktemp("sessioncache-data"))
     yield
     base = str(tmp_path_factory.getbasetemp())
     leftover = server_pids(base)
