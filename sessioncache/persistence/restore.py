@@ -16,8 +16,8 @@ from ..errors import BackendUnavailable, IntegrityError, ValidationError
 from ..keys import parse_session_id
 from ..models import Session, session_from_hash
 from ..store import SessionStore
-from .backup import MAX_EVENT_ENTRIES
 from .changes import pipelined, run_script_batch
+from .container import MAX_EVENT_ENTRIES
 from .formats import Record
 
 STRATEGIES = ("replace", "merge", "skip", "interactive")
@@ -91,8 +91,8 @@ class Restorer:
     def __init__(self, store: SessionStore) -> None:
         self.store = store
         self.keys = store.keys
-        self.script = store.scripts["restore_session"]
-        self.events_script = store.scripts["restore_events"]
+        self.script = store.scripts.restore_session
+        self.events_script = store.scripts.restore_events
 
     async def wipe(self) -> int:
         """Delete every key of the namespace except the backup machinery's own."""
