@@ -260,7 +260,7 @@ class SharedServer:
     def running_pid(self) -> int | None:
         """The server's pid if it runs and answers, else None (no lock taken)."""
         with contextlib.suppress(BackendUnavailable):
-            return self._running_pid(wait=False)
+            return self._running_pid(wait=False, clean=False)
         return None
 
     # -- under the mutex ---------------------------------------------------------------------
@@ -330,15 +330,17 @@ class SharedServer:
         name = attachment.lease.name if attachment else ""
         self.owner_file.write_text(name)
 
-    def _running_pid(self, wait: bool = True) -> int | None:
-        """The pid of a live server answering on our socket; stale files are cleared."""
+    def _running_pid(self, wait: bool = True, clean: bool = True) -> int | None:
+        """The pid of a live server answering on our socket; stale files are cleared if
+        ``clean`` (only under the mutex: a starter may be between its pid file and socket)."""
         try:
             pid = int(self.pid_file.read_text().strip() or 0)
         except (FileNotFoundError, ValueError):
             pid = 0
         if not pid or not _pid_alive(pid) or not self._is_our_server(pid):
-            self.pid_file.unlink(missing_ok=True)
-            self.socket_path.unlink(missing_ok=True)
+            if clean:
+                self.pid_file.unlink(missing_ok=True)
+                self.socket_path.unlink(missing_ok=True)
             return None
         deadline = time.monotonic() + (self.start_timeout if wait else 0)
         while True:

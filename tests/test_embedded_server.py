@@ -45,7 +45,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 class Worker:
     """One OS process attached to the data directory (tests/embedded_workers.py)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, wait: bool = True) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.embedded_workers", str(data_dir)],
             cwd=ROOT,
@@ -53,6 +53,16 @@ class Worker:
             stdout=subprocess.PIPE,
             text=True,
         )
+        self.server_pid = 0
+        if wait:
+            self.wait_ready()
+
+    @classmethod
+    def spawn(cls, data_dir: Path) -> Worker:
+        """Start the process without waiting for it to attach."""
+        return cls(data_dir, wait=False)
+
+    def wait_ready(self) -> None:
         self.server_pid = int(self._reply("ready")[0])
 
     def _reply(self, word: str) -> list[str]:
@@ -150,6 +160,28 @@ def test_two_processes_share_one_server_and_the_last_stops_it(binary: str, data_
     assert b.count("from-a", 40) == 40
     b.exit()
     assert not _alive(b.server_pid)
+
+
+def test_processes_starting_at_once_share_one_server_despite_kill9(
+    binary: str, data_dir: Path
+) -> None:
+    workers = [Worker.spawn(data_dir) for _ in range(6)]  # all attach concurrently
+    for w in workers:
+        w.wait_ready()
+    assert len({w.server_pid for w in workers}) == 1
+    assert SharedServer(data_dir).status()["processes"] == 6
+    for i, w in enumerate(workers):
+        w.create(10, f"w{i}")
+    for w in workers[:3]:
+        w.kill9()
+    assert SharedServer(data_dir).status()["processes"] == 3  # dead leases do not count
+    survivor = workers[3]
+    assert sum(survivor.count(f"w{i}", 10) for i in range(6)) == 60
+    for w in workers[3:5]:
+        w.exit()
+    assert _alive(survivor.server_pid)
+    workers[5].exit()  # the last live process: stops the server
+    assert not _alive(survivor.server_pid)
 
 
 async def test_database_alias_names_the_data_file(binary: str, data_dir: Path) -> None:
