@@ -52,6 +52,8 @@ def test_scripts_check_load_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scripts", "list"]) == 0
     listed = capsys.readouterr().out
     assert "update" in listed and "create" in listed
+    assert main(["scripts", "list", "--json"]) == 0
+    assert {"create", "update"} <= set(json.loads(capsys.readouterr().out))
 
 
 def test_health_exits_non_zero_when_redis_is_down(capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,7 +28,9 @@ def register(sub: Any) -> None:
     p.add_argument("--type", action="append", dest="types", help="only these event types")
     p.set_defaults(handler=events)
 
-    p = sub.add_parser("scripts", parents=[common], help="load, list or check the Lua scripts")
+    p = sub.add_parser(
+        "scripts", parents=[common, as_json], help="load, list or check the Lua scripts"
+    )
     p.add_argument("action", choices=["load", "list", "check"])
     p.set_defaults(handler=scripts)
 
@@ -88,6 +90,9 @@ async def scripts(args: argparse.Namespace) -> int:
     """list: the scripts and their SHAs; load: SCRIPT LOAD them; check: 1 if any is missing."""
     registry = ScriptRegistry()
     if args.action == "list":
+        if args.json:
+            print_json({s.name: s.sha for s in registry.scripts.values()})
+            return 0
         for script in registry.scripts.values():
             summary = script.source.splitlines()[0].split(": ", 1)[-1]
             print(f"{script.sha}  {script.name:<14} {summary}")
@@ -102,8 +107,11 @@ async def scripts(args: argparse.Namespace) -> int:
                 print(f"loaded  {name:<14} {sha}")
             return 0
         missing = await registry.missing(client)
-        for name in registry.scripts:
-            print(f"{'MISSING' if name in missing else 'ok':<8}{name}")
+        if args.json:
+            print_json({name: name not in missing for name in registry.scripts})
+        else:
+            for name in registry.scripts:
+                print(f"{'MISSING' if name in missing else 'ok':<8}{name}")
         return 1 if missing else 0
     finally:
         await client.aclose()
