@@ -104,7 +104,9 @@ def resolve_storage(storage_type: str | None, storage_config: Mapping[str, Any] 
         name = config.pop("name", "default")
         url = config.pop("url", f"memory://{name}")
         if not str(url).startswith("memory://"):
-            raise ValidationError(f"storage_type MEMORY takes a memory:// url, got {url!r}")
+            raise ValidationError(
+                f"storage_type MEMORY takes a memory:// url, got {redact_url(url)!r}"
+            )
     else:
         url = config.pop("url", None)
         implied = bool(env_url) and storage_from_url(str(env_url))[0] == kind
