@@ -126,27 +126,32 @@ async def _serve(
 async def _handle_message(
     system: SessionSystem, user: int, message: int, counts: Counter[str]
 ) -> None:
-    """What a bot does per incoming message: find the session, activate it, log, count."""
+    """What a bot does per incoming message: find the session, take the conversation's turn
+    (one worker at a time per conversation, fleet-wide), activate it, log, remember, count."""
     chat, uid, platform = user_session(user)
     session = await system.get_or_create_session(chat, uid, platform, data={"turns": 0})
     sid = session.session_id
-    if session.state == SessionState.NEW:
-        try:
-            await system.transition(sid, SessionState.ACTIVE, reason="first message")
-            counts["activated"] += 1
-        except (InvalidTransition, VersionConflict):
-            counts["activation_races_lost"] += 1  # another worker activated it first
     await system.track_event(sid, EventType.MESSAGE_RECEIVED, text=f"message {message}")
-    while True:  # read-modify-write under optimistic concurrency: no lost update
+    async with system.turn(sid, timeout=120):
         current = await system.get_session(sid)
         assert current is not None
-        try:
-            await system.update_session(
-                sid, data={"turns": current.data["turns"] + 1}, expected_version=current.version
-            )
-            break
-        except VersionConflict:
-            counts["version_conflicts_retried"] += 1
+        if current.state == SessionState.NEW:
+            try:
+                current = await system.transition(sid, SessionState.ACTIVE, reason="first message")
+                counts["activated"] += 1
+            except (InvalidTransition, VersionConflict):
+                counts["activation_races_lost"] += 1  # cannot happen inside the turn
+        await system.append_message(sid, "user", f"message {message}")
+        while True:  # read-modify-write with optimistic concurrency as the safety net
+            try:
+                await system.update_session(
+                    sid, data={"turns": current.data["turns"] + 1}, expected_version=current.version
+                )
+                break
+            except VersionConflict:
+                counts["version_conflicts_retried"] += 1  # cannot happen inside the turn
+                current = await system.get_session(sid)
+                assert current is not None
     counts["messages"] += 1
 
 
@@ -171,8 +176,8 @@ async def serve_users(run: DemoRun) -> None:
     """Worker processes handle every message; message m of user u goes to worker (u+m) % W."""
     r = run.report
     plan: list[list[tuple[int, int]]] = [[] for _ in range(r.workers)]
-    for user in range(r.users):
-        for message in range(r.messages):
+    for message in range(r.messages):  # users' messages arrive in turn, as in a real chat
+        for user in range(r.users):
             plan[(user + message) % r.workers].append((user, message))
     loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")
@@ -189,16 +194,16 @@ async def serve_users(run: DemoRun) -> None:
     r.figures.update(elapsed_s=round(elapsed, 3), messages_per_s=round(rate, 1), **total)
     r.lines.append(
         f"served {total['messages']} messages in {elapsed:.2f}s: {rate:,.0f} messages/s "
-        f"across {r.workers} processes (each message: find or create, activate, event, "
+        f"across {r.workers} processes (each: get-or-create, event, turn, history, "
         "read-modify-write)"
     )
     r.lines.append(
         f"per worker: {', '.join(str(res.get('messages', 0)) for res in results)} messages; "
-        f"{total['version_conflicts_retried']} version conflicts retried, "
-        f"{total['activation_races_lost']} activation races lost to another worker"
+        "each conversation's messages went to several workers, one at a time (turn lock)"
     )
     r.check("messages handled by the workers", r.users * r.messages, total["messages"])
     r.check("sessions activated exactly once", r.users, total["activated"])
+    r.check("version conflicts inside a turn", 0, total["version_conflicts_retried"])
 
 
 async def verify_sessions(run: DemoRun) -> None:
@@ -206,12 +211,13 @@ async def verify_sessions(run: DemoRun) -> None:
     r, system = run.report, run.system
     sessions = [await system.get_session(session_id(u)) for u in range(r.users)]
     present = [s for s in sessions if s is not None]
-    received = 0
+    received = remembered = 0
     for s in present:
         events = await system.get_events(
             s.session_id, types=[EventType.MESSAGE_RECEIVED], limit=r.messages + 10
         )
         received += len(events)
+        remembered += len(await system.get_history(s.session_id))
     by_platform = Counter(s.platform.value for s in present)
     r.lines.append(
         "sessions by platform: " + ", ".join(f"{p} {n}" for p, n in sorted(by_platform.items()))
@@ -223,6 +229,8 @@ async def verify_sessions(run: DemoRun) -> None:
     r.check("messages counted on the sessions", r.users * r.messages,
             sum(s.message_count for s in present))  # fmt: skip
     r.check("message events recorded", r.users * r.messages, received)
+    kept = min(r.messages, system.config.context.history.max_messages or r.messages)
+    r.check("messages in the conversation histories", r.users * kept, remembered)
 
 
 async def backup_and_restore(run: DemoRun) -> None:
