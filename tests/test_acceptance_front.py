@@ -47,12 +47,14 @@ async def _call(system: Any, name: str, *args: Any) -> Any:
     return await method(*args)
 
 
-async def test_acceptance_block_runs_as_written(tmp_path: Path) -> None:
+async def test_basic_usage_runs_as_written() -> None:
     manager = await initialize_sessions()
     session = await create_session(chat_id="chat_1", user_id="user_1", platform=Platform.TELEGRAM)
     assert manager.storage is not None and manager.storage.kind == "MEMORY"
     assert session.session_id == "telegram:chat_1:user_1"
 
+
+async def test_all_features_on_database_runs_as_written(tmp_path: Path) -> None:
     system = await initialize_sessions(storage_type="DATABASE", storage_config={"db_path": "./agentbus.db"},  # noqa: E501
         enable_all_features=True, backup_dir=Path("./backups"), archive_dir=Path("./archive"))  # fmt: skip  # noqa: E501
     session = await system.create_session(chat_id="chat_123", user_id="user_456", platform=Platform.TELEGRAM)  # fmt: skip  # noqa: E501
@@ -64,22 +66,27 @@ async def test_acceptance_block_runs_as_written(tmp_path: Path) -> None:
     assert (tmp_path / "backups").is_dir()
     assert system.storage is not None and system.storage.server is not None
     assert system.storage.server.data_dir == tmp_path
-    server_pid = system.storage.server.running_pid()
+    assert system.storage.server.running_pid() is not None
+    await shutdown_sessions()  # the last process out stops the server, with a save
+    assert (tmp_path / "agentbus.db").is_file()
+    assert SharedServer.for_db_path(tmp_path / "agentbus.db").running_pid() is None
 
+
+async def test_production_config_runs_as_written(tmp_path: Path) -> None:
     config = get_production_config(storage_config={"db_path": "./prod/sessions.db"},
         backup_dir=Path("./prod/backups"), archive_dir=Path("./prod/archive"))  # fmt: skip
     system = await initialize_sessions(**config.__dict__)
     assert system.storage is not None and system.storage.server is not None
     assert system.storage.server.data_dir == tmp_path / "prod"
     assert (await system.health_check())["healthy"] is True
-    # initialize_sessions() replaced the DATABASE system: the last process out stopped its server
-    assert server_pid is not None and (tmp_path / "agentbus.db").is_file()
-    assert SharedServer.for_db_path(tmp_path / "agentbus.db").running_pid() is None
+    assert system.backup_scheduler is not None
 
+
+async def test_default_session_system_runs_as_written() -> None:
     system = await create_default_session_system(storage_type="MEMORY", enable_all_features=True)
     assert system.config.enable_all_features and system.config.backup_dir is not None
     await system.create_session("c", "u", Platform.WEB)
-    assert await system.count_sessions() == 2  # with chat_1 of the first call: same memory://
+    assert await system.count_sessions() == 1
 
 
 @pytest.mark.xfail(strict=True, reason="sync_sessions/cleanup_expired_sessions land elsewhere")

@@ -37,9 +37,11 @@ async def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
 
 def test_config_fields_are_exactly_the_options_of_initialize_sessions() -> None:
     params = inspect.signature(initialize_sessions).parameters
-    named = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    named = [n for n, p in params.items() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
     fields = SessionSystemConfig.option_names()
     assert named == fields[: len(named)]
+    # The one keyword that is not configuration: what to do when a system already runs.
+    assert [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY] == ["replace"]
     assert "__slots__" not in SessionSystemConfig.__dict__
     assert set(vars(SessionSystemConfig())) == set(fields)
 
@@ -160,6 +162,6 @@ async def test_memory_storage_logs_once_that_it_is_not_shared(
     monkeypatch.setattr("sessioncache.system._memory_warned", False)
     with caplog.at_level(logging.WARNING, logger="sessioncache.system"):
         await initialize_sessions()
-        await initialize_sessions()
+        await initialize_sessions(namespace="other", replace=True)
     warnings = [r for r in caplog.records if "not share" in r.getMessage()]
     assert len(warnings) == 1

@@ -14,13 +14,13 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.fsm.storage.base import BaseStorage, StorageKey
 from redis.asyncio.cluster import key_slot
 
-from sessioncache.errors import ValidationError
+from sessioncache.errors import LockNotAcquired, ValidationError
 from sessioncache.integrations.aiogram import (
     SessionCacheStorage,
     SessionLockIsolation,
     fsm_identity,
 )
-from sessioncache.locks import LockNotAcquired, RedisLock
+from sessioncache.locks import RedisLock
 from sessioncache.scripts import registry
 
 from .conftest import drop_namespace, unique_namespace
@@ -118,6 +118,19 @@ async def test_update_data(storage: SessionCacheStorage, key: StorageKey) -> Non
     assert await storage.get_data(key) == {"foo": "bar", "baz": "spam"}
     assert await storage.update_data(key, {"baz": "test"}) == {"foo": "bar", "baz": "test"}
     assert await storage.get_data(key) == {"foo": "bar", "baz": "test"}
+
+
+async def test_concurrent_update_data_calls_keep_every_key(
+    storage: SessionCacheStorage, key: StorageKey
+) -> None:
+    """Fast: 50 concurrent update_data calls on one key, each adding its own field, on warm
+    connections. A read-modify-write update_data (get_data, merge, set_data) loses most."""
+    n = 50
+    await asyncio.gather(*(storage.get_data(key) for _ in range(n)))  # warm the pool
+    await storage.update_data(key, {"base": 0})
+    merged = await asyncio.gather(*(storage.update_data(key, {f"k{i}": i}) for i in range(n)))
+    assert all(m[f"k{i}"] == i and m["base"] == 0 for i, m in enumerate(merged))
+    assert await storage.get_data(key) == {"base": 0, **{f"k{i}": i for i in range(n)}}
 
 
 async def test_empty_update_on_missing_record_writes_nothing(

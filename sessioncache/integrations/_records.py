@@ -10,13 +10,12 @@ import msgpack
 from redis.exceptions import RedisError
 
 from ..backends import RedisSettings, connect, is_cluster
-from ..codec import DEFAULT_LIMITS, Limits, data_field, decode_value, encode_value
+from ..codec import DEFAULT_LIMITS, VALUE_TAG, Limits, data_field, decode_value, encode_value
 from ..errors import BackendUnavailable, IntegrityError, ValidationError
-from ..keys import tag_slot
 from ..scripts import Script, registry
+from ..slots import tag_slot
 from ..store import new_op_id
 
-_TAG = b"\xc1"
 _unpackb = msgpack.unpackb
 OPS_FIELD = b"o"
 """Field holding the op ids of a record's last four writes (a one-character name: never data)."""
@@ -71,7 +70,7 @@ def decode_str_record(flat: Any) -> dict[str, Any]:
             name = raw_name.decode("utf-8")
             if name[0] == "~":
                 name = name[1:]
-            if raw_value[:1] == _TAG:
+            if raw_value[:1] == VALUE_TAG:
                 out[name] = _unpackb(
                     raw_value[1:], raw=False, timestamp=3, strict_map_key=True
                 )
@@ -134,13 +133,13 @@ def encode_key(key: Any, limits: Limits) -> bytes:
     if isinstance(key, str):
         return data_field(key, limits).encode("utf-8")
     raw = encode_value(key, limits, "key")
-    if raw[:1] != _TAG:  # pragma: no cover - encode_value tags every non-str value
+    if raw[:1] != VALUE_TAG:  # pragma: no cover - encode_value tags every non-str value
         raise ValidationError(f"cannot use {key!r} as a key")
     return raw
 
 
 def decode_key(raw: bytes) -> Any:
-    if raw[:1] == _TAG:
+    if raw[:1] == VALUE_TAG:
         return _freeze(decode_value(raw))
     text = raw.decode("utf-8")
     return text[1:] if text[0] == "~" else text
