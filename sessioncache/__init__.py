@@ -1,6 +1,12 @@
 """sessioncache: a Redis-backed session cache shared by fleets of chat-bot and agent workers."""
 
 from .codec import Limits
+from .config import (
+    ConfigManager,
+    create_default_session_system,
+    get_development_config,
+    get_production_config,
+)
 from .errors import (
     AlreadyInitialized,
     BackendUnavailable,
@@ -53,6 +59,7 @@ __all__ = [
     "AlreadyInitialized",
     "BackendUnavailable",
     "ChangeIndexUnarmed",
+    "ConfigManager",
     "Event",
     "EventType",
     "GuardRejected",
@@ -86,10 +93,13 @@ __all__ = [
     "TurnLost",
     "ValidationError",
     "VersionConflict",
+    "create_default_session_system",
     "create_session",
     "current_system",
     "delete_session",
+    "get_development_config",
     "get_or_create_session",
+    "get_production_config",
     "get_session",
     "initialize_sessions",
     "list_user_sessions",
