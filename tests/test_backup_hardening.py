@@ -58,9 +58,9 @@ async def test_swapped_or_replayed_backup_file_is_refused(
     store: SessionStore, persistence: Persistence
 ) -> None:
     p = persistence
-    await store.create("web", 1, "u1", data={"a": 1})
+    await store.create(1, "u1", "web", data={"a": 1})
     first = await p.create_backup()
-    await store.create("web", 2, "u2", data={"b": 2})
+    await store.create(2, "u2", "web", data={"b": 2})
     await store.delete("web:1:u1")
     second = await p.create_backup()
     # The newer backup's file overwritten by the older one's (validly signed) bytes.
@@ -88,7 +88,7 @@ async def test_a_link_signed_for_another_chain_is_refused(
     """The manifest names the chain's full backup and the link's depth, under the signature:
     a correctly named, signed link that belongs elsewhere in the chain is refused."""
     p = persistence
-    await store.create("web", 1, "u1")
+    await store.create(1, "u1", "web")
     full = await p.create_backup()
     await store.update("web:1:u1", data={"x": 1})
     inc = await p.create_backup(incremental=True)
@@ -133,7 +133,7 @@ async def test_replace_restore_interrupted_mid_wipe_breaks_the_chain(
     store: SessionStore, persistence: Persistence, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     p = persistence
-    ids = [(await store.create("web", i, f"u{i % 3}")).session_id for i in range(12)]
+    ids = [(await store.create(i, f"u{i % 3}", "web")).session_id for i in range(12)]
     backup = await p.create_backup()
     for sid in ids[:4]:
         await store.update(sid, data={"later": True})
@@ -181,7 +181,7 @@ async def test_replace_restore_killed_mid_wipe_leaves_no_chain(
     p = Persistence(store, backup_dir=tmp_path / "b", key=KEY)
     try:
         for i in range(30):
-            await store.create("web", i, f"u{i % 4}")
+            await store.create(i, f"u{i % 4}", "web")
         backup = await p.create_backup()
         ctx = multiprocessing.get_context("spawn")
         wiped = ctx.Event()
@@ -232,7 +232,7 @@ async def test_backup_killed_mid_write_leaves_nothing_and_blocks_nothing(
     directory = tmp_path / "b"
     try:
         for i in range(10):
-            await store.create("web", i, f"u{i % 4}")
+            await store.create(i, f"u{i % 4}", "web")
         ctx = multiprocessing.get_context("spawn")
         writing = ctx.Event()
         child = ctx.Process(
@@ -266,7 +266,7 @@ async def test_backup_that_lost_its_lease_is_not_committed(
     """A writer stalled past its lease TTL while another process took over: its file is
     removed and the chain head stays where the other process put it."""
     p = persistence
-    await store.create("web", 1, "u1")
+    await store.create(1, "u1", "web")
     first = await p.create_backup()
     scan = p.creator.scan_sessions
 
@@ -301,7 +301,7 @@ async def test_session_at_the_field_limit_round_trips_and_beyond_it_is_never_bac
     )
     try:
         data = {f"f{i}": i for i in range(MAX_DATA_FIELDS)}
-        await wide.create("web", "wide", "u1", data=data, ttl=3600, priority=5)
+        await wide.create("wide", "u1", "web", data=data, ttl=3600, priority=5)
     finally:
         await wide.close()
     backup = await p.create_backup()
@@ -310,7 +310,7 @@ async def test_session_at_the_field_limit_round_trips_and_beyond_it_is_never_bac
     await p.restore_backup(backup, "merge")
     assert await digest(store) == before
     # Beyond the bound (written around the store's limits, as another writer could).
-    key = store.keys.session(store.identity("web", "wide", "u1"))
+    key = store.keys.session(store.identity("wide", "u1", "web"))
     await store.client.hset(key, mapping={f"x{i}": "1" for i in range(MAX_HASH_FIELDS)})
     head = await store.client.get(store.keys.backup_head())
     with pytest.raises(IntegrityError, match="refusing to write"):
@@ -324,7 +324,7 @@ async def test_imported_integers_out_of_range_are_refused(
     store: SessionStore, persistence: Persistence, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     p = persistence
-    await store.create("web", 1, "u1", data={"a": 1})
+    await store.create(1, "u1", "web", data={"a": 1})
     blob = await p.export_session("web:1:u1")
     assert isinstance(blob, bytes)
     await store.delete("web:1:u1")
@@ -366,7 +366,7 @@ async def _flush_scripts(store: SessionStore) -> None:
 async def test_restore_after_script_flush(store: SessionStore, persistence: Persistence) -> None:
     p = persistence
     for i in range(12):
-        await store.create("web", i, f"u{i % 3}", data={"i": i})
+        await store.create(i, f"u{i % 3}", "web", data={"i": i})
     backup = await p.create_backup()
     expected = await digest(store)
     for i in range(4):
@@ -374,7 +374,7 @@ async def test_restore_after_script_flush(store: SessionStore, persistence: Pers
     await _flush_scripts(store)
     report = await p.restore_backup(backup, "merge")
     assert (report.written, report.kept) == (4, 8) and await digest(store) == expected
-    await store.create("web", "extra", "u9")
+    await store.create("extra", "u9", "web")
     await _flush_scripts(store)
     report = await p.restore_backup(backup, "replace")
     assert report.written == 12 and await digest(store) == expected
@@ -385,8 +385,8 @@ async def test_merge_compares_versions_as_numbers(
 ) -> None:
     """Backup v9 against live v10 keeps the live one; backup v10 against live v9 restores."""
     p = persistence
-    await store.create("web", "a", "u1")
-    await store.create("web", "b", "u1")
+    await store.create("a", "u1", "web")
+    await store.create("b", "u1", "web")
     for i in range(8):
         await store.update("web:a:u1", data={"n": i})
     for i in range(9):
@@ -396,7 +396,7 @@ async def test_merge_compares_versions_as_numbers(
     assert ((await store.get("web:a:u1")).version, b_backed_up.version) == (9, 10)
     await store.update("web:a:u1", data={"n": "live"})
     await store.delete("web:b:u1")
-    await store.create("web", "b", "u1")
+    await store.create("b", "u1", "web")
     for i in range(8):
         await store.update("web:b:u1", data={"n": f"live{i}"})
     report = await p.restore_backup(backup, "merge")
@@ -429,7 +429,7 @@ async def test_no_part_is_yielded_before_its_own_checksum_passed(
 ) -> None:
     p = Persistence(store, backup_dir=tmp_path / "b", key=KEY, batch_size=4, format="json")
     for i in range(12):
-        await store.create("web", i, "u1", data={"text": f"value-{i}"})
+        await store.create(i, "u1", "web", data={"text": f"value-{i}"})
     backup = await p.create_backup()
     path = p.find(backup)
     with BackupReader(path) as reader:

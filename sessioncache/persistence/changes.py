@@ -18,7 +18,7 @@ from typing import Any
 from redis.exceptions import NoScriptError, RedisError
 
 from ..backends import is_cluster
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, ChangeIndexUnarmed
 from ..keys import KeySchema
 from ..scripts import Script
 
@@ -77,14 +77,6 @@ class BucketRead:
     cut: float
     """Highest sequence read: trimming up to it drops exactly what this read saw."""
     members: list[bytes]
-
-
-class Unarmed(Exception):
-    """Some bucket lacks its '#' counter: changes there went unrecorded."""
-
-    def __init__(self, slot: int) -> None:
-        super().__init__(slot)
-        self.slot = slot
 
 
 def _bucket_of_member(keys: KeySchema, member: bytes) -> int:
@@ -161,12 +153,15 @@ class ChangeIndex:
         return cuts
 
     async def read_batches(self) -> AsyncIterator[list[BucketRead]]:
-        """The non-empty buckets, a batch of slots at a time; Unarmed if any lost its counter."""
+        """The non-empty buckets, a batch of slots at a time.
+
+        ChangeIndexUnarmed if any bucket lost its counter.
+        """
         for slots in self._slot_batches():
             # In a cluster the ZRANGE below shows the '#' counter of each bucket itself.
             missing = [] if self.cluster else await self._armed(slots)
             if missing:
-                raise Unarmed(missing[0])
+                raise ChangeIndexUnarmed(missing[0])
             buckets = [self.keys.change_bucket(s) for s in slots]
             found: dict[int, BucketRead] = {}
             calls: list[tuple[str, tuple[Any, ...]]]
@@ -175,7 +170,7 @@ class ChangeIndex:
                 per_slot = await pipelined(self.client, calls)
                 for slot, slot_entries in zip(slots, per_slot, strict=True):
                     if not any(member == COUNTER for member, _ in slot_entries):
-                        raise Unarmed(slot)
+                        raise ChangeIndexUnarmed(slot)
                 entries = [e for slot_entries in per_slot for e in slot_entries]
             else:
                 calls = [("zunion", (buckets, "MAX", True))]

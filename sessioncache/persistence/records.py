@@ -7,7 +7,7 @@ from typing import Any
 
 from ..codec import MAX_HASH_FIELDS
 from ..errors import IntegrityError, ValidationError
-from ..keys import parse_session_id
+from ..identity import parse_session_id
 from .formats import Record
 
 MAX_RECORD_FIELDS = MAX_HASH_FIELDS
