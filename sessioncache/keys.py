@@ -9,6 +9,7 @@ so every key of one user's sessions lives in one cluster slot)::
     sc:st:{<shard>}                            statistics counters of one shard (hash)
     sc:su:{<shard>}                            last activity per user of one shard (zset)
     sc:cfg:transitions                         the fleet's transition table (string, versioned)
+    sc:lease:{<name>}  sc:fleet:{<name>}       a fleet lease and its fleet job's state (fleet.py)
 
 User-supplied parts are percent-encoded, so none of them can contain ``:``, ``{``, ``}``, a glob
 character or whitespace: distinct identities never share a key and no input can pick a slot.
@@ -325,6 +326,13 @@ class KeySchema:
         if not _PLATFORM_RE.match(name):
             raise ValidationError(f"lease name must match {_PLATFORM_RE.pattern}; got {name!r}")
         return f"{self._prefix}lease:{{{name}}}"
+
+    def fleet_job(self, name: str) -> str:
+        """State of a fleet job (hash: claimed/completed interval, holder, runs); it shares its
+        hash tag with ``lease(name)``, so fleet_claim.lua touches one slot."""
+        if not _PLATFORM_RE.match(name):
+            raise ValidationError(f"fleet job name must match {_PLATFORM_RE.pattern}; got {name!r}")
+        return f"{self._prefix}fleet:{{{name}}}"
 
     # -- integrations (aiogram FSM storage, python-telegram-bot persistence) ---------------
 
