@@ -10,6 +10,9 @@ so every key of one user's sessions lives in one cluster slot)::
     sc:su:{<shard>}                            last activity per user of one shard (zset)
     sc:cfg:transitions                         the fleet's transition table (string, versioned)
     sc:lease:{<name>}  sc:fleet:{<name>}       a fleet lease and its fleet job's state (fleet.py)
+    sc:x:{<slot tag>}                          expiry index of one slot (zset: key -> due ms)
+    sc:ar:{<u>}:<suffix>#<c>  sc:are:...       an archived session and its event stream
+    sc:aru:{<u>}                               a user's archived sessions (hash)
 
 User-supplied parts are percent-encoded, so none of them can contain ``:``, ``{``, ``}``, a glob
 character or whitespace: distinct identities never share a key and no input can pick a slot.
@@ -333,6 +336,49 @@ class KeySchema:
         if not _PLATFORM_RE.match(name):
             raise ValidationError(f"fleet job name must match {_PLATFORM_RE.pattern}; got {name!r}")
         return f"{self._prefix}fleet:{{{name}}}"
+
+    # -- expiry (docs/expiry.md) -----------------------------------------------------------
+
+    def expiry_index(self, index: int) -> str:
+        """Expiry index bucket ``index``: zset of session keys -> next action time (ms).
+
+        Bucket i is in cluster slot i (like the change buckets), so a session's scripts
+        reach its bucket in the session's slot.
+        """
+        return f"{self._prefix}x:{{{slot_tag(index)}}}"
+
+    def expiry_bucket_index(self, user_tag: str, buckets: int) -> int:
+        """Which of ``buckets`` expiry buckets holds this user's sessions."""
+        return tag_slot(user_tag) % buckets
+
+    def archive(self, ident: Identity, created_ms: int) -> str:
+        """An archived session (hash, as it was), kept for the archive retention."""
+        return f"{self._prefix}ar:{{{ident.user_tag}}}:{ident.suffix}#{created_ms}"
+
+    def archive_events(self, ident: Identity, created_ms: int) -> str:
+        """The event stream of an archived session."""
+        return f"{self._prefix}are:{{{ident.user_tag}}}:{ident.suffix}#{created_ms}"
+
+    def archive_index(self, user_tag: str) -> str:
+        """A user's archived sessions (hash: ``<suffix>#<created ms>`` -> archived at, ms)."""
+        return f"{self._prefix}aru:{{{user_tag}}}"
+
+    def archive_index_pattern(self) -> str:
+        """SCAN pattern matching every user's archive index."""
+        return f"{self._prefix}aru:*"
+
+    def user_tag_of_archive_index(self, key: str) -> str:
+        """Inverse of archive_index()."""
+        head = f"{self._prefix}aru:{{"
+        if not key.startswith(head) or not key.endswith("}"):
+            raise ValidationError(f"{key!r} is not an archive index of {self.namespace!r}")
+        return key[len(head) : -1]
+
+    def expiry_channel(self, name: str = "expiry") -> str:
+        """The pub/sub channel of expiry warnings and notify actions."""
+        if not _PLATFORM_RE.match(name):
+            raise ValidationError(f"channel name must match {_PLATFORM_RE.pattern}; got {name!r}")
+        return f"{self._prefix}{name}"
 
     # -- integrations (aiogram FSM storage, python-telegram-bot persistence) ---------------
 
