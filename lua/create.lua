@@ -30,17 +30,13 @@ if redis.call('EXISTS', key) == 1 then
     return {0, redis.call('HGETALL', key)}
   end
   -- A retry of the very call that created it must not report "exists".
-  local ops = redis.call('HGET', key, 'o') or ''
-  for i = 1, #ops, 5 do
-    if string.sub(ops, i, i + 4) == opid then
-      return {1, redis.call('HGETALL', key)}
-    end
+  if op_seen(redis.call('HGET', key, 'o') or '', opid) then
+    return {1, redis.call('HGETALL', key)}
   end
   return {-1}
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local ttl = tonumber(ARGV[3])
 local fields = {'v', '1', 's', ARGV[6], 'm', '0', 'o', opid}
 if ttl > 0 then
@@ -49,9 +45,8 @@ if ttl > 0 then
 else
   ttl = tonumber(ARGV[4])
 end
-local nows = string.format('%d', now)
-local exp = now + ttl
-local exps = string.format('%d', exp)
+local nows = int(now)
+local exps = int(now + ttl)
 for _, name in ipairs({'c', 'u', 'a'}) do
   fields[#fields + 1] = name
   fields[#fields + 1] = nows
@@ -68,27 +63,16 @@ for i = 9, 8 + 2 * npairs do
 end
 redis.call('HSET', key, unpack(fields))
 redis.call('PEXPIREAT', key, exps)
+index_keep(KEYS[2], exps, ARGV[5])
 
 if KEYS[4] then
   local plat = string.match(ARGV[5], '^[^:]+')
   local extra = 9 + 2 * npairs
   redis.call('HINCRBY', KEYS[4], 'n:' .. plat .. ':' .. ARGV[6], 1)
   redis.call('HINCRBY', KEYS[4], 'created', 1)
-  redis.call('HINCRBY', KEYS[4], 'e:created', 1)
-  redis.call('HINCRBY', KEYS[4], 'h:' .. string.format('%d', math.floor(now / 3600000)), 1)
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[extra], '*', 't', 'created', 's', ARGV[6],
-             'v', '1')
-  redis.call('XTRIM', KEYS[5], 'MINID', '~', string.format('%d', now - tonumber(ARGV[extra + 1])))
-  redis.call('PEXPIRE', KEYS[5], ARGV[extra + 1])
+  count_event(KEYS[4], 'created', now)
+  append_event(KEYS[5], ARGV[extra], ARGV[extra + 1], now, true,
+               {'t', 'created', 's', ARGV[6], 'v', '1'})
 end
-
-redis.call('HSET', KEYS[2], ARGV[5], '1')
-if redis.call('PEXPIRETIME', KEYS[2]) < exp then
-  redis.call('PEXPIREAT', KEYS[2], exps)
-end
--- Change index for incremental backups (see docs/persistence.md): only while a backup chain
--- has armed this slot's bucket with its '#' counter.
-if KEYS[3] and redis.call('ZSCORE', KEYS[3], '#') then
-  redis.call('ZADD', KEYS[3], redis.call('ZINCRBY', KEYS[3], 1, '#'), KEYS[1])
-end
+mark_changed(KEYS[3], key)
 return {1, redis.call('HGETALL', key)}

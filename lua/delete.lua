@@ -17,10 +17,6 @@ if state then
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 if existed == 1 then
-  -- Change index for incremental backups (see docs/persistence.md): only while a backup chain
-  -- has armed this slot's bucket with its '#' counter.
-  if KEYS[3] and redis.call('ZSCORE', KEYS[3], '#') then
-    redis.call('ZADD', KEYS[3], redis.call('ZINCRBY', KEYS[3], 1, '#'), KEYS[1])
-  end
+  mark_changed(KEYS[3], KEYS[1])
 end
 return existed

@@ -48,13 +48,11 @@ local function count(rows)
   return n
 end
 
-for i = 1, #ops, 5 do
-  if string.sub(ops, i, i + 4) == opid then
-    if full then
-      return {2, flat}
-    end
-    return {2, size}
+if op_seen(ops, opid) then
+  if full then
+    return {2, flat}
   end
+  return {2, size}
 end
 
 local npairs = tonumber(ARGV[5])
@@ -92,7 +90,7 @@ if npairs > 0 and size + grow - #dels > tonumber(ARGV[3]) then
 end
 
 -- The new contents, in Lua: existing rows updated in place, new fields appended.
-local newops = string.sub(opid .. ops, 1, 20)
+local newops = op_pushed(ops, opid)
 local fields = {'o', newops}
 local rows = flat
 if at['o'] then

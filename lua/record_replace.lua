@@ -12,17 +12,15 @@
 local key = KEYS[1]
 local opid = ARGV[1]
 local ops = redis.call('HGET', key, 'o') or ''
-for i = 1, #ops, 5 do
-  if string.sub(ops, i, i + 4) == opid then
-    return 2
-  end
+if op_seen(ops, opid) then
+  return 2
 end
 
 redis.call('DEL', key)
 if #ARGV < 3 then
   return 1
 end
-local fields = {'o', string.sub(opid .. ops, 1, 20)}
+local fields = {'o', op_pushed(ops, opid)}
 for i = 3, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end

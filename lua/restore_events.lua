@@ -20,8 +20,7 @@ local exp = tonumber(ARGV[1])
 if not exp or exp < 0 then
   return redis.error_reply('restore_events: bad expiry')
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 if exp > 0 and exp <= now then
   return -1
 end

@@ -16,8 +16,7 @@
 
 local key = KEYS[1]
 local mode = ARGV[1]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local exp = tonumber(ARGV[2])
 if exp > 0 and exp <= now then
   return -1
@@ -33,17 +32,11 @@ end
 
 redis.call('DEL', key)
 redis.call('HSET', key, unpack(ARGV, 5))
-redis.call('HSET', KEYS[2], ARGV[3], '1')
 if exp > 0 then
   redis.call('PEXPIREAT', key, ARGV[2])
-  local idx = redis.call('PEXPIRETIME', KEYS[2])
-  if idx >= 0 and idx < exp then
-    redis.call('PEXPIREAT', KEYS[2], ARGV[2])
-  end
+  index_keep(KEYS[2], ARGV[2], ARGV[3])
 else
-  redis.call('PERSIST', KEYS[2])
+  index_keep(KEYS[2], nil, ARGV[3])
 end
-if redis.call('ZSCORE', KEYS[3], '#') then
-  redis.call('ZADD', KEYS[3], redis.call('ZINCRBY', KEYS[3], 1, '#'), key)
-end
+mark_changed(KEYS[3], key)
 return 1

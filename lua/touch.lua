@@ -20,14 +20,11 @@ if not cur[1] then
   return {-1}
 end
 local ops = cur[2] or ''
-for i = 1, #ops, 5 do
-  if string.sub(ops, i, i + 4) == opid then
-    return {2, tonumber(cur[4]), tonumber(cur[5])}
-  end
+if op_seen(ops, opid) then
+  return {2, tonumber(cur[4]), tonumber(cur[5])}
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local ttl = cur[3] or ARGV[2]
 local fields = {}
 if ARGV[4] ~= '' then
@@ -35,20 +32,13 @@ if ARGV[4] ~= '' then
   fields = {'t', ARGV[4]}
 end
 local exp = now + tonumber(ttl)
-local exps = string.format('%d', exp)
+local exps = int(exp)
 local count = tonumber(cur[5]) + tonumber(ARGV[3])
-local more = {'a', string.format('%d', now), 'e', exps, 'm', string.format('%d', count),
-              'o', string.sub(opid .. ops, 1, 20)}
+local more = {'a', int(now), 'e', exps, 'm', int(count), 'o', op_pushed(ops, opid)}
 for i = 1, #more do
   fields[#fields + 1] = more[i]
 end
 redis.call('HSET', key, unpack(fields))
-redis.call('PEXPIREAT', key, exps)
--- GT: only ever moves the index's expiry later (it must outlive every session it lists).
-redis.call('PEXPIREAT', KEYS[2], exps, 'GT')
--- Change index for incremental backups (see docs/persistence.md): only while a backup chain
--- has armed this slot's bucket with its '#' counter.
-if KEYS[3] and redis.call('ZSCORE', KEYS[3], '#') then
-  redis.call('ZADD', KEYS[3], redis.call('ZINCRBY', KEYS[3], 1, '#'), KEYS[1])
-end
+expire_session(key, KEYS[2], exps)
+mark_changed(KEYS[3], key)
 return {1, exp, count}

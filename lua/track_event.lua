@@ -31,56 +31,40 @@ if not cur[2] then
 end
 local ops = cur[1] or ''
 local count = tonumber(cur[4])
-for i = 1, #ops, 5 do
-  if string.sub(ops, i, i + 4) == opid then
-    return {2, '', count}
-  end
+if op_seen(ops, opid) then
+  return {2, '', count}
 end
 
 local etype, activity, message, inbound = string.match(ARGV[2], '^(%S+) (%d) (%d) (%d)$')
 local ttl, maxlen, maxage, user, plat =
   string.match(ARGV[3], '^(%d+) (%d+) (%d+) (%S+) (%S+)$')
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local stream = KEYS[3]
-local entry = {'XADD', stream, 'MAXLEN', '~', maxlen, '*', 't', etype, 's', cur[2]}
+local now = now_ms()
+local entry = {'t', etype, 's', cur[2]}
 for i = 4, #ARGV do
   entry[#entry + 1] = ARGV[i]
 end
-local id = redis.call(unpack(entry))
-if now % 32 == 0 then
-  redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - tonumber(maxage)))
-end
-redis.call('PEXPIRE', stream, maxage)
+local id = append_event(KEYS[3], maxlen, maxage, now, now % 32 == 0, entry)
 
 local stats = KEYS[4]
-local nows = string.format('%d', now)
-local opsnew = string.sub(opid .. ops, 1, 20)
+local nows = int(now)
+local opsnew = op_pushed(ops, opid)
 if activity == '1' then
   if message == '1' then
     count = count + 1
   end
   local exp = now + tonumber(cur[5] or ttl)
-  local exps = string.format('%d', exp)
-  redis.call('HSET', key, 'a', nows, 'e', exps, 'm', string.format('%d', count), 'o', opsnew)
-  redis.call('PEXPIREAT', key, exps)
-  -- GT: only ever moves the index's expiry later (it must outlive every session it lists).
-  redis.call('PEXPIREAT', KEYS[2], exps, 'GT')
+  local exps = int(exp)
+  redis.call('HSET', key, 'a', nows, 'e', exps, 'm', int(count), 'o', opsnew)
+  expire_session(key, KEYS[2], exps)
   if inbound == '1' then
     local gap = now - tonumber(cur[3])
     if gap < 0 then gap = 0 end
-    local b = math.floor(4 * math.log(gap + 1) / math.log(2))
-    redis.call('HINCRBY', stats, 'g:' .. plat .. ':' .. string.format('%d', b), 1)
+    redis.call('HINCRBY', stats, 'g:' .. plat .. ':' .. int(log_bucket(gap)), 1)
     redis.call('ZADD', KEYS[5], nows, user)
   end
 else
   redis.call('HSET', key, 'o', opsnew)
 end
-redis.call('HINCRBY', stats, 'e:' .. etype, 1)
-redis.call('HINCRBY', stats, 'h:' .. string.format('%d', math.floor(now / 3600000)), 1)
--- Change index for incremental backups (see docs/persistence.md): only while a backup chain
--- has armed this slot's bucket with its '#' counter.
-if redis.call('ZSCORE', KEYS[6], '#') then
-  redis.call('ZADD', KEYS[6], redis.call('ZINCRBY', KEYS[6], 1, '#'), KEYS[1])
-end
+count_event(stats, etype, now)
+mark_changed(KEYS[6], key)
 return {1, id, count}

@@ -29,10 +29,8 @@ if not cur[1] then
 end
 local version = tonumber(cur[1])
 local ops = cur[2] or ''
-for i = 1, #ops, 5 do
-  if string.sub(ops, i, i + 4) == opid then
-    return {2, redis.call('HGETALL', key)}
-  end
+if op_seen(ops, opid) then
+  return {2, redis.call('HGETALL', key)}
 end
 if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= version then
   return {-2, version}
@@ -45,46 +43,34 @@ if not string.find(sources, ',' .. from .. ',', 1, true) then
   return {-4, from}
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nows = string.format('%d', now)
+local now = now_ms()
 version = version + 1
-local vs = string.format('%d', version)
-redis.call('HSET', key, 's', target, 'v', vs, 'u', nows, 'o', string.sub(opid .. ops, 1, 20))
+local vs = int(version)
+redis.call('HSET', key, 's', target, 'v', vs, 'u', int(now), 'o', op_pushed(ops, opid))
 
-local stream = KEYS[2]
+local entry = {'t', 'state_changed', 'f', from, 's', target, 'v', vs, 'x', tver}
 if ARGV[4] ~= '' then
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 't', 'state_changed', 'f', from,
-             's', target, 'v', vs, 'x', tver, 'r', ARGV[4])
-else
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 't', 'state_changed', 'f', from,
-             's', target, 'v', vs, 'x', tver)
+  entry[#entry + 1] = 'r'
+  entry[#entry + 1] = ARGV[4]
 end
-redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - tonumber(maxage)))
-redis.call('PEXPIRE', stream, maxage)
+append_event(KEYS[2], maxlen, maxage, now, true, entry)
 
 local stats = KEYS[3]
 redis.call('HINCRBY', stats, 'n:' .. plat .. ':' .. from, -1)
 redis.call('HINCRBY', stats, 'n:' .. plat .. ':' .. target, 1)
 redis.call('HINCRBY', stats, 'tr:' .. from .. '>' .. target, 1)
-redis.call('HINCRBY', stats, 'e:state_changed', 1)
-redis.call('HINCRBY', stats, 'h:' .. string.format('%d', math.floor(now / 3600000)), 1)
+count_event(stats, 'state_changed', now)
 if string.find(terminal, ',' .. target .. ',', 1, true)
     and not string.find(terminal, ',' .. from .. ',', 1, true) then
   -- Ending a live session: duration and messages go into log2 histograms (4 per octave).
   local dur = now - tonumber(cur[4])
   if dur < 0 then dur = 0 end
   local msgs = tonumber(cur[5])
-  local ln2 = math.log(2)
   redis.call('HINCRBY', stats, 'ended', 1)
-  redis.call('HINCRBY', stats, 'dsum', string.format('%d', dur))
-  redis.call('HINCRBY', stats, 'msum', string.format('%d', msgs))
-  redis.call('HINCRBY', stats, 'd:' .. string.format('%d', math.floor(4 * math.log(dur + 1) / ln2)), 1)
-  redis.call('HINCRBY', stats, 'mb:' .. string.format('%d', math.floor(4 * math.log(msgs + 1) / ln2)), 1)
+  redis.call('HINCRBY', stats, 'dsum', int(dur))
+  redis.call('HINCRBY', stats, 'msum', int(msgs))
+  redis.call('HINCRBY', stats, 'd:' .. int(log_bucket(dur)), 1)
+  redis.call('HINCRBY', stats, 'mb:' .. int(log_bucket(msgs)), 1)
 end
--- Change index for incremental backups (see docs/persistence.md): only while a backup chain
--- has armed this slot's bucket with its '#' counter.
-if redis.call('ZSCORE', KEYS[4], '#') then
-  redis.call('ZADD', KEYS[4], redis.call('ZINCRBY', KEYS[4], 1, '#'), KEYS[1])
-end
+mark_changed(KEYS[4], key)
 return {1, redis.call('HGETALL', key), from}

@@ -28,13 +28,11 @@ if not cur[1] then
 end
 local version = tonumber(cur[1])
 local ops = cur[2] or ''
-for i = 1, #ops, 5 do
-  if string.sub(ops, i, i + 4) == opid then
-    if ARGV[3] == 'full' then
-      return {2, redis.call('HGETALL', key)}
-    end
-    return {2, version}
+if op_seen(ops, opid) then
+  if ARGV[3] == 'full' then
+    return {2, redis.call('HGETALL', key)}
   end
+  return {2, version}
 end
 if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= version then
   return {-2, version}
@@ -71,14 +69,11 @@ if grow > 0 then
   end
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local exp = now + tonumber(cur[3] or ARGV[4])
-local nows = string.format('%d', now)
-local exps = string.format('%d', exp)
+local now = now_ms()
+local nows = int(now)
+local exps = int(now + tonumber(cur[3] or ARGV[4]))
 version = version + 1
-local fields = {'v', string.format('%d', version), 'u', nows, 'a', nows, 'e', exps,
-                'o', string.sub(opid .. ops, 1, 20)}
+local fields = {'v', int(version), 'u', nows, 'a', nows, 'e', exps, 'o', op_pushed(ops, opid)}
 if ARGV[5] ~= '' then
   fields[#fields + 1] = 'p'
   fields[#fields + 1] = ARGV[5]
@@ -90,14 +85,8 @@ if #dels > 0 then
   redis.call('HDEL', key, unpack(dels))
 end
 redis.call('HSET', key, unpack(fields))
-redis.call('PEXPIREAT', key, exps)
--- GT: only ever moves the index's expiry later (it must outlive every session it lists).
-redis.call('PEXPIREAT', KEYS[2], exps, 'GT')
--- Change index for incremental backups (see docs/persistence.md): only while a backup chain
--- has armed this slot's bucket with its '#' counter.
-if KEYS[3] and redis.call('ZSCORE', KEYS[3], '#') then
-  redis.call('ZADD', KEYS[3], redis.call('ZINCRBY', KEYS[3], 1, '#'), KEYS[1])
-end
+expire_session(key, KEYS[2], exps)
+mark_changed(KEYS[3], key)
 if ARGV[3] == 'full' then
   return {1, redis.call('HGETALL', key)}
 end

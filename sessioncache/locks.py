@@ -13,7 +13,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from .errors import BackendUnavailable, SessionCacheError, ValidationError
-from .scripts import Script, all_scripts
+from .scripts import Script, registry
 
 
 class LockNotAcquired(SessionCacheError, TimeoutError):
@@ -64,9 +64,8 @@ class RedisLock:
         self._poll_min = poll_min
         self._poll_max = poll_max
         self.token: bytes | None = None
-        scripts = all_scripts()
-        self._release: Script = scripts["lock_release"]
-        self._extend: Script = scripts["lock_extend"]
+        self._release: Script = registry().lock_release
+        self._extend: Script = registry().lock_extend
 
     @property
     def held(self) -> bool:

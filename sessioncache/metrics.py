@@ -1,34 +1,30 @@
 """In-process performance metrics: per-operation latency histograms, counts and errors.
 
-Recording is a dict lookup, a log2 and three increments (no lock: asyncio runs one coroutine at a
+Recording is a dict lookup, a log and three increments (no lock: asyncio runs one coroutine at a
 time, and a rare lost increment between threads is acceptable for monitoring). An optional
 Prometheus collector exposes the same histograms (``pip install sessioncache[prometheus]``).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-_PER_OCTAVE = 4
-_MIN_S = 1e-6  # latencies below 1 us share the first bucket
-_BUCKETS = 4 * 27  # 1 us .. ~134 s
-_LOG_MIN = math.log2(_MIN_S)
+from .statistics import bucket_range, histogram_bucket
+
+_BUCKETS = 4 * 27  # microseconds, 4 buckets per octave: 0 .. ~134 s
 
 
 def _bucket(seconds: float) -> int:
-    if seconds <= _MIN_S:
-        return 0
-    index = int((math.log2(seconds) - _LOG_MIN) * _PER_OCTAVE) + 1
+    index = histogram_bucket(max(0.0, seconds) * 1e6)
     return index if index < _BUCKETS else _BUCKETS - 1
 
 
 def _upper(index: int) -> float:
     """Upper bound (seconds) of a bucket."""
-    return float(2 ** (_LOG_MIN + index / _PER_OCTAVE))
+    return bucket_range(index)[1] / 1e6
 
 
 @dataclass(slots=True)

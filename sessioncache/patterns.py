@@ -14,7 +14,7 @@ from typing import Any
 
 from .events import ACTIVITY, INBOUND, Event, EventType
 from .keys import parse_session_id
-from .statistics import bucket_value
+from .statistics import bucket_value, histogram_bucket
 
 _ACTIVITY_NAMES = frozenset(t.value for t in ACTIVITY) | {EventType.CREATED.value}
 _INBOUND_NAMES = frozenset(t.value for t in INBOUND)
@@ -399,9 +399,7 @@ def evaluate_next_activity(
     """
     pooled = [g for gaps in histories.values() for g in gaps[:warmup]]
     population_mean = sum(pooled) / len(pooled)
-    population_hist: dict[int, int] = Counter(
-        math.floor(4 * math.log2(g * 1000 + 1)) for g in pooled
-    )
+    population_hist: dict[int, int] = Counter(histogram_bucket(g * 1000) for g in pooled)
     err_model = err_pop = err_last = 0.0
     n = 0
     for gaps in histories.values():

@@ -1,4 +1,4 @@
-"""The Lua script registry: loads lua/*.lua once and runs them by EVALSHA, reloading on NOSCRIPT."""
+"""The Lua script registry: lua/lib/*.lua prepended to each lua/*.lua, run by EVALSHA."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from .errors import BackendUnavailable
 
-_HEADER_RE = re.compile(r"^-- (\w+)\.lua: ")
+_HEADER_RE = re.compile(r"^-- (lib/)?(\w+)\.lua: ")
+_LINE_RE = re.compile(r"user_script:(\d+)")
 
 
 def lua_dir() -> Traversable:
@@ -28,13 +29,19 @@ def lua_dir() -> Traversable:
 
 @dataclass(frozen=True, slots=True)
 class Script:
-    """One Lua script: its name, source and SHA1."""
+    """One Lua script: its name, the source sent to Redis (helpers + body) and its SHA1.
+
+    ``offset`` is the number of helper lines in front of the body, so a Lua error's
+    ``user_script:N`` can be reported as ``name.lua:N - offset``.
+    """
 
     name: str
     source: str
     sha: str
+    offset: int = 0
 
     async def __call__(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """EVALSHA, loading the script again if the server lost it; Redis errors as raised."""
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -52,51 +59,101 @@ class Script:
                 await client.script_load(self.source)
                 return await client.evalsha(self.sha, len(keys), *keys, *args)
         except ResponseError as exc:
-            raise BackendUnavailable(f"script {self.name} failed: {exc}") from exc
+            raise BackendUnavailable(f"script {self.name} failed: {self.explain(exc)}") from exc
         except RedisError as exc:
             raise BackendUnavailable(f"Redis unavailable during {self.name}: {exc}") from exc
+
+    def explain(self, exc: BaseException) -> str:
+        """A Lua error message with line numbers of the .lua file, not of the combined source."""
+
+        def line(match: re.Match[str]) -> str:
+            n = int(match.group(1))
+            if n > self.offset:
+                return f"{self.name}.lua:{n - self.offset}"
+            return f"lib:{n}"
+
+        return _LINE_RE.sub(line, str(exc))
+
+
+def _read(entry: Traversable, name: str, lib: bool) -> str:
+    source = entry.read_text(encoding="utf-8")
+    match = _HEADER_RE.match(source)
+    if not match or match.group(2) != name or bool(match.group(1)) != lib:
+        where = f"lib/{name}" if lib else name
+        raise RuntimeError(f"lua/{where}.lua must open with '-- {where}.lua: <summary>'")
+    return source if source.endswith("\n") else source + "\n"
+
+
+def prelude() -> str:
+    """The shared helpers: every lua/lib/*.lua in name order, each defining ``local function``s.
+
+    Sent in front of every script, so each rule exists once in the repository while every
+    script stays one self-contained EVALSHA (see docs/architecture.md, "Lua").
+    """
+    lib = lua_dir().joinpath("lib")
+    if not lib.is_dir():
+        return ""
+    parts = []
+    for entry in sorted(lib.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".lua"):
+            parts.append(_read(entry, entry.name[: -len(".lua")], lib=True))
+    return "".join(parts)
+
+
+def compose(name: str, body: str, helpers: str | None = None) -> Script:
+    """A Script from a body and the helpers in front of it (tests compose probes this way)."""
+    helpers = prelude() if helpers is None else helpers
+    source = helpers + body
+    sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+    return Script(name, source, sha, helpers.count("\n"))
 
 
 def load_scripts() -> dict[str, Script]:
     """Read every lua/*.lua; each must open with its ``-- name.lua: ...`` header."""
+    helpers = prelude()
     scripts: dict[str, Script] = {}
     for entry in sorted(lua_dir().iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".lua"):
             continue
-        source = entry.read_text(encoding="utf-8")
         name = entry.name[: -len(".lua")]
-        match = _HEADER_RE.match(source)
-        if not match or match.group(1) != name:
-            raise RuntimeError(f"lua/{entry.name} must open with '-- {name}.lua: <summary>'")
-        sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
-        scripts[name] = Script(name, source, sha)
+        scripts[name] = compose(name, _read(entry, name, lib=False), helpers)
     return scripts
 
 
-_SCRIPTS: dict[str, Script] | None = None
-
-
-def all_scripts() -> dict[str, Script]:
-    """The scripts, read from disk once per process."""
-    global _SCRIPTS
-    if _SCRIPTS is None:
-        _SCRIPTS = load_scripts()
-    return _SCRIPTS
-
-
 class ScriptRegistry:
-    """The scripts as attributes, loaded into a client's server(s) at start-up."""
+    """Every script as a typed attribute (``registry.update``), loaded into a server at start.
 
-    def __init__(self) -> None:
-        self.scripts = all_scripts()
-        self.create = self.scripts["create"]
-        self.update = self.scripts["update"]
-        self.touch = self.scripts["touch"]
-        self.delete = self.scripts["delete"]
-        self.prune_index = self.scripts["prune_index"]
+    Adding lua/NAME.lua means adding ``NAME: Script`` here: the constructor refuses a script
+    file without an attribute, and an attribute without a file.
+    """
 
-    def __getitem__(self, name: str) -> Script:
-        return self.scripts[name]
+    change_trim: Script
+    create: Script
+    delete: Script
+    lock_extend: Script
+    lock_release: Script
+    prune_index: Script
+    publish_table: Script
+    record_merge: Script
+    record_replace: Script
+    restore_events: Script
+    restore_session: Script
+    touch: Script
+    track_event: Script
+    transition: Script
+    update: Script
+
+    def __init__(self, scripts: dict[str, Script] | None = None) -> None:
+        self.scripts = all_scripts() if scripts is None else scripts
+        declared = {n for n in ScriptRegistry.__annotations__ if n != "scripts"}
+        if declared != set(self.scripts):
+            raise RuntimeError(
+                "lua/*.lua and ScriptRegistry's attributes differ: "
+                f"files only {sorted(set(self.scripts) - declared)}, "
+                f"attributes only {sorted(declared - set(self.scripts))}"
+            )
+        for name, script in self.scripts.items():
+            setattr(self, name, script)
 
     async def load(self, client: Any) -> dict[str, str]:
         """SCRIPT LOAD every script (every primary in a cluster); returns name -> sha."""
@@ -117,3 +174,23 @@ class ScriptRegistry:
         shas = [s.sha for s in self.scripts.values()]
         present = await client.script_exists(*shas)
         return [s.name for s, ok in zip(self.scripts.values(), present, strict=True) if not ok]
+
+
+_SCRIPTS: dict[str, Script] | None = None
+_REGISTRY: ScriptRegistry | None = None
+
+
+def all_scripts() -> dict[str, Script]:
+    """The scripts, read from disk once per process."""
+    global _SCRIPTS
+    if _SCRIPTS is None:
+        _SCRIPTS = load_scripts()
+    return _SCRIPTS
+
+
+def registry() -> ScriptRegistry:
+    """The process's registry (scripts are immutable: one instance serves every client)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = ScriptRegistry()
+    return _REGISTRY

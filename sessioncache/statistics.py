@@ -9,6 +9,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 _PER_OCTAVE = 4  # the scripts' histograms: bucket b = floor(4 * log2(x + 1))
+_LN2 = math.log(2)
+
+
+def histogram_bucket(value: float) -> int:
+    """The histogram bucket of a value >= 0, as lua/lib/stats.lua's log_bucket computes it.
+
+    Written as the Lua is (natural logs, then a division) so both round alike at octave edges.
+    """
+    return math.floor(_PER_OCTAVE * math.log(value + 1) / _LN2)
 
 
 def bucket_value(bucket: int) -> float:

@@ -21,7 +21,7 @@ from .errors import (
 )
 from .keys import Identity, KeySchema, make_identity, parse_session_id, user_tag
 from .models import Session, SessionState, session_from_hash
-from .scripts import ScriptRegistry
+from .scripts import ScriptRegistry, registry
 
 STANDALONE_CHANGE_BUCKETS = 256
 """Change-index buckets on a standalone server (a cluster needs one per slot: 16384)."""
@@ -96,7 +96,7 @@ class SessionStore:
         self.default_ttl = default_ttl
         self._default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))
         self._max_fields = str(limits.max_fields)
-        self.scripts = ScriptRegistry()
+        self.scripts: ScriptRegistry = registry()
         self._owns_client = owns_client
         self.extras: StoreExtras | None = None
         self._keys_cache: dict[Identity, tuple[str, str, str]] = {}

@@ -164,7 +164,7 @@ class StateTracker:
             if current is not None and current.same_rules(table):
                 return current
             new = table.with_version(base + 1)
-            reply = await self.store.scripts["publish_table"].run(
+            reply = await self.store.scripts.publish_table.run(
                 self.store.client,
                 [self.keys.transitions()],
                 [str(base), new.to_json()],
@@ -286,7 +286,7 @@ class StateTracker:
             "" if reason is None else encode_value(reason),
             table.script_arg(ident.platform, target, self._max_len, self._max_age_ms),
         ]
-        reply = await self.store.scripts["transition"].run(
+        reply = await self.store.scripts.transition.run(
             self.store.client, [keys[0], keys[2], keys[3], keys[5]], args
         )
         status = reply[0]
@@ -326,7 +326,7 @@ class StateTracker:
             pairs = encode_fields(fields, self.store.limits, self.config.event_limits)
             _, keys, fixed = self._locate(session_id)
             args = [new_op_id(), flags.arg, fixed, *pairs]
-            reply = await self.store.scripts["track_event"].run(self.store.client, keys, args)
+            reply = await self.store.scripts.track_event.run(self.store.client, keys, args)
             if reply[0] == -1:
                 raise SessionNotFound(session_id)
         return reply[1].decode() if reply[0] == 1 else None

@@ -562,7 +562,7 @@ async def test_old_backups_without_event_counts_still_verify(
 
 
 async def test_restore_events_script_twice_gives_the_same_stream(store: SessionStore) -> None:
-    script = store.scripts["restore_events"]
+    script = store.scripts.restore_events
     key = store.keys.events_of_session_key(store.keys.restore_keys("web:1:u1")[0])
     await store.client.xadd(key, {"t": "live"})
     expire = 4_000_000_000_000

@@ -104,8 +104,8 @@ async def test_retried_event_applies_once(store: SessionStore) -> None:
     _, keys, _ = tracker._locate(s.session_id)
     args = ["opABC", "message_received 1 1 1", f"{store._default_ttl_ms} 1000 60000 u1 web",
             "text", "hi"]
-    first = await store.scripts["track_event"](store.client, keys, args)
-    again = await store.scripts["track_event"](store.client, keys, args)
+    first = await store.scripts.track_event(store.client, keys, args)
+    again = await store.scripts.track_event(store.client, keys, args)
     assert (first[0], first[2], again[0], again[2]) == (1, 1, 2, 1)
     assert (await store.get(s.session_id)).message_count == 1
     assert await store.client.xlen(keys[2]) == 2  # created + one message

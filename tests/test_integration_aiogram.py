@@ -21,7 +21,7 @@ from sessioncache.integrations.aiogram import (
     fsm_identity,
 )
 from sessioncache.locks import LockNotAcquired, RedisLock
-from sessioncache.scripts import all_scripts
+from sessioncache.scripts import registry
 
 from .conftest import drop_namespace, unique_namespace
 from .fsm_workers import read_data, run_update_fleet
@@ -345,7 +345,7 @@ async def test_a_retried_merge_is_not_applied_twice(
     storage: SessionCacheStorage, key: StorageKey
 ) -> None:
     """A client retry (same op id) after another worker's write must not clobber that write."""
-    merge = all_scripts()["record_merge"]
+    merge = registry().record_merge
     data_key = storage.keys.fsm_data(fsm_identity(key))
     args = ["AAAAA", "0", "1024", "size", "1", "ff", b"first"]
     assert await merge(storage.client, [data_key], args) == [1, 1]

@@ -24,8 +24,12 @@ def test_wheel_contains_and_loads_every_script(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         zf.extractall(site)
-    expected = sorted(p.name for p in (ROOT / "lua").glob("*.lua"))
-    assert sorted(n.split("/")[-1] for n in names if n.startswith("sessioncache/lua/")) == expected
+    lua = ROOT / "lua"
+    shipped = sorted(str(p.relative_to(lua)) for p in lua.rglob("*.lua"))
+    head = "sessioncache/lua/"
+    inside = sorted(n[len(head) :] for n in names if n.startswith(head))
+    assert [n for n in inside if n.endswith(".lua")] == shipped
+    expected = sorted(p.name for p in lua.glob("*.lua"))
     assert "sessioncache/py.typed" in names
     probe = (
         "import json, sessioncache.scripts as s;"

@@ -92,7 +92,7 @@ async def test_retried_transition_applies_once(store: SessionStore) -> None:
     _, keys, _ = tracker._locate(s.session_id)
     table = tracker.table
     args = ["op123", "active", "", "", table.script_arg("web", "active", 1000, 60000)]
-    script = store.scripts["transition"]
+    script = store.scripts.transition
     first = await script(store.client, [keys[0], keys[2], keys[3], keys[5]], args)
     again = await script(store.client, [keys[0], keys[2], keys[3], keys[5]], args)
     assert (first[0], again[0]) == (1, 2)

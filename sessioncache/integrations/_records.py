@@ -11,7 +11,7 @@ import msgpack
 from ..backends import RedisSettings, connect
 from ..codec import Limits, data_field, encode_value
 from ..errors import IntegrityError, ValidationError
-from ..scripts import Script, all_scripts
+from ..scripts import Script, registry
 from ..store import new_op_id
 
 _TAG = b"\xc1"
@@ -83,9 +83,8 @@ class RecordWriter:
     def __init__(self, client: Any, limits: Limits) -> None:
         self.client = client
         self.limits = limits
-        scripts = all_scripts()
-        self._merge: Script = scripts["record_merge"]
-        self._replace: Script = scripts["record_replace"]
+        self._merge: Script = registry().record_merge
+        self._replace: Script = registry().record_replace
         self._max_fields = str(limits.max_fields)
 
     async def merge(

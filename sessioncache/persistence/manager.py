@@ -394,7 +394,7 @@ class Persistence:
         missing, and the next incremental reads a superset of what changed.
         """
         await pipelined(self.store.client, [("set", (self.store.keys.backup_head(), backup_id))])
-        await self.changes.trim(self.store.scripts["change_trim"], cuts)
+        await self.changes.trim(self.store.scripts.change_trim, cuts)
 
     async def _chain_tip(self) -> BackupInfo:
         """The newest backup of this directory, if it is the one that last consumed the index."""

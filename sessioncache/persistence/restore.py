@@ -91,8 +91,8 @@ class Restorer:
     def __init__(self, store: SessionStore) -> None:
         self.store = store
         self.keys = store.keys
-        self.script = store.scripts["restore_session"]
-        self.events_script = store.scripts["restore_events"]
+        self.script = store.scripts.restore_session
+        self.events_script = store.scripts.restore_events
 
     async def wipe(self) -> int:
         """Delete every key of the namespace except the backup machinery's own."""

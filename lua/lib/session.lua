@@ -1,0 +1,36 @@
+-- lib/session.lua: what every write of a session keeps in step: expiry, user index, changes.
+
+-- The user index must outlive every session it lists: its expiry only ever moves later. An
+-- index with no expiry lists (or listed) a session that never expires, so it keeps none until
+-- it is emptied; a new index takes its first session's expiry. `exps` is the session's expiry
+-- (ms since the epoch, as a string) or nil for none; `suffix`, when given, is added first.
+local function index_keep(index, exps, suffix)
+  if suffix then
+    local fresh = redis.call('EXISTS', index) == 0
+    redis.call('HSET', index, suffix, '1')
+    if fresh and exps then
+      redis.call('PEXPIREAT', index, exps)
+      return
+    end
+  end
+  if exps then
+    -- GT treats a key with no expiry as expiring never: it is left without one.
+    redis.call('PEXPIREAT', index, exps, 'GT')
+  else
+    redis.call('PERSIST', index)
+  end
+end
+
+-- The session `key` now expires at `exps` (ms since the epoch, string); its index follows.
+local function expire_session(key, index, exps)
+  redis.call('PEXPIREAT', key, exps)
+  index_keep(index, exps)
+end
+
+-- Change index for incremental backups (see docs/persistence.md): `key` changed. Recorded only
+-- while a backup chain has armed this slot's bucket with its '#' counter; `bucket` may be nil.
+local function mark_changed(bucket, key)
+  if bucket and redis.call('ZSCORE', bucket, '#') then
+    redis.call('ZADD', bucket, redis.call('ZINCRBY', bucket, 1, '#'), key)
+  end
+end
