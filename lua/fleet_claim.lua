@@ -13,8 +13,7 @@
 -- Interval numbers come from the server's clock, so every process agrees on them. A retry by
 -- the same caller finds its own lease and returns 0 without running twice.
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local n = math.floor(now / tonumber(ARGV[1]))
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {0, n, -1}
@@ -33,6 +32,6 @@ if claimed ~= completed and claimed >= 0 then
   redis.call('HINCRBY', KEYS[1], 'takeovers', 1)
 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-redis.call('HSET', KEYS[1], 'claimed', string.format('%d', n), 'holder', ARGV[4],
-           'token', ARGV[2], 'started', string.format('%d', now), 'interval', ARGV[1])
+redis.call('HSET', KEYS[1], 'claimed', int(n), 'holder', ARGV[4],
+           'token', ARGV[2], 'started', int(now), 'interval', ARGV[1])
 return {1, n, missed}

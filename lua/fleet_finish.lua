@@ -19,9 +19,8 @@ end
 if cur[2] == ARGV[2] then
   return 2
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], 'completed', ARGV[2], 'finished', string.format('%d', now),
+local now = now_ms()
+redis.call('HSET', KEYS[1], 'completed', ARGV[2], 'finished', int(now),
            'status', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'runs', 1)
 return 1

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from .errors import BackendUnavailable, ValidationError
 from .keys import KeySchema
 from .locks import RedisLock
-from .scripts import Script, all_scripts
+from .scripts import Script, registry
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,8 @@ class FleetJob:
         self.state_key = keys.fleet_job(name)
         self.lease_key = keys.lease(name)
         self.label = f"{socket.gethostname()}:{os.getpid()}"
-        scripts = all_scripts()
-        self._claim: Script = scripts["fleet_claim"]
-        self._finish: Script = scripts["fleet_finish"]
+        self._claim: Script = registry().fleet_claim
+        self._finish: Script = registry().fleet_finish
         self.current: asyncio.Task[Any] | None = None
         """The task of this process's run in progress, if any (await it to drain)."""
 

@@ -223,7 +223,7 @@ class Archive:
             self._change_bucket(ident),
         ]
         args = [ident.suffix, member, str(round(self.store.default_ttl * 1000)), "replace" if replace else ""]
-        reply = await self.store.scripts["archive_restore"].run(self.store.client, keys, args)
+        reply = await self.store.scripts.archive_restore.run(self.store.client, keys, args)
         if reply[0] == -1:
             raise ValidationError(f"no archived session {archive_id!r} (retention passed?)")
         if reply[0] == -2:
