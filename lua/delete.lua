@@ -6,6 +6,8 @@
 -- ARGV[1]  session suffix (field of the user index)
 -- With the state tracker (optional):
 -- KEYS[4]  statistics hash of the session's shard (same slot): one session less in its state
+-- With expiry rules (optional, after KEYS[4]):
+-- KEYS[5]  expiry index bucket of this slot: the session leaves it
 --
 -- Returns 1 if the session existed, 0 if not. Running it twice is harmless.
 
@@ -16,6 +18,7 @@ if state then
   redis.call('HINCRBY', KEYS[4], 'deleted', 1)
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
+expiry_forget(KEYS[5], KEYS[1])
 if existed == 1 then
   mark_changed(KEYS[3], KEYS[1])
 end

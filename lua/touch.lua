@@ -3,6 +3,7 @@
 -- KEYS[1]  session hash
 -- KEYS[2]  user index (its TTL follows the longest-lived session of the user)
 -- KEYS[3]  change bucket of this slot (optional; see docs/persistence.md)
+-- KEYS[4]  expiry index bucket of this slot (optional: only with expiry rules, docs/expiry.md)
 -- ARGV[1]  op id (5 chars; repeated on a client retry)
 -- ARGV[2]  default ttl in ms (used when the session has no ttl of its own)
 -- ARGV[3]  messages to add to the message count (integer >= 0)
@@ -10,12 +11,14 @@
 --
 -- Returns {1, expires_at_ms, message_count}  applied,
 --         {2, expires_at_ms, message_count}  already applied by an earlier attempt,
---         {-1}                               no such session.
+--         {-1}                               no such session,
+--         {-4}                               its expiry deadline has passed: nothing written
+--                                            (the caller applies the rule, then retries).
 -- The version is not bumped: activity is not a change of the session's content.
 
 local key = KEYS[1]
 local opid = ARGV[1]
-local cur = redis.call('HMGET', key, 'v', 'o', 't', 'e', 'm')
+local cur = redis.call('HMGET', key, 'v', 'o', 't', 'e', 'm', 'x', 'y', 'a')
 if not cur[1] then
   return {-1}
 end
@@ -25,6 +28,9 @@ if op_seen(ops, opid) then
 end
 
 local now = now_ms()
+if expiry_passed(cur[6], cur[7], cur[8], cur[5], now) then
+  return {-4}
+end
 local ttl = cur[3] or ARGV[2]
 local fields = {}
 if ARGV[4] ~= '' then
@@ -41,4 +47,5 @@ end
 redis.call('HSET', key, unpack(fields))
 expire_session(key, KEYS[2], exps)
 mark_changed(KEYS[3], key)
+expiry_index(KEYS[4], key, cur[6], cur[7], now, count)
 return {1, exp, count}

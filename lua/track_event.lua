@@ -6,6 +6,7 @@
 -- KEYS[4]  statistics hash of the session's shard (same slot as the session)
 -- KEYS[5]  last-activity zset of the shard's users (same slot)
 -- KEYS[6]  change bucket of this slot (the session changed: see docs/persistence.md)
+-- KEYS[7]  expiry index bucket of this slot (optional: only with expiry rules, docs/expiry.md)
 -- ARGV[1]  op id (5 chars; repeated on a client retry)
 -- ARGV[2]  event type (validated by the caller) and three flags, space-separated:
 --          activity "1"/"0" (refresh last_activity "a" and the TTL), message "1"/"0"
@@ -20,12 +21,14 @@
 --
 -- Returns {1, entry_id, message_count}  applied,
 --         {2, "", message_count}        already applied by an earlier attempt of the same call,
---         {-1}                          no such session (nothing written).
+--         {-1}                          no such session (nothing written),
+--         {-4}                          an activity event after the session's expiry deadline:
+--                                       nothing written (the caller applies the rule, retries).
 -- Times are ms, server clock.
 
 local key = KEYS[1]
 local opid = ARGV[1]
-local cur = redis.call('HMGET', key, 'o', 's', 'a', 'm', 't')
+local cur = redis.call('HMGET', key, 'o', 's', 'a', 'm', 't', 'x', 'y')
 if not cur[2] then
   return {-1}
 end
@@ -39,6 +42,9 @@ local etype, activity, message, inbound = string.match(ARGV[2], '^(%S+) (%d) (%d
 local ttl, maxlen, maxage, user, plat =
   string.match(ARGV[3], '^(%d+) (%d+) (%d+) (%S+) (%S+)$')
 local now = now_ms()
+if activity == '1' and expiry_passed(cur[6], cur[7], cur[3], cur[4], now) then
+  return {-4}
+end
 local entry = {'t', etype, 's', cur[2]}
 for i = 4, #ARGV do
   entry[#entry + 1] = ARGV[i]
@@ -56,6 +62,7 @@ if activity == '1' then
   local exps = int(exp)
   redis.call('HSET', key, 'a', nows, 'e', exps, 'm', int(count), 'o', opsnew)
   expire_session(key, KEYS[2], exps)
+  expiry_index(KEYS[7], key, cur[6], cur[7], now, count)
   if inbound == '1' then
     local gap = now - tonumber(cur[3])
     if gap < 0 then gap = 0 end

@@ -3,6 +3,7 @@
 -- KEYS[1]  session hash
 -- KEYS[2]  user index (its TTL follows the longest-lived session of the user)
 -- KEYS[3]  change bucket of this slot (optional; see docs/persistence.md)
+-- KEYS[4]  expiry index bucket of this slot (optional: only with expiry rules, docs/expiry.md)
 -- ARGV[1]  op id (5 chars; repeated on a client retry)
 -- ARGV[2]  expected version, or "" for an unconditional update
 -- ARGV[3]  reply: "full" (the whole hash) or "version" (the new version only)
@@ -17,12 +18,14 @@
 --         {2, hgetall | version}  already applied by an earlier attempt of the same call,
 --         {-1}                    no such session,
 --         {-2, current_version}   expected version did not match,
---         {-3, would_have}        the session would hold more than ARGV[6] fields.
+--         {-3, would_have}        the session would hold more than ARGV[6] fields,
+--         {-4}                    its expiry deadline has passed: nothing written (the
+--                                 caller applies the rule, then retries).
 -- A retried call is recognised by its op id among the last four recorded in field "o".
 
 local key = KEYS[1]
 local opid = ARGV[1]
-local cur = redis.call('HMGET', key, 'v', 'o', 't')
+local cur = redis.call('HMGET', key, 'v', 'o', 't', 'x', 'y', 'a', 'm')
 if not cur[1] then
   return {-1}
 end
@@ -36,6 +39,10 @@ if op_seen(ops, opid) then
 end
 if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= version then
   return {-2, version}
+end
+local now = now_ms()
+if expiry_passed(cur[4], cur[5], cur[6], cur[7], now) then
+  return {-4}
 end
 
 local npairs = tonumber(ARGV[7])
@@ -58,7 +65,8 @@ end
 if grow > 0 then
   -- One-character names are the session's own fields; they do not count against the limit.
   local total = redis.call('HLEN', key) + grow
-  local core = redis.call('HMGET', key, 'v', 's', 'c', 'u', 'a', 'e', 'm', 'p', 't', 'o')
+  local core = redis.call('HMGET', key, 'v', 's', 'c', 'u', 'a', 'e', 'm', 'p', 't', 'o',
+                          'x', 'y', 'w')
   for i = 1, #core do
     if core[i] then
       total = total - 1
@@ -69,7 +77,6 @@ if grow > 0 then
   end
 end
 
-local now = now_ms()
 local nows = int(now)
 local exps = int(now + tonumber(cur[3] or ARGV[4]))
 version = version + 1
@@ -87,6 +94,7 @@ end
 redis.call('HSET', key, unpack(fields))
 expire_session(key, KEYS[2], exps)
 mark_changed(KEYS[3], key)
+expiry_index(KEYS[4], key, cur[4], cur[5], now, tonumber(cur[7]))
 if ARGV[3] == 'full' then
   return {1, redis.call('HGETALL', key)}
 end

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from base64 import urlsafe_b64encode
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
@@ -15,6 +15,7 @@ from .codec import DEFAULT_LIMITS, Limits, data_field, decode_value, encode_mapp
 from .errors import (
     BackendUnavailable,
     SessionExists,
+    SessionExpired,
     SessionNotFound,
     ValidationError,
     VersionConflict,
@@ -99,6 +100,8 @@ class SessionStore:
         self.scripts: ScriptRegistry = registry()
         self._owns_client = owns_client
         self.extras: StoreExtras | None = None
+        self.expiry_index_of: Callable[[Identity], str] | None = None
+        """Set by the expiry engine: the expiry index bucket of a session (extra script key)."""
         self._keys_cache: dict[Identity, tuple[str, str, str]] = {}
 
     @classmethod
@@ -287,7 +290,9 @@ class SessionStore:
         expected_version: int | None = None,
     ) -> tuple[Identity, str, Any]:
         ident = parse_session_id(session_id)
-        keys = self._session_keys(ident)
+        keys: Sequence[str] = self._session_keys(ident)
+        if self.expiry_index_of is not None:
+            keys = (*keys, self.expiry_index_of(ident))
         pairs = encode_mapping(data, data_field, self.limits, "data") if data is not None else []
         if metadata is not None:
             pairs += encode_mapping(metadata, metadata_field, self.limits, "metadata")
@@ -320,6 +325,8 @@ class SessionStore:
             raise SessionNotFound(session_id)
         if status == -2:
             raise VersionConflict(session_id, int(expected_version or 0), int(reply[1]))
+        if status == -4:
+            raise SessionExpired(session_id)
         if status == -3:
             raise ValidationError(
                 f"session {session_id!r} would hold {int(reply[1])} fields; "
@@ -410,9 +417,14 @@ class SessionStore:
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
         new_ttl = "" if ttl is None else str(_ttl_ms(ttl))
         args = [new_op_id(), self._default_ttl_ms, str(messages), new_ttl]
-        reply = await self.scripts.touch.run(self.client, self._session_keys(ident), args)
+        keys: Sequence[str] = self._session_keys(ident)
+        if self.expiry_index_of is not None:
+            keys = (*keys, self.expiry_index_of(ident))
+        reply = await self.scripts.touch.run(self.client, keys, args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
+        if reply[0] == -4:
+            raise SessionExpired(session_id)
         return dt.datetime.fromtimestamp(int(reply[1]) / 1000, tz=dt.UTC)
 
     async def delete(self, session_id: str) -> bool:
@@ -421,6 +433,8 @@ class SessionStore:
         keys = list(self._session_keys(ident))
         if self.extras is not None:
             keys += self.extras.delete_extras(ident)
+            if self.expiry_index_of is not None:
+                keys.append(self.expiry_index_of(ident))
         return bool(await self.scripts.delete.run(self.client, keys, [ident.suffix]))
 
     # -- listing --------------------------------------------------------------------------

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .backends import RedisSettings
 from .codec import DEFAULT_LIMITS, Limits
-from .errors import SessionCacheError, ValidationError
+from .errors import SessionCacheError, SessionExpired, ValidationError
 from .events import Event, EventType
+from .expiry import ArchivedSession, ExpiryEngine, ExpiryInfo, ExpiryReport
+from .expiry.rules import Rule, load_rules_toml, parse_rules
 from .models import Platform, Session, SessionState
 from .patterns import LifecyclePrediction, PatternReport
 from .persistence import BackupInfo, Persistence, RestoreReport, VerifyReport
@@ -23,6 +27,7 @@ from .store import DEFAULT_TTL, SessionStore
 from .tracker import StateTracker, TrackerConfig
 
 STORAGE_TYPES = ("MEMORY", "REDIS", "CLUSTER")
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -53,8 +58,23 @@ class SessionSystemConfig:
     backup_max_age: float | None = None
     snapshot_interval: float | None = None
     snapshot_keep_last: int | None = None
+    # Expiry (docs/expiry.md)
+    expiry_rules: Any = None
+    """Ordered rules: a list of rule dicts, or the path of a TOML file of ``[[rule]]`` tables."""
+    expiry_interval: float = 60.0
+    """Seconds between sweeps (once per interval across the fleet)."""
+    expiry_archive_retention: float = 30 * 86400.0
+    """How long archived sessions stay in Redis (archive_dir keeps a file copy)."""
+    expiry_notify: Any = None
+    """Called with an ExpiryNotice for each warning and notify action (sync or async)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.expiry_rules, (str, Path)):
+            self.expiry_rules = load_rules_toml(self.expiry_rules)
+        else:
+            self.expiry_rules = parse_rules(self.expiry_rules)
+        if self.expiry_notify is not None and not callable(self.expiry_notify):
+            raise ValidationError("expiry_notify must be a callable given an ExpiryNotice")
         if not isinstance(self.enable_all_features, bool):
             raise ValidationError(
                 f"enable_all_features must be a bool, got {self.enable_all_features!r}"
@@ -127,6 +147,20 @@ class SessionSystem:
             max_age=config.backup_max_age,
             snapshot_keep_last=config.snapshot_keep_last,
         )
+        rules: tuple[Rule, ...] = config.expiry_rules
+        self.expiry = ExpiryEngine(
+            store,
+            self.tracker,
+            rules,
+            archive_dir=config.archive_dir,
+            archive_retention=config.expiry_archive_retention,
+            interval=config.expiry_interval,
+            notify=config.expiry_notify,
+        )
+        self.expiry_scheduler: AsyncIOScheduler | None = None
+        if rules:
+            self.expiry_scheduler = AsyncIOScheduler(timezone="UTC")
+            self.expiry.schedule(self.expiry_scheduler)
         self.backup_scheduler: BackupScheduler | None = None
         if config.backup_interval or config.snapshot_interval:
             self.backup_scheduler = BackupScheduler(
@@ -160,6 +194,8 @@ class SessionSystem:
             raise
         if system.backup_scheduler is not None:
             system.backup_scheduler.start()
+        if system.expiry_scheduler is not None:
+            system.expiry_scheduler.start()
         return system
 
     # -- sessions -------------------------------------------------------------------------
@@ -177,7 +213,7 @@ class SessionSystem:
         priority: int = 0,
         ttl: float | None = None,
     ) -> Session:
-        return await self.store.create(
+        session = await self.store.create(
             platform,
             chat_id,
             user_id,
@@ -188,6 +224,9 @@ class SessionSystem:
             priority=priority,
             ttl=ttl,
         )
+        if self.expiry.rules:
+            await self.expiry.arm(session)
+        return session
 
     async def get_or_create_session(
         self,
@@ -202,6 +241,15 @@ class SessionSystem:
         priority: int = 0,
         ttl: float | None = None,
     ) -> Session:
+        if self.expiry.rules:
+            return await self.expiry.get_or_create(
+                self.store.identity(platform, chat_id, user_id, thread_id),
+                data=data,
+                metadata=metadata,
+                state=state,
+                priority=priority,
+                ttl=ttl,
+            )
         return await self.store.get_or_create(
             platform,
             chat_id,
@@ -215,8 +263,13 @@ class SessionSystem:
         )
 
     async def get_session(self, session_id: str) -> Session | None:
-        """The session, or None if it does not exist (the origin API's contract)."""
-        return await self.store.find_by_id(session_id)
+        """The session, or None if it does not exist (the origin API's contract); a session
+        past its expiry deadline has its rule applied first (docs/expiry.md)."""
+        session = await self.store.find_by_id(session_id)
+        if session is not None and await self.expiry.past_deadline(session):
+            await self.expiry.on_access(session_id)
+            session = await self.store.find_by_id(session_id)
+        return session
 
     async def update_session(
         self,
@@ -228,13 +281,16 @@ class SessionSystem:
         priority: int | None = None,
         expected_version: int | None = None,
     ) -> Session:
-        return await self.store.update(
+        return await self._write(
             session_id,
-            data=data,
-            metadata=metadata,
-            delete=delete,
-            priority=priority,
-            expected_version=expected_version,
+            lambda: self.store.update(
+                session_id,
+                data=data,
+                metadata=metadata,
+                delete=delete,
+                priority=priority,
+                expected_version=expected_version,
+            ),
         )
 
     async def delete_session(self, session_id: str) -> bool:
@@ -243,7 +299,21 @@ class SessionSystem:
     async def touch_session(
         self, session_id: str, *, messages: int = 0, ttl: float | None = None
     ) -> dt.datetime:
-        return await self.store.touch(session_id, messages=messages, ttl=ttl)
+        return await self._write(
+            session_id, lambda: self.store.touch(session_id, messages=messages, ttl=ttl)
+        )
+
+    async def _write(self, session_id: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run a write; if the session had passed its expiry deadline (the script refused the
+        write), apply the rule once and run the write again on the session that follows, so
+        the write (a user's message) is never lost and never revives the stale session."""
+        for _ in range(3):
+            try:
+                return await call()
+            except SessionExpired:
+                if await self.expiry.on_access(session_id):
+                    await self.expiry.successor_for(session_id)
+        return await call()
 
     async def list_user_sessions(self, user_id: str | int) -> list[Session]:
         return await self.store.list_user_sessions(user_id)
@@ -268,7 +338,9 @@ class SessionSystem:
     async def track_event(
         self, session_id: str, event_type: EventType | str, **fields: Any
     ) -> str | None:
-        return await self.tracker.track_event(session_id, event_type, **fields)
+        return await self._write(
+            session_id, lambda: self.tracker.track_event(session_id, event_type, **fields)
+        )
 
     async def get_events(self, session_id: str, **query: Any) -> list[Event]:
         return await self.tracker.get_events(session_id, **query)
@@ -302,6 +374,29 @@ class SessionSystem:
             "uptime_s": round(time.monotonic() - self._started, 3),
         }
 
+    # -- expiry (docs/expiry.md) -------------------------------------------------------------
+
+    async def cleanup_expired_sessions(self, dry_run: bool = False) -> ExpiryReport:
+        """Run an expiry sweep now (the scheduler runs one per interval across the fleet)."""
+        return await self.expiry.sweep(dry_run=dry_run)
+
+    async def get_expiry_info(self, session_id: str) -> ExpiryInfo | None:
+        """Which rule governs a session, when it fires and with what action (None: no such
+        session)."""
+        return await self.expiry.get_expiry_info(session_id)
+
+    async def restore_archived(
+        self, session_id: str, *, archive_id: str | None = None, replace: bool = False
+    ) -> Session:
+        """Bring an archived session back whole (its newest archive, or ``archive_id``)."""
+        return await self.expiry.restore_archived(
+            session_id, archive_id=archive_id, replace=replace
+        )
+
+    async def list_archived(self, user_id: str | int | None = None) -> list[ArchivedSession]:
+        """Archived sessions (one user's, or all), oldest first."""
+        return await self.expiry.archive.list_archived(user_id)
+
     # -- persistence (docs/persistence.md) ------------------------------------------------
 
     async def create_backup(
@@ -314,9 +409,7 @@ class SessionSystem:
     ) -> str:
         """A full or incremental backup; ``events``: also each session's event stream (None:
         the configured ``backup_events``)."""
-        return await self.persistence.create_backup(
-            description, format, incremental, events=events
-        )
+        return await self.persistence.create_backup(description, format, incremental, events=events)
 
     def list_backups(self) -> list[BackupInfo]:
         return self.persistence.list_backups()
@@ -358,6 +451,10 @@ class SessionSystem:
             self._closed = True
             if self.backup_scheduler is not None:
                 self.backup_scheduler.shutdown()
+            if self.expiry_scheduler is not None and self.expiry_scheduler.running:
+                self.expiry_scheduler.pause()
+                await self.expiry.job.drain()
+                self.expiry_scheduler.shutdown(wait=False)
             await self.store.close()
 
     async def __aenter__(self) -> SessionSystem:

@@ -17,6 +17,7 @@ from .codec import encode_value
 from .errors import (
     BackendUnavailable,
     InvalidTransition,
+    SessionExpired,
     SessionNotFound,
     ValidationError,
     VersionConflict,
@@ -197,6 +198,8 @@ class StateTracker:
                 self.keys.users(shard),
                 self.store.keys.change_bucket_of(ident),
             ]
+            if self.store.expiry_index_of is not None:
+                keys.append(self.store.expiry_index_of(ident))
             fixed = (
                 f"{self.store._default_ttl_ms} {self._max_len} {self._max_age_ms} "
                 f"{ident.user_tag} {ident.platform}"
@@ -329,6 +332,8 @@ class StateTracker:
             reply = await self.store.scripts.track_event.run(self.store.client, keys, args)
             if reply[0] == -1:
                 raise SessionNotFound(session_id)
+            if reply[0] == -4:
+                raise SessionExpired(session_id)
         return reply[1].decode() if reply[0] == 1 else None
 
     async def get_events(

@@ -61,6 +61,13 @@ local function expiry_passed(x, y, a, m, now)
   return due ~= nil and now >= due
 end
 
+-- A deleted session leaves the expiry index (`index` may be nil, as above).
+local function expiry_forget(index, key)
+  if index then
+    redis.call('ZREM', index, key)
+  end
+end
+
 -- After a write: the session `key` (fields x, y, a, m as now stored) sits in the expiry index
 -- at its first stage time (deadline minus the warning lead), or leaves it. `index` may be nil
 -- (a store without expiry rules passes no index key).

@@ -51,7 +51,9 @@ class ArchivedSession:
 def split_archive_id(archive_id: str) -> tuple[Identity, int]:
     """``<session id>#<created ms>`` -> (identity, created ms); ValidationError if malformed."""
     if not isinstance(archive_id, str) or archive_id.count("#") != 1:
-        raise ValidationError(f"archive id must look like '<session id>#<ms>'; got {archive_id!r:.80}")
+        raise ValidationError(
+            f"archive id must look like '<session id>#<ms>'; got {archive_id!r:.80}"
+        )
     sid, _, created = archive_id.partition("#")
     if not created.isdigit() or len(created) > 16:
         raise ValidationError(f"archive id must end in '#<created ms>'; got {archive_id!r:.80}")
@@ -120,7 +122,7 @@ class Archive:
         os.replace(tmp, path)
         return path
 
-    async def list(self, user_id: object = None) -> list[ArchivedSession]:
+    async def list_archived(self, user_id: object = None) -> list[ArchivedSession]:
         """Archived sessions still in Redis (one user's, or everyone's by SCAN), plus files."""
         client = self.store.client
         out: dict[str, ArchivedSession] = {}
@@ -130,7 +132,9 @@ class Archive:
             else:
                 indexes = [
                     k.decode() if isinstance(k, bytes) else k
-                    async for k in client.scan_iter(match=self.keys.archive_index_pattern(), count=500)
+                    async for k in client.scan_iter(
+                        match=self.keys.archive_index_pattern(), count=500
+                    )
                 ]
             for index in indexes:
                 tag = self.keys.user_tag_of_archive_index(index)
@@ -168,11 +172,25 @@ class Archive:
                 found.append((aid, path))
         return found
 
+    async def newest_in_redis(self, ident: Identity) -> str | None:
+        """The archive id of the identity's newest archive still in Redis, or None."""
+        try:
+            members = await self.store.client.hkeys(self.keys.archive_index(ident.user_tag))
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable listing archives: {exc}") from exc
+        created = [
+            int(c)
+            for m in members
+            for suffix, _, c in [m.decode().rpartition("#")]
+            if suffix == ident.suffix
+        ]
+        return f"{ident.session_id}#{max(created)}" if created else None
+
     async def latest(self, session_id: str) -> str | None:
         """The archive id of the session id's newest archive, or None."""
         ident = parse_session_id(session_id)
         candidates = [
-            a for a in await self.list(ident.user_id) if a.session_id == ident.session_id
+            a for a in await self.list_archived(ident.user_id) if a.session_id == ident.session_id
         ]
         return candidates[-1].archive_id if candidates else None
 
@@ -186,7 +204,9 @@ class Archive:
         try:
             doc = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
             fields = {bytes(k): bytes(v) for k, v in doc["fields"].items()}
-            events = [(bytes(e[0]), {bytes(k): bytes(v) for k, v in e[1].items()}) for e in doc["events"]]
+            events = [
+                (bytes(e[0]), {bytes(k): bytes(v) for k, v in e[1].items()}) for e in doc["events"]
+            ]
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise IntegrityError(f"archive file {path.name} is damaged: {exc}") from exc
         if doc.get("archive_id") != archive_id or b"v" not in fields:
@@ -222,7 +242,12 @@ class Archive:
             self._stats_key(ident),
             self._change_bucket(ident),
         ]
-        args = [ident.suffix, member, str(round(self.store.default_ttl * 1000)), "replace" if replace else ""]
+        args = [
+            ident.suffix,
+            member,
+            str(round(self.store.default_ttl * 1000)),
+            "replace" if replace else "",
+        ]
         reply = await self.store.scripts.archive_restore.run(self.store.client, keys, args)
         if reply[0] == -1:
             raise ValidationError(f"no archived session {archive_id!r} (retention passed?)")

@@ -33,26 +33,29 @@ class ExpirySpec:
     idle: int | None = None
     limit: int | None = None
     grace: int | None = None
+    lead: int = 0
+    """ms before the deadline of the rule's first stage (its warning), for the index."""
 
     def field_y(self) -> str:
-        """The ``y`` field: ``mode|idle|limit|grace|rule``."""
+        """The ``y`` field: ``mode|idle|limit|grace|rule|lead``."""
 
         def s(v: int | None) -> str:
             return "" if v is None else str(v)
 
-        return f"{self.mode}|{s(self.idle)}|{s(self.limit)}|{s(self.grace)}|{self.rule}"
+        parts = (self.mode, s(self.idle), s(self.limit), s(self.grace), self.rule, str(self.lead))
+        return "|".join(parts)
 
     @classmethod
     def parse(cls, x: bytes | str | None, y: bytes | str) -> ExpirySpec:
         """Inverse of (fixed, field_y())."""
         text = y.decode() if isinstance(y, bytes) else y
-        mode, idle, limit, grace, rule = text.split("|", 4)
+        mode, idle, limit, grace, rule, lead = text.split("|")
 
         def n(v: str) -> int | None:
             return int(v) if v else None
 
         fixed = None if x is None or x in (b"", "") else int(x)
-        return cls(rule, mode, fixed, n(idle), n(limit), n(grace))
+        return cls(rule, mode, fixed, n(idle), n(limit), n(grace), int(lead or 0))
 
 
 def due_at(spec: ExpirySpec, activity_ms: int, messages: int) -> int | None:

@@ -31,7 +31,7 @@ ACTIONS = ("archive", "delete", "merge", "suspend", "notify", "progressive")
 STAGE_ACTIONS = ("warn", "suspend", "archive", "delete")
 CHAT_TYPES = ("direct", "group", "thread")
 POLICIES = ("absolute", "idle", "usage", "daily", "hybrid", "custom", "none")
-_NAME_RE = re.compile(r"^[a-z0-9_\-]{1,40}$")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,39}$")
 _AT_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
 _MAX_SECONDS = 10 * 365 * 86400
 
@@ -187,7 +187,9 @@ def _policy(f: _Field, raw: Mapping[str, Any], other_keys: set[str]) -> Policy:
     if kind == "custom":
         func = raw.get("func")
         if not callable(func):
-            raise f.fail("func", "a custom policy needs a callable (sync or async) given the session")
+            raise f.fail(
+                "func", "a custom policy needs a callable (sync or async) given the session"
+            )
         return Custom(func, f.seconds("recheck", required=False, low=0.1) or 60.0)
     return NonePolicy()
 
@@ -234,7 +236,9 @@ def _stages(f: _Field, raw: Mapping[str, Any]) -> tuple[Stage, ...]:
         after = _req(sf.seconds("after", required=True))
         action = stage.get("action")
         if action not in STAGE_ACTIONS:
-            raise sf.fail("action", f"unknown stage action {action!r}; one of {', '.join(STAGE_ACTIONS)}")
+            raise sf.fail(
+                "action", f"unknown stage action {action!r}; one of {', '.join(STAGE_ACTIONS)}"
+            )
         if out and after <= out[-1].after:
             raise sf.fail("after", "stages must come in increasing 'after' order")
         out.append(Stage(after, str(action)))
@@ -287,7 +291,7 @@ def parse_rules(raw: Iterable[object] | None) -> tuple[Rule, ...]:
         return ()
     if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, Iterable):
         raise ValidationError("expiry_rules must be a list of rule dicts")
-    rules = tuple(parse_rule(r, i) for i, r in enumerate(raw))
+    rules = tuple(r if isinstance(r, Rule) else parse_rule(r, i) for i, r in enumerate(raw))
     names = [r.name for r in rules]
     for name in names:
         if names.count(name) > 1:
@@ -295,7 +299,9 @@ def parse_rules(raw: Iterable[object] | None) -> tuple[Rule, ...]:
     return rules
 
 
-def load_rules_toml(path: str | Path, funcs: Mapping[str, Callable[..., Any]] | None = None) -> tuple[Rule, ...]:
+def load_rules_toml(
+    path: str | Path, funcs: Mapping[str, Callable[..., Any]] | None = None
+) -> tuple[Rule, ...]:
     """Rules from a TOML file: an array of tables ``[[rule]]`` in the dict form.
 
     A custom policy names its callable (``func = "name"``), looked up in ``funcs``.
