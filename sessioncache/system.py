@@ -13,7 +13,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .backends import RedisSettings
 from .codec import DEFAULT_LIMITS, Limits
-from .errors import SessionCacheError, SessionExpired, ValidationError
+from .errors import SessionCacheError, SessionExpired, SessionNotFound, ValidationError
 from .events import Event, EventType
 from .expiry import ArchivedSession, ExpiryEngine, ExpiryInfo, ExpiryReport
 from .expiry.rules import Rule, load_rules_toml, parse_rules
@@ -306,13 +306,20 @@ class SessionSystem:
     async def _write(self, session_id: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run a write; if the session had passed its expiry deadline (the script refused the
         write), apply the rule once and run the write again on the session that follows, so
-        the write (a user's message) is never lost and never revives the stale session."""
+        the write (a user's message) is never lost and never revives the stale session.
+
+        A write that finds no session right after another process ended it by expiry (in the
+        instant before that process creates the successor) goes to the successor too."""
         for _ in range(3):
             try:
                 return await call()
             except SessionExpired:
                 if await self.expiry.on_access(session_id):
                     await self.expiry.successor_for(session_id)
+            except SessionNotFound:
+                if not await self.expiry.recently_ended(session_id):
+                    raise
+                await self.expiry.successor_for(session_id)
         return await call()
 
     async def list_user_sessions(self, user_id: str | int) -> list[Session]:

@@ -32,6 +32,13 @@ from .rules import Rule, first_match
 
 log = logging.getLogger(__name__)
 
+RECENT_MS = 60_000
+"""A write that finds no session within this long after expiry archived it goes to the
+session that follows (another process is creating it)."""
+
+SWEEP_CONCURRENCY = 16
+"""Script calls a sweep keeps in flight at once."""
+
 STANDALONE_BUCKETS = 16
 """Expiry index buckets on a standalone server (a cluster needs one per slot)."""
 
@@ -270,6 +277,22 @@ class ExpiryEngine:
         await self.act(ident, int(created), rule, "access")
         return not await self.store.exists(session_id)
 
+    async def recently_ended(self, session_id: str) -> bool:
+        """Whether expiry archived this identity's session within the last RECENT_MS (so a
+        write that found no session belongs to its successor)."""
+        if not self.rules:
+            return False
+        ident = parse_session_id(session_id)
+        try:
+            entries = await self.store.client.hgetall(self.store.keys.archive_index(ident.user_tag))
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during expiry: {exc}") from exc
+        now = await self._now()
+        return any(
+            m.decode().rpartition("#")[0] == ident.suffix and now - int(at) <= RECENT_MS
+            for m, at in entries.items()
+        )
+
     async def past_deadline(self, session: Session) -> bool:
         """Whether a session read from Redis is past its deadline (rules decided by scripts)."""
         if session._expiry is None:
@@ -391,9 +414,14 @@ class ExpiryEngine:
             rows = await pipe.execute()
         except RedisError as exc:
             raise BackendUnavailable(f"Redis unavailable during the sweep: {exc}") from exc
-        await asyncio.gather(
-            *(self._one(m, row, state) for m, row in zip(members, rows, strict=True))
-        )
+        # Bounded concurrency: the pool is shared with the bot's own calls.
+        gate = asyncio.Semaphore(SWEEP_CONCURRENCY)
+
+        async def one(member: bytes, row: list[bytes | None]) -> None:
+            async with gate:
+                await self._one(member, row, state)
+
+        await asyncio.gather(*(one(m, row) for m, row in zip(members, rows, strict=True)))
 
     async def _one(self, member: bytes, row: list[bytes | None], state: _Sweep) -> None:
         report = state.report
