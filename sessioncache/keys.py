@@ -347,6 +347,10 @@ class KeySchema:
         """
         return f"{self._prefix}x:{{{slot_tag(index)}}}"
 
+    def expiry_index_pattern(self) -> str:
+        """SCAN pattern matching every expiry index bucket of this namespace."""
+        return f"{self._prefix}x:*"
+
     def expiry_bucket_index(self, user_tag: str, buckets: int) -> int:
         """Which of ``buckets`` expiry buckets holds this user's sessions."""
         return tag_slot(user_tag) % buckets

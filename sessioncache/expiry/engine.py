@@ -242,7 +242,7 @@ class ExpiryEngine:
             if s.platform == ident.platform
             and s.chat_id == ident.chat_id
             and s.session_id != ident.session_id
-            and _ms(s.created_at) > created_ms
+            and _ms(s.created_at) >= created_ms
         ]
         if not newer:
             log.info("expiry merge of %s: no newer session on its chat; kept", ident.session_id)
@@ -367,7 +367,7 @@ class ExpiryEngine:
         began = time.perf_counter()
         state = _Sweep(await self._now(), dry_run)
         state.report.dry_run = dry_run
-        buckets = [self.store.keys.expiry_index(i) for i in range(self.buckets)]
+        buckets = await self._buckets()
         for start in range(0, len(buckets), 512):
             chunk = buckets[start : start + 512]
             heads = await self._heads(chunk, state.now)
@@ -378,6 +378,24 @@ class ExpiryEngine:
                     break
         state.report.duration_s = round(time.perf_counter() - began, 6)
         return state.report
+
+    async def _buckets(self) -> list[str]:
+        """Every bucket that may hold entries: the 16 of a standalone server; on a cluster
+        (one per slot) those that exist, found by SCAN on each primary (an empty zset is no
+        key), rather than 16384 reads per sweep."""
+        keys = self.store.keys
+        if self.buckets != SLOTS:
+            return [keys.expiry_index(i) for i in range(self.buckets)]
+        try:
+            found = {
+                k.decode() if isinstance(k, bytes) else k
+                async for k in self.store.client.scan_iter(
+                    match=keys.expiry_index_pattern(), count=1000, _type="zset"
+                )
+            }
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable listing expiry buckets: {exc}") from exc
+        return sorted(found)
 
     async def _heads(self, buckets: list[str], now: int) -> list[list[bytes]]:
         pipe = self.store.client.pipeline(transaction=False)
