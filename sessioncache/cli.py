@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .persistence.cli import add_commands
 
     add_commands(sub)
+    from .expiry import cli as expiry_cli
+
+    expiry_cli.add_commands(sub)
     return parser
 
 
@@ -91,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command in COMMANDS:
         return asyncio.run(run_command(args))
+    from .expiry import cli as expiry_cli
+
+    if args.command in expiry_cli.COMMANDS:
+        return asyncio.run(expiry_cli.run_command(args))
     return 2
 
 
