@@ -72,7 +72,7 @@ async def _run(system: SessionSystem, raw: Any, args: argparse.Namespace) -> boo
     sid = "web:c0:u0"
     key = system.store.keys.session(system.store.identity("web", "c0", "u0"))
     with_fields = int(await raw.memory_usage(key, samples=0))
-    x, y = await raw.hmget(key, "x", "y")
+    _, y = await raw.hmget(key, "x", "y")
     await raw.hdel(key, "y")
     without = int(await raw.memory_usage(key, samples=0))
     await raw.hset(key, "y", y)
