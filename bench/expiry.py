@@ -69,7 +69,6 @@ async def _run(system: SessionSystem, raw: Any, args: argparse.Namespace) -> boo
     index_bytes = sum([int(await raw.memory_usage(b) or 0) for b in buckets])
     entries = sum([int(await raw.zcard(b)) for b in buckets])
     # What the two expiry fields add to one session hash.
-    sid = "web:c0:u0"
     key = system.store.keys.session(system.store.identity("web", "c0", "u0"))
     with_fields = int(await raw.memory_usage(key, samples=0))
     _, y = await raw.hmget(key, "x", "y")
