@@ -8,7 +8,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from sessioncache import SessionStore
+from sessioncache.backends import RedisSettings, connect
 from sessioncache.codec import data_field, encode_value
+from sessioncache.leanclient import lean_supported
 
 from .common import Row, compare, print_table, server
 
@@ -73,6 +75,14 @@ async def _memory(store: SessionStore) -> tuple[int, int]:
 async def run(args: argparse.Namespace) -> bool:
     with server(args.url) as url:
         store = await SessionStore.connect(url, namespace="bench")
+        # The same store on stock redis-py (what runs on a redis-py the lean client was not
+        # tested on): its rows show what the lean client saves, and that the fallback holds.
+        stock = SessionStore(connect(RedisSettings(url), lean=False), namespace="bench")
+        await stock.scripts.load(stock.client)
+        print(
+            f"client: {type(store.client).__name__} (lean path "
+            f"{'on' if lean_supported() else 'off'}), stock rows: {type(stock.client).__name__}"
+        )
         # The baseline is stock redis-py, as a bot would use it: same server, protocol, timeouts.
         raw_client = aioredis.Redis.from_url(
             url, protocol=3, socket_timeout=5.0, socket_connect_timeout=2.0
@@ -80,10 +90,11 @@ async def run(args: argparse.Namespace) -> bool:
         try:
             await _drop(raw_client)
             ours_mem, raw_mem = await _memory(store)
-            ok = await _timings(store, raw_client, args)
+            ok = await _timings(store, stock, raw_client, args)
         finally:
             await _drop(raw_client)
             await store.close()
+            await stock.close()
             await raw_client.aclose()
     mem_ratio = ours_mem / raw_mem
     print(
@@ -99,10 +110,13 @@ async def _drop(client: Any) -> None:
         await client.delete(*keys)
 
 
-async def _timings(store: SessionStore, client: Any, args: argparse.Namespace) -> bool:
-    """`client` is the raw redis-py client of the baseline."""
+async def _timings(
+    store: SessionStore, stock: SessionStore, client: Any, args: argparse.Namespace
+) -> bool:
+    """`client` is the raw redis-py client of the baseline; `stock` our store on stock redis-py."""
     s = await store.create("telegram", "chat", "user", data=SMALL_FIELDS)
     sid, key = s.session_id, s.session_key
+    stock_s = await stock.create("telegram", "chat_stock", "user", data=SMALL_FIELDS)
     index = store.keys.user_index(store.identity("x", 1, "user").user_tag)
     raw_key = key.replace("bench:s:", "bench:r:")
     # The baseline hash holds exactly the fields our session holds, so both replies are alike.
@@ -118,7 +132,7 @@ async def _timings(store: SessionStore, client: Any, args: argparse.Namespace) -
     }
     value = encode_value("new-value")
     fname = data_field("field1")
-    version = {"ours": s.version, "raw": s.version}
+    version = {"ours": s.version, "raw": s.version, "stock": stock_s.version}
 
     async def ours_get(i: int) -> object:
         return await store.get(sid)
@@ -132,6 +146,16 @@ async def _timings(store: SessionStore, client: Any, args: argparse.Namespace) -
             sid, data={"field1": "new-value"}, expected_version=version["ours"]
         )
         version["ours"] = out.version
+        return out
+
+    async def stock_get(i: int) -> object:
+        return await stock.get(stock_s.session_id)
+
+    async def stock_update(i: int) -> object:
+        out = await stock.update(
+            stock_s.session_id, data={"field1": "new-value"}, expected_version=version["stock"]
+        )
+        version["stock"] = out.version
         return out
 
     async def ours_update_read(i: int) -> object:
@@ -167,7 +191,9 @@ async def _timings(store: SessionStore, client: Any, args: argparse.Namespace) -
 
     ops = [
         ("get", ours_get, raw_get),
+        ("get (stock client)", stock_get, raw_get),
         ("update (expected_version)", ours_update, raw_update),
+        ("update (stock client)", stock_update, raw_update),
         ("update + read all of .data", ours_update_read, raw_update),
         ("touch", ours_touch, raw_touch),
         ("get_or_create (existing)", ours_goc, raw_goc),

@@ -7,8 +7,23 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from redis.exceptions import RedisClusterException, RedisError
+
 from .backends import RedisSettings, connect
+from .errors import SessionCacheError
+from .redaction import redact_message
 from .scripts import ScriptRegistry
+
+# What a command reports as one line on stderr (exit 1) rather than a traceback: a server
+# that is down or refuses us, a bad URL or option, a file that cannot be read or written.
+OPERATOR_ERRORS = (SessionCacheError, RedisError, RedisClusterException, OSError, ValueError)
+
+
+def report_error(command: str, exc: BaseException, url: str | None = None) -> int:
+    """Print one line for the operator on stderr, without secrets; the exit status (1)."""
+    message = " ".join(redact_message(exc, url=url).split()) or type(exc).__name__
+    print(f"sessioncache {command}: error: {message}", file=sys.stderr)
+    return 1
 
 
 async def _scripts(action: str, url: str) -> int:
@@ -74,7 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status (errors: one line on stderr, status 1)."""
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except OPERATOR_ERRORS as exc:
+        return report_error(args.command, exc, getattr(args, "url", None))
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run_demo
 

@@ -7,6 +7,7 @@ import asyncio
 from .errors import InvalidTransition, VersionConflict
 from .events import EventType
 from .models import Platform
+from .redaction import redact_url
 from .system import (
     create_session,
     get_session,
@@ -19,7 +20,7 @@ from .system import (
 async def run_demo(storage_type: str = "MEMORY", url: str | None = None) -> None:
     config = {"url": url} if url else None
     system = await initialize_sessions(storage_type=storage_type, storage_config=config)
-    print(f"backend: {storage_type} {url or 'memory://default'}")
+    print(f"backend: {storage_type} {redact_url(url or 'memory://default')}")
     session = await create_session(chat_id="chat_1", user_id="user_1", platform=Platform.TELEGRAM)
     print(f"created   {session.session_id}  version={session.version} state={session.state}")
 

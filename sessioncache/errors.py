@@ -88,3 +88,32 @@ class BackendUnavailable(SessionCacheError, ConnectionError):
 
 class IntegrityError(SessionCacheError):
     """Stored or restored data failed a checksum, signature or structure check."""
+
+
+class TurnBusy(SessionCacheError):
+    """Another worker kept a conversation's turn past the caller's timeout: answer "busy"."""
+
+    def __init__(self, session_id: str, timeout: float) -> None:
+        super().__init__(session_id, timeout)
+        self.session_id = session_id
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return (
+            f"conversation {self.session_id!r} is busy: another worker held its turn for "
+            f"the whole {self.timeout:g} s wait; answer 'busy' or retry later"
+        )
+
+
+class TurnLost(SessionCacheError):
+    """A turn's lease expired while its holder still ran (it could not be renewed in time)."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.session_id = session_id
+
+    def __str__(self) -> str:
+        return (
+            f"the turn of conversation {self.session_id!r} expired before the holder left it; "
+            "another worker may have run a turn at the same time: raise the lease"
+        )

@@ -13,6 +13,10 @@ so every key of one user's sessions lives in one cluster slot)::
     sc:x:{<slot tag>}                          expiry index of one slot (zset: key -> due ms)
     sc:ar:{<u>}:<suffix>#<c>  sc:are:...       an archived session and its event stream
     sc:aru:{<u>}                               a user's archived sessions (hash)
+    sc:cx:{<u>}:<platform>:<chat>[:<thread>]  context of a session (variables, slots; hash)
+    sc:hx:{<u>}:<platform>:<chat>[:<thread>]  conversation history of a session (list)
+    sc:tn|tq|tw:{<u>}:<platform>:<chat>[...]  turn lease, waiter queue and waiter liveness
+    sc:up:{<platform>:<update id>}             an inbound update already seen (string, with TTL)
 
 User-supplied parts are percent-encoded, so none of them can contain ``:``, ``{``, ``}``, a glob
 character or whitespace: distinct identities never share a key and no input can pick a slot.
@@ -383,6 +387,36 @@ class KeySchema:
         if not _PLATFORM_RE.match(name):
             raise ValidationError(f"channel name must match {_PLATFORM_RE.pattern}; got {name!r}")
         return f"{self._prefix}{name}"
+    # -- context, turns and inbound updates (docs/context.md) -----------------------------
+
+    def context(self, ident: Identity) -> str:
+        """A session's context (hash: variables, dialogue slots, history counters)."""
+        return f"{self._prefix}cx:{{{ident.user_tag}}}:{ident.suffix}"
+
+    def history(self, ident: Identity) -> str:
+        """A session's conversation history (list, oldest first), in the session's slot."""
+        return f"{self._prefix}hx:{{{ident.user_tag}}}:{ident.suffix}"
+
+    def turn(self, ident: Identity) -> str:
+        """The turn lease of a conversation (string holding the holder's token)."""
+        return f"{self._prefix}tn:{{{ident.user_tag}}}:{ident.suffix}"
+
+    def turn_queue(self, ident: Identity) -> str:
+        """Waiters for a conversation's turn (zset: token -> arrival number)."""
+        return f"{self._prefix}tq:{{{ident.user_tag}}}:{ident.suffix}"
+
+    def turn_waiters(self, ident: Identity) -> str:
+        """Liveness of the waiters (hash: token -> deadline in ms; "#" the arrival counter)."""
+        return f"{self._prefix}tw:{{{ident.user_tag}}}:{ident.suffix}"
+
+    def seen_update(self, platform: object, update_id: object) -> str:
+        """Marker of one inbound platform update (string), each in its own slot."""
+        plat = check_platform(platform)
+        return f"{self._prefix}up:{{{plat}:{encode_part(normalize_id(update_id, 'update_id'))}}}"
+
+    def cached_prefixes(self) -> tuple[str, str, str]:
+        """Key prefixes whose values a near cache holds (session, context, history)."""
+        return (f"{self._prefix}s:", f"{self._prefix}cx:", f"{self._prefix}hx:")
 
     # -- integrations (aiogram FSM storage, python-telegram-bot persistence) ---------------
 
@@ -413,6 +447,25 @@ class KeySchema:
     def ptb_chat(self, chat_id: object) -> str:
         """python-telegram-bot chat_data of one chat (hash)."""
         return f"{self._prefix}ptb:c:{{{ptb_id(chat_id, 'chat_id')}}}"
+
+    def ptb_users_pattern(self) -> str:
+        """SCAN pattern matching every python-telegram-bot user_data key of this namespace."""
+        return f"{self._prefix}ptb:u:{{*}}"
+
+    def ptb_chats_pattern(self) -> str:
+        """SCAN pattern matching every python-telegram-bot chat_data key of this namespace."""
+        return f"{self._prefix}ptb:c:{{*}}"
+
+    def ptb_id_of_key(self, key: str | bytes) -> int:
+        """The user or chat id of a ``ptb_user``/``ptb_chat`` key (the inverse of both)."""
+        text = key.decode("utf-8") if isinstance(key, bytes) else key
+        head, _, rest = text.partition("{")
+        if head not in (f"{self._prefix}ptb:u:", f"{self._prefix}ptb:c:") or rest[-1:] != "}":
+            raise ValidationError(f"{text[:80]!r} is not a PTB user or chat key")
+        try:
+            return int(rest[:-1])
+        except ValueError as exc:
+            raise ValidationError(f"{text[:80]!r} is not a PTB user or chat key") from exc
 
     def ptb_bot(self) -> str:
         """python-telegram-bot bot_data (hash)."""

@@ -69,7 +69,7 @@ class Lease:
         if not await self.acquire():
             yield False
             return
-        renewer = asyncio.create_task(self._keep())
+        renewer = asyncio.create_task(self.keep())
         try:
             yield True
         finally:
@@ -79,7 +79,8 @@ class Lease:
             with contextlib.suppress(BackendUnavailable):
                 await self.release()
 
-    async def _keep(self) -> None:
+    async def keep(self) -> None:
+        """Renew every third of the TTL until cancelled or the lease is lost."""
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
             with contextlib.suppress(BackendUnavailable):

@@ -129,6 +129,11 @@ class ScriptRegistry:
 
     archive_restore: Script
     change_trim: Script
+    context_append: Script
+    context_clear: Script
+    context_read: Script
+    context_summarize: Script
+    context_write: Script
     create: Script
     delete: Script
     expiry_act: Script
@@ -138,14 +143,18 @@ class ScriptRegistry:
     lock_extend: Script
     lock_release: Script
     prune_index: Script
+    ptb_migrate: Script
     publish_table: Script
     record_merge: Script
     record_replace: Script
     restore_events: Script
     restore_session: Script
+    seen_update: Script
     touch: Script
     track_event: Script
     transition: Script
+    turn_enter: Script
+    turn_leave: Script
     update: Script
 
     def __init__(self, scripts: dict[str, Script] | None = None) -> None:

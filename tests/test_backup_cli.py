@@ -92,7 +92,7 @@ async def test_cli_backup_verify_restore_export_import_migrate_snapshot(
         p = Persistence(store, backup_dir=tmp_path / "b", key=KEY)
         assert [b.format for b in p.list_backups()] == ["msgpack", "json.gz"]
         missing = cli("restore", *common, "20990101T000000000000Z-full-x")
-        assert missing.returncode == 1 and "no backup with id" in missing.stdout
+        assert missing.returncode == 1 and "no backup with id" in missing.stderr
 
         # --events: each session's event stream too.
         tracker = StateTracker(store)

@@ -13,7 +13,8 @@ from redis.exceptions import ResponseError
 
 from sessioncache import EventType, IntegrityError, Session, ValidationError
 from sessioncache.persistence import FORMATS, Persistence
-from sessioncache.persistence.backup import (
+from sessioncache.persistence.backups import events_record
+from sessioncache.persistence.container import (
     FRAME,
     MAGIC,
     MAX_EVENT_ENTRIES,
@@ -24,7 +25,6 @@ from sessioncache.persistence.backup import (
     check_record,
 )
 from sessioncache.persistence.formats import Codec, _json_record, kind_counts
-from sessioncache.persistence.manager import _events_record
 from sessioncache.store import SessionStore
 from sessioncache.tracker import StateTracker
 
@@ -313,7 +313,7 @@ def test_writer_keeps_every_stream_record_restorable() -> None:
         (b"999-0", wide),  # more values than one XADD through Lua can take: left out
         *((b"%d-0" % ms, full) for ms in range(998, 868, -1)),  # 130 * 7800 values
     ]
-    record = _events_record("web:1:u1", newest_first, -1)
+    record = events_record("web:1:u1", newest_first, -1)
     assert record[:3] == ["e", "web:1:u1", 0]  # PEXPIRETIME -1 (no expiry) is 0
     kept = [entry_id for entry_id, _ in record[3]]
     fit = (MAX_EVENT_VALUES - 2) // 7800  # the newest entries that fit in MAX_EVENT_VALUES

@@ -14,7 +14,7 @@ import pytest
 
 from sessioncache import IntegrityError
 from sessioncache.persistence import Persistence
-from sessioncache.persistence.backup import FOOTER, FRAME, MAGIC, BackupReader, BackupWriter
+from sessioncache.persistence.container import FOOTER, FRAME, MAGIC, BackupReader, BackupWriter
 from sessioncache.persistence.formats import Codec
 from sessioncache.persistence.integrity import sign
 from sessioncache.store import SessionStore

@@ -16,7 +16,7 @@ import pytest
 
 from sessioncache.embedded import EmbeddedRedis
 from sessioncache.persistence import FORMATS, Persistence
-from sessioncache.persistence.backup import BackupReader
+from sessioncache.persistence.container import BackupReader
 from sessioncache.store import SessionStore
 
 from .persistence_helpers import bulk_load

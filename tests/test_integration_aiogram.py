@@ -24,7 +24,7 @@ from sessioncache.locks import LockNotAcquired, RedisLock
 from sessioncache.scripts import registry
 
 from .conftest import drop_namespace, unique_namespace
-from .fsm_workers import read_data, run_update_fleet
+from .fsm_workers import read_data, run_aiogram_alternating_fleet, run_update_fleet
 from .lock_workers import run_locked_fleet
 
 
@@ -470,3 +470,19 @@ async def test_a_corrupt_stored_value_is_an_integrity_error(
     await storage.client.hset(storage.keys.fsm_data(fsm_identity(key)), "bb", b"\xff\xfe")
     with pytest.raises(IntegrityError):
         await storage.get_data(key)
+
+
+@pytest.mark.slow
+async def test_dispatcher_workers_see_each_others_writes_on_their_next_update(
+    redis_url: str,
+) -> None:
+    """Three processes with a Dispatcher each take turns on one chat: each turn's handler reads
+    the FSM data the previous turns (other processes) wrote; a stale read shows in the log."""
+    namespace = unique_namespace()
+    workers, rounds = 3, 12
+    await asyncio.to_thread(run_aiogram_alternating_fleet, redis_url, namespace, workers, rounds)
+    storage = SessionCacheStorage.from_url(redis_url, namespace=namespace)
+    key = StorageKey(bot_id=42, chat_id=-100, user_id=7)
+    assert await storage.get_data(key) == {"seen": [[r % workers, r] for r in range(rounds)]}
+    await storage.clear(key)
+    await storage.close()

@@ -14,7 +14,7 @@ import pytest
 from sessioncache import Session, ValidationError, initialize_sessions, shutdown_sessions
 from sessioncache.lease import Lease
 from sessioncache.persistence import Persistence
-from sessioncache.persistence.backup import BackupReader
+from sessioncache.persistence.container import BackupReader
 from sessioncache.persistence.scheduler import BackupScheduler
 from sessioncache.store import SessionStore
 

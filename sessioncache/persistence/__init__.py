@@ -1,9 +1,11 @@
 """Persistence: backups (full, incremental), restore strategies, export/import, snapshots."""
 
+from .catalogue import BackupInfo
 from .formats import FORMATS
-from .manager import BackupInfo, Persistence, VerifyReport
+from .manager import Persistence
 from .migrations import SCHEMA_VERSION, Migrations
 from .restore import STRATEGIES, RestoreReport
+from .verify import VerifyReport
 
 __all__ = [
     "FORMATS",

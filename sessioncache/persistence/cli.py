@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import SessionCacheError
+from ..cli import OPERATOR_ERRORS, report_error
 from ..store import SessionStore
 from .formats import FORMATS
 from .manager import Persistence
@@ -76,15 +76,13 @@ async def run_command(args: argparse.Namespace) -> int:
     """Run one persistence subcommand; 0 on success, 1 when a check or restore failed."""
     try:
         store = await SessionStore.connect(args.url, namespace=args.namespace)
-    except SessionCacheError as exc:
-        print(f"error: {exc}")
-        return 1
+    except OPERATOR_ERRORS as exc:
+        return report_error(args.command, exc, args.url)
     try:
         p = Persistence(store, backup_dir=args.dir, key=_key(args))
         return await _dispatch(p, args)
-    except SessionCacheError as exc:
-        print(f"error: {exc}")
-        return 1
+    except OPERATOR_ERRORS as exc:
+        return report_error(args.command, exc, args.url)
     finally:
         await store.close()
 

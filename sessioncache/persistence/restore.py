@@ -16,8 +16,8 @@ from ..errors import BackendUnavailable, IntegrityError, ValidationError
 from ..keys import parse_session_id
 from ..models import Session, session_from_hash
 from ..store import SessionStore
-from .backup import MAX_EVENT_ENTRIES
 from .changes import pipelined, run_script_batch
+from .container import MAX_EVENT_ENTRIES
 from .formats import Record
 
 STRATEGIES = ("replace", "merge", "skip", "interactive")

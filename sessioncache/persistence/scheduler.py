@@ -100,7 +100,7 @@ class BackupScheduler:
         incremental = bool(backups) and since_full < self.full_every - 1
         if incremental:
             try:
-                await p._chain_tip()
+                await p.chain_tip()
             except (ValidationError, SessionCacheError) as exc:
                 log.warning("incremental backup not possible (%s); taking a full one", exc)
                 incremental = False
