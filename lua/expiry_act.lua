@@ -8,7 +8,9 @@
 -- KEYS[6]  archive hash for this session (ns:ar:...#<created ms>)
 -- KEYS[7]  archive event stream (ns:are:...#<created ms>)
 -- KEYS[8]  the user's archive index (hash: member -> archived at ms)
--- KEYS[9]  change bucket of this slot (optional; see docs/persistence.md)
+-- KEYS[9]  change bucket of this slot (see docs/persistence.md)
+-- KEYS[10] the session's turn lease (docs/context.md): while a worker holds the turn, a sweep
+--          ("due", "now") leaves the session alone and comes back after ARGV[10] ms
 -- ARGV[1]  mode: "due" (stages whose time has come, deadline re-checked here), "access"
 --          (every remaining stage, if the deadline has passed: a write arrived after it),
 --          "now" (every remaining stage: Python decided the rule fired)
@@ -21,6 +23,7 @@
 -- ARGV[7]  the session's created ms the archive keys were built for
 -- ARGV[8]  session id (in pub/sub messages)
 -- ARGV[9]  pub/sub channel for warn and notify ("" for none)
+-- ARGV[10] ms to wait before looking again at a session whose turn is in progress
 --
 -- Returns {n, due, action...}: the n actions applied (n >= 1), in order;
 --         {0, next}  nothing due yet (the index entry now waits for `next`, ms),
@@ -47,6 +50,12 @@ if ARGV[1] == 'now' then
   due = due or now
 end
 local all = ARGV[1] ~= 'due'
+if ARGV[1] ~= 'access' and redis.call('EXISTS', KEYS[10]) == 1 then
+  -- Never mid-turn: the worker holding the turn may be about to write; look again later.
+  local later = now + tonumber(ARGV[10])
+  redis.call('ZADD', KEYS[3], int(later), key)
+  return {0, later}
+end
 if ARGV[1] == 'access' and due and due > now then
   return {0, due}
 end

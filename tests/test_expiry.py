@@ -498,3 +498,17 @@ async def test_restore_from_the_archive_file_after_the_redis_copy_is_gone(
     )  # the retention passed in Redis
     restored = await system.restore_archived(s.session_id, archive_id=archived.archive_id)
     assert restored.data == {"v": 1}
+
+
+async def test_a_session_mid_turn_is_left_alone_until_the_turn_ends(make: Any) -> None:
+    system = await make([{"policy": "idle", "after": 0.2, "action": "archive"}])
+    s = await system.create_session(12, "u")
+    async with system.turns.turn(s.session_id):
+        await _until(system, await _deadline(system, s.session_id))
+        assert (await system.cleanup_expired_sessions()).actions == {}
+        assert await system.store.find_by_id(s.session_id) is not None
+    # Told to come back after the turn: the entry now waits TURN_RETRY_MS.
+    from sessioncache.expiry.engine import TURN_RETRY_MS
+
+    await _until(system, await system.expiry._now() + TURN_RETRY_MS + 10)
+    assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ..errors import SessionCacheError
+from ..errors import ValidationError
 
 COMMANDS = ("expire", "archive")
 
@@ -37,7 +37,7 @@ def _kind(url: str) -> str:
 
 
 async def run_command(args: argparse.Namespace) -> int:
-    """Run one expiry subcommand; one line and exit code 1 on a sessioncache error."""
+    """Run one expiry subcommand (errors reach the CLI's one-line report on stderr)."""
     from ..system import SessionSystem
 
     options: dict[str, Any] = {"namespace": args.namespace, "expiry_interval": 86400.0}
@@ -45,11 +45,7 @@ async def run_command(args: argparse.Namespace) -> int:
         options["expiry_rules"] = args.rules
     if args.archive_dir:
         options["archive_dir"] = args.archive_dir
-    try:
-        system = await SessionSystem.start(_kind(args.url), {"url": args.url}, **options)
-    except SessionCacheError as exc:
-        print(f"error: {exc}")
-        return 1
+    system = await SessionSystem.start(_kind(args.url), {"url": args.url}, **options)
     try:
         if args.command == "expire":
             report = await system.cleanup_expired_sessions(dry_run=args.dry_run)
@@ -69,15 +65,11 @@ async def run_command(args: argparse.Namespace) -> int:
                 print(f"{a.archived_at.isoformat(timespec='seconds')}  {where:<5}  {a.archive_id}")
             return 0
         if not args.session_id:
-            print("error: archive restore needs a session id")
-            return 2
+            raise ValidationError("archive restore needs a session id")
         session = await system.restore_archived(
             args.session_id, archive_id=args.archive_id, replace=args.replace
         )
         print(json.dumps({"restored": session.session_id, "version": session.version}))
         return 0
-    except SessionCacheError as exc:
-        print(f"error: {exc}")
-        return 1
     finally:
         await system.shutdown()

@@ -36,6 +36,9 @@ RECENT_MS = 60_000
 """A write that finds no session within this long after expiry archived it goes to the
 session that follows (another process is creating it)."""
 
+TURN_RETRY_MS = 1000
+"""How long a sweep waits before looking again at a session whose turn is in progress."""
+
 SWEEP_CONCURRENCY = 16
 """Script calls a sweep keeps in flight at once."""
 
@@ -192,6 +195,7 @@ class ExpiryEngine:
             skey,
             aindex,
             keys.change_bucket_of(ident),
+            keys.turn(ident),
         ]
         args = [
             mode,
@@ -203,6 +207,7 @@ class ExpiryEngine:
             str(created_ms),
             ident.session_id,
             channel,
+            str(TURN_RETRY_MS),
         ]
         reply = await self.store.scripts.expiry_act.run(self.store.client, script_keys, args)
         if int(reply[0]) <= 0:
