@@ -26,7 +26,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
     return {-2}
   end
   local old = redis.call('HGET', KEYS[3], 's')
-  redis.call('HINCRBY', KEYS[7], 'n:' .. string.match(ARGV[1], '^[^:]+') .. ':' .. old, -1)
+  count_session(KEYS[7], ARGV[1], old, -1)
   redis.call('DEL', KEYS[3], KEYS[4])
 end
 local now = now_ms()
@@ -44,6 +44,6 @@ redis.call('PEXPIREAT', KEYS[3], exps)
 index_keep(KEYS[5], exps, ARGV[1])
 redis.call('HDEL', KEYS[6], ARGV[2])
 local state = redis.call('HGET', KEYS[3], 's')
-redis.call('HINCRBY', KEYS[7], 'n:' .. string.match(ARGV[1], '^[^:]+') .. ':' .. state, 1)
+count_session(KEYS[7], ARGV[1], state, 1)
 mark_changed(KEYS[8], KEYS[3])
 return {1, redis.call('HGETALL', KEYS[3])}

@@ -14,7 +14,7 @@
 local state = KEYS[4] and redis.call('HGET', KEYS[1], 's')
 local existed = redis.call('DEL', KEYS[1])
 if state then
-  redis.call('HINCRBY', KEYS[4], 'n:' .. string.match(ARGV[1], '^[^:]+') .. ':' .. state, -1)
+  count_session(KEYS[4], ARGV[1], state, -1)
   redis.call('HINCRBY', KEYS[4], 'deleted', 1)
 end
 redis.call('HDEL', KEYS[2], ARGV[1])

@@ -109,7 +109,7 @@ end
 if ended then
   local action = done[#done]
   redis.call('HDEL', KEYS[2], ARGV[5])
-  redis.call('HINCRBY', KEYS[5], 'n:' .. string.match(ARGV[5], '^[^:]+') .. ':' .. cur[7], -1)
+  count_session(KEYS[5], ARGV[5], cur[7], -1)
   redis.call('HINCRBY', KEYS[5], 'deleted', 1)
   redis.call('ZREM', KEYS[3], key)
   if action == 'archive' then

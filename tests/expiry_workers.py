@@ -17,6 +17,18 @@ def _kind(url: str) -> str:
     return "CLUSTER" if "+cluster" in url else "REDIS"
 
 
+async def _start(url: str, namespace: str, interval: float) -> Any:
+    from sessioncache.system import SessionSystem
+
+    return await SessionSystem.start(
+        _kind(url),
+        {"url": url, "socket_timeout": 10.0},
+        namespace=namespace,
+        expiry_rules=IDLE_RULES,
+        expiry_interval=interval,
+    )
+
+
 def sweeper(
     url: str, namespace: str, interval: float, kill_after: int, stop: Any, barrier: Any
 ) -> None:
@@ -24,15 +36,7 @@ def sweeper(
     sweep at once by hand and SIGKILL this process after that many acting script calls."""
 
     async def main() -> None:
-        from sessioncache.system import SessionSystem
-
-        system = await SessionSystem.start(
-            _kind(url),
-            {"url": url, "socket_timeout": 10.0},
-            namespace=namespace,
-            expiry_rules=IDLE_RULES,
-            expiry_interval=interval,
-        )
+        system = await _start(url, namespace, interval)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, barrier.wait)
         if kill_after:
@@ -61,15 +65,7 @@ def sender(url: str, namespace: str, session_ids: list[str], rounds: int, barrie
     """Send `rounds` messages to each session (touch with messages=1, then an event)."""
 
     async def main() -> None:
-        from sessioncache.system import SessionSystem
-
-        system = await SessionSystem.start(
-            _kind(url),
-            {"url": url, "socket_timeout": 10.0},
-            namespace=namespace,
-            expiry_rules=IDLE_RULES,
-            expiry_interval=3600.0,
-        )
+        system = await _start(url, namespace, 3600.0)
         await asyncio.get_running_loop().run_in_executor(None, barrier.wait)
         for _ in range(rounds):
             await asyncio.gather(*(system.touch_session(s, messages=1) for s in session_ids))
