@@ -69,7 +69,7 @@ async def _run(system: SessionSystem, raw: Any, args: argparse.Namespace) -> boo
     index_bytes = sum([int(await raw.memory_usage(b) or 0) for b in buckets])
     entries = sum([int(await raw.zcard(b)) for b in buckets])
     # What the two expiry fields add to one session hash.
-    key = system.store.keys.session(system.store.identity("web", "c0", "u0"))
+    key = system.store.keys.session(system.store.identity("c0", "u0", "web"))
     with_fields = int(await raw.memory_usage(key, samples=0))
     _, y = await raw.hmget(key, "x", "y")
     await raw.hdel(key, "y")
@@ -118,7 +118,7 @@ def _name(command: object) -> str:
 async def _touch_rows(system: SessionSystem, raw: Any, args: argparse.Namespace) -> bool:
     hot = await system.create_session("h", "u", "hot")  # armed with a one-hour idle rule
     raw_touch = raw.register_script(RAW_TOUCH)
-    key = system.store.keys.session(system.store.identity("hot", "h", "u"))
+    key = system.store.keys.session(system.store.identity("h", "u", "hot"))
     await raw.hset("benchexp:raw", mapping={"v": 1, "m": 0})
 
     async def ours(i: int) -> object:

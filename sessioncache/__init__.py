@@ -1,23 +1,41 @@
 """sessioncache: a Redis-backed session cache shared by fleets of chat-bot and agent workers."""
 
 from .codec import Limits
+from .config import (
+    ConfigManager,
+    create_default_session_system,
+    get_development_config,
+    get_production_config,
+)
 from .errors import (
+    AlreadyInitialized,
     BackendUnavailable,
+    ChangeIndexUnarmed,
+    GuardRejected,
     IntegrityError,
     InvalidTransition,
+    LeaseBusy,
+    LockNotAcquired,
+    PoolExhausted,
+    ScriptError,
     SessionCacheError,
     SessionExists,
     SessionExpired,
     SessionNotFound,
+    TableConflict,
+    TurnBusy,
+    TurnLost,
     ValidationError,
     VersionConflict,
 )
 from .events import Event, EventType
-from .keys import Identity, KeySchema
+from .identity import Identity
+from .keys import KeySchema
 from .metrics import Metrics
 from .models import Platform, Session, SessionState
-from .patterns import LifecyclePrediction, PatternReport
-from .states import GuardRejected, TransitionTable
+from .patterns import PatternReport
+from .prediction import LifecyclePrediction
+from .states import TransitionTable
 from .statistics import StatisticsReport
 from .store import SessionStore
 from .system import (
@@ -39,7 +57,10 @@ from .tracker import StateTracker, TrackerConfig
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyInitialized",
     "BackendUnavailable",
+    "ChangeIndexUnarmed",
+    "ConfigManager",
     "Event",
     "EventType",
     "GuardRejected",
@@ -47,11 +68,15 @@ __all__ = [
     "IntegrityError",
     "InvalidTransition",
     "KeySchema",
+    "LeaseBusy",
     "LifecyclePrediction",
     "Limits",
+    "LockNotAcquired",
     "Metrics",
     "PatternReport",
     "Platform",
+    "PoolExhausted",
+    "ScriptError",
     "Session",
     "SessionCacheError",
     "SessionExists",
@@ -63,14 +88,20 @@ __all__ = [
     "SessionSystemConfig",
     "StateTracker",
     "StatisticsReport",
+    "TableConflict",
     "TrackerConfig",
     "TransitionTable",
+    "TurnBusy",
+    "TurnLost",
     "ValidationError",
     "VersionConflict",
+    "create_default_session_system",
     "create_session",
     "current_system",
     "delete_session",
+    "get_development_config",
     "get_or_create_session",
+    "get_production_config",
     "get_session",
     "initialize_sessions",
     "list_user_sessions",

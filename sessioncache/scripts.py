@@ -13,10 +13,11 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, OpIdReused, ScriptError
 
 _HEADER_RE = re.compile(r"^-- (lib/)?(\w+)\.lua: ")
 _LINE_RE = re.compile(r"user_script:(\d+)")
+_OPID_RE = re.compile(r"op id \S+ was already used by a call with other arguments")
 
 
 def lua_dir() -> Traversable:
@@ -25,6 +26,13 @@ def lua_dir() -> Traversable:
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parent.parent / "lua"
+
+
+# Error replies that describe the server's state, not the script: retrying later can succeed.
+_SERVER_STATE_ERRORS = (
+    "OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "MISCONF",
+    "NOREPLICAS", "NOSCRIPT",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +59,8 @@ class Script:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
     async def run(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Like calling the script, with every Redis error raised as BackendUnavailable."""
+        """Like calling the script, with Redis errors raised as ours: ScriptError for an error
+        the script raised (a bug), BackendUnavailable for an outage or a refusing server."""
         try:
             try:
                 return await client.evalsha(self.sha, len(keys), *keys, *args)
@@ -59,7 +68,12 @@ class Script:
                 await client.script_load(self.source)
                 return await client.evalsha(self.sha, len(keys), *keys, *args)
         except ResponseError as exc:
-            raise BackendUnavailable(f"script {self.name} failed: {self.explain(exc)}") from exc
+            reused = _OPID_RE.search(str(exc))
+            if reused:
+                raise OpIdReused(f"{self.name}: {reused.group(0)}; nothing was written") from exc
+            if str(exc).startswith(_SERVER_STATE_ERRORS):
+                raise BackendUnavailable(f"Redis refused {self.name}: {exc}") from exc
+            raise ScriptError(self.name, self.explain(exc)) from exc
         except RedisError as exc:
             raise BackendUnavailable(f"Redis unavailable during {self.name}: {exc}") from exc
 

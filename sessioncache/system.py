@@ -2,59 +2,76 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from .backends import RedisSettings
 from .batch import Batch
 from .codec import DEFAULT_LIMITS, Limits
 from .coherent import CoherentCache
 from .context import ContextConfig, SessionContext
 from .conversation import ConversationMethods
-from .errors import SessionCacheError, SessionExpired, SessionNotFound, ValidationError
+from .errors import (
+    AlreadyInitialized,
+    SessionCacheError,
+    SessionExpired,
+    SessionNotFound,
+    ValidationError,
+)
 from .events import Event, EventType
 from .expiry import ArchivedSession, ExpiryEngine, ExpiryInfo, ExpiryReport
 from .expiry.rules import Rule, load_rules_toml, parse_rules
+from .health import HealthMonitor, register_core_checks
 from .models import Platform, Session, SessionState
 from .nearcache import NearCacheConfig
-from .patterns import LifecyclePrediction, PatternReport
+from .patterns import PatternReport
 from .persistence import BackupInfo, Persistence, RestoreReport, VerifyReport
 from .persistence.restore import Decide
 from .persistence.scheduler import BackupScheduler
-from .redaction import redact_url
+from .prediction import LifecyclePrediction
 from .statistics import StatisticsReport
+from .storage import Storage, default_data_dir, redact, resolve_storage
 from .store import DEFAULT_TTL, SessionStore
 from .tracker import StateTracker, TrackerConfig
 from .turns import Turns
 
-STORAGE_TYPES = ("MEMORY", "REDIS", "CLUSTER")
+log = logging.getLogger(__name__)
+
+_memory_warned = False
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
+@dataclass(repr=False)
 class SessionSystemConfig:
-    """Everything initialize_sessions() accepts besides the storage choice.
+    """Every keyword argument of initialize_sessions(), so ``initialize_sessions(**c.__dict__)``.
 
-    State tracking is always on and persistence works as soon as ``backup_dir`` is set;
-    ``enable_all_features=True`` (the origin API's switch) asks for every feature to be usable
-    and so refuses to start without a ``backup_dir``, rather than failing at the first backup.
+    ``storage_type`` None means: what ``storage_config`` implies, else $SESSIONCACHE_URL, else
+    MEMORY. State tracking is always on; persistence works as soon as ``backup_dir`` is set.
+    ``enable_all_features=True`` turns every feature on, with ``backup_dir`` and ``archive_dir``
+    defaulting to ``backups/`` and ``archive/`` under the data directory (docs/configuration.md).
     """
 
+    storage_type: str | None = None
+    storage_config: dict[str, Any] | None = None
+    enable_all_features: bool = False
     namespace: str = "sc"
     default_ttl: float = DEFAULT_TTL
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
-    enable_all_features: bool = False
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    health_interval: float | None = 30.0
+    """Seconds between background health checks that restart failed components (None: off)."""
     # Persistence (docs/persistence.md)
-    backup_dir: str | None = None
-    archive_dir: str | None = None
-    snapshot_dir: str | None = None
+    backup_dir: str | os.PathLike[str] | None = None
+    archive_dir: str | os.PathLike[str] | None = None
+    snapshot_dir: str | os.PathLike[str] | None = None
     backup_key: str | bytes | None = field(default=None, repr=False)
     backup_format: str = "msgpack.gz"
     backup_events: bool = False
@@ -65,6 +82,11 @@ class SessionSystemConfig:
     backup_max_age: float | None = None
     snapshot_interval: float | None = None
     snapshot_keep_last: int | None = None
+    # Context, near cache and turns (docs/context.md)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    near_cache: bool | NearCacheConfig = False
+    """True (or a NearCacheConfig) to serve session and context reads from process memory."""
+    turn_lease: float = 30.0
     # Expiry (docs/expiry.md)
     expiry_rules: Any = None
     """Ordered rules: a list of rule dicts, or the path of a TOML file of ``[[rule]]`` tables."""
@@ -74,11 +96,6 @@ class SessionSystemConfig:
     """How long archived sessions stay in Redis (archive_dir keeps a file copy)."""
     expiry_notify: Any = None
     """Called with an ExpiryNotice for each warning and notify action (sync or async)."""
-    # Context, near cache and turns (docs/context.md)
-    context: ContextConfig = field(default_factory=ContextConfig)
-    near_cache: bool | NearCacheConfig = False
-    """True (or a NearCacheConfig) to serve session and context reads from process memory."""
-    turn_lease: float = 30.0
 
     def __post_init__(self) -> None:
         if isinstance(self.expiry_rules, (str, Path)):
@@ -87,67 +104,89 @@ class SessionSystemConfig:
             self.expiry_rules = parse_rules(self.expiry_rules)
         if self.expiry_notify is not None and not callable(self.expiry_notify):
             raise ValidationError("expiry_notify must be a callable given an ExpiryNotice")
+        if not isinstance(self.tracker, TrackerConfig):
+            raise ValidationError(
+                f"tracker options must be a TrackerConfig, not {type(self.tracker).__name__}"
+            )
         if not isinstance(self.enable_all_features, bool):
             raise ValidationError(
                 f"enable_all_features must be a bool, got {self.enable_all_features!r}"
             )
-        if self.enable_all_features and self.backup_dir is None:
-            raise ValidationError(
-                "enable_all_features=True needs backup_dir= (where backups go); "
-                "pass backup_dir, or leave enable_all_features off to run without persistence"
-            )
+        if self.storage_config is not None and not isinstance(self.storage_config, Mapping):
+            raise ValidationError(f"storage_config must be a dict, got {self.storage_config!r}")
+        interval = self.health_interval
+        if interval is not None and (
+            isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0
+        ):
+            raise ValidationError(f"health_interval must be a positive number, got {interval!r}")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={redact(getattr(self, f.name), f.name)!r}" for f in fields(self)
+        )
+        return f"SessionSystemConfig({shown})"
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The names initialize_sessions() accepts."""
+        return [f.name for f in fields(cls)]
 
     @classmethod
     def from_options(cls, **options: Any) -> SessionSystemConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
+        """A config from keyword options; unknown options raise, listing the known ones."""
+        unknown = sorted(set(options) - set(cls.option_names()))
         if unknown:
             raise ValidationError(
                 f"unknown option(s) {', '.join(unknown)} for initialize_sessions(); "
-                f"known: storage_type, storage_config, {', '.join(sorted(known))}"
+                f"known: {', '.join(cls.option_names())}"
             )
         return cls(**options)
 
-
-def storage_url(
-    storage_type: str, storage_config: Mapping[str, Any] | None
-) -> tuple[str, dict[str, Any]]:
-    """The backend URL and connection options for an origin-style storage choice."""
-    config = dict(storage_config or {})
-    kind = str(storage_type).upper()
-    if kind not in STORAGE_TYPES:
-        raise ValidationError(
-            f"storage_type must be one of {', '.join(STORAGE_TYPES)}; got {storage_type!r}"
+    def with_feature_dirs(self, data_dir: Path) -> SessionSystemConfig:
+        """With enable_all_features: backup_dir/archive_dir defaulted under ``data_dir``."""
+        if not self.enable_all_features:
+            return self
+        return replace(
+            self,
+            backup_dir=self.backup_dir if self.backup_dir is not None else data_dir / "backups",
+            archive_dir=self.archive_dir if self.archive_dir is not None else data_dir / "archive",
         )
-    if kind == "MEMORY":
-        name = config.pop("name", "default")
-        url = config.pop("url", f"memory://{name}")
-        if not url.startswith("memory://"):
-            raise ValidationError(
-                f"storage_type MEMORY takes a memory:// url, got {redact_url(url)!r}"
-            )
-    else:
-        url = config.pop("url", None)
-        if not url:
-            host, port = config.pop("host", "127.0.0.1"), config.pop("port", 6379)
-            url = f"redis://{host}:{port}"
-        if kind == "CLUSTER" and "+cluster" not in url.split("://", 1)[0]:
-            scheme, rest = url.split("://", 1)
-            url = f"{scheme}+cluster://{rest}"
-        if kind == "REDIS" and "+cluster" in url.split("://", 1)[0]:
-            raise ValidationError("storage_type REDIS got a cluster URL; use storage_type CLUSTER")
-    RedisSettings.from_options(url, **config)  # validates the options before connecting
-    return url, config
+
+
+class _OpenOrStart:
+    """``SessionSystem.start``: on an instance, start its components; on the class, what the
+    classmethod of that name always did (build, connect and start: ``SessionSystem.open``)."""
+
+    def __get__(self, obj: SessionSystem | None, owner: type[SessionSystem]) -> Any:
+        return owner.open if obj is None else obj._start
 
 
 class SessionSystem(ConversationMethods):
-    """One object for bot code: the core store plus the features built on it."""
+    """One object for bot code: the core store plus the features built on it.
 
-    def __init__(self, store: SessionStore, config: SessionSystemConfig) -> None:
+    Not-found contract, the same on every surface (SessionStore, SessionSystem and the
+    module-level functions): reads return None for a missing session (get_session,
+    SessionStore.find/find_by_id; SessionStore.get is the one read that raises
+    SessionNotFound); writes raise SessionNotFound (update, touch, transition, track_event);
+    delete returns False; listings return what exists.
+
+    Build it with ``await SessionSystem.open(...)`` (or initialize_sessions()); ``start()``
+    and ``shutdown()`` (or ``async with``) run the components' lifecycle. Components hang off
+    it by name: ``tracker``, ``persistence``, ``expiry``, ``sync``, ``context``.
+    """
+
+    def __init__(
+        self, store: SessionStore, config: SessionSystemConfig, *, storage: Storage | None = None
+    ) -> None:
         self.store = store
-        self.config = config
+        self.storage = storage
+        self.config = config = config.with_feature_dirs(
+            storage.data_dir if storage is not None else default_data_dir()
+        )
         self._started = time.monotonic()
+        self._running = False
         self._closed = False
+        self.health = HealthMonitor()
         self.tracker = StateTracker(store, config.tracker)
         self.persistence = Persistence(
             store,
@@ -161,6 +200,11 @@ class SessionSystem(ConversationMethods):
             max_age=config.backup_max_age,
             snapshot_keep_last=config.snapshot_keep_last,
         )
+        self.near_cache: CoherentCache | None = None
+        self.context = SessionContext(store, config.context)
+        self.turns = Turns(store, lease=config.turn_lease)
+        self.batch = Batch(store)
+        self.backup_scheduler: BackupScheduler | None = self._new_backup_scheduler()
         rules: tuple[Rule, ...] = config.expiry_rules
         self.expiry = ExpiryEngine(
             store,
@@ -175,50 +219,96 @@ class SessionSystem(ConversationMethods):
         if rules:
             self.expiry_scheduler = AsyncIOScheduler(timezone="UTC")
             self.expiry.schedule(self.expiry_scheduler)
-        self.near_cache: CoherentCache | None = None
-        self.context = SessionContext(store, config.context)
-        self.turns = Turns(store, lease=config.turn_lease)
-        self.batch = Batch(store)
-        self.backup_scheduler: BackupScheduler | None = None
-        if config.backup_interval or config.snapshot_interval:
-            self.backup_scheduler = BackupScheduler(
-                self.persistence,
-                backup_interval=config.backup_interval,
-                full_every=config.backup_full_every,
-                snapshot_interval=config.snapshot_interval,
-            )
+        # Filled by the feature modules as they land (None: not built in this version).
+        self.sync: Any = None
+        register_core_checks(self)
+
+    def _new_backup_scheduler(self) -> BackupScheduler | None:
+        config = self.config
+        if not (config.backup_interval or config.snapshot_interval):
+            return None
+        return BackupScheduler(
+            self.persistence,
+            backup_interval=config.backup_interval,
+            full_every=config.backup_full_every,
+            snapshot_interval=config.snapshot_interval,
+        )
 
     @classmethod
-    async def start(
+    async def open(
         cls,
-        storage_type: str = "MEMORY",
+        storage_type: str | None = None,
         storage_config: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> SessionSystem:
-        config = SessionSystemConfig.from_options(**options)
-        url, connection = storage_url(storage_type, storage_config)
-        store = await SessionStore.connect(
-            url,
-            namespace=config.namespace,
-            default_ttl=config.default_ttl,
-            limits=config.limits,
-            **connection,
+        """Resolve the storage (starting or joining an EMBEDDED server), connect, start."""
+        config = SessionSystemConfig.from_options(
+            storage_type=storage_type,
+            storage_config=dict(storage_config) if storage_config is not None else None,
+            **options,
         )
+        return await cls.from_config(config)
+
+    @classmethod
+    async def from_config(cls, config: SessionSystemConfig) -> SessionSystem:
+        """A started system for a config."""
+        storage = resolve_storage(config.storage_type, config.storage_config)
+        if storage.server is not None:
+            await asyncio.to_thread(storage.server.attach)
         try:
-            system = cls(store, config)
-            await system.tracker.start()
+            store = await SessionStore.connect(
+                storage.url,
+                namespace=config.namespace,
+                default_ttl=config.default_ttl,
+                limits=config.limits,
+                extras=[config.tracker.store_extras()],
+                **storage.connection,
+            )
+        except BaseException:
+            if storage.server is not None:
+                await asyncio.to_thread(storage.server.detach)
+            raise
+        try:
+            system = cls(store, config, storage=storage)
+            await system._start()
             if config.near_cache:
-                await system.enable_near_cache(url, config.near_cache)
+                await system.enable_near_cache(storage.url, config.near_cache)
         except BaseException:
             await store.close()
+            if storage.server is not None:
+                await asyncio.to_thread(storage.server.detach)
             raise
-        if system.backup_scheduler is not None:
-            system.backup_scheduler.start()
-        if system.expiry_scheduler is not None:
-            system.expiry_scheduler.start()
         return system
 
+    start = _OpenOrStart()
+
+    async def _start(self) -> SessionSystem:
+        """Start the components (tracker, schedulers, health monitor); idempotent."""
+        if self._running:
+            return self
+        if self._closed:
+            raise SessionCacheError("this SessionSystem was shut down; open a new one")
+        await self.tracker.start()
+        if self.backup_scheduler is not None:
+            self.backup_scheduler.start()
+        if self.expiry_scheduler is not None:
+            self.expiry_scheduler.start()
+        if self.config.health_interval:
+            self.health.start(self.config.health_interval)
+        self._running = True
+        global _memory_warned
+        if self.storage is not None and self.storage.kind == "MEMORY" and not _memory_warned:
+            _memory_warned = True
+            log.warning(
+                "storage MEMORY keeps sessions inside this process: other processes do not "
+                "share them; use EMBEDDED, REDIS or CLUSTER (or set SESSIONCACHE_URL) for a fleet"
+            )
+        return self
+
     # -- sessions -------------------------------------------------------------------------
+    # The same operations as SessionStore, in the same argument order (identity first:
+    # chat_id, user_id, platform, thread_id), with the origin API's names and one difference
+    # in the not-found contract: get_session() returns None where SessionStore.get() raises.
 
     async def create_session(
         self,
@@ -233,10 +323,11 @@ class SessionSystem(ConversationMethods):
         priority: int = 0,
         ttl: float | None = None,
     ) -> Session:
+        """Create a session; SessionExists if this identity already has one."""
         session = await self.store.create(
-            platform,
             chat_id,
             user_id,
+            platform,
             thread_id,
             data=data,
             metadata=metadata,
@@ -261,9 +352,12 @@ class SessionSystem(ConversationMethods):
         priority: int = 0,
         ttl: float | None = None,
     ) -> Session:
+        """The identity's session, created with the given contents if it does not exist
+        (one atomic step: racing callers end with one session). With expiry rules, a session
+        past its deadline has its rule applied once and a fresh one is returned."""
         if self.expiry.rules:
             return await self.expiry.get_or_create(
-                self.store.identity(platform, chat_id, user_id, thread_id),
+                self.store.identity(chat_id, user_id, platform, thread_id),
                 data=data,
                 metadata=metadata,
                 state=state,
@@ -271,9 +365,9 @@ class SessionSystem(ConversationMethods):
                 ttl=ttl,
             )
         return await self.store.get_or_create(
-            platform,
             chat_id,
             user_id,
+            platform,
             thread_id,
             data=data,
             metadata=metadata,
@@ -283,7 +377,8 @@ class SessionSystem(ConversationMethods):
         )
 
     async def get_session(self, session_id: str, *, fresh: bool = False) -> Session | None:
-        """The session, or None if it does not exist (the origin API's contract).
+        """The session, or None if it does not exist (the origin API's contract; the store's
+        equivalent is SessionStore.find_by_id(), while SessionStore.get() raises).
 
         With the near cache on, a recent read is served from process memory; ``fresh=True``
         always asks Redis. A session past its expiry deadline has its rule applied first
@@ -316,17 +411,21 @@ class SessionSystem(ConversationMethods):
         metadata: Mapping[str, Any] | None = None,
         *,
         delete: Iterable[str] = (),
+        delete_metadata: Iterable[str] = (),
         priority: int | None = None,
         expected_version: int | None = None,
     ) -> Session:
+        """Merge data and metadata fields (and delete some) in one atomic step; see
+        SessionStore.update(). SessionNotFound if the session does not exist."""
         try:
             return await self._write(
                 session_id,
                 lambda: self.store.update(
                     session_id,
-                    data=data,
-                    metadata=metadata,
+                    data,
+                    metadata,
                     delete=delete,
+                    delete_metadata=delete_metadata,
                     priority=priority,
                     expected_version=expected_version,
                 ),
@@ -335,7 +434,8 @@ class SessionSystem(ConversationMethods):
             self._written(session_id)
 
     async def delete_session(self, session_id: str) -> bool:
-        """Remove a session and its context; True if the session existed."""
+        """Remove a session and its context; True if the session existed, False if it did
+        not (never raises for that)."""
         existed = await self.store.delete(session_id)
         await self.context.delete_context(session_id)
         self._written(session_id)
@@ -348,6 +448,8 @@ class SessionSystem(ConversationMethods):
     async def touch_session(
         self, session_id: str, *, messages: int = 0, ttl: float | None = None
     ) -> dt.datetime:
+        """Record activity (and messages), refresh the TTL; returns the new expiry.
+        SessionNotFound if the session does not exist."""
         try:
             return await self._write(
                 session_id, lambda: self.store.touch(session_id, messages=messages, ttl=ttl)
@@ -375,9 +477,11 @@ class SessionSystem(ConversationMethods):
         return await call()
 
     async def list_user_sessions(self, user_id: str | int) -> list[Session]:
+        """Every live session of a user (an empty list for an unknown user)."""
         return await self.store.list_user_sessions(user_id)
 
     async def count_sessions(self) -> int:
+        """Number of live sessions in the namespace (a SCAN: an admin call, not a hot path)."""
         return await self.store.count()
 
     # -- state tracking (sessioncache.tracker) -------------------------------------------------
@@ -390,6 +494,8 @@ class SessionSystem(ConversationMethods):
         expected_version: int | None = None,
         reason: str | None = None,
     ) -> Session:
+        """Move a session to ``to_state`` if the transition table allows it (InvalidTransition
+        otherwise, nothing written). SessionNotFound if the session does not exist."""
         return await self.tracker.transition(
             session_id, to_state, expected_version=expected_version, reason=reason
         )
@@ -397,53 +503,61 @@ class SessionSystem(ConversationMethods):
     async def track_event(
         self, session_id: str, event_type: EventType | str, **fields: Any
     ) -> str | None:
+        """Append an event to the session's stream; its id, or None if a retry found it
+        already applied. SessionNotFound if the session does not exist."""
         return await self._write(
             session_id, lambda: self.tracker.track_event(session_id, event_type, **fields)
         )
 
     async def get_events(self, session_id: str, **query: Any) -> list[Event]:
+        """Events of a session, oldest first (StateTracker.get_events() for the query); an
+        empty list if the session does not exist."""
         return await self.tracker.get_events(session_id, **query)
 
     async def get_statistics(self, **options: Any) -> StatisticsReport:
+        """Fleet statistics from the shard counters (StateTracker.get_statistics())."""
         return await self.tracker.get_statistics(**options)
 
     async def analyze_patterns(self, **options: Any) -> PatternReport:
+        """Activity profiles, state paths, bursts and churn (StateTracker.analyze_patterns())."""
         return await self.tracker.analyze_patterns(**options)
 
     async def predict_lifecycle(self, session_id: str, **options: Any) -> LifecyclePrediction:
+        """Expected next activity and idle/expiry chances; SessionNotFound if the session does
+        not exist (StateTracker.predict_lifecycle())."""
         return await self.tracker.predict_lifecycle(session_id, **options)
 
     def get_performance_metrics(self) -> dict[str, dict[str, Any]]:
+        """Per operation of this process: count, errors and latency percentiles (ms)."""
         metrics = self.tracker.get_performance_metrics()
         if self.near_cache is not None:
             metrics["near_cache"] = self.near_cache.summary()
         return metrics
 
-    async def health_check(self) -> dict[str, Any]:
-        """Whether the store can serve: Redis answers and holds every script, with timings.
+    async def health_check(self, *, restart: bool = True) -> dict[str, Any]:
+        """Each component's health and the overall status; failed components are restarted
+        (unless ``restart`` is False) and the restart reported (sessioncache.health).
 
         Scripts the server lost (a restart, a failover to a replica that never loaded them,
         SCRIPT FLUSH) are loaded again here, so a readiness probe reports healthy as soon as
         calls work; ``reloaded_scripts`` names what was reloaded."""
-        began = time.perf_counter()
-        scripts, client = self.store.scripts, self.store.client
-        try:
-            await client.ping()
-            reloaded = await scripts.missing(client)
-            if reloaded:
-                await scripts.load(client)
-            missing = await scripts.missing(client) if reloaded else []
-        except Exception as exc:
-            return {"healthy": False, "error": str(exc)}
-        return {
-            "healthy": not missing,
-            "ping_ms": round((time.perf_counter() - began) * 1000, 3),
-            "missing_scripts": missing,
-            "reloaded_scripts": reloaded,
-            "cluster": self.store.is_cluster,
-            "namespace": self.store.keys.namespace,
-            "uptime_s": round(time.monotonic() - self._started, 3),
-        }
+        report = await self.health.check(restart=restart)
+        redis = report["components"].get("redis", {})
+        scripts = report["components"].get("scripts", {})
+        report.update(
+            ping_ms=redis.get("ping_ms"),
+            missing_scripts=scripts.get("missing", []),
+            reloaded_scripts=scripts.get("failed_with", {}).get("missing", [])
+            if scripts.get("restarted")
+            else [],
+            cluster=self.store.is_cluster,
+            namespace=self.store.keys.namespace,
+            uptime_s=round(time.monotonic() - self._started, 3),
+        )
+        if not report["healthy"]:
+            failed = report["components"][report["failed"][0]]
+            report["error"] = failed.get("error") or f"{report['failed'][0]} failed"
+        return report
 
     # -- expiry (docs/expiry.md) -------------------------------------------------------------
 
@@ -483,9 +597,11 @@ class SessionSystem(ConversationMethods):
         return await self.persistence.create_backup(description, format, incremental, events=events)
 
     def list_backups(self) -> list[BackupInfo]:
+        """The backups in backup_dir, oldest first."""
         return self.persistence.list_backups()
 
     async def verify_backup(self, backup_id: str, *, allow_pickle: bool = False) -> VerifyReport:
+        """Check a backup's signature, checksums and records without writing anything."""
         return await self.persistence.verify_backup(backup_id, allow_pickle=allow_pickle)
 
     async def restore_backup(
@@ -496,6 +612,7 @@ class SessionSystem(ConversationMethods):
         decide: Decide | None = None,
         allow_pickle: bool = False,
     ) -> RestoreReport:
+        """Restore a backup (strategy merge, replace or skip_existing; docs/persistence.md)."""
         return await self.persistence.restore_backup(
             backup_id, strategy, decide=decide, allow_pickle=allow_pickle
         )
@@ -503,6 +620,8 @@ class SessionSystem(ConversationMethods):
     async def export_session(
         self, session_id: str, path: str | None = None, *, format: str = "json"
     ) -> bytes | Path:
+        """One session as a signed document (bytes, or written to ``path``); SessionNotFound
+        if the session does not exist."""
         return await self.persistence.export_session(session_id, path, format=format)
 
     async def import_session(
@@ -513,26 +632,41 @@ class SessionSystem(ConversationMethods):
         decide: Decide | None = None,
         allow_pickle: bool = False,
     ) -> str:
+        """Write a session from an exported document; returns its session id."""
         return await self.persistence.import_session(
             source, strategy, decide=decide, allow_pickle=allow_pickle
         )
 
     async def shutdown(self) -> None:
+        """Stop every component, close the connections, leave the EMBEDDED server (the last
+        process out stops it with a save)."""
         if not self._closed:
             self._closed = True
+            self._running = False
+            await self.health.stop()
             if self.backup_scheduler is not None:
                 self.backup_scheduler.shutdown()
+                # AsyncIOScheduler.shutdown() runs through call_soon: give it that loop turn.
+                await asyncio.sleep(0)
             if self.expiry_scheduler is not None and self.expiry_scheduler.running:
                 self.expiry_scheduler.pause()
                 await self.expiry.job.drain()
                 self.expiry_scheduler.shutdown(wait=False)
+                await asyncio.sleep(0)
             await self.context.wait_summaries()
             if self.near_cache is not None:
                 await self.near_cache.stop()
             await self.store.close()
+            if self.storage is not None and self.storage.server is not None:
+                await asyncio.to_thread(self.storage.server.detach)
+
+    @property
+    def closed(self) -> bool:
+        """Whether shutdown() ran."""
+        return self._closed
 
     async def __aenter__(self) -> SessionSystem:
-        return self
+        return await self._start()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
@@ -541,68 +675,126 @@ class SessionSystem(ConversationMethods):
 # -- the origin document's module-level API ------------------------------------------------
 
 _current: SessionSystem | None = None
+_current_args: tuple[Any, ...] = ()
+
+
+def _same_args(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # a value whose == raises (an odd storage_config entry): not the same
+        return False
 
 
 async def initialize_sessions(
-    storage_type: str = "MEMORY",
+    storage_type: str | None = None,
     storage_config: Mapping[str, Any] | None = None,
     enable_all_features: bool = False,
+    *,
+    replace: bool = False,
     **options: Any,
 ) -> SessionSystem:
-    """Build the session system and make it the one the module-level functions use."""
-    global _current
-    system = await SessionSystem.start(
+    """Build the session system and make it the one the module-level functions use.
+
+    Takes exactly the fields of SessionSystemConfig (so ``initialize_sessions(**c.__dict__)``),
+    plus ``replace``; no ``storage_type``: $SESSIONCACHE_URL, else MEMORY.
+
+    Called again while a system is running: with the same arguments it returns the running
+    system (two modules may both initialise); with different ones it raises
+    AlreadyInitialized, unless ``replace=True``: then the new system is started and made
+    current first, and the old one is shut down after (calls still running on the old one
+    may fail). ``shutdown_sessions()`` ends the running system.
+    """
+    global _current, _current_args
+    args = (str(storage_type).upper(), dict(storage_config or {}), enable_all_features, options)
+    running = _current if _current is not None and not _current.closed else None
+    if running is not None and not replace:
+        if _same_args(args, _current_args):
+            return running
+        raise AlreadyInitialized()
+    system = await SessionSystem.open(
         storage_type, storage_config, enable_all_features=enable_all_features, **options
     )
-    if _current is not None:
-        await _current.shutdown()
-    _current = system
+    racing = _current if _current is not None and not _current.closed else None
+    if racing is not None and racing is not running and not replace:
+        # Another initialize_sessions() finished while this one was connecting.
+        await system.shutdown()
+        if _same_args(args, _current_args):
+            return racing
+        raise AlreadyInitialized()
+    previous, _current, _current_args = racing, system, args
+    if previous is not None:
+        await previous.shutdown()
     return system
 
 
 def current_system() -> SessionSystem:
+    """The system initialize_sessions() made; SessionCacheError if there is none."""
     if _current is None:
         raise SessionCacheError("call 'await initialize_sessions()' before using sessions")
     return _current
 
 
 async def create_session(
-    chat_id: str | int, user_id: str | int, platform: Platform | str = Platform.WEB, **kwargs: Any
+    chat_id: str | int,
+    user_id: str | int,
+    platform: Platform | str = Platform.WEB,
+    thread_id: str | int | None = None,
+    **options: Any,
 ) -> Session:
-    return await current_system().create_session(chat_id, user_id, platform, **kwargs)
+    """SessionSystem.create_session() on the current system (SessionExists if it exists)."""
+    return await current_system().create_session(
+        chat_id, user_id, platform, thread_id, **options
+    )
 
 
 async def get_or_create_session(
-    chat_id: str | int, user_id: str | int, platform: Platform | str = Platform.WEB, **kwargs: Any
+    chat_id: str | int,
+    user_id: str | int,
+    platform: Platform | str = Platform.WEB,
+    thread_id: str | int | None = None,
+    **options: Any,
 ) -> Session:
-    return await current_system().get_or_create_session(chat_id, user_id, platform, **kwargs)
+    """SessionSystem.get_or_create_session() on the current system."""
+    return await current_system().get_or_create_session(
+        chat_id, user_id, platform, thread_id, **options
+    )
 
 
 async def get_session(session_id: str) -> Session | None:
+    """The session, or None if it does not exist."""
     return await current_system().get_session(session_id)
 
 
 async def update_session(
-    session_id: str, data: Mapping[str, Any] | None = None, **kwargs: Any
+    session_id: str,
+    data: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> Session:
-    return await current_system().update_session(session_id, data, **kwargs)
+    """SessionSystem.update_session() on the current system (SessionNotFound if missing)."""
+    return await current_system().update_session(session_id, data, metadata, **options)
 
 
 async def delete_session(session_id: str) -> bool:
+    """Remove a session; True if it existed, False if it did not."""
     return await current_system().delete_session(session_id)
 
 
-async def touch_session(session_id: str, **kwargs: Any) -> dt.datetime:
-    return await current_system().touch_session(session_id, **kwargs)
+async def touch_session(
+    session_id: str, *, messages: int = 0, ttl: float | None = None
+) -> dt.datetime:
+    """Record activity and refresh the TTL; SessionNotFound if the session does not exist."""
+    return await current_system().touch_session(session_id, messages=messages, ttl=ttl)
 
 
 async def list_user_sessions(user_id: str | int) -> list[Session]:
+    """Every live session of a user (an empty list for an unknown user)."""
     return await current_system().list_user_sessions(user_id)
 
 
 async def shutdown_sessions() -> None:
-    """Close the system made by initialize_sessions()."""
-    global _current
+    """Close the system made by initialize_sessions() (a no-op if there is none)."""
+    global _current, _current_args
     if _current is not None:
-        system, _current = _current, None
+        system, _current, _current_args = _current, None, ()
         await system.shutdown()

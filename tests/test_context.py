@@ -119,7 +119,7 @@ async def test_context_keys_expire_after_the_session(make: Any) -> None:
     sid = (await system.create_session(1, 2, "telegram", ttl=100)).session_id
     await system.set_variable(sid, "x", 1)
     await system.append_message(sid, "user", "hi")
-    ident = system.store.identity("telegram", 1, 2)
+    ident = system.store.identity(1, 2, "telegram")
     client, keys = system.store.client, system.store.keys
     session_exp = await client.pexpiretime(keys.session(ident))
     for key in (keys.context(ident), keys.history(ident)):
@@ -178,7 +178,7 @@ async def test_history_trimmed_to_caps(make: Any, config: HistoryConfig, expect:
     history = await system.get_history(sid)
     if expect is not None:
         assert [m.number for m in history] == expect
-    ident = system.store.identity("telegram", 1, 2)
+    ident = system.store.identity(1, 2, "telegram")
     client, keys = system.store.client, system.store.keys
     items = await client.lrange(keys.history(ident), 0, -1)
     counters = await client.hmget(keys.context(ident), ["#b", "#t"])
@@ -192,12 +192,18 @@ async def test_append_is_one_round_trip_and_retry_safe(make: Any) -> None:
     system = await make()
     sid = (await system.create_session(1, 2, "telegram")).session_id
     _, keys = system.context.keys_of(sid)
+    keys = [*keys, system.store.keys.op_log(keys[0])]
     script = system.store.scripts.context_append
-    args = ["op-1_", "", b"M\x92\xa4user\xa2hi", *system.context._caps, "1", "1000"]
+    args = system.store.op_args(["", b"M\x92\xa4user\xa2hi", *system.context._caps, "1", "1000"])
     first = await script.run(system.store.client, keys, args)
     again = await script.run(system.store.client, keys, args)  # a client retry of that call
     assert first[0] == again[0] == 1
-    assert [m.content for m in await system.get_history(sid)] == ["hi"]
+    for _ in range(20):  # more than any fixed window of recent op ids
+        await system.context.append_message(sid, "user", "later")
+    late = await script.run(system.store.client, keys, args)  # the first attempt, delivered late
+    assert late[0] == 1
+    history = [m.content for m in await system.get_history(sid)]
+    assert history == ["hi"] + ["later"] * 20
 
 
 async def test_invalid_context_raises_and_writes_nothing(make: Any) -> None:
@@ -374,7 +380,7 @@ async def test_json_codec_and_msgpack_read_each_other(make: Any) -> None:
     await writer.set_variable(sid, "when", dt.date(2026, 1, 1))
     reader = await make()
     assert await reader.get_variable(sid, "when") == dt.date(2026, 1, 1)
-    ident = writer.store.identity("telegram", 1, 2)
+    ident = writer.store.identity(1, 2, "telegram")
     raw = await writer.store.client.hget(writer.store.keys.context(ident), "v:when")
     assert raw.startswith(b'J{"$t"')
     assert await writer.store.client.hget(writer.store.keys.context(ident), "#v") == b"1"

@@ -299,8 +299,8 @@ async def test_daily_reset_waits_for_the_idle_gap_of_a_session_active_before_the
         (busy, ExpirySpec("rule0", fixed=boundary, grace=grace)),
         (quiet, ExpirySpec("rule0", fixed=boundary)),
     ):
-        key = system.store.keys.session(system.store.identity("web", s.chat_id, "u"))
-        index = system.expiry.index_of(system.store.identity("web", s.chat_id, "u"))
+        key = system.store.keys.session(system.store.identity(s.chat_id, "u", "web"))
+        index = system.expiry.index_of(system.store.identity(s.chat_id, "u", "web"))
         await system.store.scripts.expiry_arm.run(
             system.store.client, [key, index], [str(y.fixed), y.field_y(), ""]
         )
@@ -401,9 +401,12 @@ async def test_progressive_stages_then_archive_and_merge(make: Any) -> None:
         "archive",
     ]
     old = await system.create_session(6, "u", thread_id="t1", data={"a": 1, "b": 1})
+    await _until(system, round(old.created_at.timestamp() * 1000) + 1)  # newer: a later ms
     newer = await system.create_session(6, "u", thread_id="t2", data={"b": 2})
-    await _until(system, await _deadline(system, old.session_id))
-    await system.touch_session(newer.session_id)
+    old_due = await _deadline(system, old.session_id)
+    await _until(system, old_due - 100)
+    await system.touch_session(newer.session_id)  # newer stays alive past old's deadline
+    await _until(system, old_due)
     await system.cleanup_expired_sessions()
     merged = await system.store.find_by_id(newer.session_id)
     assert merged is not None and merged.data == {"a": 1, "b": 2}  # newer wins, old adds

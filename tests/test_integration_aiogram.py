@@ -14,14 +14,15 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.fsm.storage.base import BaseStorage, StorageKey
 from redis.asyncio.cluster import key_slot
 
-from sessioncache.errors import ValidationError
+from sessioncache.errors import LockNotAcquired, ValidationError
 from sessioncache.integrations.aiogram import (
     SessionCacheStorage,
     SessionLockIsolation,
     fsm_identity,
 )
-from sessioncache.locks import LockNotAcquired, RedisLock
+from sessioncache.locks import RedisLock
 from sessioncache.scripts import registry
+from sessioncache.store import DEFAULT_RETRY_HORIZON_MS, op_args
 
 from .conftest import drop_namespace, unique_namespace
 from .fsm_workers import read_data, run_aiogram_alternating_fleet, run_update_fleet
@@ -48,7 +49,14 @@ def key() -> StorageKey:
 
 
 async def all_keys(s: SessionCacheStorage) -> list[bytes]:
-    return sorted([k async for k in s.client.scan_iter(match=f"{s.keys.namespace}:*")])
+    """The namespace's keys but the op logs, which expire one retry horizon after their last
+    write (lua/lib/ops.lua): checked here, then left out."""
+    logs = s.keys.op_log_pattern()[:-1].encode()
+    found = sorted([k async for k in s.client.scan_iter(match=f"{s.keys.namespace}:*")])
+    for name in found:
+        if name.startswith(logs):
+            assert 0 < await s.client.pttl(name) <= DEFAULT_RETRY_HORIZON_MS
+    return [k for k in found if not k.startswith(logs)]
 
 
 # -- the BaseStorage contract, as aiogram's own storage tests exercise it ---------------------
@@ -118,6 +126,19 @@ async def test_update_data(storage: SessionCacheStorage, key: StorageKey) -> Non
     assert await storage.get_data(key) == {"foo": "bar", "baz": "spam"}
     assert await storage.update_data(key, {"baz": "test"}) == {"foo": "bar", "baz": "test"}
     assert await storage.get_data(key) == {"foo": "bar", "baz": "test"}
+
+
+async def test_concurrent_update_data_calls_keep_every_key(
+    storage: SessionCacheStorage, key: StorageKey
+) -> None:
+    """Fast: 50 concurrent update_data calls on one key, each adding its own field, on warm
+    connections. A read-modify-write update_data (get_data, merge, set_data) loses most."""
+    n = 50
+    await asyncio.gather(*(storage.get_data(key) for _ in range(n)))  # warm the pool
+    await storage.update_data(key, {"base": 0})
+    merged = await asyncio.gather(*(storage.update_data(key, {f"k{i}": i}) for i in range(n)))
+    assert all(m[f"k{i}"] == i and m["base"] == 0 for i, m in enumerate(merged))
+    assert await storage.get_data(key) == {"base": 0, **{f"k{i}": i for i in range(n)}}
 
 
 async def test_empty_update_on_missing_record_writes_nothing(
@@ -347,11 +368,14 @@ async def test_a_retried_merge_is_not_applied_twice(
     """A client retry (same op id) after another worker's write must not clobber that write."""
     merge = registry().record_merge
     data_key = storage.keys.fsm_data(fsm_identity(key))
-    args = ["AAAAA", "0", "1024", "size", "1", "ff", b"first"]
-    assert await merge(storage.client, [data_key], args) == [1, 1]
+    keys = [data_key, storage.keys.op_log(data_key)]
+    args = op_args(str(DEFAULT_RETRY_HORIZON_MS), ["0", "1024", "size", "1", "ff", b"first"])
+    assert await merge(storage.client, keys, args) == [1, 1]
     await storage.update_data(key, {"ff": "second"})
-    assert await merge(storage.client, [data_key], args) == [2, 1]
-    assert await storage.get_data(key) == {"ff": "second"}
+    for _ in range(10):  # however many other writes land in between
+        await storage.update_data(key, {"other": "write"})
+    assert await merge(storage.client, keys, args) == [2, 2]
+    assert await storage.get_data(key) == {"ff": "second", "other": "write"}
 
 
 # -- event isolation --------------------------------------------------------------------------

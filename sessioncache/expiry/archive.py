@@ -18,7 +18,7 @@ import msgpack
 from redis.exceptions import RedisError
 
 from ..errors import BackendUnavailable, IntegrityError, SessionExists, ValidationError
-from ..keys import Identity, parse_session_id, user_tag
+from ..identity import Identity, parse_session_id, user_tag
 from ..models import Session, session_from_hash
 from ..store import SessionStore
 
@@ -73,7 +73,7 @@ class Archive:
         *,
         stats_key: Any,
         change_bucket: Any,
-        archive_dir: str | Path | None = None,
+        archive_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.store = store
         self.keys = store.keys

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from ..errors import BackendUnavailable, InvalidTransition, SessionCacheError, ValidationError
 from ..fleet import FleetJob, FleetRun
-from ..keys import SLOTS, Identity, parse_session_id
+from ..identity import Identity, parse_session_id
 from ..models import Session, SessionState
+from ..slots import SLOTS
 from ..store import SessionStore
 from .archive import Archive
 from .policies import Context, ExpirySpec, due_at, fired
@@ -68,7 +69,7 @@ class ExpiryEngine:
         tracker: Any,
         rules: Sequence[Rule],
         *,
-        archive_dir: str | Path | None = None,
+        archive_dir: str | os.PathLike[str] | None = None,
         archive_retention: float = 30 * 86400.0,
         interval: float = 60.0,
         batch_size: int = 100,
@@ -247,7 +248,7 @@ class ExpiryEngine:
             if s.platform == ident.platform
             and s.chat_id == ident.chat_id
             and s.session_id != ident.session_id
-            and _ms(s.created_at) >= created_ms
+            and _ms(s.created_at) > created_ms
         ]
         if not newer:
             log.info("expiry merge of %s: no newer session on its chat; kept", ident.session_id)
@@ -313,9 +314,9 @@ class ExpiryEngine:
         metadata = dict(create.pop("metadata", None) or {})
         metadata.setdefault("previous_session", previous)
         fresh = await self.store.get_or_create(
-            ident.platform,
             ident.chat_id,
             ident.user_id,
+            ident.platform,
             ident.thread_id,
             metadata=metadata,
             **create,
@@ -344,7 +345,7 @@ class ExpiryEngine:
         once, and a fresh session (carrying the old id) is returned in its place."""
         for _ in range(3):
             session = await self.store.get_or_create(
-                ident.platform, ident.chat_id, ident.user_id, ident.thread_id, **create
+                ident.chat_id, ident.user_id, ident.platform, ident.thread_id, **create
             )
             if session._expiry is None:
                 if self.rules:

@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import ValidationError
-from ..keys import Identity
+from ..identity import Identity
 from .policies import Absolute, Custom, Daily, Hybrid, Idle, NonePolicy, Policy, Usage
 
 ACTIONS = ("archive", "delete", "merge", "suspend", "notify", "progressive")

@@ -25,7 +25,8 @@ from redis.exceptions import RedisError
 
 from ..codec import DEFAULT_LIMITS, Limits, data_field, decode_value
 from ..errors import BackendUnavailable, ValidationError
-from ..keys import FsmIdentity, KeySchema, make_fsm_identity
+from ..identity import FsmIdentity, make_fsm_identity
+from ..keys import KeySchema
 from ..locks import RedisLock
 from ._records import (
     RecordWriter,
@@ -107,7 +108,7 @@ class SessionCacheStorage(BaseStorage):
         self._data_ttl = str(self.data_ttl_ms)
         # Without a data TTL a merge leaves the expiry alone rather than paying for a PERSIST.
         self._merge_ttl = self._data_ttl if self.data_ttl_ms else ""
-        self._writer = RecordWriter(client, limits)
+        self._writer = RecordWriter(client, limits, self.keys)
         self._owns_client = owns_client
         # Key names per StorageKey, cached: building them (validation, percent-encoding) costs
         # about as much Python time as the round trip's own client overhead.

@@ -33,7 +33,7 @@ from telegram.ext import (
 )
 from telegram.ext._utils.trackingdict import TrackingDict
 
-from ..codec import DEFAULT_LIMITS, Limits, decode_value, encode_value
+from ..codec import DEFAULT_LIMITS, VALUE_TAG, Limits, decode_value, encode_value
 from ..errors import BackendUnavailable, IntegrityError, ValidationError
 from ..keys import KeySchema
 from ._ptb_hooks import hook_migrations
@@ -43,14 +43,13 @@ from ._records import (
     client_from_url,
     decode_key,
     encode_key,
-    migrate_record,
     remote_fields,
     ttl_ms,
 )
 
 __all__ = ["SessionCachePersistence"]
 
-_UNSTORABLE = b"\xc1\xc1"  # never an encoded value: msgpack never emits 0xC1
+_UNSTORABLE = VALUE_TAG + VALUE_TAG  # never an encoded value: msgpack never emits 0xC1
 _FIRST_GROUP = -(2**31)
 _LAST_GROUP = 2**31 - 1
 _LOAD_BATCH = 500
@@ -74,8 +73,8 @@ class SessionCachePersistence(BasePersistence[Any, Any, Any]):
         "_data_ttl",
         "_lazy",
         "_migrations",
-        "_moved_from",
         "_owns_client",
+        "_skip_drop",
         "_writer",
         "client",
         "keys",
@@ -103,7 +102,7 @@ class SessionCachePersistence(BasePersistence[Any, Any, Any]):
         data_ttl_ms = ttl_ms(data_ttl, "data_ttl")
         # Without a TTL a merge leaves the expiry alone rather than paying for a PERSIST.
         self._data_ttl = str(data_ttl_ms) if data_ttl_ms else ""
-        self._writer = RecordWriter(client, limits)
+        self._writer = RecordWriter(client, limits, self.keys)
         self._owns_client = owns_client
         self._lazy = lazy
         # What Redis held for each record when this process last read or wrote it: the base of
@@ -112,10 +111,12 @@ class SessionCachePersistence(BasePersistence[Any, Any, Any]):
         # The same for each persistent conversation: a state equal to it is not written again.
         self._conversations: dict[str, Encoded] = {}
         self._application: Application[Any, Any, Any, Any, Any, Any] | None = None
-        # Application.migrate_chat_data calls seen by install()'s hook: new chat -> old chat,
-        # until the next flush moves the record; then the old chat until its drop is skipped.
+        # Application.migrate_chat_data calls seen by install()'s hook: new chat -> old chat
+        # until the next flush moves the record, and the old chats whose drop in that flush is
+        # skipped (PTB runs the update and the drop concurrently, in no fixed order; a drop
+        # after a move that failed would delete the only copy).
         self._migrations: dict[int, int] = {}
-        self._moved_from: set[int] = set()
+        self._skip_drop: set[int] = set()
 
     @classmethod
     def from_url(
@@ -312,11 +313,9 @@ class SessionCachePersistence(BasePersistence[Any, Any, Any]):
 
     async def drop_chat_data(self, chat_id: int) -> None:
         """Delete one chat's stored data (a migrated chat's record is moved, not deleted)."""
-        if chat_id in self._moved_from:
-            self._moved_from.discard(chat_id)  # the move already took it
+        if chat_id in self._skip_drop:
+            self._skip_drop.discard(chat_id)  # the flush's update_chat_data moves it
             return
-        if chat_id in self._migrations.values():
-            return  # the flush's update_chat_data of the new chat moves it
         for new, old in list(self._migrations.items()):
             if new == chat_id:  # dropped right after migrating to it: both go, as in PTB
                 del self._migrations[new]
@@ -340,10 +339,7 @@ class SessionCachePersistence(BasePersistence[Any, Any, Any]):
         # This worker's changes of the old chat not written yet travel with the move.
         local, _ = self._encode(data, "chat_data") if data is not None else ({}, {})
         pairs, deletes = self._changes(old_key, local) if data is not None else ([], [])
-        flat = await migrate_record(
-            self.client, old_key, new_key, pairs, deletes, ttl=self._data_ttl
-        )
-        self._moved_from.add(old_chat_id)
+        flat = await self._writer.migrate(old_key, new_key, pairs, deletes, ttl=self._data_ttl)
         self._base.pop(old_key, None)
         remote = remote_fields(flat)
         if data is not None and self._application is not None:
@@ -370,6 +366,7 @@ class SessionCachePersistence(BasePersistence[Any, Any, Any]):
         stored record (``update_chat_data`` of the new chat) and skips the old chat's drop."""
         if self.store_data.chat_data and old_chat_id != new_chat_id:
             self._migrations[new_chat_id] = old_chat_id
+            self._skip_drop.add(old_chat_id)
 
     # -- callback data --------------------------------------------------------------------
 

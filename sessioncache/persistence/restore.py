@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from redis.exceptions import RedisError
 
 from ..errors import BackendUnavailable, IntegrityError, ValidationError
-from ..keys import parse_session_id
+from ..identity import parse_session_id
 from ..models import Session, session_from_hash
 from ..store import SessionStore
 from .changes import pipelined, run_script_batch
@@ -95,9 +95,11 @@ class Restorer:
         self.events_script = store.scripts.restore_events
 
     async def wipe(self) -> int:
-        """Delete every key of the namespace except the backup machinery's own."""
+        """Delete every key of the namespace except the backup machinery's own and the op logs
+        (a late retry of a write made before the restore must still be recognised)."""
         keep = (
             self.keys.change_bucket_pattern()[:-1].encode(),
+            self.keys.op_log_pattern()[:-1].encode(),
             self.keys.lease("x")[: -len("{x}")].encode(),
         )
         doomed: list[bytes] = []
