@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
     for name in COMMANDS:
         sub.choices[name].set_defaults(handler=_persistence)
+    from .expiry import cli as expiry_cli
+
+    expiry_cli.add_commands(sub)
+    for name in expiry_cli.COMMANDS:
+        sub.choices[name].set_defaults(handler=expiry_cli.run_command)
     return parser
 
 

@@ -7,18 +7,28 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .batch import Batch
 from .codec import DEFAULT_LIMITS, Limits
 from .coherent import CoherentCache
 from .context import ContextConfig, SessionContext
 from .conversation import ConversationMethods
-from .errors import AlreadyInitialized, SessionCacheError, ValidationError
+from .errors import (
+    AlreadyInitialized,
+    SessionCacheError,
+    SessionExpired,
+    SessionNotFound,
+    ValidationError,
+)
 from .events import Event, EventType
+from .expiry import ArchivedSession, ExpiryEngine, ExpiryInfo, ExpiryReport
+from .expiry.rules import Rule, load_rules_toml, parse_rules
 from .health import HealthMonitor, register_core_checks
 from .models import Platform, Session, SessionState
 from .nearcache import NearCacheConfig
@@ -36,6 +46,7 @@ from .turns import Turns
 log = logging.getLogger(__name__)
 
 _memory_warned = False
+T = TypeVar("T")
 
 
 @dataclass(repr=False)
@@ -76,8 +87,23 @@ class SessionSystemConfig:
     near_cache: bool | NearCacheConfig = False
     """True (or a NearCacheConfig) to serve session and context reads from process memory."""
     turn_lease: float = 30.0
+    # Expiry (docs/expiry.md)
+    expiry_rules: Any = None
+    """Ordered rules: a list of rule dicts, or the path of a TOML file of ``[[rule]]`` tables."""
+    expiry_interval: float = 60.0
+    """Seconds between sweeps (once per interval across the fleet)."""
+    expiry_archive_retention: float = 30 * 86400.0
+    """How long archived sessions stay in Redis (archive_dir keeps a file copy)."""
+    expiry_notify: Any = None
+    """Called with an ExpiryNotice for each warning and notify action (sync or async)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.expiry_rules, (str, Path)):
+            self.expiry_rules = load_rules_toml(self.expiry_rules)
+        else:
+            self.expiry_rules = parse_rules(self.expiry_rules)
+        if self.expiry_notify is not None and not callable(self.expiry_notify):
+            raise ValidationError("expiry_notify must be a callable given an ExpiryNotice")
         if not isinstance(self.tracker, TrackerConfig):
             raise ValidationError(
                 f"tracker options must be a TrackerConfig, not {type(self.tracker).__name__}"
@@ -179,8 +205,21 @@ class SessionSystem(ConversationMethods):
         self.turns = Turns(store, lease=config.turn_lease)
         self.batch = Batch(store)
         self.backup_scheduler: BackupScheduler | None = self._new_backup_scheduler()
+        rules: tuple[Rule, ...] = config.expiry_rules
+        self.expiry = ExpiryEngine(
+            store,
+            self.tracker,
+            rules,
+            archive_dir=config.archive_dir,
+            archive_retention=config.expiry_archive_retention,
+            interval=config.expiry_interval,
+            notify=config.expiry_notify,
+        )
+        self.expiry_scheduler: AsyncIOScheduler | None = None
+        if rules:
+            self.expiry_scheduler = AsyncIOScheduler(timezone="UTC")
+            self.expiry.schedule(self.expiry_scheduler)
         # Filled by the feature modules as they land (None: not built in this version).
-        self.expiry: Any = None
         self.sync: Any = None
         register_core_checks(self)
 
@@ -252,6 +291,8 @@ class SessionSystem(ConversationMethods):
         await self.tracker.start()
         if self.backup_scheduler is not None:
             self.backup_scheduler.start()
+        if self.expiry_scheduler is not None:
+            self.expiry_scheduler.start()
         if self.config.health_interval:
             self.health.start(self.config.health_interval)
         self._running = True
@@ -283,7 +324,7 @@ class SessionSystem(ConversationMethods):
         ttl: float | None = None,
     ) -> Session:
         """Create a session; SessionExists if this identity already has one."""
-        return await self.store.create(
+        session = await self.store.create(
             chat_id,
             user_id,
             platform,
@@ -294,6 +335,9 @@ class SessionSystem(ConversationMethods):
             priority=priority,
             ttl=ttl,
         )
+        if self.expiry.rules:
+            await self.expiry.arm(session)
+        return session
 
     async def get_or_create_session(
         self,
@@ -309,7 +353,17 @@ class SessionSystem(ConversationMethods):
         ttl: float | None = None,
     ) -> Session:
         """The identity's session, created with the given contents if it does not exist
-        (one atomic step: racing callers end with one session)."""
+        (one atomic step: racing callers end with one session). With expiry rules, a session
+        past its deadline has its rule applied once and a fresh one is returned."""
+        if self.expiry.rules:
+            return await self.expiry.get_or_create(
+                self.store.identity(chat_id, user_id, platform, thread_id),
+                data=data,
+                metadata=metadata,
+                state=state,
+                priority=priority,
+                ttl=ttl,
+            )
         return await self.store.get_or_create(
             chat_id,
             user_id,
@@ -327,11 +381,18 @@ class SessionSystem(ConversationMethods):
         equivalent is SessionStore.find_by_id(), while SessionStore.get() raises).
 
         With the near cache on, a recent read is served from process memory; ``fresh=True``
-        always asks Redis.
+        always asks Redis. A session past its expiry deadline has its rule applied first
+        (docs/expiry.md).
         """
         if self.near_cache is not None and not fresh:
-            return await self.near_cache.get_session(session_id)
-        return await self.store.find_by_id(session_id)
+            session = await self.near_cache.get_session(session_id)
+        else:
+            session = await self.store.find_by_id(session_id)
+        if session is not None and await self.expiry.past_deadline(session):
+            await self.expiry.on_access(session_id)
+            self._written(session_id)
+            session = await self.store.find_by_id(session_id)
+        return session
 
     async def enable_near_cache(self, url: str, config: bool | NearCacheConfig = True) -> None:
         """Serve session and context reads from a near cache kept coherent by Redis."""
@@ -357,14 +418,17 @@ class SessionSystem(ConversationMethods):
         """Merge data and metadata fields (and delete some) in one atomic step; see
         SessionStore.update(). SessionNotFound if the session does not exist."""
         try:
-            return await self.store.update(
+            return await self._write(
                 session_id,
-                data,
-                metadata,
-                delete=delete,
-                delete_metadata=delete_metadata,
-                priority=priority,
-                expected_version=expected_version,
+                lambda: self.store.update(
+                    session_id,
+                    data,
+                    metadata,
+                    delete=delete,
+                    delete_metadata=delete_metadata,
+                    priority=priority,
+                    expected_version=expected_version,
+                ),
             )
         finally:
             self._written(session_id)
@@ -387,9 +451,30 @@ class SessionSystem(ConversationMethods):
         """Record activity (and messages), refresh the TTL; returns the new expiry.
         SessionNotFound if the session does not exist."""
         try:
-            return await self.store.touch(session_id, messages=messages, ttl=ttl)
+            return await self._write(
+                session_id, lambda: self.store.touch(session_id, messages=messages, ttl=ttl)
+            )
         finally:
             self._written(session_id)
+
+    async def _write(self, session_id: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run a write; if the session had passed its expiry deadline (the script refused the
+        write), apply the rule once and run the write again on the session that follows, so
+        the write (a user's message) is never lost and never revives the stale session.
+
+        A write that finds no session right after another process ended it by expiry (in the
+        instant before that process creates the successor) goes to the successor too."""
+        for _ in range(3):
+            try:
+                return await call()
+            except SessionExpired:
+                if await self.expiry.on_access(session_id):
+                    await self.expiry.successor_for(session_id)
+            except SessionNotFound:
+                if not await self.expiry.recently_ended(session_id):
+                    raise
+                await self.expiry.successor_for(session_id)
+        return await call()
 
     async def list_user_sessions(self, user_id: str | int) -> list[Session]:
         """Every live session of a user (an empty list for an unknown user)."""
@@ -420,7 +505,9 @@ class SessionSystem(ConversationMethods):
     ) -> str | None:
         """Append an event to the session's stream; its id, or None if a retry found it
         already applied. SessionNotFound if the session does not exist."""
-        return await self.tracker.track_event(session_id, event_type, **fields)
+        return await self._write(
+            session_id, lambda: self.tracker.track_event(session_id, event_type, **fields)
+        )
 
     async def get_events(self, session_id: str, **query: Any) -> list[Event]:
         """Events of a session, oldest first (StateTracker.get_events() for the query); an
@@ -471,6 +558,29 @@ class SessionSystem(ConversationMethods):
             failed = report["components"][report["failed"][0]]
             report["error"] = failed.get("error") or f"{report['failed'][0]} failed"
         return report
+
+    # -- expiry (docs/expiry.md) -------------------------------------------------------------
+
+    async def cleanup_expired_sessions(self, dry_run: bool = False) -> ExpiryReport:
+        """Run an expiry sweep now (the scheduler runs one per interval across the fleet)."""
+        return await self.expiry.sweep(dry_run=dry_run)
+
+    async def get_expiry_info(self, session_id: str) -> ExpiryInfo | None:
+        """Which rule governs a session, when it fires and with what action (None: no such
+        session)."""
+        return await self.expiry.get_expiry_info(session_id)
+
+    async def restore_archived(
+        self, session_id: str, *, archive_id: str | None = None, replace: bool = False
+    ) -> Session:
+        """Bring an archived session back whole (its newest archive, or ``archive_id``)."""
+        return await self.expiry.restore_archived(
+            session_id, archive_id=archive_id, replace=replace
+        )
+
+    async def list_archived(self, user_id: str | int | None = None) -> list[ArchivedSession]:
+        """Archived sessions (one user's, or all), oldest first."""
+        return await self.expiry.archive.list_archived(user_id)
 
     # -- persistence (docs/persistence.md) ------------------------------------------------
 
@@ -537,6 +647,11 @@ class SessionSystem(ConversationMethods):
             if self.backup_scheduler is not None:
                 self.backup_scheduler.shutdown()
                 # AsyncIOScheduler.shutdown() runs through call_soon: give it that loop turn.
+                await asyncio.sleep(0)
+            if self.expiry_scheduler is not None and self.expiry_scheduler.running:
+                self.expiry_scheduler.pause()
+                await self.expiry.job.drain()
+                self.expiry_scheduler.shutdown(wait=False)
                 await asyncio.sleep(0)
             await self.context.wait_summaries()
             if self.near_cache is not None:
