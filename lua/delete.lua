@@ -8,6 +8,8 @@
 -- ARGV[4]  session suffix (field of the user index)
 -- With the state tracker (optional):
 -- KEYS[5]  statistics hash of the session's shard (same slot): one session less in its state
+-- With expiry rules (optional, after KEYS[5]):
+-- KEYS[6]  expiry index bucket of this slot: the session leaves it
 --
 -- Returns 1 if the session existed, 0 if not, 2 if an earlier attempt of this call ran.
 -- The op log is kept (it expires one retry horizon after its last write): a late attempt of a
@@ -19,10 +21,11 @@ end
 local state = KEYS[5] and redis.call('HGET', KEYS[1], 's')
 local existed = redis.call('DEL', KEYS[1])
 if state then
-  redis.call('HINCRBY', KEYS[5], 'n:' .. string.match(ARGV[4], '^[^:]+') .. ':' .. state, -1)
+  count_session(KEYS[5], ARGV[4], state, -1)
   redis.call('HINCRBY', KEYS[5], 'deleted', 1)
 end
 redis.call('HDEL', KEYS[2], ARGV[4])
+expiry_forget(KEYS[6], KEYS[1])
 if existed == 1 then
   session_written(KEYS[1], KEYS[3], KEYS[4], now_ms())
 end

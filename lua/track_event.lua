@@ -7,6 +7,7 @@
 -- KEYS[5]  last-activity zset of the shard's users (same slot)
 -- KEYS[6]  change bucket of this slot (the session changed: see docs/persistence.md)
 -- KEYS[7]  op log of the session (lib/ops.lua)
+-- KEYS[8]  expiry index bucket of this slot (optional: only with expiry rules, docs/expiry.md)
 -- ARGV[1..3]  op id, call digest, retry horizon in ms (lib/ops.lua)
 -- ARGV[4]  event type (validated by the caller) and three flags, space-separated:
 --          activity "1"/"0" (refresh last_activity "a" and the TTL), message "1"/"0"
@@ -21,11 +22,13 @@
 --
 -- Returns {1, entry_id, message_count}  applied,
 --         {2, "", message_count}        already applied by an earlier attempt of the same call,
---         {-1}                          no such session (nothing written).
+--         {-1}                          no such session (nothing written),
+--         {-4}                          an activity event after the session's expiry deadline:
+--                                       nothing written (the caller applies the rule, retries).
 -- Times are ms, server clock.
 
 local key = KEYS[1]
-local cur = redis.call('HMGET', key, 's', 'a', 'm', 't')
+local cur = redis.call('HMGET', key, 's', 'a', 'm', 't', 'x', 'y')
 if not cur[1] then return {-1} end
 local count = tonumber(cur[3])
 if op_applied(KEYS[7]) then
@@ -36,6 +39,9 @@ local etype, activity, message, inbound = string.match(ARGV[4], '^(%S+) (%d) (%d
 local ttl, maxlen, maxage, user, plat =
   string.match(ARGV[5], '^(%d+) (%d+) (%d+) (%S+) (%S+)$')
 local now = now_ms()
+if activity == '1' and expiry_passed(cur[5], cur[6], cur[2], cur[3], now) then
+  return {-4}
+end
 local entry = {'t', etype, 's', cur[1]}
 for i = 6, #ARGV do
   entry[#entry + 1] = ARGV[i]
@@ -59,6 +65,7 @@ count_event(stats, etype, now)
 if activity == '1' then
   local exps = int(now + tonumber(cur[4] or ttl))
   session_update(key, KEYS[2], KEYS[6], KEYS[7], {'a', nows, 'e', exps, 'm', int(count)}, exps, now)
+  expiry_index(KEYS[8], key, cur[5], cur[6], now, count)
 else
   session_written(key, KEYS[6], KEYS[7], now)
 end

@@ -4,6 +4,7 @@
 -- KEYS[2]  user index (its TTL follows the longest-lived session of the user)
 -- KEYS[3]  change bucket of this slot (see docs/persistence.md)
 -- KEYS[4]  op log of the session (lib/ops.lua)
+-- KEYS[5]  expiry index bucket of this slot (optional: only with expiry rules, docs/expiry.md)
 -- ARGV[1..3]  op id, call digest, retry horizon in ms (lib/ops.lua)
 -- ARGV[4]  expected version, or "" for an unconditional update
 -- ARGV[5]  reply: "full" (the whole hash) or "version" (the new version only)
@@ -18,10 +19,12 @@
 --         {2, hgetall | version}  already applied by an earlier attempt of the same call,
 --         {-1}                    no such session,
 --         {-2, current_version}   expected version did not match,
---         {-3, would_have}        the session would hold more than ARGV[8] fields.
+--         {-3, would_have}        the session would hold more than ARGV[8] fields,
+--         {-4}                    its expiry deadline has passed: nothing written (the
+--                                 caller applies the rule, then retries).
 
 local key = KEYS[1]
-local cur = redis.call('HMGET', key, 'v', 't')
+local cur = redis.call('HMGET', key, 'v', 't', 'x', 'y', 'a', 'm')
 if not cur[1] then return {-1} end
 local version = tonumber(cur[1])
 if op_applied(KEYS[4]) then
@@ -32,6 +35,10 @@ if op_applied(KEYS[4]) then
 end
 if ARGV[4] ~= '' and tonumber(ARGV[4]) ~= version then
   return {-2, version}
+end
+local now = now_ms()
+if expiry_passed(cur[3], cur[4], cur[5], cur[6], now) then
+  return {-4}
 end
 
 local npairs = tonumber(ARGV[9])
@@ -55,7 +62,8 @@ if grow > 0 then
   -- One-character names are the session's own fields; they do not count against the limit
   -- ("o" held op ids before the op log: sessions written by older versions may have it).
   local total = redis.call('HLEN', key) + grow
-  local core = redis.call('HMGET', key, 'v', 's', 'c', 'u', 'a', 'e', 'm', 'p', 't', 'o')
+  local core = redis.call('HMGET', key, 'v', 's', 'c', 'u', 'a', 'e', 'm', 'p', 't', 'o',
+                          'x', 'y', 'w')
   for i = 1, #core do
     if core[i] then
       total = total - 1
@@ -66,7 +74,6 @@ if grow > 0 then
   end
 end
 
-local now = now_ms()
 local nows = int(now)
 local exps = int(now + tonumber(cur[2] or ARGV[6]))
 version = version + 1
@@ -82,6 +89,7 @@ if #dels > 0 then
   redis.call('HDEL', key, unpack(dels))
 end
 session_update(key, KEYS[2], KEYS[3], KEYS[4], fields, exps, now)
+expiry_index(KEYS[5], key, cur[3], cur[4], now, tonumber(cur[6]))
 if ARGV[5] == 'full' then
   return {1, redis.call('HGETALL', key)}
 end

@@ -39,6 +39,17 @@ class SessionExists(SessionCacheError):
         )
 
 
+class SessionExpired(SessionNotFound):
+    """The session's expiry rule fired before this call could record activity on it.
+
+    Raised by a bare SessionStore; SessionSystem applies the rule and retries the call on the
+    session that follows (docs/expiry.md), so its callers never see it.
+    """
+
+    def __str__(self) -> str:
+        return f"session {self.session_id!r} passed its expiry deadline; its rule applies first"
+
+
 class VersionConflict(SessionCacheError):
     """An update carried an expected_version that no longer matches the stored one."""
 

@@ -13,7 +13,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from .codec import Limits, data_field, decode_value, encode_value
-from .errors import BackendUnavailable, SessionNotFound, ValidationError
+from .errors import BackendUnavailable, SessionExpired, SessionNotFound, ValidationError
 from .identity import Identity, parse_session_id, user_tag
 from .metrics import Metrics
 from .store import SessionStore
@@ -229,6 +229,8 @@ class EventLog:
                 keys.change_bucket_of(ident),
                 keys.op_log(key),
             ]
+            if self.store.expiry_index_of is not None:
+                found_keys.append(self.store.expiry_index_of(ident))
             fixed = (
                 f"{self.store.default_ttl_ms} {self.max_len} {self.max_age_ms} "
                 f"{ident.user_tag} {ident.platform}"
@@ -253,6 +255,8 @@ class EventLog:
             reply = await self.store.scripts.track_event.run(self.store.client, keys, args)
             if reply[0] == -1:
                 raise SessionNotFound(session_id)
+            if reply[0] == -4:
+                raise SessionExpired(session_id)
         return reply[1].decode() if reply[0] == 1 else None
 
     async def get_events(

@@ -141,6 +141,7 @@ class ScriptRegistry:
     file without an attribute, and an attribute without a file.
     """
 
+    archive_restore: Script
     change_trim: Script
     context_append: Script
     context_clear: Script
@@ -149,6 +150,10 @@ class ScriptRegistry:
     context_write: Script
     create: Script
     delete: Script
+    expiry_act: Script
+    expiry_arm: Script
+    fleet_claim: Script
+    fleet_finish: Script
     lock_extend: Script
     lock_release: Script
     prune_index: Script

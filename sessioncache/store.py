@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import os
 from base64 import urlsafe_b64encode
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from redis.exceptions import RedisClusterException, RedisError
@@ -18,6 +18,7 @@ from .errors import (
     BackendUnavailable,
     IntegrityError,
     SessionExists,
+    SessionExpired,
     SessionNotFound,
     ValidationError,
     VersionConflict,
@@ -148,6 +149,8 @@ class SessionStore:
         if len(extras) > 1:
             raise ValidationError("create.lua and delete.lua take one feature's extra keys")
         self.extras: tuple[StoreExtras, ...] = tuple(extras)
+        self.expiry_index_of: Callable[[Identity], str] | None = None
+        """Set by the expiry engine: the expiry index bucket of a session (extra script key)."""
         self._keys_cache: dict[Identity, tuple[str, str, str, str]] = {}
         self._horizon_ms = str(retry_horizon_ms)
 
@@ -393,10 +396,12 @@ class SessionStore:
         delete_metadata: Iterable[str] = (),
         priority: int | None = None,
         expected_version: int | None = None,
-    ) -> tuple[Identity, tuple[str, str, str, str], list[Any]]:
+    ) -> tuple[Identity, Sequence[str], list[Any]]:
         """The checked KEYS and ARGV of update.lua (batch.py pipelines many of them)."""
         ident = parse_session_id(session_id)
-        keys = self._session_keys(ident)
+        keys: Sequence[str] = self._session_keys(ident)
+        if self.expiry_index_of is not None:
+            keys = (*keys, self.expiry_index_of(ident))
         pairs = encode_mapping(data, data_field, self.limits, "data") if data is not None else []
         if metadata is not None:
             pairs += encode_mapping(metadata, metadata_field, self.limits, "metadata")
@@ -431,6 +436,8 @@ class SessionStore:
             raise SessionNotFound(session_id)
         if status == -2:
             raise VersionConflict(session_id, int(expected_version or 0), int(reply[1]))
+        if status == -4:
+            raise SessionExpired(session_id)
         if status == -3:
             raise ValidationError(
                 f"session {session_id!r} would hold {int(reply[1])} fields; "
@@ -526,9 +533,14 @@ class SessionStore:
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
         new_ttl = "" if ttl is None else str(_ttl_ms(ttl))
         args = self.op_args([self.default_ttl_ms, str(messages), new_ttl])
-        reply = await self.scripts.touch.run(self.client, self._session_keys(ident), args)
+        keys: Sequence[str] = self._session_keys(ident)
+        if self.expiry_index_of is not None:
+            keys = (*keys, self.expiry_index_of(ident))
+        reply = await self.scripts.touch.run(self.client, keys, args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
+        if reply[0] == -4:
+            raise SessionExpired(session_id)
         return dt.datetime.fromtimestamp(int(reply[1]) / 1000, tz=dt.UTC)
 
     async def delete(self, session_id: str) -> bool:
@@ -542,6 +554,8 @@ class SessionStore:
         keys = list(self._session_keys(ident))
         for extra in self.extras:
             keys += extra.delete_extras(self.keys, ident)
+        if self.extras and self.expiry_index_of is not None:
+            keys.append(self.expiry_index_of(ident))
         return keys, self.op_args([ident.suffix])
 
     # -- listing --------------------------------------------------------------------------
