@@ -20,18 +20,12 @@ from sessioncache.store import SessionStore
 
 from .conftest import drop_namespace, unique_namespace
 from .persistence_helpers import (
-    cluster_persistence_for,
     digest,
     merge_writer,
     scheduled_fleet_member,
 )
 
 KEY = "restore-key-0123456789abcdef"
-
-
-@pytest.fixture(params=["redis", "memory"])
-def backend_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue(f"{request.param}_url"))
 
 
 @pytest.fixture
@@ -99,14 +93,6 @@ async def check_skip(store: SessionStore, persistence: Persistence) -> None:
     assert (report.written, report.kept) == (1, 4)
     got = {s.session_id: s for s in await store.list_user_sessions("u")}
     assert got[ids[1]].data["from"] == "live" and got[ids[2]].data["from"] == "backup"
-
-
-@pytest.mark.cluster
-async def test_replace_merge_and_skip_on_cluster(cluster_url: str, tmp_path: Path) -> None:
-    """The three strategies on a real Cluster: each in a fresh namespace, one backup each."""
-    for name, check in (("merge", check_merge), ("skip", check_skip), ("replace", check_replace)):
-        async with cluster_persistence_for(cluster_url, tmp_path / name, KEY, 4) as p:
-            await check(p.store, p)
 
 
 async def test_interactive_asks_per_conflict(store: SessionStore, persistence: Persistence) -> None:
