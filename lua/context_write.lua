@@ -18,9 +18,7 @@
 -- would pass ARGV[3]. Nothing is written unless it returns 1. Running it twice is harmless.
 
 local gen = context_gen(KEYS[1])
-if not gen then
-  return {-1}
-end
+if not gen then return {-1} end
 local fresh = redis.call('HGET', KEYS[2], '#g') ~= gen
 
 local i = 5
