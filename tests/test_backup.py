@@ -15,7 +15,7 @@ from sessioncache.persistence.container import BackupReader, BackupWriter
 from sessioncache.persistence.formats import Codec
 from sessioncache.store import SessionStore
 
-from .persistence_helpers import all_keys, digest, forge_records, state
+from .support.persistence_helpers import all_keys, digest, forge_records, state
 
 KEY = "test-backup-key-0123456789"
 

@@ -10,7 +10,7 @@ import pytest
 from sessioncache import EventType, SessionNotFound, ValidationError
 from sessioncache.store import SessionStore
 
-from .tracker_helpers import new_tracker, snapshot
+from .support.tracker_helpers import new_tracker, snapshot
 
 
 async def test_message_events_count_and_refresh_activity(store: SessionStore) -> None:

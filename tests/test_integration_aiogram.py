@@ -24,9 +24,9 @@ from sessioncache.locks import RedisLock
 from sessioncache.scripts import registry
 from sessioncache.store import DEFAULT_RETRY_HORIZON_MS, op_args
 
-from .conftest import drop_namespace, unique_namespace
-from .fsm_workers import read_data, run_aiogram_alternating_fleet, run_update_fleet
-from .lock_workers import run_locked_fleet
+from .support.fsm_workers import read_data, run_aiogram_alternating_fleet, run_update_fleet
+from .support.lock_workers import run_locked_fleet
+from .support.namespaces import drop_namespace, unique_namespace
 
 
 class Form(StatesGroup):

@@ -19,8 +19,8 @@ from sessioncache.persistence.formats import Codec
 from sessioncache.persistence.scheduler import BackupScheduler
 from sessioncache.store import SessionStore
 
-from .conftest import drop_namespace, unique_namespace
-from .persistence_helpers import (
+from .support.namespaces import drop_namespace, unique_namespace
+from .support.persistence_helpers import (
     digest,
     merge_writer,
     scheduled_fleet_member,

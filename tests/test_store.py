@@ -19,7 +19,7 @@ from sessioncache import (
 )
 from sessioncache.store import DEFAULT_TTL
 
-from .conftest import drop_namespace, unique_namespace
+from .support.namespaces import drop_namespace, unique_namespace
 
 
 async def snapshot(store: SessionStore) -> dict[bytes, Any]:
