@@ -451,9 +451,7 @@ class SessionSystem(ConversationMethods, TrackingMethods, ExpiryMethods, Persist
             self._running = False
             await self.health.stop()
             if self.backup_scheduler is not None:
-                self.backup_scheduler.shutdown()
-                # AsyncIOScheduler.shutdown() runs through call_soon: give it that loop turn.
-                await asyncio.sleep(0)
+                await self.backup_scheduler.stop()
             if self.expiry_scheduler is not None and self.expiry_scheduler.running:
                 self.expiry_scheduler.pause()
                 await self.expiry.job.drain()
