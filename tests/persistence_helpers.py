@@ -60,7 +60,10 @@ async def all_keys(store: SessionStore) -> dict[bytes, Any]:
     for kind in ("hash", "zset", "stream", "string", "set", "list"):
         async for key in client.scan_iter(match=pattern, count=1000, _type=kind):
             kinds[key] = kind
-    keys = list(kinds)
+    # Op logs are left out: they expire one retry horizon after the last write (62 s), which a
+    # slow test on a loaded machine can outlast between its two snapshots.
+    logs = store.keys.op_log_pattern()[:-1].encode()
+    keys = [k for k in kinds if not k.startswith(logs)]
     async with client.pipeline(transaction=False) as pipe:
         for key in keys:
             kind = kinds[key]
