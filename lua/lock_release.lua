@@ -6,7 +6,4 @@
 -- Returns 1 released, 0 not the owner any more (it expired and maybe someone else holds it).
 -- Running it twice is harmless: the second run finds another token or no key.
 
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
+return lease_release(KEYS[1], ARGV[1])

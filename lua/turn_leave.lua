@@ -14,7 +14,4 @@ if redis.call('ZCARD', KEYS[2]) == 0 then
 else
   redis.call('HDEL', KEYS[3], ARGV[1])
 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
+return lease_release(KEYS[1], ARGV[1])
