@@ -2,7 +2,8 @@
 --
 -- KEYS[1]  session hash (must exist: its 'c' field is the context's generation)
 -- KEYS[2]  context hash: '#g' generation, '#v' schema version, '#n' last message number,
---          '#b' bytes and '#t' tokens held by the history, '#o' recent op ids
+--          '#b' bytes and '#t' tokens held by the history, '#o' recent op ids, '#e' the
+--          expiry last given to both context keys
 -- KEYS[3]  history list, oldest first; each item is "<n>|<tokens>|<ms>|<payload>"
 -- ARGV[1]  op id (5 chars; a client retry of the same call appends nothing twice)
 -- ARGV[2]  token count of the message ("" if unknown: counts as 0)
@@ -21,20 +22,27 @@ local gen = context_gen(KEYS[1])
 if not gen then
   return {-1}
 end
-context_claim(KEYS[2], KEYS[3], gen, ARGV[10])
-
 local now = now_ms()
-local ops = redis.call('HGET', KEYS[2], '#o') or ''
+local cur = redis.call('HMGET', KEYS[2], '#o', '#n', '#b', '#t', '#e', '#g')
+if context_claim(KEYS[2], KEYS[3], gen, ARGV[10], cur[6]) then
+  cur = {}
+end
+local ops = cur[1] or ''
 local done = op_result(ops, ARGV[1])
 if done then
   return {tonumber(done), 0, 0, now}
 end
 
-local n = redis.call('HINCRBY', KEYS[2], '#n', 1)
+-- Counters are read once and written once: fewer calls on the hottest write.
+local n = tonumber(cur[2] or '0') + 1
 local item = int(n) .. '|' .. ARGV[2] .. '|' .. int(now) .. '|' .. ARGV[3]
 local len = redis.call('RPUSH', KEYS[3], item)
-local bytes = redis.call('HINCRBY', KEYS[2], '#b', #item)
-local toks = redis.call('HINCRBY', KEYS[2], '#t', tonumber(ARGV[2]) or 0)
+local last_exp = cur[5]
+if len == 1 then
+  last_exp = nil  -- a new list has no expiry yet, whatever '#e' says
+end
+local bytes = tonumber(cur[3] or '0') + #item
+local toks = tonumber(cur[4] or '0') + (tonumber(ARGV[2]) or 0)
 
 local function over(count, b, tk, first)
   local cn, cb, ct = tonumber(ARGV[first]), tonumber(ARGV[first + 1]), tonumber(ARGV[first + 2])
@@ -44,13 +52,13 @@ end
 local dropped = 0
 while len > 1 and dropped < 1000 and over(len, bytes, toks, 7) do
   local old = redis.call('LPOP', KEYS[3])
-  bytes = redis.call('HINCRBY', KEYS[2], '#b', -#old)
-  -- 0 - x, never -x: -0 reaches Redis as "-0", which is not an integer to it.
-  toks = redis.call('HINCRBY', KEYS[2], '#t', 0 - item_tokens(old))
+  bytes = bytes - #old
+  toks = toks - item_tokens(old)
   len = len - 1
   dropped = dropped + 1
 end
 
-redis.call('HSET', KEYS[2], '#o', op_result_pushed(ops, ARGV[1], int(n), 16))
-context_expire(KEYS[1], KEYS[2], KEYS[3], ARGV[11])
+local exp = context_expire(KEYS[1], KEYS[2], KEYS[3], ARGV[11], last_exp)
+redis.call('HSET', KEYS[2], '#n', int(n), '#b', int(bytes), '#t', int(toks),
+           '#o', op_result_pushed(ops, ARGV[1], int(n), 16), '#e', exp or '')
 return {n, over(len, bytes, toks, 4) and 1 or 0, dropped, now}
