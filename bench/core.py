@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def _memory(store: SessionStore) -> tuple[int, int]:
     """MEMORY USAGE of a session with 20 small fields, and of a bare hash of the same fields."""
-    s = await store.create("telegram", "chat_1", "user_1", data=SMALL_FIELDS)
+    s = await store.create("chat_1", "user_1", "telegram", data=SMALL_FIELDS)
     bare = s.session_key.replace(f"{store.keys.namespace}:s:", f"{store.keys.namespace}:b:")
     await store.client.hset(bare, mapping=SMALL_FIELDS)  # same key length, same fields
     ours = int(await store.client.memory_usage(s.session_key))
@@ -114,10 +114,10 @@ async def _timings(
     store: SessionStore, stock: SessionStore, client: Any, args: argparse.Namespace
 ) -> bool:
     """`client` is the raw redis-py client of the baseline; `stock` our store on stock redis-py."""
-    s = await store.create("telegram", "chat", "user", data=SMALL_FIELDS)
+    s = await store.create("chat", "user", "telegram", data=SMALL_FIELDS)
     sid, key = s.session_id, s.session_key
-    stock_s = await stock.create("telegram", "chat_stock", "user", data=SMALL_FIELDS)
-    index = store.keys.user_index(store.identity("x", 1, "user").user_tag)
+    stock_s = await stock.create("chat_stock", "user", "telegram", data=SMALL_FIELDS)
+    index = store.keys.user_index(store.identity(1, "user", "x").user_tag)
     raw_key = key.replace("bench:s:", "bench:r:")
     # The baseline hash holds exactly the fields our session holds, so both replies are alike.
     await client.hset(raw_key, mapping=await client.hgetall(key))
@@ -178,7 +178,7 @@ async def _timings(
         return await client.evalsha(shas["touch"], 1, raw_key, 1)
 
     async def ours_goc(i: int) -> object:
-        return await store.get_or_create("telegram", "chat", "user")
+        return await store.get_or_create("chat", "user", "telegram")
 
     async def raw_goc(i: int) -> object:
         return await client.evalsha(shas["goc"], 1, raw_key)

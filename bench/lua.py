@@ -58,8 +58,8 @@ async def run(args: argparse.Namespace) -> bool:
 
 
 async def _run(store: SessionStore, client: Any, old_source: str, args: argparse.Namespace) -> bool:
-    await store.create("telegram", "chat", "user")
-    keys = list(store._session_keys(store.identity("telegram", "chat", "user")))
+    await store.create("chat", "user", "telegram")
+    keys = list(store._session_keys(store.identity("chat", "user", "telegram")))
     touch = registry().touch
     body = touch.source[len(prelude()) :]
     await client.function_load(_library("sc_bench", body), replace=True)

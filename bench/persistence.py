@@ -36,7 +36,7 @@ async def load(store: SessionStore, n: int, fields: int) -> None:
     for start in range(0, n, 2000):
         async with client.pipeline(transaction=False) as pipe:
             for i in range(start, min(n, start + 2000)):
-                ident = store.identity("telegram", i, f"user{i // 3}")
+                ident = store.identity(i, f"user{i // 3}", "telegram")
                 mapping: dict[str, Any] = {
                     "v": "3",
                     "s": "active",

@@ -7,10 +7,10 @@ import argparse
 import redis.asyncio as aioredis
 
 from bench.common import Row, compare, print_table, server
+from bench.evaluation import evaluate_next_activity, synthetic_gaps
 from sessioncache import EventType
-from sessioncache.patterns import evaluate_next_activity, synthetic_gaps
 from sessioncache.store import SessionStore
-from sessioncache.tracker import StateTracker
+from sessioncache.tracker import StateTracker, TrackerConfig
 
 # The same writes as transition.lua without its checks: state, version, event, counters.
 RAW_TRANSITION = """
@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def run(args: argparse.Namespace) -> bool:
     with server(args.url) as url:
-        store = await SessionStore.connect(url, namespace="benchstate")
+        store = await SessionStore.connect(
+            url, namespace="benchstate", extras=[TrackerConfig().store_extras()]
+        )
         # The baseline is stock redis-py, as a bot would use it: same server, protocol, timeouts.
         client = aioredis.Redis.from_url(
             url, protocol=3, socket_timeout=5.0, socket_connect_timeout=2.0
@@ -61,11 +63,11 @@ async def _run(store: SessionStore, client: aioredis.Redis, args: argparse.Names
     await tracker.start()
     ids = []
     for i in range(args.sessions):
-        s = await store.create("web", f"c{i}", f"u{i}", state="active")
+        s = await store.create(f"c{i}", f"u{i}", "web", state="active")
         ids.append(s.session_id)
     raw_ids = []
     for i in range(args.sessions):
-        s = await store.create("web", f"r{i}", f"u{i}", state="active")
+        s = await store.create(f"r{i}", f"u{i}", "web", state="active")
         raw_ids.append(s.session_id)
     state = dict.fromkeys(ids, "active")
     raw_state = dict.fromkeys(raw_ids, "active")
@@ -81,14 +83,14 @@ async def _run(store: SessionStore, client: aioredis.Redis, args: argparse.Names
         sid = raw_ids[i % len(raw_ids)]
         target = "idle" if raw_state[sid] == "active" else "active"
         raw_state[sid] = target
-        _, keys, _ = tracker._locate(sid)
+        _, keys, _ = tracker.events.locate(sid)
         return await client.evalsha(raw_sha, 3, keys[0], keys[2], keys[3], target, "opxyz")
 
     async def ours_event(i: int) -> object:
         return await tracker.track_event(ids[i % len(ids)], EventType.MESSAGE_RECEIVED, text="hi")
 
     async def raw_event(i: int) -> object:
-        _, keys, _ = tracker._locate(raw_ids[i % len(raw_ids)])
+        _, keys, _ = tracker.events.locate(raw_ids[i % len(raw_ids)])
         async with client.pipeline(transaction=False) as pipe:
             pipe.xadd(keys[2], {"t": "message_received", "text": "hi"}, maxlen=10000)
             pipe.hincrby(keys[0], "m", 1)

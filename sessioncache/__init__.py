@@ -2,21 +2,33 @@
 
 from .codec import Limits
 from .errors import (
+    AlreadyInitialized,
     BackendUnavailable,
+    ChangeIndexUnarmed,
+    GuardRejected,
     IntegrityError,
     InvalidTransition,
+    LeaseBusy,
+    LockNotAcquired,
+    PoolExhausted,
+    ScriptError,
     SessionCacheError,
     SessionExists,
     SessionNotFound,
+    TableConflict,
+    TurnBusy,
+    TurnLost,
     ValidationError,
     VersionConflict,
 )
 from .events import Event, EventType
-from .keys import Identity, KeySchema
+from .identity import Identity
+from .keys import KeySchema
 from .metrics import Metrics
 from .models import Platform, Session, SessionState
-from .patterns import LifecyclePrediction, PatternReport
-from .states import GuardRejected, TransitionTable
+from .patterns import PatternReport
+from .prediction import LifecyclePrediction
+from .states import TransitionTable
 from .statistics import StatisticsReport
 from .store import SessionStore
 from .system import (
@@ -38,7 +50,9 @@ from .tracker import StateTracker, TrackerConfig
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyInitialized",
     "BackendUnavailable",
+    "ChangeIndexUnarmed",
     "Event",
     "EventType",
     "GuardRejected",
@@ -46,11 +60,15 @@ __all__ = [
     "IntegrityError",
     "InvalidTransition",
     "KeySchema",
+    "LeaseBusy",
     "LifecyclePrediction",
     "Limits",
+    "LockNotAcquired",
     "Metrics",
     "PatternReport",
     "Platform",
+    "PoolExhausted",
+    "ScriptError",
     "Session",
     "SessionCacheError",
     "SessionExists",
@@ -61,8 +79,11 @@ __all__ = [
     "SessionSystemConfig",
     "StateTracker",
     "StatisticsReport",
+    "TableConflict",
     "TrackerConfig",
     "TransitionTable",
+    "TurnBusy",
+    "TurnLost",
     "ValidationError",
     "VersionConflict",
     "create_session",

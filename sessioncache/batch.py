@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from .errors import BackendUnavailable, SessionCacheError, SessionNotFound
-from .keys import parse_session_id
+from .identity import parse_session_id
 from .models import Session, session_from_hash
 from .scripts import Script
 from .store import SessionStore

@@ -51,11 +51,12 @@ async def _stats(url: str, namespace: str, window: float, as_json: bool) -> int:
     import json
 
     from .store import SessionStore
-    from .tracker import StateTracker
+    from .tracker import StateTracker, TrackerConfig
 
-    store = await SessionStore.connect(url, namespace=namespace)
+    config = TrackerConfig()
+    store = await SessionStore.connect(url, namespace=namespace, extras=[config.store_extras()])
     try:
-        report = await StateTracker(store).get_statistics(active_window=window)
+        report = await StateTracker(store, config).get_statistics(active_window=window)
     finally:
         await store.close()
     print(json.dumps(report.to_dict(), indent=2) if as_json else report.to_table())

@@ -21,7 +21,9 @@ import msgpack
 
 from .errors import IntegrityError, ValidationError
 
-_TAG = b"\xc1"
+VALUE_TAG = b"\xc1"
+"""First byte of every non-text value (msgpack never emits 0xC1, so text and msgpack never
+meet): the one definition, used by every reader of stored values."""
 _MAX_INT = 2**63 - 1
 _MIN_INT = -(2**63)
 
@@ -84,7 +86,7 @@ def encode_value(value: Any, limits: Limits = DEFAULT_LIMITS, where: str = "valu
         raw = value.encode("utf-8", errors="strict") if value.isascii() else _utf8(value, where)
     else:
         _check_tree(value, 1, limits, where)
-        raw = _TAG + msgpack.packb(value, use_bin_type=True, datetime=True)
+        raw = VALUE_TAG + msgpack.packb(value, use_bin_type=True, datetime=True)
     if len(raw) > limits.max_value_bytes:
         raise ValidationError(
             f"{where} encodes to {len(raw)} bytes; the limit is {limits.max_value_bytes}"
@@ -101,7 +103,7 @@ def _utf8(value: str, where: str) -> bytes:
 
 def decode_value(raw: bytes) -> Any:
     """Inverse of encode_value."""
-    if raw[:1] == _TAG:
+    if raw[:1] == VALUE_TAG:
         try:
             return msgpack.unpackb(raw[1:], raw=False, timestamp=3, strict_map_key=True)
         except Exception as exc:

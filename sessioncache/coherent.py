@@ -8,7 +8,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from .errors import BackendUnavailable
-from .keys import parse_session_id
+from .identity import parse_session_id
 from .models import Session, session_from_hash
 from .nearcache import MISS, NearCache, NearCacheConfig
 from .store import SessionStore

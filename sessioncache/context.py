@@ -31,7 +31,7 @@ from .history import (
     encode_payload,
     last_within,
 )
-from .keys import Identity, parse_session_id
+from .identity import Identity, parse_session_id
 from .nearcache import MISS, NearCache
 from .serialization import SCHEMA_VERSION, codec_named, decode
 from .store import SessionStore, new_op_id

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 
 class SessionCacheError(Exception):
     """Base class of every sessioncache error."""
@@ -72,11 +74,98 @@ class InvalidTransition(SessionCacheError):
 
 
 class BackendUnavailable(SessionCacheError, ConnectionError):
-    """Redis could not be reached or answered with an error we cannot act on."""
+    """Redis could not be reached, or refused the command in its current state (out of memory,
+    read-only replica, loading, busy, cluster down): retrying later may succeed."""
+
+
+class ScriptError(SessionCacheError):
+    """A Lua script raised an error: a bug in sessioncache (or a key changed by something
+    else), not an outage. Retrying will not help; please report it with the message."""
+
+    def __init__(self, script: str, message: str) -> None:
+        super().__init__(script, message)
+        self.script = script
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"script {self.script} failed: {self.message}"
+
+
+class TableConflict(SessionCacheError):
+    """publish_table() lost the compare-and-set on the fleet's transition table every time:
+    other processes kept publishing new versions."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(expected, actual)
+        self.expected = expected
+        self.actual = actual
+
+    def __str__(self) -> str:
+        return (
+            f"the fleet's transition table moved to version {self.actual} while this process "
+            f"published on version {self.expected}; load_table() and publish again"
+        )
 
 
 class IntegrityError(SessionCacheError):
     """Stored or restored data failed a checksum, signature or structure check."""
+
+
+class GuardRejected(InvalidTransition):
+    """The table allows the move but a guard refused it for this session."""
+
+    def __str__(self) -> str:
+        return (
+            f"session {self.session_id!r}: a guard refused the move from {self.current!r} to "
+            f"{self.target!r}"
+        )
+
+
+class LockNotAcquired(SessionCacheError, TimeoutError):
+    """The lock was still held by someone else when the blocking timeout ran out."""
+
+    def __init__(self, key: str, waited: float) -> None:
+        super().__init__(key, waited)
+        self.key = key
+        self.waited = waited
+
+    def __str__(self) -> str:
+        return f"lock {self.key!r} is held by another owner; gave up after {self.waited:.3f}s"
+
+
+class LeaseBusy(LockNotAcquired):
+    """A fleet lease (e.g. the backup lease) is held by another process: the work it guards is
+    running elsewhere; retry later."""
+
+    def __str__(self) -> str:
+        return (
+            f"lease {self.key!r} is held by another process (its work is running there); "
+            f"gave up after {self.waited:.3f}s; retry later"
+        )
+
+
+class ChangeIndexUnarmed(SessionCacheError):
+    """A change-index bucket lost its '#' counter (eviction, FLUSHDB, a replace restore):
+    changes there went unrecorded, so an incremental backup would be inexact (persistence
+    turns it into an IntegrityError that asks for a full backup)."""
+
+    def __init__(self, slot: int) -> None:
+        super().__init__(slot)
+        self.slot = slot
+
+    def __str__(self) -> str:
+        return f"change-index bucket {self.slot} lost its counter; a full backup is needed"
+
+
+class AlreadyInitialized(SessionCacheError):
+    """initialize_sessions() was called with different arguments while a system is running."""
+
+    def __str__(self) -> str:
+        return (
+            "initialize_sessions() already built a running system with different arguments; "
+            "pass replace=True to replace it (the old one is shut down), or call "
+            "shutdown_sessions() first"
+        )
 
 
 class TurnBusy(SessionCacheError):
@@ -106,3 +195,17 @@ class TurnLost(SessionCacheError):
             f"the turn of conversation {self.session_id!r} expired before the holder left it; "
             "another worker may have run a turn at the same time: raise the lease"
         )
+
+
+class PoolExhausted(SessionCacheError, RedisConnectionError):
+    """Every connection stayed in use for the whole pool_timeout (a redis-py ConnectionError
+    too, so redis-py's retry and our BackendUnavailable wrapping treat it as one)."""
+
+    def __init__(self, size: int, timeout: float) -> None:
+        super().__init__(
+            f"no free Redis connection within pool_timeout={timeout:g} s: all {size} "
+            "(max_connections) stayed in use; raise max_connections or pool_timeout, "
+            "or bound the number of concurrent calls"
+        )
+        self.size = size
+        self.timeout = timeout

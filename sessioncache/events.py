@@ -1,15 +1,22 @@
-"""Session events: EventType, what each type does to the session, and the stream entry codec."""
+"""Session events: EventType, what each type does to the session, the stream entry codec, and
+EventLog, which appends to and reads a session's event stream."""
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from .codec import Limits, data_field, decode_value, encode_value
-from .errors import ValidationError
+from .errors import BackendUnavailable, SessionNotFound, ValidationError
+from .identity import Identity, parse_session_id, user_tag
+from .metrics import Metrics
+from .store import SessionStore, new_op_id
 
 
 class EventType(enum.StrEnum):
@@ -130,9 +137,11 @@ class Event:
 
     @property
     def ms(self) -> int:
+        """The event's time in epoch milliseconds (from its stream id)."""
         return _ms_of_id(self.event_id)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the time as ISO 8601 text."""
         out = {name: getattr(self, name) for name in self.__dataclass_fields__}
         out["at"] = self.at.isoformat()
         return out
@@ -161,3 +170,173 @@ def decode_event(session_id: str, entry_id: bytes, raw: Mapping[bytes, bytes]) -
         reason=decode_value(core[b"r"]) if b"r" in core else None,
         fields=user,
     )
+
+
+def epoch_ms(value: dt.datetime | float | int | None, what: str) -> int | None:
+    """A query bound (aware datetime or epoch seconds) in epoch milliseconds; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValidationError(f"{what} must be a timezone-aware datetime")
+        value = value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValidationError(f"{what} must be a datetime or epoch seconds, got {value!r}")
+    if value < 0:
+        raise ValidationError(f"{what} must not be before 1970, got {value!r}")
+    return int(value * 1000)
+
+
+Located = tuple[Identity, list[str], bytes]
+"""A session's identity, its [session, index, stream, stats, users, change bucket] keys and
+track_event.lua's per-session ARGV[3]."""
+
+
+class EventLog:
+    """Appends events to each session's stream (one script) and reads them back."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        metrics: Metrics,
+        *,
+        max_len: int,
+        max_age_ms: int,
+        event_limits: EventLimits,
+    ) -> None:
+        self.store = store
+        self.keys = store.keys
+        self.metrics = metrics
+        self.max_len = max_len
+        self.max_age_ms = max_age_ms
+        self.event_limits = event_limits
+        self._located: dict[str, Located] = {}
+
+    def locate(self, session_id: str) -> Located:
+        """The keys and fixed script argument of a session (cached per id: the hot path)."""
+        found = self._located.get(session_id)
+        if found is None:
+            ident = parse_session_id(session_id)
+            keys = self.keys
+            shard = keys.shard_tag(ident)
+            found_keys = [
+                keys.session(ident),
+                keys.user_index(ident.user_tag),
+                keys.events(ident),
+                keys.stats(shard),
+                keys.users(shard),
+                keys.change_bucket_of(ident),
+            ]
+            fixed = (
+                f"{self.store.default_ttl_ms} {self.max_len} {self.max_age_ms} "
+                f"{ident.user_tag} {ident.platform}"
+            ).encode()
+            if len(self._located) >= 65536:
+                self._located.clear()
+            found = self._located[session_id] = (ident, found_keys, fixed)
+        return found
+
+    async def track_event(
+        self, session_id: str, event_type: EventType | str, **fields: Any
+    ) -> str | None:
+        """Append an event; returns its stream id (None if a retry found it already applied).
+
+        SessionNotFound if the session does not exist.
+        """
+        with self.metrics.measure("track_event"):
+            flags = event_flags(event_type)
+            pairs = encode_fields(fields, self.store.limits, self.event_limits)
+            _, keys, fixed = self.locate(session_id)
+            args = [new_op_id(), flags.arg, fixed, *pairs]
+            reply = await self.store.scripts.track_event.run(self.store.client, keys, args)
+            if reply[0] == -1:
+                raise SessionNotFound(session_id)
+        return reply[1].decode() if reply[0] == 1 else None
+
+    async def get_events(
+        self,
+        session_id: str,
+        since: dt.datetime | float | None = None,
+        until: dt.datetime | float | None = None,
+        types: Iterable[EventType | str] | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Events of a session, oldest first; since/until inclusive (datetime or epoch s).
+
+        A session that does not exist (or has no events) gives an empty list.
+        """
+        with self.metrics.measure("get_events"):
+            events = await self._get_events(session_id, since, until, types, limit)
+        return events
+
+    async def _get_events(
+        self,
+        session_id: str,
+        since: dt.datetime | float | None,
+        until: dt.datetime | float | None,
+        types: Iterable[EventType | str] | None,
+        limit: int,
+    ) -> list[Event]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
+            raise ValidationError(f"limit must be an int in [1, 100000], got {limit!r}")
+        wanted: set[str] | None = None
+        if types is not None:
+            if isinstance(types, (str, EventType)):
+                types = [types]
+            wanted = set()
+            for t in types:
+                try:
+                    wanted.add(EventType(t).value)
+                except ValueError as exc:
+                    raise ValidationError(f"unknown event type {t!r}") from exc
+        low, high = epoch_ms(since, "since"), epoch_ms(until, "until")
+        _, keys, _ = self.locate(session_id)
+        start = "-" if low is None else str(low)
+        stop = "+" if high is None else str(high)
+        out: list[Event] = []
+        page = limit if wanted is None else max(limit, 200)
+        try:
+            while len(out) < limit:
+                entries = await self.store.client.xrange(keys[2], start, stop, count=page)
+                for entry_id, raw in entries:
+                    event = decode_event(session_id, entry_id, raw)
+                    if wanted is None or event.type in wanted:
+                        out.append(event)
+                        if len(out) == limit:
+                            break
+                if len(entries) < page:
+                    break
+                start = "(" + entries[-1][0].decode()
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during get_events: {exc}") from exc
+        return out
+
+    async def events_of(
+        self, stream_keys: list[tuple[str, str]], since_ms: int | None, per_session: int
+    ) -> list[Event]:
+        """The newest ``per_session`` events (since ``since_ms``) of each stream, one pipeline."""
+        start = "-" if since_ms is None else str(since_ms)
+        try:
+            async with self.store.client.pipeline(transaction=False) as pipe:
+                for _, key in stream_keys:
+                    pipe.xrevrange(key, "+", start, count=per_session)
+                replies = await pipe.execute()
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable reading events: {exc}") from exc
+        events: list[Event] = []
+        for (sid, _), entries in zip(stream_keys, replies, strict=True):
+            events += [decode_event(sid, eid, raw) for eid, raw in reversed(entries)]
+        return events
+
+    async def user_streams(self, user_id: object) -> list[tuple[str, str]]:
+        """(session id, stream key) of every session in the user's index."""
+        tag = user_tag(user_id)
+        try:
+            suffixes = await self.store.client.hkeys(self.keys.user_index(tag))
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable listing sessions: {exc}") from exc
+        out = []
+        for suffix in sorted(s.decode() for s in suffixes):
+            key = self.keys.events_in_index(tag, suffix)
+            out.append((self.keys.session_id_of_events_key(key), key))
+        return out

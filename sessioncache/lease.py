@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from .aliases import RedisClient
 from .errors import BackendUnavailable, ValidationError
 from .locks import RedisLock
 
@@ -20,10 +21,12 @@ class Lease:
     else's: the lock's token check makes every call after the expiry a no-op.
     """
 
-    def __init__(self, client: Any, key: str, ttl: float = 30.0) -> None:
+    def __init__(self, client: RedisClient, key: str, ttl: float = 30.0) -> None:
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0.05 <= ttl <= 86400:
             raise ValidationError(f"lease ttl must be in [0.05, 86400] seconds, got {ttl!r}")
-        self.client = client
+        # Any, not RedisClient: redis-py types replies as bytes | str (decode_responses is a
+        # runtime option); our clients always run with decode_responses=False, so replies are bytes.
+        self.client: Any = client
         self.key = key
         self.ttl_ms = round(ttl * 1000)
         self._lock = RedisLock(client, key, timeout=ttl)
@@ -45,10 +48,12 @@ class Lease:
         return self._held
 
     async def renew(self) -> bool:
+        """Extend the lease by its TTL; False if it is no longer ours."""
         self._held = await self._lock.extend()
         return self._held
 
     async def release(self) -> bool:
+        """Give the lease up; False if it was no longer ours."""
         self._held = False
         return await self._lock.release()
 

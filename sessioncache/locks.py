@@ -12,20 +12,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from .errors import BackendUnavailable, SessionCacheError, ValidationError
+from .errors import BackendUnavailable, LockNotAcquired, ValidationError
 from .scripts import Script, registry
-
-
-class LockNotAcquired(SessionCacheError, TimeoutError):
-    """The lock was still held by someone else when the blocking timeout ran out."""
-
-    def __init__(self, key: str, waited: float) -> None:
-        super().__init__(key, waited)
-        self.key = key
-        self.waited = waited
-
-    def __str__(self) -> str:
-        return f"lock {self.key!r} is held by another owner; gave up after {self.waited:.3f}s"
 
 
 def _seconds(value: float | None, what: str, allow_none: bool) -> float | None:

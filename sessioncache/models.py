@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from .codec import decode_value
+from .codec import VALUE_TAG, decode_value
 from .errors import IntegrityError
-from .keys import Identity
+from .identity import PLATFORM_RE, Identity
 
-_CUSTOM_PLATFORM = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
 UTC = dt.UTC
 
 
@@ -38,7 +36,7 @@ class Platform(enum.StrEnum):
 
     @classmethod
     def _missing_(cls, value: object) -> Platform | None:
-        if isinstance(value, str) and _CUSTOM_PLATFORM.match(value):
+        if isinstance(value, str) and PLATFORM_RE.fullmatch(value):
             member = str.__new__(cls, value)
             member._name_ = value.upper()
             member._value_ = value
@@ -87,7 +85,6 @@ _CORE_FIELDS = (
     "message_count",
     "priority",
 )
-_TAG = b"\xc1"  # see codec.py: a value starting with it is msgpack, anything else is UTF-8 text
 
 
 class Session:
@@ -186,7 +183,7 @@ class Session:
         metadata: dict[str, Any] = {}
         for raw_name, raw in stored.items():
             name = raw_name.decode()
-            value = decode_value(raw) if raw[:1] == _TAG else raw.decode()
+            value = decode_value(raw) if raw[:1] == VALUE_TAG else raw.decode()
             if name[0] == "~":
                 data[name[1:]] = value
             elif name[0] == "@":

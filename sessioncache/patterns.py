@@ -1,22 +1,27 @@
-"""Usage patterns and lifecycle prediction: pure functions over events (no I/O, unit-testable)."""
+"""Usage patterns: activity profiles, state paths, bursts and churn from the event streams
+(pure functions, unit-testable), and PatternAnalysis, which reads the streams for them."""
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import itertools
 import math
-import random
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
-from .events import ACTIVITY, INBOUND, Event, EventType
-from .keys import parse_session_id
-from .statistics import bucket_value, histogram_bucket
+from redis.exceptions import RedisError
 
-_ACTIVITY_NAMES = frozenset(t.value for t in ACTIVITY) | {EventType.CREATED.value}
+from .errors import BackendUnavailable
+from .events import INBOUND, Event, EventLog, EventType, epoch_ms
+from .identity import parse_session_id, user_tag
+from .metrics import Metrics
+from .statistics import Statistics
+from .store import SessionStore
+
 _INBOUND_NAMES = frozenset(t.value for t in INBOUND)
 
 
@@ -30,13 +35,16 @@ class ActivityProfile:
 
     @property
     def peak_hour(self) -> int:
+        """The UTC hour with the most inbound events."""
         return max(range(24), key=lambda h: self.hourly[h])
 
     @property
     def peak_hour_share(self) -> float:
+        """The share of inbound events in the peak hour."""
         return self.hourly[self.peak_hour] / self.events if self.events else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the peak hour and its share."""
         peak = {"peak_hour": self.peak_hour, "peak_hour_share": self.peak_hour_share}
         return {**asdict(self), **peak}
 
@@ -65,6 +73,8 @@ class BurstStats:
 
 @dataclass(frozen=True, slots=True)
 class ChurnedUser:
+    """A user whose last inbound event is older than the churn threshold."""
+
     user_id: str
     last_seen: dt.datetime
     inactive_s: float
@@ -83,6 +93,7 @@ class PatternReport:
     churned: list[ChurnedUser]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: datetimes as ISO 8601 text."""
         return {
             "sessions": self.sessions,
             "events": self.events,
@@ -208,206 +219,95 @@ def analyze(
     )
 
 
-# -- lifecycle prediction -------------------------------------------------------------------
+class PatternAnalysis:
+    """Reads event streams and the shards' last-activity sets for analyze()."""
 
+    def __init__(
+        self, store: SessionStore, events: EventLog, statistics: Statistics, metrics: Metrics
+    ) -> None:
+        self.store = store
+        self.keys = store.keys
+        self.events = events
+        self.statistics = statistics
+        self.metrics = metrics
 
-def arrival_gaps(events: Iterable[Event]) -> list[float]:
-    """Seconds from a session's previous activity to each inbound event (the quantity the
-    scripts histogram per platform), pooled over the sessions given."""
-    by_session: dict[str, list[Event]] = defaultdict(list)
-    for event in events:
-        if event.type in _ACTIVITY_NAMES:
-            by_session[event.session_id].append(event)
-    gaps: list[float] = []
-    for items in by_session.values():
-        items.sort(key=lambda e: (e.ms, e.event_id))
-        for prev, cur in itertools.pairwise(items):
-            if cur.type in _INBOUND_NAMES:
-                gaps.append(max(0.0, (cur.ms - prev.ms) / 1000))
-    return gaps
+    async def analyze_patterns(
+        self,
+        *,
+        user_id: object = None,
+        platform: str | None = None,
+        since: dt.datetime | float | None = None,
+        max_sessions: int = 1000,
+        events_per_session: int = 1000,
+        top_paths: int = 10,
+        burst_gap: float = 60.0,
+        idle_gap: float = 1800.0,
+        churn_after: float = 7 * 86400.0,
+        max_churned: int = 1000,
+    ) -> PatternReport:
+        """Activity profiles, state paths, bursts and churn from the event streams.
 
+        With user_id: that user's live sessions. Without: up to max_sessions streams found by
+        SCAN (an analysis job, not a hot path), optionally of one platform.
+        """
+        with self.metrics.measure("analyze_patterns"):
+            if user_id is not None:
+                streams = await self.events.user_streams(user_id)
+            else:
+                streams = await self._scan_streams(platform, max_sessions)
+            if platform is not None:
+                streams = [s for s in streams if s[0].split(":", 1)[0] == platform]
+            events = await self.events.events_of(
+                streams[:max_sessions], epoch_ms(since, "since"), events_per_session
+            )
+            last_seen = await self.last_seen(user_id, churn_after, max_churned)
+            report = analyze(
+                events, last_seen=last_seen, now=dt.datetime.now(dt.UTC), top_paths=top_paths,
+                burst_gap_s=burst_gap, idle_gap_s=idle_gap, churn_after_s=churn_after,
+            )
+        return report
 
-@dataclass(frozen=True, slots=True)
-class GapModel:
-    """An empirical distribution of gaps (seconds) with weights."""
+    async def _scan_streams(self, platform: str | None, limit: int) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        try:
+            async for raw in self.store.client.scan_iter(
+                match=self.keys.events_pattern(), count=1000
+            ):
+                key = raw.decode()
+                sid = self.keys.session_id_of_events_key(key)
+                if platform is None or sid.split(":", 1)[0] == platform:
+                    out.append((sid, key))
+                    if len(out) >= limit:
+                        break
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable scanning streams: {exc}") from exc
+        return sorted(out)
 
-    values: tuple[float, ...]
-    weights: tuple[float, ...]
-    basis: str
-
-    @classmethod
-    def from_samples(cls, gaps: Iterable[float], basis: str) -> GapModel:
-        ordered = tuple(sorted(gaps))
-        return cls(ordered, (1.0,) * len(ordered), basis)
-
-    @classmethod
-    def from_histogram(cls, hist: Mapping[int, int], basis: str) -> GapModel:
-        """From a scripts' log2 histogram of milliseconds."""
-        pairs = sorted((bucket_value(b) / 1000, float(n)) for b, n in hist.items() if n > 0)
-        return cls(tuple(v for v, _ in pairs), tuple(w for _, w in pairs), basis)
-
-    @property
-    def size(self) -> float:
-        return sum(self.weights)
-
-    def tail(self, beyond: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        start = bisect.bisect_right(self.values, beyond)
-        return self.values[start:], self.weights[start:]
-
-    def survival(self, x: float, given: float) -> float:
-        """P(G > x | G > given), smoothed so it is never exactly 0 or 1 from few samples."""
-        _, w_given = self.tail(given)
-        _, w_x = self.tail(x)
-        return (sum(w_x) + 0.5) / (sum(w_given) + 1.0)
-
-    def conditional_median(self, elapsed: float) -> float:
-        """Median remaining time until the next gap ends, given `elapsed` already passed."""
-        values, weights = self.tail(elapsed)
-        if not values:
-            values, weights = self.values, self.weights
-            elapsed = 0.0
-        half, seen = sum(weights) / 2, 0.0
-        for value, weight in zip(values, weights, strict=True):
-            seen += weight
-            if seen >= half:
-                return max(0.0, value - elapsed)
-        return max(0.0, values[-1] - elapsed)
-
-
-@dataclass(frozen=True, slots=True)
-class LifecyclePrediction:
-    """When the session's user is expected back, and the chance it idles or expires first."""
-
-    session_id: str
-    expected_next_activity: dt.datetime | None
-    seconds_until_next: float | None
-    p_idle_within: float
-    p_expire_within: float
-    horizon_s: float
-    idle_after_s: float
-    basis: str
-    samples: int
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if self.expected_next_activity is not None:
-            out["expected_next_activity"] = self.expected_next_activity.isoformat()
+    async def last_seen(
+        self, user_id: object, older_than: float, limit: int
+    ) -> dict[str, dt.datetime]:
+        """Last inbound event of the user, or of up to ``limit`` users per shard whose last one
+        is older than ``older_than`` seconds (the churn candidates), from the shards' zsets."""
+        tags = self.statistics.shard_tags()
+        cutoff = int((time.time() - older_than) * 1000)
+        try:
+            if user_id is not None:
+                tag = user_tag(user_id)
+                shard = self.keys.shard_of_user(tag)
+                score = await self.store.client.zscore(self.keys.users(shard), tag)
+                if score is None:
+                    return {}
+                return {unquote(tag): dt.datetime.fromtimestamp(score / 1000, tz=dt.UTC)}
+            async with self.store.client.pipeline(transaction=False) as pipe:
+                for shard in tags:
+                    pipe.zrangebyscore(
+                        self.keys.users(shard), "-inf", cutoff, 0, limit, withscores=True
+                    )
+                replies = await pipe.execute()
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable reading users: {exc}") from exc
+        out = {}
+        for members in replies:
+            for member, score in members:
+                out[unquote(member.decode())] = dt.datetime.fromtimestamp(score / 1000, tz=dt.UTC)
         return out
-
-
-def choose_model(
-    user_gaps: Sequence[float],
-    platform_hist: Mapping[int, int] | None,
-    min_samples: int = 5,
-) -> GapModel | None:
-    """The user's own gaps if there are enough, else the platform's histogram, else None."""
-    if len(user_gaps) >= min_samples:
-        return GapModel.from_samples(user_gaps, "user")
-    if platform_hist and sum(platform_hist.values()) >= min_samples:
-        return GapModel.from_histogram(platform_hist, "platform")
-    if user_gaps:
-        return GapModel.from_samples(user_gaps, "user")
-    return None
-
-
-def predict(
-    session_id: str,
-    model: GapModel | None,
-    *,
-    last_activity: dt.datetime,
-    expires_at: dt.datetime,
-    now: dt.datetime,
-    horizon_s: float,
-    idle_after_s: float,
-) -> LifecyclePrediction:
-    """Predict next activity (conditional median) and idle/expiry probabilities in a horizon.
-
-    The session goes idle at last_activity + idle_after_s and expires at expires_at unless the
-    user comes back first; both are "the current gap outlasts that point".
-    """
-    elapsed = max(0.0, (now - last_activity).total_seconds())
-    to_idle = idle_after_s
-    to_expire = (expires_at - last_activity).total_seconds()
-    end = elapsed + horizon_s
-    if model is None or not model.values:
-        return LifecyclePrediction(
-            session_id, None, None,
-            1.0 if elapsed >= to_idle else 0.0,
-            1.0 if elapsed >= to_expire else 0.0,
-            horizon_s, idle_after_s, "none", 0,
-        )
-
-    def p_within(point: float) -> float:
-        if elapsed >= point:
-            return 1.0
-        if point > end:
-            return 0.0
-        return model.survival(point, elapsed)
-
-    remaining = model.conditional_median(elapsed)
-    return LifecyclePrediction(
-        session_id=session_id,
-        expected_next_activity=now + dt.timedelta(seconds=remaining),
-        seconds_until_next=remaining,
-        p_idle_within=p_within(to_idle),
-        p_expire_within=p_within(to_expire),
-        horizon_s=horizon_s,
-        idle_after_s=idle_after_s,
-        basis=model.basis,
-        samples=round(model.size),
-    )
-
-
-# -- evaluation on a synthetic workload -------------------------------------------------------
-
-
-def synthetic_gaps(
-    users: int = 200, gaps_per_user: int = 40, seed: int = 7
-) -> dict[str, list[float]]:
-    """Known behaviour: each user's gaps are log-normal around the user's own typical gap,
-    and typical gaps differ between users by orders of magnitude (1 minute to 1 day)."""
-    rng = random.Random(seed)
-    out: dict[str, list[float]] = {}
-    for u in range(users):
-        typical = math.exp(rng.uniform(math.log(60), math.log(86400)))
-        out[f"user{u}"] = [rng.lognormvariate(math.log(typical), 0.5) for _ in range(gaps_per_user)]
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """Mean absolute error (seconds) of next-activity time: the model against two baselines."""
-
-    predictions: int
-    mae_model_s: float
-    mae_population_s: float
-    mae_last_gap_s: float
-
-    @property
-    def improvement(self) -> float:
-        """Model error as a fraction of the population baseline's (lower is better)."""
-        return self.mae_model_s / self.mae_population_s if self.mae_population_s else 0.0
-
-
-def evaluate_next_activity(
-    histories: Mapping[str, Sequence[float]], *, warmup: int = 10, min_samples: int = 5
-) -> Evaluation:
-    """Walk forward through each user's gaps: predict gap i from gaps before it.
-
-    Model: choose_model() on the user's history, falling back to the population (as the
-    platform histogram would). Baselines: the population's mean gap, and the user's last gap.
-    """
-    pooled = [g for gaps in histories.values() for g in gaps[:warmup]]
-    population_mean = sum(pooled) / len(pooled)
-    population_hist: dict[int, int] = Counter(histogram_bucket(g * 1000) for g in pooled)
-    err_model = err_pop = err_last = 0.0
-    n = 0
-    for gaps in histories.values():
-        for i in range(warmup, len(gaps)):
-            model = choose_model(gaps[:i], population_hist, min_samples)
-            guess = model.conditional_median(0.0) if model else population_mean
-            err_model += abs(guess - gaps[i])
-            err_pop += abs(population_mean - gaps[i])
-            err_last += abs(gaps[i - 1] - gaps[i])
-            n += 1
-    return Evaluation(n, err_model / n, err_pop / n, err_last / n)

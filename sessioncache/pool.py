@@ -7,22 +7,10 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
+
+from .errors import PoolExhausted
 
 DEFAULT_POOL_TIMEOUT = 10.0
-
-
-class PoolExhausted(RedisConnectionError):
-    """Every connection stayed in use for the whole pool_timeout."""
-
-    def __init__(self, size: int, timeout: float) -> None:
-        super().__init__(
-            f"no free Redis connection within pool_timeout={timeout:g} s: all {size} "
-            "(max_connections) stayed in use; raise max_connections or pool_timeout, "
-            "or bound the number of concurrent calls"
-        )
-        self.size = size
-        self.timeout = timeout
 
 
 class ConnectionSlots:

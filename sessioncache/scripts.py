@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, ScriptError
 
 _HEADER_RE = re.compile(r"^-- (lib/)?(\w+)\.lua: ")
 _LINE_RE = re.compile(r"user_script:(\d+)")
@@ -25,6 +25,13 @@ def lua_dir() -> Traversable:
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parent.parent / "lua"
+
+
+# Error replies that describe the server's state, not the script: retrying later can succeed.
+_SERVER_STATE_ERRORS = (
+    "OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "MISCONF",
+    "NOREPLICAS", "NOSCRIPT",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +58,8 @@ class Script:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
     async def run(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Like calling the script, with every Redis error raised as BackendUnavailable."""
+        """Like calling the script, with Redis errors raised as ours: ScriptError for an error
+        the script raised (a bug), BackendUnavailable for an outage or a refusing server."""
         try:
             try:
                 return await client.evalsha(self.sha, len(keys), *keys, *args)
@@ -59,7 +67,9 @@ class Script:
                 await client.script_load(self.source)
                 return await client.evalsha(self.sha, len(keys), *keys, *args)
         except ResponseError as exc:
-            raise BackendUnavailable(f"script {self.name} failed: {self.explain(exc)}") from exc
+            if str(exc).startswith(_SERVER_STATE_ERRORS):
+                raise BackendUnavailable(f"Redis refused {self.name}: {exc}") from exc
+            raise ScriptError(self.name, self.explain(exc)) from exc
         except RedisError as exc:
             raise BackendUnavailable(f"Redis unavailable during {self.name}: {exc}") from exc
 
@@ -138,6 +148,7 @@ class ScriptRegistry:
     lock_extend: Script
     lock_release: Script
     prune_index: Script
+    ptb_migrate: Script
     publish_table: Script
     record_merge: Script
     record_replace: Script

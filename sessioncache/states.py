@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidTransition, ValidationError
+from .errors import ValidationError
+from .identity import PLATFORM_RE
 from .models import Session, SessionState
 
-_STATE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_STATE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")  # use fullmatch()
 
 S = SessionState
 DEFAULT_ALLOWED: dict[str, frozenset[str]] = {
@@ -35,7 +36,7 @@ DEFAULT_TERMINAL = frozenset({S.ARCHIVED, S.EXPIRED, S.CLOSED})
 def check_state(name: object, what: str = "state") -> str:
     """Validate a state name (a SessionState or a custom lowercase name)."""
     text = name.value if isinstance(name, SessionState) else name
-    if not isinstance(text, str) or not _STATE_RE.match(text):
+    if not isinstance(text, str) or not _STATE_RE.fullmatch(text):
         raise ValidationError(
             f"{what} must match {_STATE_RE.pattern} (lowercase letters, digits and '_'); "
             f"got {str(name)[:80]!r}"
@@ -70,7 +71,7 @@ class TransitionTable:
         object.__setattr__(self, "allowed", _targets(self.allowed, "allowed"))
         plats = {}
         for platform, table in dict(self.platforms).items():
-            if not isinstance(platform, str) or not re.match(r"^[a-z][a-z0-9_\-]{0,31}$", platform):
+            if not isinstance(platform, str) or not PLATFORM_RE.fullmatch(platform):
                 raise ValidationError(f"platform override name {platform!r} is not a platform")
             plats[platform] = _targets(table, f"platforms[{platform!r}]")
         object.__setattr__(self, "platforms", plats)
@@ -107,9 +108,11 @@ class TransitionTable:
         return self.allowed.get(state, frozenset())
 
     def allows(self, platform: str, source: str, target: str) -> bool:
+        """Whether the table lets a session of ``platform`` move from source to target."""
         return target in self.targets(platform, source)
 
     def encoded_terminal(self) -> bytes:
+        """The terminal states as transition.lua takes them."""
         return self._encoded_terminal  # type: ignore[attr-defined,no-any-return]
 
     def sources(self, platform: str, target: str) -> frozenset[str]:
@@ -132,6 +135,7 @@ class TransitionTable:
         return arg
 
     def to_json(self) -> str:
+        """The table as stored in Redis (JSON text)."""
         return json.dumps(
             {
                 "version": self.version,
@@ -147,6 +151,7 @@ class TransitionTable:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> TransitionTable:
+        """Parse a stored table; ValidationError if it is malformed."""
         try:
             raw = json.loads(text)
             return cls(
@@ -159,9 +164,11 @@ class TransitionTable:
             raise ValidationError(f"stored transition table is malformed: {exc}") from exc
 
     def with_version(self, version: int) -> TransitionTable:
+        """The same rules under another version number."""
         return TransitionTable(self.allowed, self.platforms, self.terminal, version)
 
     def same_rules(self, other: TransitionTable) -> bool:
+        """Whether both tables allow exactly the same moves (versions aside)."""
         return self.with_version(0).to_json() == other.with_version(0).to_json()
 
 
@@ -169,16 +176,6 @@ Guard = Callable[[Session, str, str], "bool | Awaitable[bool]"]
 """guard(session, from_state, to_state) -> allowed?"""
 Hook = Callable[[Session, str, str], "Awaitable[None] | None"]
 """hook(session_after, from_state, to_state), run after the transition committed."""
-
-
-class GuardRejected(InvalidTransition):
-    """The table allows the move but a guard refused it for this session."""
-
-    def __str__(self) -> str:
-        return (
-            f"session {self.session_id!r}: a guard refused the move from {self.current!r} to "
-            f"{self.target!r}"
-        )
 
 
 class StateHooks:
@@ -198,9 +195,11 @@ class StateHooks:
         self._guarded.add(target)
 
     def on_enter(self, state: str, hook: Hook) -> None:
+        """Run ``hook`` after a session enters ``state``."""
         self._enter.setdefault(check_state(state), []).append(hook)
 
     def on_exit(self, state: str, hook: Hook) -> None:
+        """Run ``hook`` after a session leaves ``state``."""
         self._exit.setdefault(check_state(state), []).append(hook)
 
     @property
@@ -209,9 +208,11 @@ class StateHooks:
         return bool(self._enter or self._exit)
 
     def has_guards(self, to_state: str) -> bool:
+        """Whether any guard watches moves into ``to_state``."""
         return to_state in self._guarded
 
     async def check(self, session: Session, source: str, target: str) -> bool:
+        """Whether every guard of this move allows it for this session."""
         for key in ((source, target), ("*", target)):
             for guard in self._guards.get(key, ()):
                 verdict = guard(session, source, target)
@@ -222,4 +223,5 @@ class StateHooks:
         return True
 
     def hooks_for(self, source: str, target: str) -> list[Hook]:
+        """The hooks to run after a move from source to target."""
         return [*self._exit.get(source, ()), *self._enter.get(target, ())]

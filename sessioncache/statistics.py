@@ -1,12 +1,23 @@
-"""The statistics report: built from the per-shard counters the scripts maintain on every write."""
+"""Fleet statistics: the per-shard counters the scripts maintain on every write, read by
+Statistics and summed into a StatisticsReport."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from .errors import BackendUnavailable, ValidationError
+from .slots import all_slot_tags
+
+if TYPE_CHECKING:  # metrics.py imports this module's histogram formula
+    from .metrics import Metrics
+    from .store import SessionStore
 
 _PER_OCTAVE = 4  # the scripts' histograms: bucket b = floor(4 * log2(x + 1))
 _LN2 = math.log(2)
@@ -26,6 +37,7 @@ def bucket_value(bucket: int) -> float:
 
 
 def bucket_range(bucket: int) -> tuple[float, float]:
+    """The [low, high) values of a histogram bucket."""
     return 2 ** (bucket / _PER_OCTAVE) - 1.0, 2 ** ((bucket + 1) / _PER_OCTAVE) - 1.0
 
 
@@ -195,3 +207,84 @@ def gap_histograms(shards: Iterable[Mapping[bytes, bytes]]) -> dict[str, dict[in
 def stale_hours(shard: Mapping[bytes, bytes], oldest_hour: int) -> list[bytes]:
     """Hour counters older than the retention, for the report to drop."""
     return [n for n in shard if n[:2] == b"h:" and int(n[2:]) < oldest_hour]
+
+
+class Statistics:
+    """Reads the statistics shards of a SessionStore (1 standalone, one per slot on a cluster)."""
+
+    def __init__(self, store: SessionStore, metrics: Metrics, *, retention_s: float) -> None:
+        self.store = store
+        self.keys = store.keys
+        self.metrics = metrics
+        self.retention_s = retention_s
+        self._platform_hist: tuple[float, dict[str, dict[int, int]]] = (0.0, {})
+
+    def shard_tags(self) -> list[str]:
+        """Every shard's tag."""
+        # One shard per slot on a cluster: a fixed 16384 reads, however many sessions exist.
+        return all_slot_tags() if self.keys.cluster else ["0"]
+
+    async def read_shards(
+        self, window_s: float
+    ) -> tuple[list[tuple[str, dict[bytes, bytes]]], int]:
+        """Non-empty (stats key, counters) of every shard, and active users in the window."""
+        shards = self.shard_tags()
+        since = str(int((time.time() - window_s) * 1000))
+        try:
+            async with self.store.client.pipeline(transaction=False) as pipe:
+                for shard in shards:
+                    pipe.hgetall(self.keys.stats(shard))
+                    pipe.zcount(self.keys.users(shard), since, "+inf")
+                replies = await pipe.execute()
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable reading statistics: {exc}") from exc
+        hashes = [(self.keys.stats(t), h) for t, h in zip(shards, replies[0::2], strict=True) if h]
+        return hashes, sum(int(n) for n in replies[1::2])
+
+    async def get_statistics(
+        self, *, active_window: float = 3600.0, hours: int = 24
+    ) -> StatisticsReport:
+        """Fleet statistics from the shard counters (1 shard standalone, 16384 on a cluster)."""
+        if isinstance(active_window, bool) or not isinstance(active_window, (int, float)) or not (
+            0 < active_window <= 10 * 365 * 86400
+        ):
+            raise ValidationError(f"active_window must be seconds in (0, 10y]: {active_window!r}")
+        if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= 24 * 366:
+            raise ValidationError(f"hours must be an int in [1, 8784], got {hours!r}")
+        with self.metrics.measure("get_statistics"):
+            hashes, active = await self.read_shards(active_window)
+            now = dt.datetime.now(dt.UTC)
+            report = build_report(
+                [h for _, h in hashes],
+                active_users=active,
+                active_window_s=active_window,
+                now=now,
+                hours=hours,
+            )
+            await self._prune_hours(hashes)
+        return report
+
+    async def _prune_hours(self, hashes: list[tuple[str, dict[bytes, bytes]]]) -> None:
+        """Drop hour counters older than the event retention (one HDEL per shard holding any)."""
+        oldest = math.floor((time.time() - self.retention_s) / 3600)
+        try:
+            for key, counters in hashes:
+                names = stale_hours(counters, oldest)
+                if names:
+                    await self.store.client.hdel(key, *names)
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable pruning statistics: {exc}") from exc
+
+    async def platform_gap_histograms(self, max_age: float = 60.0) -> dict[str, dict[int, int]]:
+        """Per platform gap histograms (cached for max_age seconds)."""
+        stamp, cached = self._platform_hist
+        if time.monotonic() - stamp < max_age and cached:
+            return cached
+        hashes, _ = await self.read_shards(0)
+        hist = gap_histograms(h for _, h in hashes)
+        self._platform_hist = (time.monotonic(), hist)
+        return hist
+
+    def forget_cache(self) -> None:
+        """Drop the cached platform histograms (the next prediction re-reads the shards)."""
+        self._platform_hist = (0.0, {})

@@ -3,34 +3,37 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from base64 import urlsafe_b64encode
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from redis.exceptions import RedisClusterException, RedisError
 
+from .aliases import RedisClient
 from .backends import RedisSettings, connect, is_cluster
 from .codec import DEFAULT_LIMITS, Limits, data_field, decode_value, encode_mapping, metadata_field
 from .errors import (
     BackendUnavailable,
+    IntegrityError,
     SessionExists,
     SessionNotFound,
     ValidationError,
     VersionConflict,
 )
-from .keys import Identity, KeySchema, make_identity, parse_session_id, user_tag
-from .models import Session, SessionState, session_from_hash
+from .identity import Identity, make_identity, parse_session_id, user_tag
+from .keys import KeySchema
+from .models import Platform, Session, SessionState, session_from_hash
 from .redaction import redact_message
 from .scripts import ScriptRegistry, registry
-
-STANDALONE_CHANGE_BUCKETS = 256
-"""Change-index buckets on a standalone server (a cluster needs one per slot: 16384)."""
 
 DEFAULT_TTL = 7 * 24 * 3600.0
 """Seconds a session lives after its last activity unless configured otherwise."""
 
 _MISSING: Any = object()
+
+log = logging.getLogger(__name__)
 
 
 def new_op_id() -> str:
@@ -50,7 +53,8 @@ def _ttl_ms(ttl: float | None, what: str = "ttl") -> int:
     return max(1, round(ttl * 1000))
 
 
-def _check_version(expected_version: int | None) -> str:
+def check_version(expected_version: int | None) -> str:
+    """An expected_version as a script argument (empty: unconditional); ValidationError if bad."""
     if expected_version is None:
         return ""
     if isinstance(expected_version, bool) or not isinstance(expected_version, int):
@@ -67,39 +71,52 @@ def _check_priority(priority: int | None) -> str:
 
 
 class StoreExtras(Protocol):
-    """Extra KEYS/ARGV a feature adds to create.lua and delete.lua (see their headers)."""
+    """Extra KEYS/ARGV a feature adds to create.lua and delete.lua (see their headers).
 
-    def create_extras(self, ident: Identity) -> tuple[list[str], list[Any]]:
-        """KEYS appended after create.lua's two, and ARGV appended after its field pairs."""
+    Given to the store's constructor (``extras=``), so every create and delete of that store
+    writes the feature's keys too; the state tracker's are ``TrackerConfig.store_extras()``.
+    """
 
-    def delete_extras(self, ident: Identity) -> list[str]:
-        """KEYS appended after delete.lua's two."""
+    def create_extras(self, keys: KeySchema, ident: Identity) -> tuple[list[str], list[Any]]:
+        """KEYS appended after create.lua's own, and ARGV appended after its field pairs."""
+
+    def delete_extras(self, keys: KeySchema, ident: Identity) -> list[str]:
+        """KEYS appended after delete.lua's own."""
 
 
 class SessionStore:
-    """Shared session storage over one Redis (standalone, cluster or in-memory)."""
+    """Shared session storage over one Redis (standalone, cluster or in-memory).
+
+    Identity arguments come first, in one order on every surface (this class, SessionSystem
+    and the module-level functions): chat_id, user_id, platform, thread_id. Not-found
+    contract: get() raises SessionNotFound, find() and find_by_id() return None; every write
+    (update, set_field(s), delete_field, touch) raises SessionNotFound; delete() returns False.
+    """
 
     def __init__(
         self,
-        client: Any,
+        client: RedisClient,
         *,
         namespace: str = "sc",
         default_ttl: float = DEFAULT_TTL,
         limits: Limits = DEFAULT_LIMITS,
         owns_client: bool = True,
+        extras: Sequence[StoreExtras] = (),
     ) -> None:
-        self.client = client
-        self.keys = KeySchema(namespace)
-        if not is_cluster(client):
-            # No slots to share on one server: fewer change buckets keep backups cheap.
-            self.keys.change_buckets = STANDALONE_CHANGE_BUCKETS
+        # Any, not RedisClient: redis-py types replies as bytes | str (decode_responses is a
+        # runtime option); our clients always run with decode_responses=False, so replies are bytes.
+        self.client: Any = client
+        self.keys = KeySchema(namespace, cluster=is_cluster(client))
         self.limits = limits
         self.default_ttl = default_ttl
-        self._default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))
+        self.default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))
+        """The default TTL as the scripts take it (milliseconds, as text)."""
         self._max_fields = str(limits.max_fields)
         self.scripts: ScriptRegistry = registry()
         self._owns_client = owns_client
-        self.extras: StoreExtras | None = None
+        if len(extras) > 1:
+            raise ValidationError("create.lua and delete.lua take one feature's extra keys")
+        self.extras: tuple[StoreExtras, ...] = tuple(extras)
         self._keys_cache: dict[Identity, tuple[str, str, str]] = {}
 
     @classmethod
@@ -110,11 +127,21 @@ class SessionStore:
         namespace: str = "sc",
         default_ttl: float = DEFAULT_TTL,
         limits: Limits = DEFAULT_LIMITS,
+        extras: Sequence[StoreExtras] = (),
         **options: Any,
     ) -> SessionStore:
-        """Connect by URL, check the server answers, and load every script."""
+        """Connect by URL, check the server answers, and load every script.
+
+        ``extras``: features whose keys every create and delete also writes (StoreExtras).
+        """
         settings = RedisSettings.from_options(url, **options)
-        store = cls(connect(settings), namespace=namespace, default_ttl=default_ttl, limits=limits)
+        store = cls(
+            connect(settings),
+            namespace=namespace,
+            default_ttl=default_ttl,
+            limits=limits,
+            extras=extras,
+        )
         try:
             await store.client.ping()
             await store.scripts.load(store.client)
@@ -127,9 +154,11 @@ class SessionStore:
 
     @property
     def is_cluster(self) -> bool:
+        """Whether the client talks to a Redis Cluster."""
         return is_cluster(self.client)
 
     async def close(self) -> None:
+        """Close the client's connections, if this store created the client."""
         if self._owns_client:
             await self.client.aclose()
 
@@ -137,8 +166,12 @@ class SessionStore:
 
     @staticmethod
     def identity(
-        platform: object, chat_id: object, user_id: object, thread_id: object = None
+        chat_id: object,
+        user_id: object,
+        platform: object = Platform.WEB,
+        thread_id: object = None,
     ) -> Identity:
+        """The validated identity of a session (same argument order as create)."""
         return make_identity(platform, chat_id, user_id, thread_id)
 
     def _session_keys(self, ident: Identity) -> tuple[str, str, str]:
@@ -186,24 +219,24 @@ class SessionStore:
             new_op_id(),
             mode,
             str(_ttl_ms(ttl)),
-            self._default_ttl_ms,
+            self.default_ttl_ms,
             ident.suffix,
             state_name,
             _check_priority(priority) or "0",
             str(len(pairs) // 2),
             *pairs,
         ]
-        if self.extras is not None:
-            more_keys, more_args = self.extras.create_extras(ident)
+        for extra in self.extras:
+            more_keys, more_args = extra.create_extras(self.keys, ident)
             keys += more_keys
             args += more_args
         return keys, args
 
     async def create(
         self,
-        platform: object,
         chat_id: object,
         user_id: object,
+        platform: object = Platform.WEB,
         thread_id: object = None,
         *,
         data: Mapping[str, Any] | None = None,
@@ -213,7 +246,7 @@ class SessionStore:
         ttl: float | None = None,
     ) -> Session:
         """Create a session; SessionExists if this identity already has one."""
-        ident = self.identity(platform, chat_id, user_id, thread_id)
+        ident = self.identity(chat_id, user_id, platform, thread_id)
         keys, args = self._create_args(ident, "create", data, metadata, state, priority, ttl)
         reply = await self.scripts.create.run(self.client, keys, args)
         if reply[0] == -1:
@@ -222,9 +255,9 @@ class SessionStore:
 
     async def get_or_create(
         self,
-        platform: object,
         chat_id: object,
         user_id: object,
+        platform: object = Platform.WEB,
         thread_id: object = None,
         *,
         data: Mapping[str, Any] | None = None,
@@ -238,7 +271,7 @@ class SessionStore:
         Two processes racing on the same identity end with one session: the key is
         deterministic and the script checks and creates in one atomic step.
         """
-        ident = self.identity(platform, chat_id, user_id, thread_id)
+        ident = self.identity(chat_id, user_id, platform, thread_id)
         keys, args = self._create_args(ident, "get", data, metadata, state, priority, ttl)
         reply = await self.scripts.create.run(self.client, keys, args)
         return session_from_hash(ident, keys[0], reply[1])
@@ -256,10 +289,14 @@ class SessionStore:
         return session_from_hash(ident, key, flat)
 
     async def find(
-        self, platform: object, chat_id: object, user_id: object, thread_id: object = None
+        self,
+        chat_id: object,
+        user_id: object,
+        platform: object = Platform.WEB,
+        thread_id: object = None,
     ) -> Session | None:
         """The session of an identity, or None."""
-        ident = self.identity(platform, chat_id, user_id, thread_id)
+        ident = self.identity(chat_id, user_id, platform, thread_id)
         return await self.find_by_id(ident.session_id)
 
     async def find_by_id(self, session_id: str) -> Session | None:
@@ -270,6 +307,7 @@ class SessionStore:
             return None
 
     async def exists(self, session_id: str) -> bool:
+        """Whether the session exists."""
         _, key, _ = self._located(session_id)
         try:
             return bool(await self.client.exists(key))
@@ -334,9 +372,9 @@ class SessionStore:
             raise ValidationError(f"one update may touch at most {self.limits.max_fields} fields")
         args = [
             new_op_id(),
-            _check_version(expected_version),
+            check_version(expected_version),
             reply_mode,
-            self._default_ttl_ms,
+            self.default_ttl_ms,
             _check_priority(priority),
             self._max_fields,
             str(npairs),
@@ -361,9 +399,9 @@ class SessionStore:
     async def update(
         self,
         session_id: str,
-        *,
         data: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        *,
         delete: Iterable[str] = (),
         delete_metadata: Iterable[str] = (),
         priority: int | None = None,
@@ -372,7 +410,8 @@ class SessionStore:
         """Merge data and metadata fields (and delete some) in one atomic step.
 
         With expected_version the update applies only if the stored version still matches,
-        else VersionConflict. Fields not named are left as they are.
+        else VersionConflict. Fields not named are left as they are. SessionNotFound if the
+        session does not exist.
         """
         ident, key, flat = await self._update(
             session_id, "full", data, metadata, delete, delete_metadata, priority, expected_version
@@ -382,7 +421,8 @@ class SessionStore:
     async def set_field(
         self, session_id: str, name: str, value: Any, *, expected_version: int | None = None
     ) -> int:
-        """Write one data field without rewriting the session; returns the new version."""
+        """Write one data field without rewriting the session; returns the new version.
+        SessionNotFound if the session does not exist."""
         _, _, version = await self._update(
             session_id, "version", {name: value}, expected_version=expected_version
         )
@@ -395,19 +435,21 @@ class SessionStore:
         *,
         expected_version: int | None = None,
     ) -> int:
-        """Write several data fields at once; returns the new version."""
+        """Write several data fields at once; returns the new version (SessionNotFound if the
+        session does not exist)."""
         _, _, version = await self._update(
             session_id, "version", fields, expected_version=expected_version
         )
         return int(version)
 
     async def delete_field(self, session_id: str, *names: str) -> int:
-        """Remove data fields; returns the new version."""
+        """Remove data fields; returns the new version (SessionNotFound if no session)."""
         _, _, version = await self._update(session_id, "version", delete=names)
         return int(version)
 
     async def get_field(self, session_id: str, name: str, default: Any = _MISSING) -> Any:
-        """One data field; the default (or KeyError) if the field is absent."""
+        """One data field; the default (or KeyError) if the field is absent; SessionNotFound
+        if the session does not exist."""
         values = await self.get_fields(session_id, [name])
         if name in values:
             return values[name]
@@ -431,7 +473,8 @@ class SessionStore:
     async def touch(
         self, session_id: str, *, messages: int = 0, ttl: float | None = None
     ) -> dt.datetime:
-        """Record activity (and optionally messages); refreshes the TTL. Returns the new expiry."""
+        """Record activity (and optionally messages); refreshes the TTL. Returns the new expiry.
+        SessionNotFound if the session does not exist."""
         ident = parse_session_id(session_id)
         if (
             isinstance(messages, bool)
@@ -440,14 +483,14 @@ class SessionStore:
         ):
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
         new_ttl = "" if ttl is None else str(_ttl_ms(ttl))
-        args = [new_op_id(), self._default_ttl_ms, str(messages), new_ttl]
+        args = [new_op_id(), self.default_ttl_ms, str(messages), new_ttl]
         reply = await self.scripts.touch.run(self.client, self._session_keys(ident), args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
         return dt.datetime.fromtimestamp(int(reply[1]) / 1000, tz=dt.UTC)
 
     async def delete(self, session_id: str) -> bool:
-        """Remove a session; True if it existed."""
+        """Remove a session; True if it existed, False if it did not."""
         keys, args = self.delete_command(session_id)
         return bool(await self.scripts.delete.run(self.client, keys, args))
 
@@ -455,14 +498,15 @@ class SessionStore:
         """The KEYS and ARGV of delete.lua for a session id."""
         ident = parse_session_id(session_id)
         keys = list(self._session_keys(ident))
-        if self.extras is not None:
-            keys += self.extras.delete_extras(ident)
+        for extra in self.extras:
+            keys += extra.delete_extras(self.keys, ident)
         return keys, [ident.suffix]
 
     # -- listing --------------------------------------------------------------------------
 
     async def list_user_sessions(self, user_id: object) -> list[Session]:
-        """Every live session of a user, across platforms, chats and threads."""
+        """Every live session of a user, across platforms, chats and threads (an empty list
+        for an unknown user)."""
         tag = user_tag(user_id)
         index = self.keys.user_index(tag)
         try:
@@ -478,11 +522,16 @@ class SessionStore:
             raise BackendUnavailable(f"Redis unavailable during list_user_sessions: {exc}") from exc
         sessions, gone = [], []
         for key, suffix, flat in zip(keys, suffixes, hashes, strict=True):
-            if flat:
-                sid = self.keys.session_id_of_key(key)
-                sessions.append(session_from_hash(parse_session_id(sid), key, flat))
-            else:
+            if not flat:
                 gone.append((key, suffix))
+                continue
+            sid = self.keys.session_id_of_key(key)
+            try:
+                sessions.append(session_from_hash(parse_session_id(sid), key, flat))
+            except (ValidationError, IntegrityError) as exc:
+                # One session this version cannot read (written by an older version under
+                # other id rules, or damaged) must not hide the user's other sessions.
+                log.warning("list_user_sessions skips session %r: %s", sid[:200], exc)
         if gone:
             await self.scripts.prune_index.run(
                 self.client, [index, *(k for k, _ in gone)], [s for _, s in gone]

@@ -15,14 +15,15 @@ from .codec import DEFAULT_LIMITS, Limits
 from .coherent import CoherentCache
 from .context import ContextConfig, SessionContext
 from .conversation import ConversationMethods
-from .errors import SessionCacheError, ValidationError
+from .errors import AlreadyInitialized, SessionCacheError, ValidationError
 from .events import Event, EventType
 from .models import Platform, Session, SessionState
 from .nearcache import NearCacheConfig
-from .patterns import LifecyclePrediction, PatternReport
+from .patterns import PatternReport
 from .persistence import BackupInfo, Persistence, RestoreReport, VerifyReport
 from .persistence.restore import Decide
 from .persistence.scheduler import BackupScheduler
+from .prediction import LifecyclePrediction
 from .redaction import redact_url
 from .statistics import StatisticsReport
 from .store import DEFAULT_TTL, SessionStore
@@ -67,6 +68,10 @@ class SessionSystemConfig:
     turn_lease: float = 30.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tracker, TrackerConfig):
+            raise ValidationError(
+                f"tracker options must be a TrackerConfig, not {type(self.tracker).__name__}"
+            )
         if not isinstance(self.enable_all_features, bool):
             raise ValidationError(
                 f"enable_all_features must be a bool, got {self.enable_all_features!r}"
@@ -79,6 +84,7 @@ class SessionSystemConfig:
 
     @classmethod
     def from_options(cls, **options: Any) -> SessionSystemConfig:
+        """The config from keyword options; ValidationError names any unknown one."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -121,7 +127,14 @@ def storage_url(
 
 
 class SessionSystem(ConversationMethods):
-    """One object for bot code: the core store plus the features built on it."""
+    """One object for bot code: the core store plus the features built on it.
+
+    Not-found contract, the same on every surface (SessionStore, SessionSystem and the
+    module-level functions): reads return None for a missing session (get_session,
+    SessionStore.find/find_by_id; SessionStore.get is the one read that raises
+    SessionNotFound); writes raise SessionNotFound (update, touch, transition, track_event);
+    delete returns False; listings return what exists.
+    """
 
     def __init__(self, store: SessionStore, config: SessionSystemConfig) -> None:
         self.store = store
@@ -161,6 +174,8 @@ class SessionSystem(ConversationMethods):
         storage_config: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> SessionSystem:
+        """Validate the options, connect, load the scripts and start the tracker (and the
+        backup scheduler if configured). Not registered for the module-level functions."""
         config = SessionSystemConfig.from_options(**options)
         url, connection = storage_url(storage_type, storage_config)
         store = await SessionStore.connect(
@@ -168,6 +183,7 @@ class SessionSystem(ConversationMethods):
             namespace=config.namespace,
             default_ttl=config.default_ttl,
             limits=config.limits,
+            extras=[config.tracker.store_extras()],
             **connection,
         )
         try:
@@ -183,6 +199,9 @@ class SessionSystem(ConversationMethods):
         return system
 
     # -- sessions -------------------------------------------------------------------------
+    # The same operations as SessionStore, in the same argument order (identity first:
+    # chat_id, user_id, platform, thread_id), with the origin API's names and one difference
+    # in the not-found contract: get_session() returns None where SessionStore.get() raises.
 
     async def create_session(
         self,
@@ -197,10 +216,11 @@ class SessionSystem(ConversationMethods):
         priority: int = 0,
         ttl: float | None = None,
     ) -> Session:
+        """Create a session; SessionExists if this identity already has one."""
         return await self.store.create(
-            platform,
             chat_id,
             user_id,
+            platform,
             thread_id,
             data=data,
             metadata=metadata,
@@ -222,10 +242,12 @@ class SessionSystem(ConversationMethods):
         priority: int = 0,
         ttl: float | None = None,
     ) -> Session:
+        """The identity's session, created with the given contents if it does not exist
+        (one atomic step: racing callers end with one session)."""
         return await self.store.get_or_create(
-            platform,
             chat_id,
             user_id,
+            platform,
             thread_id,
             data=data,
             metadata=metadata,
@@ -235,7 +257,8 @@ class SessionSystem(ConversationMethods):
         )
 
     async def get_session(self, session_id: str, *, fresh: bool = False) -> Session | None:
-        """The session, or None if it does not exist (the origin API's contract).
+        """The session, or None if it does not exist (the origin API's contract; the store's
+        equivalent is SessionStore.find_by_id(), while SessionStore.get() raises).
 
         With the near cache on, a recent read is served from process memory; ``fresh=True``
         always asks Redis.
@@ -261,15 +284,19 @@ class SessionSystem(ConversationMethods):
         metadata: Mapping[str, Any] | None = None,
         *,
         delete: Iterable[str] = (),
+        delete_metadata: Iterable[str] = (),
         priority: int | None = None,
         expected_version: int | None = None,
     ) -> Session:
+        """Merge data and metadata fields (and delete some) in one atomic step; see
+        SessionStore.update(). SessionNotFound if the session does not exist."""
         try:
             return await self.store.update(
                 session_id,
-                data=data,
-                metadata=metadata,
+                data,
+                metadata,
                 delete=delete,
+                delete_metadata=delete_metadata,
                 priority=priority,
                 expected_version=expected_version,
             )
@@ -277,7 +304,8 @@ class SessionSystem(ConversationMethods):
             self._written(session_id)
 
     async def delete_session(self, session_id: str) -> bool:
-        """Remove a session and its context; True if the session existed."""
+        """Remove a session and its context; True if the session existed, False if it did
+        not (never raises for that)."""
         existed = await self.store.delete(session_id)
         await self.context.delete_context(session_id)
         self._written(session_id)
@@ -290,15 +318,19 @@ class SessionSystem(ConversationMethods):
     async def touch_session(
         self, session_id: str, *, messages: int = 0, ttl: float | None = None
     ) -> dt.datetime:
+        """Record activity (and messages), refresh the TTL; returns the new expiry.
+        SessionNotFound if the session does not exist."""
         try:
             return await self.store.touch(session_id, messages=messages, ttl=ttl)
         finally:
             self._written(session_id)
 
     async def list_user_sessions(self, user_id: str | int) -> list[Session]:
+        """Every live session of a user (an empty list for an unknown user)."""
         return await self.store.list_user_sessions(user_id)
 
     async def count_sessions(self) -> int:
+        """Number of live sessions in the namespace (a SCAN: an admin call, not a hot path)."""
         return await self.store.count()
 
     # -- state tracking (sessioncache.tracker) -------------------------------------------------
@@ -311,6 +343,8 @@ class SessionSystem(ConversationMethods):
         expected_version: int | None = None,
         reason: str | None = None,
     ) -> Session:
+        """Move a session to ``to_state`` if the transition table allows it (InvalidTransition
+        otherwise, nothing written). SessionNotFound if the session does not exist."""
         return await self.tracker.transition(
             session_id, to_state, expected_version=expected_version, reason=reason
         )
@@ -318,21 +352,30 @@ class SessionSystem(ConversationMethods):
     async def track_event(
         self, session_id: str, event_type: EventType | str, **fields: Any
     ) -> str | None:
+        """Append an event to the session's stream; its id, or None if a retry found it
+        already applied. SessionNotFound if the session does not exist."""
         return await self.tracker.track_event(session_id, event_type, **fields)
 
     async def get_events(self, session_id: str, **query: Any) -> list[Event]:
+        """Events of a session, oldest first (StateTracker.get_events() for the query); an
+        empty list if the session does not exist."""
         return await self.tracker.get_events(session_id, **query)
 
     async def get_statistics(self, **options: Any) -> StatisticsReport:
+        """Fleet statistics from the shard counters (StateTracker.get_statistics())."""
         return await self.tracker.get_statistics(**options)
 
     async def analyze_patterns(self, **options: Any) -> PatternReport:
+        """Activity profiles, state paths, bursts and churn (StateTracker.analyze_patterns())."""
         return await self.tracker.analyze_patterns(**options)
 
     async def predict_lifecycle(self, session_id: str, **options: Any) -> LifecyclePrediction:
+        """Expected next activity and idle/expiry chances; SessionNotFound if the session does
+        not exist (StateTracker.predict_lifecycle())."""
         return await self.tracker.predict_lifecycle(session_id, **options)
 
     def get_performance_metrics(self) -> dict[str, dict[str, Any]]:
+        """Per operation of this process: count, errors and latency percentiles (ms)."""
         metrics = self.tracker.get_performance_metrics()
         if self.near_cache is not None:
             metrics["near_cache"] = self.near_cache.summary()
@@ -381,9 +424,11 @@ class SessionSystem(ConversationMethods):
         )
 
     def list_backups(self) -> list[BackupInfo]:
+        """The backups in backup_dir, oldest first."""
         return self.persistence.list_backups()
 
     async def verify_backup(self, backup_id: str, *, allow_pickle: bool = False) -> VerifyReport:
+        """Check a backup's signature, checksums and records without writing anything."""
         return await self.persistence.verify_backup(backup_id, allow_pickle=allow_pickle)
 
     async def restore_backup(
@@ -394,6 +439,7 @@ class SessionSystem(ConversationMethods):
         decide: Decide | None = None,
         allow_pickle: bool = False,
     ) -> RestoreReport:
+        """Restore a backup (strategy merge, replace or skip_existing; docs/persistence.md)."""
         return await self.persistence.restore_backup(
             backup_id, strategy, decide=decide, allow_pickle=allow_pickle
         )
@@ -401,6 +447,8 @@ class SessionSystem(ConversationMethods):
     async def export_session(
         self, session_id: str, path: str | None = None, *, format: str = "json"
     ) -> bytes | Path:
+        """One session as a signed document (bytes, or written to ``path``); SessionNotFound
+        if the session does not exist."""
         return await self.persistence.export_session(session_id, path, format=format)
 
     async def import_session(
@@ -411,11 +459,13 @@ class SessionSystem(ConversationMethods):
         decide: Decide | None = None,
         allow_pickle: bool = False,
     ) -> str:
+        """Write a session from an exported document; returns its session id."""
         return await self.persistence.import_session(
             source, strategy, decide=decide, allow_pickle=allow_pickle
         )
 
     async def shutdown(self) -> None:
+        """Stop the scheduler and close the connections (idempotent)."""
         if not self._closed:
             self._closed = True
             if self.backup_scheduler is not None:
@@ -424,6 +474,11 @@ class SessionSystem(ConversationMethods):
             if self.near_cache is not None:
                 await self.near_cache.stop()
             await self.store.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether shutdown() ran."""
+        return self._closed
 
     async def __aenter__(self) -> SessionSystem:
         return self
@@ -435,68 +490,123 @@ class SessionSystem(ConversationMethods):
 # -- the origin document's module-level API ------------------------------------------------
 
 _current: SessionSystem | None = None
+_current_args: tuple[Any, ...] = ()
+
+
+def _same_args(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # a value whose == raises (an odd storage_config entry): not the same
+        return False
 
 
 async def initialize_sessions(
     storage_type: str = "MEMORY",
     storage_config: Mapping[str, Any] | None = None,
     enable_all_features: bool = False,
+    *,
+    replace: bool = False,
     **options: Any,
 ) -> SessionSystem:
-    """Build the session system and make it the one the module-level functions use."""
-    global _current
+    """Build the session system and make it the one the module-level functions use.
+
+    Called again while a system is running: with the same arguments it returns the running
+    system (two modules may both initialise); with different ones it raises
+    AlreadyInitialized, unless ``replace=True``: then the new system is started and made
+    current first, and the old one is shut down after (calls still running on the old one
+    may fail). ``shutdown_sessions()`` ends the running system.
+    """
+    global _current, _current_args
+    args = (str(storage_type).upper(), dict(storage_config or {}), enable_all_features, options)
+    running = _current if _current is not None and not _current.closed else None
+    if running is not None and not replace:
+        if _same_args(args, _current_args):
+            return running
+        raise AlreadyInitialized()
     system = await SessionSystem.start(
         storage_type, storage_config, enable_all_features=enable_all_features, **options
     )
-    if _current is not None:
-        await _current.shutdown()
-    _current = system
+    racing = _current if _current is not None and not _current.closed else None
+    if racing is not None and racing is not running and not replace:
+        # Another initialize_sessions() finished while this one was connecting.
+        await system.shutdown()
+        if _same_args(args, _current_args):
+            return racing
+        raise AlreadyInitialized()
+    previous, _current, _current_args = racing, system, args
+    if previous is not None:
+        await previous.shutdown()
     return system
 
 
 def current_system() -> SessionSystem:
+    """The system initialize_sessions() made; SessionCacheError if there is none."""
     if _current is None:
         raise SessionCacheError("call 'await initialize_sessions()' before using sessions")
     return _current
 
 
 async def create_session(
-    chat_id: str | int, user_id: str | int, platform: Platform | str = Platform.WEB, **kwargs: Any
+    chat_id: str | int,
+    user_id: str | int,
+    platform: Platform | str = Platform.WEB,
+    thread_id: str | int | None = None,
+    **options: Any,
 ) -> Session:
-    return await current_system().create_session(chat_id, user_id, platform, **kwargs)
+    """SessionSystem.create_session() on the current system (SessionExists if it exists)."""
+    return await current_system().create_session(
+        chat_id, user_id, platform, thread_id, **options
+    )
 
 
 async def get_or_create_session(
-    chat_id: str | int, user_id: str | int, platform: Platform | str = Platform.WEB, **kwargs: Any
+    chat_id: str | int,
+    user_id: str | int,
+    platform: Platform | str = Platform.WEB,
+    thread_id: str | int | None = None,
+    **options: Any,
 ) -> Session:
-    return await current_system().get_or_create_session(chat_id, user_id, platform, **kwargs)
+    """SessionSystem.get_or_create_session() on the current system."""
+    return await current_system().get_or_create_session(
+        chat_id, user_id, platform, thread_id, **options
+    )
 
 
 async def get_session(session_id: str) -> Session | None:
+    """The session, or None if it does not exist."""
     return await current_system().get_session(session_id)
 
 
 async def update_session(
-    session_id: str, data: Mapping[str, Any] | None = None, **kwargs: Any
+    session_id: str,
+    data: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> Session:
-    return await current_system().update_session(session_id, data, **kwargs)
+    """SessionSystem.update_session() on the current system (SessionNotFound if missing)."""
+    return await current_system().update_session(session_id, data, metadata, **options)
 
 
 async def delete_session(session_id: str) -> bool:
+    """Remove a session; True if it existed, False if it did not."""
     return await current_system().delete_session(session_id)
 
 
-async def touch_session(session_id: str, **kwargs: Any) -> dt.datetime:
-    return await current_system().touch_session(session_id, **kwargs)
+async def touch_session(
+    session_id: str, *, messages: int = 0, ttl: float | None = None
+) -> dt.datetime:
+    """Record activity and refresh the TTL; SessionNotFound if the session does not exist."""
+    return await current_system().touch_session(session_id, messages=messages, ttl=ttl)
 
 
 async def list_user_sessions(user_id: str | int) -> list[Session]:
+    """Every live session of a user (an empty list for an unknown user)."""
     return await current_system().list_user_sessions(user_id)
 
 
 async def shutdown_sessions() -> None:
-    """Close the system made by initialize_sessions()."""
-    global _current
+    """Close the system made by initialize_sessions() (a no-op if there is none)."""
+    global _current, _current_args
     if _current is not None:
-        system, _current = _current, None
+        system, _current, _current_args = _current, None, ()
         await system.shutdown()

@@ -18,7 +18,7 @@ from base64 import urlsafe_b64encode
 from collections.abc import AsyncIterator
 
 from .errors import TurnBusy, TurnLost, ValidationError
-from .keys import parse_session_id
+from .identity import parse_session_id
 from .store import SessionStore
 
 log = logging.getLogger(__name__)

@@ -73,3 +73,59 @@ async def read_data(kind: str, url: str, namespace: str) -> dict[str, Any]:
     data = await storage.get_data(_key())
     await storage.close()
     return dict(data)
+
+
+def aiogram_alternating_worker(
+    url: str, namespace: str, me: int, workers: int, rounds: int, barrier: Any
+) -> None:
+    """Round r is handled by worker r % workers alone, through a Dispatcher on our storage: its
+    handler appends [worker, what it saw] to the chat's FSM data, so every handler must see the
+    other processes' earlier writes on its own next update."""
+
+    async def main() -> None:
+        from aiogram import Bot, Dispatcher
+        from aiogram.fsm.context import FSMContext
+        from aiogram.types import Message, Update
+
+        from sessioncache.integrations.aiogram import SessionCacheStorage
+
+        storage = SessionCacheStorage.from_url(url, namespace=namespace, socket_timeout=10)
+        dp = Dispatcher(storage=storage, events_isolation=storage.create_isolation())
+        bot = Bot("42:TEST")
+
+        @dp.message()
+        async def log(message: Message, state: FSMContext) -> None:
+            seen = (await state.get_data()).get("seen", [])
+            await state.update_data(seen=[*seen, [me, len(seen)]])
+
+        wait = asyncio.get_running_loop().run_in_executor
+        await storage.get_data(_key())  # connect before the start line
+        await wait(None, barrier.wait)
+        for r in range(rounds):
+            if r % workers == me:
+                update = Update.model_validate(
+                    {
+                        "update_id": r + 1,
+                        "message": {
+                            "message_id": r + 1,
+                            "date": 0,
+                            "chat": {"id": STORAGE_KEY["chat_id"], "type": "group"},
+                            "from": {"id": STORAGE_KEY["user_id"], "is_bot": False,
+                                     "first_name": "u"},
+                            "text": f"r{r}",
+                        },
+                    },
+                    context={"bot": bot},
+                )
+                await dp.feed_update(bot, update)
+            await wait(None, barrier.wait)
+        await storage.close()
+        await bot.session.close()
+
+    asyncio.run(main())
+
+
+def run_aiogram_alternating_fleet(url: str, namespace: str, workers: int, rounds: int) -> None:
+    run_fleet(
+        aiogram_alternating_worker, [(url, namespace, w, workers, rounds) for w in range(workers)]
+    )

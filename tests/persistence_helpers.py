@@ -103,7 +103,7 @@ async def bulk_load(store: SessionStore, n: int, fields: int = 20, *, user_group
         async with client.pipeline(transaction=False) as pipe:
             for i in range(start, min(n, start + batch)):
                 user = f"u{i % user_groups}" if user_groups else f"u{i}"
-                ident = store.identity("telegram", f"c{i}", user)
+                ident = store.identity(f"c{i}", user, "telegram")
                 key = keys.session(ident)
                 mapping: dict[str, Any] = {
                     "v": str(1 + i % 7),
@@ -166,7 +166,7 @@ def scheduled_fleet_member(
             deadline = loop.time() + seconds
             i = 0
             while loop.time() < deadline:
-                await store.get_or_create("web", f"p{os.getpid()}-{i % 20}", "fleet")
+                await store.get_or_create(f"p{os.getpid()}-{i % 20}", "fleet", "web")
                 await store.update(f"web:p{os.getpid()}-{i % 20}:fleet", data={"i": i})
                 i += 1
                 await asyncio.sleep(0.005)

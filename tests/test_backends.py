@@ -42,7 +42,7 @@ async def test_rediss_with_a_verified_certificate(tls_server: tuple[str, Path]) 
         f"{url}?ssl_ca_certs={ca_file}", namespace="tls", extra={"ssl_cert_reqs": "required"}
     )
     try:
-        s = await store.create("telegram", "c", "u", data={"over": "tls"})
+        s = await store.create("c", "u", "telegram", data={"over": "tls"})
         assert (await store.get(s.session_id)).data == {"over": "tls"}
         await store.delete(s.session_id)
     finally:
@@ -65,7 +65,7 @@ async def test_unix_socket_and_acl_user_from_the_url(tmp_path: Path) -> None:
     ) as server:  # fmt: skip
         store = await SessionStore.connect(f"unix://bot:s3cret@{sock}", namespace="unix")
         try:
-            s = await store.create("telegram", "c", "u")
+            s = await store.create("c", "u", "telegram")
             assert (await store.get(s.session_id)).version == 1
             names = [c["name"] for c in await store.client.client_list()]
             assert default_client_name() in names

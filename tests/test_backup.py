@@ -46,9 +46,9 @@ async def populate(store: SessionStore, n: int, prefix: str = "c") -> list[str]:
     when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     for i in range(n):
         s = await store.create(
-            "telegram" if i % 2 else "discord",
             f"{prefix}{i}",
             f"user{i % 5}",
+            "telegram" if i % 2 else "discord",
             thread_id=None if i % 3 else f"t/{i}",
             data={
                 "n": i,
@@ -136,13 +136,13 @@ async def chain_scenario(store: SessionStore, persistence: Persistence) -> None:
     await store.delete(ids[1])
     await store.touch(ids[2], messages=3)
     new = await populate(store, 3, prefix="new")
-    short = await store.create("web", "short", "user9", ttl=0.5)
+    short = await store.create("short", "user9", "web", ttl=0.5)
     inc1 = await persistence.create_backup("one", incremental=True)
     state_inc1 = await state(store)
 
     # 2: delete a session created in step 1, re-create a deleted one, metadata change.
     await store.delete(new[0])
-    await store.create("telegram", "c1", "user1", data={"reborn": True})
+    await store.create("c1", "user1", "telegram", data={"reborn": True})
     await store.update(ids[3], metadata={"lang": "de"})
     await asyncio.sleep(0.6)  # `short` expires: no script runs, the expiry is in its record
     inc2 = await persistence.create_backup("two", incremental=True)
@@ -174,7 +174,7 @@ async def chain_scenario(store: SessionStore, persistence: Persistence) -> None:
     # Any point of the chain restores its own state.
     await persistence.restore_backup(inc1, "replace")
     # `short` has expired by now, so inc1's state without it (if it was still there).
-    state_inc1.pop(store.keys.session(store.identity("web", "short", "user9")).encode(), None)
+    state_inc1.pop(store.keys.session(store.identity("short", "user9", "web")).encode(), None)
     assert await state(store) == state_inc1
     await persistence.restore_backup(full, "replace")
     assert await digest(store) == state_full
@@ -254,8 +254,8 @@ async def test_backup_interrupted_before_its_commit_keeps_the_chain_going(
 async def test_change_index_records_every_write_and_is_trimmed(
     store: SessionStore, persistence: Persistence
 ) -> None:
-    sid = (await store.create("web", 1, "u1")).session_id
-    ident = store.identity("web", 1, "u1")
+    sid = (await store.create(1, "u1", "web")).session_id
+    ident = store.identity(1, "u1", "web")
     bucket = store.keys.change_bucket_of(ident)
     assert await store.client.exists(bucket) == 0  # unarmed: nothing recorded, nothing kept
     await persistence.create_backup()

@@ -14,6 +14,7 @@ from sessioncache.tracker import StateTracker
 
 from .conftest import drop_namespace, unique_namespace
 from .persistence_helpers import digest
+from .tracker_helpers import tracked
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "cli-key-0123456789abcdef"
@@ -42,7 +43,7 @@ async def test_cli_backup_verify_restore_export_import_migrate_snapshot(
     store = await SessionStore.connect(redis_url, namespace=ns)
     try:
         for i in range(30):
-            await store.create("telegram", i, f"u{i % 3}", data={"i": i})
+            await store.create(i, f"u{i % 3}", "telegram", data={"i": i})
         common = ["--url", redis_url, "--namespace", ns, "--dir", str(tmp_path / "b")]
         full = cli("backup", *common, "--description", "from cli")
         assert full.returncode == 0, full.stderr
@@ -95,7 +96,7 @@ async def test_cli_backup_verify_restore_export_import_migrate_snapshot(
         assert missing.returncode == 1 and "no backup with id" in missing.stderr
 
         # --events: each session's event stream too.
-        tracker = StateTracker(store)
+        tracker = StateTracker(tracked(store))
         await tracker.start()
         await tracker.track_event("telegram:7:u1", EventType.MESSAGE_RECEIVED, text="hi")
         stream = store.keys.events_of_session_key(store.keys.restore_keys("telegram:7:u1")[0])

@@ -26,8 +26,9 @@ from sessioncache.persistence.container import (
 )
 from sessioncache.persistence.formats import Codec, _json_record, kind_counts
 from sessioncache.store import SessionStore
-from sessioncache.tracker import StateTracker
+from sessioncache.tracker import StateTracker, TrackerConfig
 
+from .conftest import drop_namespace, unique_namespace
 from .persistence_helpers import all_keys, cluster_persistence_for, digest, streams
 from .tracker_helpers import new_tracker
 
@@ -37,6 +38,20 @@ KEY = "events-backup-key-0123456789"
 @pytest.fixture(params=["redis", "memory"])
 def backend_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+async def store(backend_url: str) -> AsyncIterator[SessionStore]:
+    """The conftest store, its creates and deletes also writing the tracker's keys."""
+    s = await SessionStore.connect(
+        backend_url,
+        namespace=unique_namespace(),
+        socket_timeout=5.0,
+        extras=[TrackerConfig().store_extras()],
+    )
+    yield s
+    await drop_namespace(s.client, s.keys.namespace)
+    await s.close()
 
 
 @pytest.fixture
@@ -63,9 +78,9 @@ async def populate(tracker: StateTracker, n: int, prefix: str = "c") -> list[str
     ids = []
     for i in range(n):
         s = await store.create(
-            "telegram" if i % 2 else "web",
             f"{prefix}{i}",
             f"user{i % 3}",
+            "telegram" if i % 2 else "web",
             thread_id=None if i % 4 else f"t/{i}",
             data={"i": i},
         )
@@ -118,7 +133,7 @@ async def test_round_trip_with_events_every_format(
     await tracker.track_event(ids[0], EventType.MESSAGE_SENT, text="after the backup")
     await store.client.delete(stream_key(store, ids[3]))
     assert await store.client.xtrim(stream_key(store, ids[4]), maxlen=1, approximate=False) == 2
-    await store.create("web", "later", "user9")
+    await store.create("later", "user9", "web")
     restored = await persistence.restore_backup(backup_id, "replace", allow_pickle=pickled)
     assert (restored.written, restored.events, restored.events_skipped) == (9, 8, 0)
     after = await streams(store)
@@ -220,7 +235,7 @@ async def _backup_then_diverge(
     ids[3] unchanged."""
     ids = []
     for i in range(4):
-        sid = (await store.create("web", i, "u", data={"from": "backup"})).session_id
+        sid = (await store.create(i, "u", "web", data={"from": "backup"})).session_id
         await store.update(sid, data={"step": 2})
         await store.update(sid, data={"step": 3})
         await tracker.track_event(sid, EventType.MESSAGE_RECEIVED, text=f"before {i}")
@@ -230,7 +245,7 @@ async def _backup_then_diverge(
     await store.update(ids[0], data={"from": "live"})
     await tracker.track_event(ids[0], EventType.MESSAGE_SENT, text="live reply")
     await store.delete(ids[1])
-    await store.create("web", 1, "u", data={"from": "live"})
+    await store.create(1, "u", "web", data={"from": "live"})
     await store.delete(ids[2])
     return backup_id, ids, backed_up
 
@@ -283,7 +298,7 @@ async def test_longest_stream_is_capped_to_its_newest_entries(
     redis_store: SessionStore, tmp_path: Path
 ) -> None:
     store = redis_store
-    sid = (await store.create("web", "long", "u")).session_id
+    sid = (await store.create("long", "u", "web")).session_id
     key = stream_key(store, sid)
     async with store.client.pipeline(transaction=False) as pipe:
         for i in range(1, MAX_EVENT_ENTRIES + 51):

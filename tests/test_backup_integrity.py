@@ -38,7 +38,7 @@ async def persistence(store: SessionStore, tmp_path: Path) -> AsyncIterator[Pers
 
 async def _seed(p: Persistence, n: int = 35) -> tuple[str, Path, bytes]:
     for i in range(n):
-        await p.store.create("telegram", i, f"u{i % 4}", data={"i": i, "t": "x" * (i % 9)})
+        await p.store.create(i, f"u{i % 4}", "telegram", data={"i": i, "t": "x" * (i % 9)})
     backup_id = await p.create_backup("pristine")
     path = p.find(backup_id)
     return backup_id, path, path.read_bytes()
@@ -309,7 +309,7 @@ async def test_malicious_pickle_is_never_unpickled(
     marker = tmp_path / "pwned"
     directory = persistence.backup_dir
     assert directory is not None
-    await persistence.store.create("web", 1, "u1")
+    await persistence.store.create(1, "u1", "web")
     before = await all_keys(persistence.store)
 
     async def refused(p: Persistence, allow: bool) -> None:
@@ -339,7 +339,7 @@ async def test_malicious_pickle_is_never_unpickled(
 
 async def test_signed_pickle_backup_round_trips(persistence: Persistence) -> None:
     for i in range(5):
-        await persistence.store.create("web", i, "u", data={"i": i})
+        await persistence.store.create(i, "u", "web", data={"i": i})
     before = await all_keys(persistence.store)
     backup_id = await persistence.create_backup(format="pickle.gz")
     with pytest.raises(IntegrityError, match="allow_pickle"):
@@ -358,7 +358,7 @@ async def test_invalid_records_are_refused_before_any_write(
 ) -> None:
     """Consistent checksums, no key: structure checks still refuse before the first write."""
     p = Persistence(store, backup_dir=tmp_path / "nokey")
-    await store.create("web", 0, "u0")
+    await store.create(0, "u0", "web")
     before = await all_keys(store)
     good = [
         "s",

@@ -28,7 +28,7 @@ async def test_four_processes_times_500_updates_are_exact(
     store = await SessionStore.connect(url, namespace=namespace)
     try:
         ids = [
-            (await store.create("telegram", f"chat{i}", f"user{i % 3}")).session_id
+            (await store.create(f"chat{i}", f"user{i % 3}", "telegram")).session_id
             for i in range(SESSIONS)
         ]
         ctx = multiprocessing.get_context("spawn")

@@ -119,7 +119,7 @@ async def test_context_keys_expire_after_the_session(make: Any) -> None:
     sid = (await system.create_session(1, 2, "telegram", ttl=100)).session_id
     await system.set_variable(sid, "x", 1)
     await system.append_message(sid, "user", "hi")
-    ident = system.store.identity("telegram", 1, 2)
+    ident = system.store.identity(1, 2, "telegram")
     client, keys = system.store.client, system.store.keys
     session_exp = await client.pexpiretime(keys.session(ident))
     for key in (keys.context(ident), keys.history(ident)):
@@ -185,7 +185,7 @@ async def test_history_trimmed_to_caps(make: Any, config: HistoryConfig, expect:
     history = await system.get_history(sid)
     if expect is not None:
         assert [m.number for m in history] == expect
-    ident = system.store.identity("telegram", 1, 2)
+    ident = system.store.identity(1, 2, "telegram")
     client, keys = system.store.client, system.store.keys
     items = await client.lrange(keys.history(ident), 0, -1)
     counters = await client.hmget(keys.context(ident), ["#b", "#t"])
@@ -381,7 +381,7 @@ async def test_json_codec_and_msgpack_read_each_other(make: Any) -> None:
     await writer.set_variable(sid, "when", dt.date(2026, 1, 1))
     reader = await make()
     assert await reader.get_variable(sid, "when") == dt.date(2026, 1, 1)
-    ident = writer.store.identity("telegram", 1, 2)
+    ident = writer.store.identity(1, 2, "telegram")
     raw = await writer.store.client.hget(writer.store.keys.context(ident), "v:when")
     assert raw.startswith(b'J{"$t"')
     assert await writer.store.client.hget(writer.store.keys.context(ident), "#v") == b"1"

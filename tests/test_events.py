@@ -15,7 +15,8 @@ from .tracker_helpers import new_tracker, snapshot
 
 async def test_message_events_count_and_refresh_activity(store: SessionStore) -> None:
     tracker = await new_tracker(store)
-    s = await store.create("telegram", 1, "u1")
+    store = tracker.store
+    s = await store.create(1, "u1", "telegram")
     await asyncio.sleep(0.01)
     eid = await tracker.track_event(s.session_id, EventType.MESSAGE_RECEIVED, text="hi", n=2)
     assert eid is not None and "-" in eid
@@ -34,7 +35,8 @@ async def test_message_events_count_and_refresh_activity(store: SessionStore) ->
 
 async def test_every_event_type_is_recorded(store: SessionStore) -> None:
     tracker = await new_tracker(store)
-    s = await store.create("web", 1, "u1")
+    store = tracker.store
+    s = await store.create(1, "u1", "web")
     recordable = [t for t in EventType if t not in (EventType.STATE_CHANGED, EventType.CREATED)]
     for t in recordable:
         await tracker.track_event(s.session_id, t, kind=t.value)
@@ -48,7 +50,8 @@ async def test_every_event_type_is_recorded(store: SessionStore) -> None:
 
 async def test_query_since_until_types_limit(store: SessionStore) -> None:
     tracker = await new_tracker(store)
-    s = await store.create("web", 1, "u1")
+    store = tracker.store
+    s = await store.create(1, "u1", "web")
     for i in range(6):
         await tracker.track_event(s.session_id, EventType.COMMAND, i=i)
         await tracker.track_event(s.session_id, EventType.MESSAGE_SENT, i=i)
@@ -75,7 +78,8 @@ async def test_query_since_until_types_limit(store: SessionStore) -> None:
 
 async def test_bad_events_raise_and_write_nothing(store: SessionStore) -> None:
     tracker = await new_tracker(store)
-    s = await store.create("web", 1, "u1")
+    store = tracker.store
+    s = await store.create(1, "u1", "web")
     before = await snapshot(tracker, s.session_id)
     with pytest.raises(ValidationError, match="unknown event type 'clicked'"):
         await tracker.track_event(s.session_id, "clicked")
@@ -93,16 +97,17 @@ async def test_bad_events_raise_and_write_nothing(store: SessionStore) -> None:
     missing = "web:2:ghost"
     with pytest.raises(SessionNotFound):
         await tracker.track_event(missing, EventType.MESSAGE_RECEIVED)
-    _, keys, _ = tracker._locate(missing)
+    _, keys, _ = tracker.events.locate(missing)
     assert await store.client.exists(keys[2]) == 0
     assert tracker.get_performance_metrics()["track_event"]["errors"] == 7
 
 
 async def test_retried_event_applies_once(store: SessionStore) -> None:
     tracker = await new_tracker(store)
-    s = await store.create("web", 1, "u1")
-    _, keys, _ = tracker._locate(s.session_id)
-    args = ["opABC", "message_received 1 1 1", f"{store._default_ttl_ms} 1000 60000 u1 web",
+    store = tracker.store
+    s = await store.create(1, "u1", "web")
+    _, keys, _ = tracker.events.locate(s.session_id)
+    args = ["opABC", "message_received 1 1 1", f"{store.default_ttl_ms} 1000 60000 u1 web",
             "text", "hi"]
     first = await store.scripts.track_event(store.client, keys, args)
     again = await store.scripts.track_event(store.client, keys, args)
@@ -114,10 +119,11 @@ async def test_retried_event_applies_once(store: SessionStore) -> None:
 
 async def test_stream_is_capped_by_count_and_age(store: SessionStore) -> None:
     tracker = await new_tracker(store, event_max_len=10, event_max_age=120.0)
-    s = await store.create("web", 1, "u1")
+    store = tracker.store
+    s = await store.create(1, "u1", "web")
     for i in range(400):
         await tracker.track_event(s.session_id, EventType.CUSTOM, i=i)
-    _, keys, _ = tracker._locate(s.session_id)
+    _, keys, _ = tracker.events.locate(s.session_id)
     length = await store.client.xlen(keys[2])
     # Approximate trimming keeps at least the cap and drops whole nodes (<= 100 entries each).
     assert 10 <= length <= 110
@@ -128,7 +134,8 @@ async def test_stream_is_capped_by_count_and_age(store: SessionStore) -> None:
 
 async def test_old_events_are_trimmed_by_age(store: SessionStore) -> None:
     tracker = await new_tracker(store, event_max_age=0.3)
-    s = await store.create("web", 1, "u1")
+    store = tracker.store
+    s = await store.create(1, "u1", "web")
     for i in range(150):
         await tracker.track_event(s.session_id, EventType.CUSTOM, i=i)
     await asyncio.sleep(0.4)

@@ -14,17 +14,17 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.fsm.storage.base import BaseStorage, StorageKey
 from redis.asyncio.cluster import key_slot
 
-from sessioncache.errors import ValidationError
+from sessioncache.errors import LockNotAcquired, ValidationError
 from sessioncache.integrations.aiogram import (
     SessionCacheStorage,
     SessionLockIsolation,
     fsm_identity,
 )
-from sessioncache.locks import LockNotAcquired, RedisLock
+from sessioncache.locks import RedisLock
 from sessioncache.scripts import registry
 
 from .conftest import drop_namespace, unique_namespace
-from .fsm_workers import read_data, run_update_fleet
+from .fsm_workers import read_data, run_aiogram_alternating_fleet, run_update_fleet
 from .lock_workers import run_locked_fleet
 
 
@@ -118,6 +118,19 @@ async def test_update_data(storage: SessionCacheStorage, key: StorageKey) -> Non
     assert await storage.get_data(key) == {"foo": "bar", "baz": "spam"}
     assert await storage.update_data(key, {"baz": "test"}) == {"foo": "bar", "baz": "test"}
     assert await storage.get_data(key) == {"foo": "bar", "baz": "test"}
+
+
+async def test_concurrent_update_data_calls_keep_every_key(
+    storage: SessionCacheStorage, key: StorageKey
+) -> None:
+    """Fast: 50 concurrent update_data calls on one key, each adding its own field, on warm
+    connections. A read-modify-write update_data (get_data, merge, set_data) loses most."""
+    n = 50
+    await asyncio.gather(*(storage.get_data(key) for _ in range(n)))  # warm the pool
+    await storage.update_data(key, {"base": 0})
+    merged = await asyncio.gather(*(storage.update_data(key, {f"k{i}": i}) for i in range(n)))
+    assert all(m[f"k{i}"] == i and m["base"] == 0 for i, m in enumerate(merged))
+    assert await storage.get_data(key) == {"base": 0, **{f"k{i}": i for i in range(n)}}
 
 
 async def test_empty_update_on_missing_record_writes_nothing(
@@ -470,3 +483,19 @@ async def test_a_corrupt_stored_value_is_an_integrity_error(
     await storage.client.hset(storage.keys.fsm_data(fsm_identity(key)), "bb", b"\xff\xfe")
     with pytest.raises(IntegrityError):
         await storage.get_data(key)
+
+
+@pytest.mark.slow
+async def test_dispatcher_workers_see_each_others_writes_on_their_next_update(
+    redis_url: str,
+) -> None:
+    """Three processes with a Dispatcher each take turns on one chat: each turn's handler reads
+    the FSM data the previous turns (other processes) wrote; a stale read shows in the log."""
+    namespace = unique_namespace()
+    workers, rounds = 3, 12
+    await asyncio.to_thread(run_aiogram_alternating_fleet, redis_url, namespace, workers, rounds)
+    storage = SessionCacheStorage.from_url(redis_url, namespace=namespace)
+    key = StorageKey(bot_id=42, chat_id=-100, user_id=7)
+    assert await storage.get_data(key) == {"seen": [[r % workers, r] for r in range(rounds)]}
+    await storage.clear(key)
+    await storage.close()

@@ -24,7 +24,7 @@ from sessioncache.integrations.telegram import SessionCachePersistence
 
 from .conftest import drop_namespace, unique_namespace
 from .ptb_support import LocalRequest, text_update
-from .ptb_workers import CHAT, run_chat_fleet
+from .ptb_workers import CHAT, run_alternating_fleet, run_chat_fleet, run_migrate_fleet
 
 _OPEN: list[SessionCachePersistence] = []
 
@@ -56,17 +56,43 @@ def test_implements_every_abstract_method() -> None:
     assert not getattr(SessionCachePersistence, "__abstractmethods__", set())
 
 
-async def test_nothing_is_loaded_up_front(url_ns: tuple[str, str]) -> None:
+async def test_everything_stored_is_returned_at_start(url_ns: tuple[str, str]) -> None:
     p1, p2 = persistence(url_ns), persistence(url_ns)
     await p1.update_user_data(1, {"a": 1})
+    await p1.update_user_data(-7, {(1, "t"): [1]})
     await p1.update_chat_data(2, {"b": 2})
-    assert await p2.get_user_data() == {}
-    assert await p2.get_chat_data() == {}
+    assert await p2.get_user_data() == {1: {"a": 1}, -7: {(1, "t"): [1]}}
+    assert await p2.get_chat_data() == {2: {"b": 2}}
+    lazy = persistence(url_ns, lazy=True)
+    assert lazy.lazy and not p2.lazy
+    assert await lazy.get_user_data() == {}
+    assert await lazy.get_chat_data() == {}
     user: dict[Any, Any] = {}
-    await p2.refresh_user_data(1, user)
+    await lazy.refresh_user_data(1, user)
     chat: dict[Any, Any] = {}
-    await p2.refresh_chat_data(2, chat)
+    await lazy.refresh_chat_data(2, chat)
     assert (user, chat) == ({"a": 1}, {"b": 2})
+
+
+async def test_loaded_data_is_the_merge_base(url_ns: tuple[str, str]) -> None:
+    """A worker that loaded a chat at start and changed nothing writes nothing."""
+    p1 = persistence(url_ns)
+    await p1.update_chat_data(2, {"b": 2, "c": 3})
+    p2 = persistence(url_ns)
+    chats = await p2.get_chat_data()
+    await p1.update_chat_data(2, {"b": 2, "c": 3, "d": 4})
+    await p2.update_chat_data(2, chats[2])  # unchanged here: must not delete "d"
+    assert await persistence(url_ns).get_chat_data() == {2: {"b": 2, "c": 3, "d": 4}}
+
+
+def test_slots_as_ptb_declares_them() -> None:
+    slots = SessionCachePersistence.__dict__["__slots__"]
+    assert not set(slots) & set(BasePersistence.__slots__)
+    p = SessionCachePersistence.from_url("memory://slots")
+    for attr in slots:
+        assert hasattr(p, attr), attr
+    with pytest.raises(AttributeError):
+        p.not_a_slot = 1  # type: ignore[attr-defined]
 
 
 async def test_keys_and_values_round_trip(url_ns: tuple[str, str]) -> None:
@@ -144,6 +170,172 @@ async def test_drop_and_empty(url_ns: tuple[str, str]) -> None:
     assert await keys_of(p) == []
 
 
+def bare_app(p: SessionCachePersistence) -> App:
+    return (
+        Application.builder()
+        .token("4242:TEST")
+        .request(LocalRequest())
+        .get_updates_request(LocalRequest())
+        .persistence(p)
+        .updater(None)
+        .build()
+    )
+
+
+async def stored_chats(url_ns: tuple[str, str]) -> dict[int, Any]:
+    return await persistence(url_ns).get_chat_data()
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["loading", "lazy"])
+async def test_migrating_a_never_loaded_chat_moves_its_data(
+    url_ns: tuple[str, str], lazy: bool
+) -> None:
+    """PTB's Application.migrate_chat_data of a chat this process never loaded: the stored
+    data arrives at the new chat exactly once, replacing what it held, and the old one is gone."""
+    app_p = persistence(url_ns, lazy=lazy)
+    app = bare_app(app_p)
+    app_p.install(app)
+    await app.initialize()
+    writer = persistence(url_ns)
+    await writer.update_chat_data(1, {"key": "value", "n": [1, 2]})  # after app's start
+    await writer.update_chat_data(2, {"foo": "bar"})
+    await writer.update_chat_data(3, {"other": 1})
+    app.migrate_chat_data(old_chat_id=1, new_chat_id=2)
+    await app.update_persistence()
+    assert await stored_chats(url_ns) == {2: {"key": "value", "n": [1, 2]}, 3: {"other": 1}}
+    assert app.chat_data[2] == {"key": "value", "n": [1, 2]} and 1 not in app.chat_data
+    # The second migration message (sent in the new chat) finds nothing to move: one copy.
+    app.migrate_chat_data(old_chat_id=1, new_chat_id=2)
+    await app.update_persistence()
+    assert await stored_chats(url_ns) == {2: {"key": "value", "n": [1, 2]}, 3: {"other": 1}}
+    await app.shutdown()
+
+
+async def test_a_migration_that_cannot_be_written_keeps_the_old_chat(
+    url_ns: tuple[str, str],
+) -> None:
+    """The move is refused (an unstorable value in the migrating chat) and PTB's drop of the
+    old chat runs in the same flush: the old chat's stored data stays, nothing is lost."""
+    app_p = persistence(url_ns, lazy=True)
+    app = bare_app(app_p)
+    app_p.install(app)
+    await app.initialize()
+    await persistence(url_ns).update_chat_data(1, {"k": "v"})
+    chat = app.chat_data[1]
+    await app_p.refresh_chat_data(1, chat)
+    chat["bad"] = object()
+    app.migrate_chat_data(old_chat_id=1, new_chat_id=2)
+    await app.update_persistence()  # the ValidationError goes to PTB's error handling
+    assert await stored_chats(url_ns) == {1: {"k": "v"}}
+    app.drop_chat_data(1)  # a later, real drop of the old chat is not skipped
+    await app.update_persistence()
+    assert await stored_chats(url_ns) == {}
+    await app.shutdown()
+
+
+async def test_the_migration_hook_by_class_switch(url_ns: tuple[str, str]) -> None:
+    """Where an Application has no instance __dict__ (Python 3.13+), the hook switches the
+    instance to a subclass that only adds it; the move is the same. Hooking twice is a no-op."""
+    from sessioncache.integrations._ptb_hooks import hook_migrations
+
+    app_p = persistence(url_ns, lazy=True)
+    app = bare_app(app_p)
+    base_class = type(app)
+    hook_migrations(app, switch_class=True)
+    app_p.install(app)
+    app_p.install(app)
+    assert type(app) is not base_class and isinstance(app, base_class)
+    assert type(app).__name__ == base_class.__name__ and type(app).__slots__ == ()
+    await app.initialize()
+    await persistence(url_ns).update_chat_data(1, {"key": "value"})
+    app.migrate_chat_data(old_chat_id=1, new_chat_id=2)
+    await app.update_persistence()
+    assert await stored_chats(url_ns) == {2: {"key": "value"}}
+    with pytest.raises(ValidationError):
+        persistence(url_ns).watch_migrations(app)  # not this application's persistence
+    await app.shutdown()
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["loading", "lazy"])
+async def test_migration_keeps_unwritten_changes_and_drops(
+    url_ns: tuple[str, str], lazy: bool
+) -> None:
+    app_p = persistence(url_ns, lazy=lazy)
+    await persistence(url_ns).update_chat_data(5, {"a": 1, "b": 2})
+    app = bare_app(app_p)
+    app_p.install(app)
+    await app.initialize()
+    chat = app.chat_data[5]  # the dict PTB hands to handlers of chat 5
+    await app_p.refresh_chat_data(5, chat)
+    chat["c"] = 3  # changed in this worker, not written yet
+    del chat["a"]
+    app.migrate_chat_data(old_chat_id=5, new_chat_id=6)
+    await app.update_persistence()
+    assert await stored_chats(url_ns) == {6: {"b": 2, "c": 3}}
+    app.drop_chat_data(6)
+    await app.update_persistence()
+    assert await stored_chats(url_ns) == {}
+    assert await keys_of(app_p) == []
+    await app.shutdown()
+
+
+async def test_migrate_chat_data_directly_and_concurrently(url_ns: tuple[str, str]) -> None:
+    p = persistence(url_ns)
+    await p.update_chat_data(-10, {"k": "v"})
+    await p.update_chat_data(-20, {"old": "target data"})
+    others = [persistence(url_ns, lazy=True, socket_timeout=10) for _ in range(8)]
+    results = await asyncio.gather(*(o.migrate_chat_data(-10, -20) for o in others))
+    assert results == [{"k": "v"}] * 8
+    assert await stored_chats(url_ns) == {-20: {"k": "v"}}
+    assert await p.migrate_chat_data(-30, -20) == {"k": "v"}  # nothing stored at -30
+    with pytest.raises(ValidationError):
+        await p.migrate_chat_data(-20, -20)
+    with pytest.raises(ValidationError):
+        await p.migrate_chat_data("-20", -21)  # type: ignore[arg-type]
+    assert await stored_chats(url_ns) == {-20: {"k": "v"}}
+
+
+async def test_a_retried_migration_is_not_applied_twice(redis_url: str) -> None:
+    from sessioncache.integrations._records import migrate_record
+    from sessioncache.scripts import registry
+
+    p = persistence((redis_url, unique_namespace()))
+    old, new = p.keys.ptb_chat(1), p.keys.ptb_chat(2)
+    await p.update_chat_data(1, {"k": "v"})
+    args = ["retry", "", "1", b"extra", b"\xc1\xc3"]  # extra = True
+    script = registry().ptb_migrate
+    first = await script.run(p.client, [old, new], args)
+    await p.update_chat_data(1, {"again": "later write to the old chat"})
+    second = await script.run(p.client, [old, new], args)  # the client's retry of the first
+    assert (first[0], second[0]) == (1, 2)
+    assert await p.client.exists(old) == 1  # the later write is not moved by the retry
+    assert await stored_chats((redis_url, p.keys.namespace)) == {
+        1: {"again": "later write to the old chat"},
+        2: {"k": "v", "extra": True},
+    }
+    assert await migrate_record(p.client, old, new, [], [], ttl="") is not None
+    await drop_namespace(p.client, p.keys.namespace)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lazy", [False, True], ids=["loading", "lazy"])
+async def test_two_processes_racing_one_migration_leave_one_copy(
+    redis_url: str, lazy: bool
+) -> None:
+    namespace = unique_namespace()
+    p = SessionCachePersistence.from_url(redis_url, namespace=namespace)
+    for round_ in range(5):
+        old, new = -(100 + round_), -(1000 + round_)
+        await p.update_chat_data(old, {"round": round_, "items": list(range(round_))})
+        await p.update_chat_data(new, {"stale": True})
+        await asyncio.to_thread(run_migrate_fleet, redis_url, namespace, 2, old, new, lazy)
+        assert await p.client.exists(p.keys.ptb_chat(old)) == 0
+        chats = await SessionCachePersistence(p.client, namespace=namespace).get_chat_data()
+        assert chats[new] == {"round": round_, "items": list(range(round_))}
+    await drop_namespace(p.client, namespace)
+    await p.flush()
+
+
 async def test_bot_data(url_ns: tuple[str, str]) -> None:
     p1, p2 = persistence(url_ns), persistence(url_ns)
     assert await p1.get_bot_data() == {}
@@ -204,6 +396,26 @@ async def test_conversations(url_ns: tuple[str, str]) -> None:
     await p.update_conversation("conv", (1, 2), None)
     assert await p.get_conversations("conv") == {(1,): "state"}
     assert await p.get_conversations("other:{x}") == {(1, 2): 4}
+
+
+async def test_an_unchanged_conversation_state_is_not_written_again(
+    url_ns: tuple[str, str],
+) -> None:
+    p = persistence(url_ns)
+    assert await p.get_conversations("conv") == {}
+    await p.update_conversation("conv", (1, 2), 3)
+    key = p.keys.ptb_conversation("conv")
+    ops = await p.client.hget(key, "o")  # every write records its op id here
+    await p.update_conversation("conv", (1, 2), 3)
+    await p.update_conversation("conv", (9, 9), None)  # ending a conversation that has none
+    assert await p.client.hget(key, "o") == ops
+    await p.update_conversation("conv", (1, 2), 4)
+    assert await p.client.hget(key, "o") != ops
+    other = persistence(url_ns)  # a worker that loaded state 4 and is handed 4 again
+    assert await other.get_conversations("conv") == {(1, 2): 4}
+    ops = await p.client.hget(key, "o")
+    await other.update_conversation("conv", (1, 2), 4)
+    assert await p.client.hget(key, "o") == ops
 
 
 async def test_data_ttl(url_ns: tuple[str, str]) -> None:
@@ -354,5 +566,23 @@ async def test_eight_processes_write_one_chat_and_nothing_is_lost(redis_url: str
         user: dict[Any, Any] = {}
         await p.refresh_user_data(1000 + w, user)
         assert user == {"last": f"w{w}:{per_worker - 1}"}
+    await drop_namespace(p.client, namespace)
+    await p.flush()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lazy", [False, True], ids=["loading", "lazy"])
+async def test_workers_see_each_others_writes_on_their_next_update(
+    redis_url: str, lazy: bool
+) -> None:
+    """Three processes take turns on one chat, user and bot: each turn's handler reads what the
+    previous turns (other processes) wrote, so any stale read shows up in the exact log."""
+    namespace = unique_namespace()
+    workers, rounds = 3, 12
+    await asyncio.to_thread(run_alternating_fleet, redis_url, namespace, workers, rounds, lazy)
+    p = SessionCachePersistence.from_url(redis_url, namespace=namespace)
+    assert await p.get_chat_data() == {CHAT: {"seen": [[r % workers, r] for r in range(rounds)]}}
+    assert await p.get_user_data() == {77: {"n": rounds}}
+    assert await p.get_bot_data() == {"rounds": rounds}
     await drop_namespace(p.client, namespace)
     await p.flush()

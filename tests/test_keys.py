@@ -9,13 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sessioncache import KeySchema, ValidationError
-from sessioncache.keys import (
-    MAX_ID_LENGTH,
-    Identity,
-    TrackerKeys,
-    make_identity,
-    parse_session_id,
-)
+from sessioncache.identity import MAX_ID_BYTES, Identity, make_identity, parse_session_id
 
 ids = st.one_of(
     st.text(min_size=1, max_size=40),
@@ -57,13 +51,13 @@ def test_keys_have_one_hash_tag_no_globs_and_round_trip(parts: tuple) -> None:  
     assert keys.session_id_of_key(key) == ident.session_id
     # The backup finds a session's event stream from its hash key: the tracker's own key.
     stream = keys.events_of_session_key(key)
-    assert stream == TrackerKeys(keys, cluster=False).events(ident)
+    assert stream == keys.events(ident)
     assert keys.events_of_session_key(keys.restore_keys(ident.session_id)[0]) == stream
 
 
 @pytest.mark.parametrize(
     "bad",
-    [None, 1.5, b"bytes", ["list"], {"d": 1}, True, "", "x" * (MAX_ID_LENGTH + 1), "x" * 10_000],
+    [None, 1.5, b"bytes", ["list"], {"d": 1}, True, "", "x" * (MAX_ID_BYTES + 1), "x" * 10_000],
 )
 def test_bad_ids_raise_validation_error(bad: object) -> None:
     for position in (1, 2):  # chat_id, user_id

@@ -90,7 +90,7 @@ async def test_any_other_redis_py_gets_the_stock_client(
     assert client.auto_close_connection_pool
     store = SessionStore(client, namespace=unique_namespace())
     try:
-        s = await store.create("telegram", "c", "u", data={"a": 1})
+        s = await store.create("c", "u", "telegram", data={"a": 1})
         s = await store.update(s.session_id, data={"a": 2}, expected_version=1)
         assert (s.version, (await store.get(s.session_id)).data) == (2, {"a": 2})
         await store.delete(s.session_id)

@@ -7,20 +7,12 @@ import datetime as dt
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from bench.evaluation import evaluate_next_activity, synthetic_gaps
 from sessioncache import EventType, ValidationError
 from sessioncache.events import Event
 from sessioncache.metrics import Metrics, PrometheusCollector
-from sessioncache.patterns import (
-    GapModel,
-    analyze,
-    arrival_gaps,
-    burst_stats,
-    choose_model,
-    evaluate_next_activity,
-    predict,
-    state_paths,
-    synthetic_gaps,
-)
+from sessioncache.patterns import analyze, burst_stats, state_paths
+from sessioncache.prediction import GapModel, arrival_gaps, choose_model, predict
 from sessioncache.store import SessionStore
 
 from .tracker_helpers import new_tracker
@@ -136,7 +128,8 @@ def test_arrival_gaps_measure_from_previous_activity() -> None:
 
 async def test_predict_lifecycle_end_to_end(store: SessionStore) -> None:
     tracker = await new_tracker(store)
-    s = await store.create("web", 1, "u1")
+    store = tracker.store
+    s = await store.create(1, "u1", "web")
     with pytest.raises(ValidationError):
         await tracker.predict_lifecycle(s.session_id, horizon=0)
     first = await tracker.predict_lifecycle(s.session_id)
@@ -150,17 +143,17 @@ async def test_predict_lifecycle_end_to_end(store: SessionStore) -> None:
     assert 0.0 < result.p_idle_within <= 0.5
     beyond = await tracker.predict_lifecycle(s.session_id, horizon=60, idle_after=600.0)
     assert beyond.p_idle_within == 0.0 and beyond.p_expire_within == 0.0
-    other = await store.create("web", 2, "u2")
-    tracker._platform_hist = (0.0, {})
+    other = await store.create(2, "u2", "web")
+    tracker.statistics.forget_cache()
     fallback = await tracker.predict_lifecycle(other.session_id)
     assert fallback.basis == "platform" and fallback.samples == 6
     report = await tracker.analyze_patterns(user_id="u1")
     assert report.by_user["u1"].events == 6 and report.sessions == 1
     fleet = await tracker.analyze_patterns(platform="web")
     assert fleet.sessions == 2 and fleet.paths[0].path == ("new",)
-    assert set(await tracker._last_seen(None, -60.0, 10)) == {"u1"}
-    assert await tracker._last_seen(None, 3600.0, 10) == {}
-    assert set(await tracker._last_seen("u1", 3600.0, 10)) == {"u1"}
+    assert set(await tracker.patterns.last_seen(None, -60.0, 10)) == {"u1"}
+    assert await tracker.patterns.last_seen(None, 3600.0, 10) == {}
+    assert set(await tracker.patterns.last_seen("u1", 3600.0, 10)) == {"u1"}
 
 
 def test_metrics_quantiles_and_prometheus() -> None:

@@ -40,7 +40,7 @@ async def test_a_burst_of_touches_all_succeed_on_default_settings(
 ) -> None:
     store = default_store
     assert _slots(store.client).size == 64
-    s = await store.create("telegram", "c", "u")
+    s = await store.create("c", "u", "telegram")
     results = await asyncio.gather(
         *(store.touch(s.session_id, messages=1) for _ in range(BURST)), return_exceptions=True
     )
@@ -54,7 +54,7 @@ async def test_a_burst_of_mixed_calls_on_many_sessions_all_succeed(
     default_store: SessionStore,
 ) -> None:
     store = default_store
-    sessions = [await store.create("telegram", f"c{i}", "u") for i in range(20)]
+    sessions = [await store.create(f"c{i}", "u", "telegram") for i in range(20)]
 
     async def call(i: int) -> object:
         sid = sessions[i % len(sessions)].session_id
@@ -94,7 +94,7 @@ async def test_a_call_waits_for_a_released_connection(backend_url: str) -> None:
     )
     slots = _slots(store.client)
     try:
-        s = await store.create("telegram", "c", "u")
+        s = await store.create("c", "u", "telegram")
         await slots.acquire()
         await slots.acquire()  # every connection is taken
         waiting = asyncio.create_task(store.touch(s.session_id, messages=1))
@@ -117,7 +117,7 @@ async def test_past_pool_timeout_a_call_raises_a_clear_error(backend_url: str) -
     )
     client = store.client
     try:
-        s = await store.create("telegram", "c", "u")
+        s = await store.create("c", "u", "telegram")
         held: list[Any] = []
         for _ in range(2):
             if is_cluster(client):  # the cluster client's slots bound its commands

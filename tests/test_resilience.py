@@ -26,7 +26,7 @@ async def test_mutations_retried_after_a_lost_reply_apply_once(own_server: Embed
         f"redis://127.0.0.1:{proxy.port}", namespace=unique_namespace(), retries=3
     )
     try:
-        s = await store.create("telegram", "c", "u")
+        s = await store.create("c", "u", "telegram")
         for _ in range(5):
             proxy.armed = 1
             await store.touch(s.session_id, messages=1)
@@ -35,7 +35,7 @@ async def test_mutations_retried_after_a_lost_reply_apply_once(own_server: Embed
             proxy.armed = 1
             await store.set_field(s.session_id, "x", "y")
         proxy.armed = 1
-        again = await store.create("telegram", "c2", "u")  # retried create is not SessionExists
+        again = await store.create("c2", "u", "telegram")  # retried create is not SessionExists
         got = await store.get(s.session_id)
         assert proxy.dropped == 16
         assert got.message_count == 5  # not 10
@@ -49,10 +49,10 @@ async def test_mutations_retried_after_a_lost_reply_apply_once(own_server: Embed
 async def test_calls_succeed_after_a_server_restart(own_server: EmbeddedRedis) -> None:
     store = await SessionStore.connect(own_server.url, namespace=unique_namespace(), retries=5)
     try:
-        await store.create("telegram", "c", "u")
+        await store.create("c", "u", "telegram")
         own_server.restart()  # unsaved data and the script cache are gone
         assert await store.scripts.missing(store.client) == list(store.scripts.scripts)
-        s = await store.create("telegram", "c", "u")
+        s = await store.create("c", "u", "telegram")
         s = await store.update(s.session_id, data={"after": "restart"})
         assert s.version == 2 and (await store.get(s.session_id)).data == {"after": "restart"}
     finally:
@@ -93,7 +93,7 @@ async def test_scripts_reach_every_cluster_primary(cluster_url: str) -> None:
         # after a flush of every primary, the first call on any slot reloads and succeeds
         await store.client.script_flush()
         for user in ("a", "b", "c", "d", "e", "f"):
-            assert (await store.create("telegram", "c", user)).version == 1
+            assert (await store.create("c", user, "telegram")).version == 1
     finally:
         for user in ("a", "b", "c", "d", "e", "f"):
             await store.delete(f"telegram:c:{user}")

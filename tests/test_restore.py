@@ -45,16 +45,16 @@ async def _scenario(store: SessionStore, p: Persistence) -> tuple[str, list[str]
     """Backup of five sessions at version 3; then live: one newer, one older, one gone, one new."""
     ids = []
     for i in range(5):
-        sid = (await store.create("web", i, "u", data={"i": i, "from": "backup"})).session_id
+        sid = (await store.create(i, "u", "web", data={"i": i, "from": "backup"})).session_id
         await store.update(sid, data={"step": 2})
         await store.update(sid, data={"step": 3})
         ids.append(sid)
     backup_id = await p.create_backup()
     await store.update(ids[0], data={"from": "live"})  # v4: newer than the backup
     await store.delete(ids[1])
-    await store.create("web", 1, "u", data={"from": "live"})  # v1: older than the backup's v3
+    await store.create(1, "u", "web", data={"from": "live"})  # v1: older than the backup's v3
     await store.delete(ids[2])  # gone
-    await store.create("web", 99, "u", data={"from": "live"})  # not in the backup
+    await store.create(99, "u", "web", data={"from": "live"})  # not in the backup
     return backup_id, ids
 
 
@@ -128,8 +128,8 @@ async def test_interactive_asks_per_conflict(store: SessionStore, persistence: P
 async def test_expired_sessions_are_not_restored(
     store: SessionStore, persistence: Persistence
 ) -> None:
-    await store.create("web", 1, "u", ttl=1.5)
-    await store.create("web", 2, "u")
+    await store.create(1, "u", "web", ttl=1.5)
+    await store.create(2, "u", "web")
     backup_id = await persistence.create_backup()
     await asyncio.sleep(1.6)
     report = await persistence.restore_backup(backup_id, "replace")
@@ -145,7 +145,7 @@ async def test_merge_while_other_processes_write_keeps_newer_data(
     try:
         n, procs, rounds = 160, 4, 12
         ids = [
-            (await store.create("web", i, f"u{i % 7}", data={"w": 0})).session_id for i in range(n)
+            (await store.create(i, f"u{i % 7}", "web", data={"w": 0})).session_id for i in range(n)
         ]
         for sid in ids:
             for _ in range(3):
@@ -154,7 +154,7 @@ async def test_merge_while_other_processes_write_keeps_newer_data(
         for sid in ids:  # back to v1, then writers race the restore up to v13
             await store.delete(sid)
             ident = sid.split(":")
-            await store.create("web", ident[1], ident[2], data={"w": 0})
+            await store.create(ident[1], ident[2], "web", data={"w": 0})
         ctx = multiprocessing.get_context("spawn")
         started = [ctx.Event() for _ in range(procs)]
         workers = [
@@ -242,7 +242,7 @@ async def test_scheduled_backup_runs_once_per_tick_across_the_fleet(
     store: SessionStore, tmp_path: Path
 ) -> None:
     for i in range(6):
-        await store.create("web", i, "u", data={"i": i})
+        await store.create(i, "u", "web", data={"i": i})
     fleet = [
         BackupScheduler(Persistence(store, backup_dir=tmp_path / "b", key=KEY), full_every=3)
         for _ in range(3)
@@ -314,15 +314,15 @@ async def test_initialize_sessions_schedules_backups_with_apscheduler(
 async def test_merge_of_a_chain_takes_each_sessions_latest_record_and_stays_chained(
     store: SessionStore, persistence: Persistence
 ) -> None:
-    a = (await store.create("web", "a", "u", data={"n": 1})).session_id
-    b = (await store.create("web", "b", "u", data={"n": 1})).session_id
+    a = (await store.create("a", "u", "web", data={"n": 1})).session_id
+    b = (await store.create("b", "u", "web", data={"n": 1})).session_id
     full = await persistence.create_backup()
     await store.update(a, data={"n": 2})  # a: v2 in the incremental
     await store.delete(b)  # b: tombstone in the incremental
     inc = await persistence.create_backup(incremental=True)
     await store.delete(a)
-    await store.create("web", "a", "u", data={"n": 0})  # live a: v1, older than the chain's v2
-    await store.create("web", "b", "u", data={"n": 0})  # live b: kept (tombstones delete nothing)
+    await store.create("a", "u", "web", data={"n": 0})  # live a: v1, older than the chain's v2
+    await store.create("b", "u", "web", data={"n": 0})  # live b: kept (tombstones delete nothing)
     report = await persistence.restore_backup(inc, "merge")
     assert report.chain == [full, inc]
     assert (report.written, report.kept, report.tombstones) == (1, 0, 1)
@@ -340,8 +340,8 @@ async def test_largest_session_restores_in_one_script(
 ) -> None:
     # 2991 fields: far beyond what Limits allows through the API by default (1024 + core);
     # written raw, it is still restored by one restore_session call (unpack stays in bounds).
-    sid = (await store.create("web", "big", "u")).session_id
-    key = store.keys.session(store.identity("web", "big", "u"))
+    sid = (await store.create("big", "u", "web")).session_id
+    key = store.keys.session(store.identity("big", "u", "web"))
     await store.client.hset(key, mapping={f"f{i}": str(i) for i in range(2990)})
     before = await store.client.hgetall(key)
     backup_id = await persistence.create_backup()
@@ -396,10 +396,10 @@ async def test_restore_does_not_fill_the_hot_path_caches(
 ) -> None:
     """Validating every record of a backup must not push 100k ids through the session-id
     cache of the hot path: memory would grow with the backup, not the batch."""
-    from sessioncache.keys import _parse_session_id
+    from sessioncache.identity import _parse_session_id
 
     for i in range(30):
-        await store.create("web", f"cache{i}", f"u{i}", data={"i": i})
+        await store.create(f"cache{i}", f"u{i}", "web", data={"i": i})
     backup_id = await persistence.create_backup()
     await persistence.verify_backup(backup_id)
     _parse_session_id.cache_clear()

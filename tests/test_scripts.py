@@ -7,7 +7,7 @@ import random
 import pytest
 
 from sessioncache import SessionStore
-from sessioncache.errors import BackendUnavailable
+from sessioncache.errors import ScriptError
 from sessioncache.scripts import ScriptRegistry, compose, load_scripts, prelude, registry
 from sessioncache.statistics import histogram_bucket
 
@@ -34,7 +34,7 @@ async def test_lua_errors_name_the_script_line_not_the_combined_source(
     store: SessionStore,
 ) -> None:
     probe = compose("probe", "local x = 1\nreturn redis.call('NOSUCHCOMMAND')\n")
-    with pytest.raises(BackendUnavailable) as err:
+    with pytest.raises(ScriptError) as err:
         await probe.run(store.client, [], [])
     assert "script probe failed" in str(err.value)
     if "user_script" in str(err.value.__cause__):  # fakeredis reports no line numbers
@@ -64,11 +64,11 @@ async def test_an_index_without_expiry_keeps_none_whichever_script_writes(
     """The case where the three copies of the index rule differed: create.lua gave such an
     index the new session's expiry, so a session that never expires (restored without an
     expiry) vanished from list_user_sessions when the index expired."""
-    forever = await store.create("web", "forever", "u1")
-    index = store.keys.user_index(store.identity("web", 1, "u1").user_tag)
+    forever = await store.create("forever", "u1", "web")
+    index = store.keys.user_index(store.identity(1, "u1", "web").user_tag)
     await store.client.persist(forever.session_key)
     await store.client.persist(index)  # what restore_session.lua does for such a session
-    other = await store.create("web", "other", "u1", ttl=60)
+    other = await store.create("other", "u1", "web", ttl=60)
     assert await store.client.pttl(index) == -1
     await store.update(other.session_id, data={"k": 1})
     await store.touch(other.session_id, messages=1)
@@ -78,11 +78,11 @@ async def test_an_index_without_expiry_keeps_none_whichever_script_writes(
 
 
 async def test_an_index_expiry_only_moves_later(store: SessionStore) -> None:
-    long = await store.create("web", "long", "u2", ttl=3600)
-    index = store.keys.user_index(store.identity("web", 1, "u2").user_tag)
+    long = await store.create("long", "u2", "web", ttl=3600)
+    index = store.keys.user_index(store.identity(1, "u2", "web").user_tag)
     after_long = await store.client.pexpiretime(index)
     assert after_long >= await store.client.pexpiretime(long.session_key)
-    short = await store.create("web", "short", "u2", ttl=60)
+    short = await store.create("short", "u2", "web", ttl=60)
     await store.touch(short.session_id)
     await store.update(short.session_id, data={"k": 1})
     assert await store.client.pexpiretime(index) == after_long

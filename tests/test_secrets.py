@@ -124,7 +124,7 @@ async def test_a_wrong_backup_key_error_does_not_show_either_key(
 ) -> None:
     store = await SessionStore.connect(memory_url, namespace="secrets")
     try:
-        await store.create("telegram", "c", "u", data={"a": 1})
+        await store.create("c", "u", "telegram", data={"a": 1})
         writer = Persistence(store, backup_dir=str(tmp_path), key=SECRET)
         backup_id = await writer.create_backup("signed")
         reader = Persistence(store, backup_dir=str(tmp_path), key="another-" + SECRET[::-1])

@@ -9,10 +9,10 @@ from sessioncache.store import SessionStore
 
 
 async def test_create_get_update_delete(store: SessionStore) -> None:
-    s = await store.create("telegram", 42, "u1", data={"a": 1}, metadata={"lang": "en"})
+    s = await store.create(42, "u1", "telegram", data={"a": 1}, metadata={"lang": "en"})
     assert (s.version, s.data, s.metadata, s.state) == (1, {"a": 1}, {"lang": "en"}, "new")
     with pytest.raises(SessionExists):
-        await store.create("telegram", 42, "u1")
+        await store.create(42, "u1", "telegram")
     got = await store.get(s.session_id)
     assert got.data == {"a": 1} and got.chat_id == "42"
     upd = await store.update(s.session_id, data={"b": "x"}, expected_version=1)

@@ -22,7 +22,8 @@ from .tracker_helpers import new_tracker, snapshot
 
 async def test_lifecycle_path_versions_and_events(store: SessionStore) -> None:
     tracker = await new_tracker(store)
-    s = await store.create("telegram", 1, "u1")
+    store = tracker.store
+    s = await store.create(1, "u1", "telegram")
     path = ["active", "waiting_input", "active", "idle", "closed"]
     for i, state in enumerate(path, start=2):
         s = await tracker.transition(s.session_id, state, reason=f"step {i}")
@@ -42,7 +43,8 @@ async def test_illegal_move_names_current_and_allowed_and_writes_nothing(
     store: SessionStore,
 ) -> None:
     tracker = await new_tracker(store)
-    s = await store.create("telegram", 1, "u1")
+    store = tracker.store
+    s = await store.create(1, "u1", "telegram")
     before = await snapshot(tracker, s.session_id)
     with pytest.raises(InvalidTransition) as info:
         await tracker.transition(s.session_id, "archived")
@@ -54,7 +56,8 @@ async def test_illegal_move_names_current_and_allowed_and_writes_nothing(
 
 async def test_bad_input_raises_and_writes_nothing(store: SessionStore) -> None:
     tracker = await new_tracker(store)
-    s = await store.create("telegram", 1, "u1")
+    store = tracker.store
+    s = await store.create(1, "u1", "telegram")
     before = await snapshot(tracker, s.session_id)
     with pytest.raises(ValidationError, match="unknown state 'flying'"):
         await tracker.transition(s.session_id, "flying")
@@ -72,13 +75,14 @@ async def test_bad_input_raises_and_writes_nothing(store: SessionStore) -> None:
     assert await snapshot(tracker, s.session_id) == before
     with pytest.raises(SessionNotFound):
         await tracker.transition("telegram:9:nobody", "active")
-    ghost = tracker.keys.events(store.identity("telegram", 9, "nobody"))
+    ghost = tracker.keys.events(store.identity(9, "nobody", "telegram"))
     assert await store.client.exists(ghost) == 0
 
 
 async def test_expected_version_applies_when_it_matches(store: SessionStore) -> None:
     tracker = await new_tracker(store)
-    s = await store.create("web", "c", "u")
+    store = tracker.store
+    s = await store.create("c", "u", "web")
     s = await tracker.transition(s.session_id, "active", expected_version=1)
     assert s.version == 2
     with pytest.raises(VersionConflict):
@@ -88,8 +92,9 @@ async def test_expected_version_applies_when_it_matches(store: SessionStore) -> 
 
 async def test_retried_transition_applies_once(store: SessionStore) -> None:
     tracker = await new_tracker(store)
-    s = await store.create("web", "c", "u")
-    _, keys, _ = tracker._locate(s.session_id)
+    store = tracker.store
+    s = await store.create("c", "u", "web")
+    _, keys, _ = tracker.events.locate(s.session_id)
     table = tracker.table
     args = ["op123", "active", "", "", table.script_arg("web", "active", 1000, 60000)]
     script = store.scripts.transition
@@ -105,8 +110,9 @@ async def test_retried_transition_applies_once(store: SessionStore) -> None:
 async def test_platform_override(store: SessionStore) -> None:
     table = TransitionTable(platforms={"discord": {"new": ["closed"]}})
     tracker = await new_tracker(store, table=table)
-    d = await store.create("discord", 1, "u")
-    t = await store.create("telegram", 1, "u")
+    store = tracker.store
+    d = await store.create(1, "u", "discord")
+    t = await store.create(1, "u", "telegram")
     with pytest.raises(InvalidTransition) as info:
         await tracker.transition(d.session_id, "active")
     assert info.value.allowed == ["closed"]
@@ -116,14 +122,16 @@ async def test_platform_override(store: SessionStore) -> None:
 
 async def test_table_is_shared_and_versioned(store: SessionStore) -> None:
     first = await new_tracker(store)
+    store = first.store
     assert first.table.version == 1
-    second = StateTracker(store, TrackerConfig(table=TransitionTable(allowed={"new": ["closed"]})))
+    strict_rules = TrackerConfig(table=TransitionTable(allowed={"new": ["closed"]}))
+    second = StateTracker(first.store, strict_rules)
     # The fleet's stored table wins over a process's configured default.
     assert (await second.start()).version == 1 and second.table.same_rules(first.table)
     strict = await second.publish_table(TransitionTable(allowed={"new": ["closed"]}))
     assert strict.version == 2
     assert (await first.load_table()) == strict
-    s = await store.create("web", 1, "u")
+    s = await store.create(1, "u", "web")
     with pytest.raises(InvalidTransition):
         await first.transition(s.session_id, "active")
     events = await first.get_events(s.session_id)
@@ -135,6 +143,7 @@ async def test_table_is_shared_and_versioned(store: SessionStore) -> None:
 
 async def test_guards_and_hooks(store: SessionStore) -> None:
     tracker = await new_tracker(store)
+    store = tracker.store
     seen: list[tuple[str, str, str, int]] = []
 
     def allow_if_paid(session: Session, source: str, target: str) -> bool:
@@ -153,7 +162,7 @@ async def test_guards_and_hooks(store: SessionStore) -> None:
     tracker.hooks.on_enter("active", on_enter)
     tracker.hooks.on_exit("new", on_exit)
     tracker.hooks.on_enter("active", broken)
-    s = await store.create("web", 1, "u")
+    s = await store.create(1, "u", "web")
     before = await snapshot(tracker, s.session_id)
     with pytest.raises(GuardRejected) as info:
         await tracker.transition(s.session_id, "active")
@@ -210,7 +219,8 @@ def test_table_validation() -> None:
 
 async def test_guard_retries_when_another_writer_gets_in_between(store: SessionStore) -> None:
     tracker = await new_tracker(store)
-    s = await store.create("web", 1, "u")
+    store = tracker.store
+    s = await store.create(1, "u", "web")
     calls: list[int] = []
 
     async def racing_guard(session: Session, source: str, target: str) -> bool:

@@ -19,10 +19,11 @@ from .tracker_helpers import new_tracker
 
 async def test_report_counts_states_platforms_events(store: SessionStore) -> None:
     tracker = await new_tracker(store)
-    a = await store.create("telegram", 1, "alice")
-    b = await store.create("telegram", 2, "bob")
-    c = await store.create("discord", 3, "carol")
-    d = await store.create("discord", 4, "dave")
+    store = tracker.store
+    a = await store.create(1, "alice", "telegram")
+    b = await store.create(2, "bob", "telegram")
+    c = await store.create(3, "carol", "discord")
+    d = await store.create(4, "dave", "discord")
     for sid in (a.session_id, b.session_id, c.session_id):
         await tracker.transition(sid, "active")
     for _ in range(3):

@@ -32,7 +32,7 @@ async def snapshot(store: SessionStore) -> dict[bytes, Any]:
 
 async def test_get_or_create_races_end_with_one_session(store: SessionStore) -> None:
     results = await asyncio.gather(
-        *(store.get_or_create("discord", "c1", "u1", data={"n": i}) for i in range(20))
+        *(store.get_or_create("c1", "u1", "discord", data={"n": i}) for i in range(20))
     )
     assert {s.session_id for s in results} == {"discord:c1:u1"}
     assert {s.version for s in results} == {1}
@@ -41,7 +41,7 @@ async def test_get_or_create_races_end_with_one_session(store: SessionStore) -> 
 
 
 async def test_update_merges_deletes_and_keeps_other_fields(store: SessionStore) -> None:
-    s = await store.create("slack", "c", "u", data={"a": 1, "b": 2}, metadata={"m": 1})
+    s = await store.create("c", "u", "slack", data={"a": 1, "b": 2}, metadata={"m": 1})
     s = await store.update(s.session_id, data={"b": 3, "c": [1, 2]}, metadata={"n": 2})
     assert s.data == {"a": 1, "b": 3, "c": [1, 2]} and s.metadata == {"m": 1, "n": 2}
     s = await store.update(s.session_id, delete=["a"], delete_metadata=["m"], priority=5)
@@ -50,7 +50,7 @@ async def test_update_merges_deletes_and_keeps_other_fields(store: SessionStore)
 
 
 async def test_field_level_operations(store: SessionStore) -> None:
-    s = await store.create(Platform.WHATSAPP, "c", "u")
+    s = await store.create("c", "u", Platform.WHATSAPP)
     assert await store.set_field(s.session_id, "v", {"x": 1}) == 2  # "v" is also a core field
     assert await store.set_fields(s.session_id, {"~t": b"\x00\xff", "@m": None}) == 3
     assert await store.get_field(s.session_id, "v") == {"x": 1}
@@ -67,7 +67,7 @@ async def test_field_level_operations(store: SessionStore) -> None:
 
 
 async def test_touch_counts_messages_and_refreshes_ttl(store: SessionStore) -> None:
-    s = await store.create("telegram", 1, 2)
+    s = await store.create(1, 2, "telegram")
     before = await store.client.pttl(s.session_key)
     assert 0 < before <= DEFAULT_TTL * 1000
     expires = await store.touch(s.session_id, messages=3)
@@ -76,11 +76,11 @@ async def test_touch_counts_messages_and_refreshes_ttl(store: SessionStore) -> N
     assert got.message_count == 3 and got.version == 1  # activity is not a content change
     assert got.last_activity >= s.last_activity and expires >= s.expires_at
     assert abs((got.expires_at - got.last_activity).total_seconds() - DEFAULT_TTL) < 0.01
-    assert await store.client.pttl(store.keys.user_index(store.identity("x", 1, 2).user_tag)) > 0
+    assert await store.client.pttl(store.keys.user_index(store.identity(1, 2, "x").user_tag)) > 0
 
 
 async def test_custom_ttl_survives_updates_and_touch_can_change_it(store: SessionStore) -> None:
-    s = await store.create("telegram", "c", "u", ttl=30)
+    s = await store.create("c", "u", "telegram", ttl=30)
     await store.update(s.session_id, data={"x": 1})
     assert 0 < await store.client.pttl(s.session_key) <= 30_000
     await store.touch(s.session_id, ttl=60)
@@ -89,8 +89,8 @@ async def test_custom_ttl_survives_updates_and_touch_can_change_it(store: Sessio
 
 
 async def test_sessions_expire_by_ttl_and_leave_the_user_index(store: SessionStore) -> None:
-    keep = await store.create("telegram", "keep", "u")
-    gone = await store.create("telegram", "gone", "u", ttl=0.2)
+    keep = await store.create("keep", "u", "telegram")
+    gone = await store.create("gone", "u", "telegram", ttl=0.2)
     await asyncio.sleep(0.5)
     with pytest.raises(SessionNotFound):
         await store.get(gone.session_id)
@@ -100,9 +100,9 @@ async def test_sessions_expire_by_ttl_and_leave_the_user_index(store: SessionSto
 
 
 async def test_list_user_sessions_across_platforms(store: SessionStore) -> None:
-    await store.create("telegram", "1", "alice")
-    await store.create("discord", "2", "alice", thread_id="t")
-    await store.create("slack", "3", "bob")
+    await store.create("1", "alice", "telegram")
+    await store.create("2", "alice", "discord", thread_id="t")
+    await store.create("3", "bob", "slack")
     listed = await store.list_user_sessions("alice")
     assert sorted(s.session_id for s in listed) == ["discord:2:alice:t", "telegram:1:alice"]
     assert await store.list_user_sessions("nobody") == []
@@ -128,15 +128,15 @@ async def test_missing_sessions_raise_not_found(store: SessionStore) -> None:
 
 
 async def test_bad_input_raises_and_leaves_redis_unchanged(store: SessionStore) -> None:
-    s = await store.create("telegram", "c", "u", data={"a": 1})
+    s = await store.create("c", "u", "telegram", data={"a": 1})
     before = await snapshot(store)
     bad_calls = [
-        store.create("telegram", "c2", "u", data={"x": {1, 2}}),
-        store.create("telegram", "c2", "u", data={"": 1}),
-        store.create("telegram", "c2", "u", ttl=-1),
-        store.create("telegram", "c2", "u", state=""),
-        store.create("telegram", "c2", "u", priority=10**6),
-        store.create("telegram", {"c": 1}, "u"),
+        store.create("c2", "u", "telegram", data={"x": {1, 2}}),
+        store.create("c2", "u", "telegram", data={"": 1}),
+        store.create("c2", "u", "telegram", ttl=-1),
+        store.create("c2", "u", "telegram", state=""),
+        store.create("c2", "u", "telegram", priority=10**6),
+        store.create({"c": 1}, "u", "telegram"),
         store.update(s.session_id, data={"a": dt.datetime(2026, 1, 1)}),
         store.update(s.session_id, data={"a": "x" * (store.limits.max_value_bytes + 1)}),
         store.update(s.session_id, data=[("a", 1)]),  # type: ignore[arg-type]
@@ -152,7 +152,7 @@ async def test_bad_input_raises_and_leaves_redis_unchanged(store: SessionStore) 
         with pytest.raises(ValidationError):
             await call
     with pytest.raises(SessionExists):
-        await store.create("telegram", "c", "u", data={"a": 2})
+        await store.create("c", "u", "telegram", data={"a": 2})
     with pytest.raises(VersionConflict):
         await store.update(s.session_id, data={"a": 2}, expected_version=7)
     assert await snapshot(store) == before
@@ -163,9 +163,9 @@ async def test_field_limit_is_enforced_atomically(backend_url: str) -> None:
         backend_url, namespace=unique_namespace(), limits=Limits(max_fields=5)
     )
     try:
-        s = await store.create("web", "c", "u", data={f"f{i}": i for i in range(4)})
+        s = await store.create("c", "u", "web", data={f"f{i}": i for i in range(4)})
         with pytest.raises(ValidationError):
-            await store.create("web", "c2", "u", data={f"f{i}": i for i in range(6)})
+            await store.create("c2", "u", "web", data={f"f{i}": i for i in range(6)})
         before = await snapshot(store)
         with pytest.raises(ValidationError, match="limit is 5"):
             await store.update(s.session_id, data={"new1": 1, "new2": 2})
@@ -179,7 +179,7 @@ async def test_field_limit_is_enforced_atomically(backend_url: str) -> None:
 
 
 async def test_a_custom_namespace_leaves_nothing_under_another(store: SessionStore) -> None:
-    s = await store.create("telegram", "c", "u")
+    s = await store.create("c", "u", "telegram")
     await store.update(s.session_id, data={"x": 1})
     ns = store.keys.namespace
     keys = [k async for k in store.client.scan_iter(match="*", count=1000)]
@@ -190,13 +190,13 @@ async def test_a_custom_namespace_leaves_nothing_under_another(store: SessionSto
 
 async def test_a_retried_script_applies_once(store: SessionStore) -> None:
     """The same op id sent twice (a client retry after a lost reply) is applied once."""
-    s = await store.create("telegram", "c", "u")
+    s = await store.create("c", "u", "telegram")
     key, index = s.session_key, store.keys.user_index(s.session_id.split(":")[2])
-    touch_args = ["opid1", store._default_ttl_ms, "1", ""]
+    touch_args = ["opid1", store.default_ttl_ms, "1", ""]
     first = await store.scripts.touch(store.client, [key, index], touch_args)
     again = await store.scripts.touch(store.client, [key, index], touch_args)
     assert (first[0], again[0]) == (1, 2) and first[2] == again[2] == 1
-    upd = ["opid2", "1", "version", store._default_ttl_ms, "", "100", "1", "kk", "v"]
+    upd = ["opid2", "1", "version", store.default_ttl_ms, "", "100", "1", "kk", "v"]
     first = await store.scripts.update(store.client, [key, index], upd)
     again = await store.scripts.update(store.client, [key, index], upd)
     assert (first, again) == ([1, 2], [2, 2])  # not a false VersionConflict either
@@ -205,7 +205,7 @@ async def test_a_retried_script_applies_once(store: SessionStore) -> None:
 
 
 async def test_scripts_reload_after_script_flush(store: SessionStore) -> None:
-    s = await store.create("telegram", "c", "u")
+    s = await store.create("c", "u", "telegram")
     await store.client.script_flush()
     assert await store.scripts.missing(store.client)
     await store.update(s.session_id, data={"after": "flush"})
@@ -219,7 +219,7 @@ async def test_data_decodes_on_first_access_and_a_corrupt_value_says_so(
     from sessioncache import IntegrityError
 
     s = await store.create(
-        "web", "lazy", "u", data={"n": 1, "t": "x", "@a": [1]}, metadata={"lang": "en"}
+        "lazy", "u", "web", data={"n": 1, "t": "x", "@a": [1]}, metadata={"lang": "en"}
     )
     assert (s.data, s.metadata) == ({"n": 1, "t": "x", "@a": [1]}, {"lang": "en"})
     again = await store.get(s.session_id)

@@ -11,7 +11,7 @@ import pytest
 
 from sessioncache import InvalidTransition, SessionState, TransitionTable
 from sessioncache.store import SessionStore
-from sessioncache.tracker import StateTracker
+from sessioncache.tracker import StateTracker, TrackerConfig
 
 from .conftest import drop_namespace, unique_namespace
 
@@ -22,7 +22,9 @@ STATES = [s.value for s in SessionState]
 
 
 async def _work(url: str, namespace: str, seed: int, moves: int) -> dict[str, int]:
-    store = await SessionStore.connect(url, namespace=namespace, socket_timeout=10.0)
+    store = await SessionStore.connect(
+        url, namespace=namespace, socket_timeout=10.0, extras=[TrackerConfig().store_extras()]
+    )
     tracker = StateTracker(store)
     await tracker.start()
     rng = random.Random(seed)
@@ -45,7 +47,7 @@ def _worker(url: str, namespace: str, seed: int, moves: int) -> dict[str, int]:
 
 
 async def _check(store: SessionStore, applied: Counter[str]) -> None:
-    tracker = StateTracker(store)
+    tracker = StateTracker(store, TrackerConfig())
     table = await tracker.load_table()
     assert table is not None
     total = 0
@@ -72,12 +74,14 @@ async def _check(store: SessionStore, applied: Counter[str]) -> None:
 
 async def _setup(url: str) -> tuple[SessionStore, str]:
     namespace = unique_namespace()
-    store = await SessionStore.connect(url, namespace=namespace)
+    store = await SessionStore.connect(
+        url, namespace=namespace, extras=[TrackerConfig().store_extras()]
+    )
     tracker = StateTracker(store, None)
     await tracker.start()
     for c in range(CHATS):
         for u in range(USERS):
-            await store.create("web", f"c{c}", f"u{u}")
+            await store.create(f"c{c}", f"u{u}", "web")
     return store, namespace
 
 

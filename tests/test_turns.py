@@ -79,7 +79,7 @@ async def test_waiters_enter_in_arrival_order(system: SessionSystem) -> None:
     holder = asyncio.create_task(first())
     await entered.wait()
     waiters = []
-    queue = system.store.keys.turn_queue(system.store.identity("telegram", 0, 7))
+    queue = system.store.keys.turn_queue(system.store.identity(0, 7, "telegram"))
     for i in range(5):
         waiters.append(asyncio.create_task(waiter(i)))
         # Each one is in line before the next arrives.
@@ -100,7 +100,7 @@ async def test_lease_is_renewed_while_held(system: SessionSystem) -> None:
 
 
 async def test_a_turn_whose_lease_was_lost_says_so(system: SessionSystem) -> None:
-    key = system.store.keys.turn(system.store.identity("telegram", 0, 7))
+    key = system.store.keys.turn(system.store.identity(0, 7, "telegram"))
     with pytest.raises(TurnLost):
         async with system.turn(SIDS[0], timeout=1, lease=0.3) as turn:
             await system.store.client.set(key, "someone else", px=60_000)
@@ -166,7 +166,7 @@ async def test_a_killed_holder_is_taken_over_after_its_lease(system: SessionSyst
     if url.startswith("memory://"):
         # No second process can share memory://: the holder "dies" by never leaving.
         token = "dead-holder"
-        key = system.store.keys.turn(system.store.identity("telegram", 0, 7))
+        key = system.store.keys.turn(system.store.identity(0, 7, "telegram"))
         await system.store.client.set(key, token, px=300)
     else:
         ctx = multiprocessing.get_context("spawn")

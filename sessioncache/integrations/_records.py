@@ -7,17 +7,21 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgpack
+from redis.exceptions import RedisError
 
-from ..backends import RedisSettings, connect
-from ..codec import Limits, data_field, encode_value
-from ..errors import IntegrityError, ValidationError
+from ..backends import RedisSettings, connect, is_cluster
+from ..codec import DEFAULT_LIMITS, VALUE_TAG, Limits, data_field, decode_value, encode_value
+from ..errors import BackendUnavailable, IntegrityError, ValidationError
 from ..scripts import Script, registry
+from ..slots import tag_slot
 from ..store import new_op_id
 
-_TAG = b"\xc1"
 _unpackb = msgpack.unpackb
 OPS_FIELD = b"o"
 """Field holding the op ids of a record's last four writes (a one-character name: never data)."""
+_CLUSTER_MOVE_ATTEMPTS = 5
+
+Encoded = dict[bytes, bytes]
 
 
 def ttl_ms(value: object, what: str) -> int:
@@ -66,7 +70,7 @@ def decode_str_record(flat: Any) -> dict[str, Any]:
             name = raw_name.decode("utf-8")
             if name[0] == "~":
                 name = name[1:]
-            if raw_value[:1] == _TAG:
+            if raw_value[:1] == VALUE_TAG:
                 out[name] = _unpackb(
                     raw_value[1:], raw=False, timestamp=3, strict_map_key=True
                 )
@@ -115,3 +119,76 @@ class RecordWriter:
 
     async def replace(self, key: str, pairs: list[bytes | str], *, ttl: str) -> None:
         await self._replace.run(self.client, [key], [new_op_id(), ttl, *pairs])
+
+
+def _freeze(value: Any) -> Any:
+    """msgpack hands lists back; keys (and conversation keys) must be hashable tuples."""
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def encode_key(key: Any, limits: Limits) -> bytes:
+    """A dict key as a hash field: str keys as the core codec's data fields, others msgpack'd."""
+    if isinstance(key, str):
+        return data_field(key, limits).encode("utf-8")
+    raw = encode_value(key, limits, "key")
+    if raw[:1] != VALUE_TAG:  # pragma: no cover - encode_value tags every non-str value
+        raise ValidationError(f"cannot use {key!r} as a key")
+    return raw
+
+
+def decode_key(raw: bytes) -> Any:
+    if raw[:1] == VALUE_TAG:
+        return _freeze(decode_value(raw))
+    text = raw.decode("utf-8")
+    return text[1:] if text[0] == "~" else text
+
+
+def remote_fields(flat: Any) -> Encoded:
+    """A stored record without its own one-character fields (op ids)."""
+    return {bytes(f): bytes(v) for f, v in pairs_of(flat) if len(f) > 1}
+
+
+def _slot_of(key: str) -> int:
+    return tag_slot(key.partition("{")[2].partition("}")[0])
+
+
+async def migrate_record(
+    client: Any,
+    old_key: str,
+    new_key: str,
+    pairs: list[bytes | str],
+    deletes: list[bytes],
+    *,
+    ttl: str,
+) -> Any:
+    """Move the record at old_key to new_key (replacing it), then set pairs and delete fields;
+    the new record's HGETALL. Nothing stored at old_key: new_key keeps what it holds."""
+    script = registry().ptb_migrate
+    if not is_cluster(client) or _slot_of(old_key) == _slot_of(new_key):
+        args = [new_op_id(), ttl, str(len(pairs) // 2), *pairs, *deletes]
+        return (await script.run(client, [old_key, new_key], args))[1]
+    # A cluster whose two chat keys live in different slots: no script may touch both. Copy,
+    # then delete the old record only if no write reached it since the copy was read (its op
+    # ids are unchanged), else copy again. Never loses data; see docs/integrations.md.
+    writer = RecordWriter(client, DEFAULT_LIMITS)
+    for _ in range(_CLUSTER_MOVE_ATTEMPTS):
+        try:
+            stored = dict(pairs_of(await client.hgetall(old_key)))
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable reading {old_key!r}: {exc}") from exc
+        if not stored:
+            return await writer.merge(new_key, pairs, deletes, ttl=ttl, full=True)
+        ops = stored.pop(b"o", b"")
+        stored.update(zip(pairs[0::2], pairs[1::2], strict=True))  # type: ignore[arg-type]
+        for field in deletes:
+            stored.pop(field, None)
+        flat: list[bytes | str] = [x for pair in stored.items() for x in pair]
+        await writer.replace(new_key, flat, ttl=ttl or "0")
+        if await script.run(client, [old_key], [ops]) == 1:
+            return flat
+    raise BackendUnavailable(
+        f"chat record {old_key!r} kept changing during its migration; it was copied to "
+        f"{new_key!r} and kept (nothing lost): migrate again"
+    )

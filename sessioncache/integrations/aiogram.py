@@ -25,7 +25,8 @@ from redis.exceptions import RedisError
 
 from ..codec import DEFAULT_LIMITS, Limits, data_field, decode_value
 from ..errors import BackendUnavailable, ValidationError
-from ..keys import FsmIdentity, KeySchema, make_fsm_identity
+from ..identity import FsmIdentity, make_fsm_identity
+from ..keys import KeySchema
 from ..locks import RedisLock
 from ._records import (
     RecordWriter,

@@ -12,10 +12,16 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from ..errors import BackendUnavailable, IntegrityError, ValidationError
+from ..errors import (
+    BackendUnavailable,
+    ChangeIndexUnarmed,
+    IntegrityError,
+    LeaseBusy,
+    ValidationError,
+)
 from ..lease import Lease
 from .catalogue import Catalogue, parent_chain
-from .changes import Unarmed, pipelined
+from .changes import pipelined
 from .container import (
     MAX_EVENT_ENTRIES,
     MAX_EVENT_ENTRY_VALUES,
@@ -129,9 +135,7 @@ class BackupCreator:
         deadline = time.monotonic() + s.lease_wait
         while not await lease.acquire():
             if time.monotonic() >= deadline:
-                raise BackendUnavailable(
-                    "another process holds the backup lease (a backup is running); retry later"
-                )
+                raise LeaseBusy(lease.key, s.lease_wait)
             await asyncio.sleep(0.05)
         return lease
 
@@ -231,7 +235,7 @@ class BackupCreator:
                     while len(pending) >= s.batch_size:
                         await flush(pending[: s.batch_size])
                         pending = pending[s.batch_size :]
-            except Unarmed as exc:
+            except ChangeIndexUnarmed as exc:
                 raise IntegrityError(
                     f"change bucket {exc.slot} lost its counter (evicted or deleted): "
                     "changes may be missing, so the chain cannot continue; take a full backup"

@@ -18,7 +18,7 @@ from typing import Any
 from redis.exceptions import NoScriptError, RedisError
 
 from ..backends import is_cluster
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, ChangeIndexUnarmed
 from ..keys import KeySchema
 from ..scripts import Script
 
@@ -79,14 +79,6 @@ class BucketRead:
     members: list[bytes]
 
 
-class Unarmed(Exception):
-    """Some bucket lacks its '#' counter: changes there went unrecorded."""
-
-    def __init__(self, slot: int) -> None:
-        super().__init__(slot)
-        self.slot = slot
-
-
 def _bucket_of_member(keys: KeySchema, member: bytes) -> int:
     # Members are session keys ``ns:s:{<u>}:...``; the user tag picks the bucket.
     start = member.index(b"{") + 1
@@ -129,12 +121,15 @@ class ChangeIndex:
                 await pipelined(self.client, calls)
 
     async def read_batches(self) -> AsyncIterator[list[BucketRead]]:
-        """The non-empty buckets, a batch of slots at a time; Unarmed if any lost its counter."""
+        """The non-empty buckets, a batch of slots at a time.
+
+        ChangeIndexUnarmed if any bucket lost its counter.
+        """
         for slots in self._slot_batches():
             # In a cluster the ZRANGE below shows the '#' counter of each bucket itself.
             missing = [] if self.cluster else await self._armed(slots)
             if missing:
-                raise Unarmed(missing[0])
+                raise ChangeIndexUnarmed(missing[0])
             buckets = [self.keys.change_bucket(s) for s in slots]
             found: dict[int, BucketRead] = {}
             calls: list[tuple[str, tuple[Any, ...]]]
@@ -143,7 +138,7 @@ class ChangeIndex:
                 per_slot = await pipelined(self.client, calls)
                 for slot, slot_entries in zip(slots, per_slot, strict=True):
                     if not any(member == COUNTER for member, _ in slot_entries):
-                        raise Unarmed(slot)
+                        raise ChangeIndexUnarmed(slot)
                 entries = [e for slot_entries in per_slot for e in slot_entries]
             else:
                 calls = [("zunion", (buckets, "MAX", True))]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import IntegrityError, ValidationError
-from ..keys import parse_session_id
+from ..identity import parse_session_id
 from .formats import FORMATS, Codec, Record, kind_counts
 from .integrity import check_signature, key_id, sign
 

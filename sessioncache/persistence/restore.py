@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from redis.exceptions import RedisError
 
 from ..errors import BackendUnavailable, IntegrityError, ValidationError
-from ..keys import parse_session_id
+from ..identity import parse_session_id
 from ..models import Session, session_from_hash
 from ..store import SessionStore
 from .changes import pipelined, run_script_batch

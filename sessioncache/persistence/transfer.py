@@ -9,7 +9,7 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from ..errors import BackendUnavailable, IntegrityError, SessionNotFound, ValidationError
-from ..keys import parse_session_id
+from ..identity import parse_session_id
 from .backups import session_record
 from .catalogue import BackupInfo, Catalogue, info
 from .container import BackupReader, BackupWriter
