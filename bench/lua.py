@@ -21,15 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baseline",
         default="4aaaff1",
-        help="git revision whose lua/touch.lua has its helpers copied in (the old shape)",
+        help="git revision whose lua/touch.lua has its helpers copied in (before the shared "
+        "helpers and the op log: so that row also shows the op log's cost)",
     )
 
 
 def _library(name: str, body: str) -> str:
     """The prelude and one script's body as a Redis Functions library with one function."""
+    # Functions get no KEYS/ARGV globals: library-level locals the function sets on entry, so
+    # helpers that read ARGV (lib/ops.lua) run unchanged.
     return (
-        f"#!lua name={name}\n{prelude()}"
-        f"redis.register_function('touch_{name}', function(KEYS, ARGV)\n{body}\nend)\n"
+        f"#!lua name={name}\nlocal KEYS, ARGV\n{prelude()}"
+        f"redis.register_function('touch_{name}', function(k, a)\nKEYS, ARGV = k, a\n{body}\nend)\n"
     )
 
 
@@ -64,16 +67,18 @@ async def _run(store: SessionStore, client: Any, old_source: str, args: argparse
     body = touch.source[len(prelude()) :]
     await client.function_load(_library("sc_bench", body), replace=True)
     old_sha = await client.script_load(old_source) if old_source else None
-    ttl = store._default_ttl_ms
+    ttl = store.default_ttl_ms
 
     async def prelude_call(i: int) -> object:
-        return await client.evalsha(touch.sha, len(keys), *keys, f"{i:05d}"[-5:], ttl, "1", "")
+        return await client.evalsha(touch.sha, len(keys), *keys, *store.op_args([ttl, "1", ""]))
 
     async def fcall(i: int) -> object:
-        return await client.fcall("touch_sc_bench", len(keys), *keys, f"{i:05d}"[-5:], ttl, "1", "")
+        argv = store.op_args([ttl, "1", ""])
+        return await client.fcall("touch_sc_bench", len(keys), *keys, *argv)
 
     async def copied(i: int) -> object:
-        return await client.evalsha(old_sha, len(keys), *keys, f"{i:05d}"[-5:], ttl, "1", "")
+        # The baseline's touch.lua: 5-character op ids in the hash, three keys.
+        return await client.evalsha(old_sha, 3, *keys[:3], f"{i:05d}"[-5:], ttl, "1", "")
 
     rows = []
     variants = [("prelude (EVALSHA)", prelude_call, "evalsha"), ("library (FCALL)", fcall, "fcall")]

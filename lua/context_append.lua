@@ -2,16 +2,16 @@
 --
 -- KEYS[1]  session hash (must exist: its 'c' field is the context's generation)
 -- KEYS[2]  context hash: '#g' generation, '#v' schema version, '#n' last message number,
---          '#b' bytes and '#t' tokens held by the history, '#o' recent op ids, '#e' the
---          expiry last given to both context keys
+--          '#b' bytes and '#t' tokens held by the history
 -- KEYS[3]  history list, oldest first; each item is "<n>|<tokens>|<ms>|<payload>"
--- ARGV[1]  op id (5 chars; a client retry of the same call appends nothing twice)
--- ARGV[2]  token count of the message ("" if unknown: counts as 0)
--- ARGV[3]  payload (the encoded role, content and metadata)
--- ARGV[4..6]  soft caps: messages, bytes, tokens ("0" = no cap); past them 'over' is reported
--- ARGV[7..9]  hard caps: messages, bytes, tokens; past them the oldest items are dropped
--- ARGV[10] context schema version
--- ARGV[11] ms the context outlives the session's current expiry
+-- KEYS[4]  op log of the session (lib/ops.lua; a retry gets its message number back)
+-- ARGV[1..3]  op id, call digest, retry horizon in ms (lib/ops.lua)
+-- ARGV[4]  token count of the message ("" if unknown: counts as 0)
+-- ARGV[5]  payload (the encoded role, content and metadata)
+-- ARGV[6..8]  soft caps: messages, bytes, tokens ("0" = no cap); past them 'over' is reported
+-- ARGV[9..11] hard caps: messages, bytes, tokens; past them the oldest items are dropped
+-- ARGV[12] context schema version
+-- ARGV[13] ms the context outlives the session's current expiry
 --
 -- Returns {n, over, dropped, ms}: the message's number, 1 if a soft cap is exceeded (a summary
 -- is due), how many old items were dropped and the server time it was stored at (the time of
@@ -19,30 +19,20 @@
 -- At most 1000 items are dropped per call, so a lowered cap catches up over several calls.
 
 local gen = context_gen(KEYS[1])
-if not gen then
-  return {-1}
-end
+if not gen then return {-1} end
+context_claim(KEYS[2], KEYS[3], gen, ARGV[12])
+
 local now = now_ms()
-local cur = redis.call('HMGET', KEYS[2], '#o', '#n', '#b', '#t', '#e', '#g')
-if context_claim(KEYS[2], KEYS[3], gen, ARGV[10], cur[6]) then
-  cur = {}
-end
-local ops = cur[1] or ''
-local done = op_result(ops, ARGV[1])
+local done, number = op_applied(KEYS[4])
 if done then
-  return {tonumber(done), 0, 0, now}
+  return {tonumber(number), 0, 0, now}
 end
 
--- Counters are read once and written once: fewer calls on the hottest write.
-local n = tonumber(cur[2] or '0') + 1
-local item = int(n) .. '|' .. ARGV[2] .. '|' .. int(now) .. '|' .. ARGV[3]
+local n = redis.call('HINCRBY', KEYS[2], '#n', 1)
+local item = int(n) .. '|' .. ARGV[4] .. '|' .. int(now) .. '|' .. ARGV[5]
 local len = redis.call('RPUSH', KEYS[3], item)
-local last_exp = cur[5]
-if len == 1 then
-  last_exp = nil  -- a new list has no expiry yet, whatever '#e' says
-end
-local bytes = tonumber(cur[3] or '0') + #item
-local toks = tonumber(cur[4] or '0') + (tonumber(ARGV[2]) or 0)
+local bytes = redis.call('HINCRBY', KEYS[2], '#b', #item)
+local toks = redis.call('HINCRBY', KEYS[2], '#t', tonumber(ARGV[4]) or 0)
 
 local function over(count, b, tk, first)
   local cn, cb, ct = tonumber(ARGV[first]), tonumber(ARGV[first + 1]), tonumber(ARGV[first + 2])
@@ -50,15 +40,15 @@ local function over(count, b, tk, first)
 end
 
 local dropped = 0
-while len > 1 and dropped < 1000 and over(len, bytes, toks, 7) do
+while len > 1 and dropped < 1000 and over(len, bytes, toks, 9) do
   local old = redis.call('LPOP', KEYS[3])
-  bytes = bytes - #old
-  toks = toks - item_tokens(old)
+  bytes = redis.call('HINCRBY', KEYS[2], '#b', -#old)
+  -- 0 - x, never -x: -0 reaches Redis as "-0", which is not an integer to it.
+  toks = redis.call('HINCRBY', KEYS[2], '#t', 0 - item_tokens(old))
   len = len - 1
   dropped = dropped + 1
 end
 
-local exp = context_expire(KEYS[1], KEYS[2], KEYS[3], ARGV[11], last_exp)
-redis.call('HSET', KEYS[2], '#n', int(n), '#b', int(bytes), '#t', int(toks),
-           '#o', op_result_pushed(ops, ARGV[1], int(n), 16), '#e', exp or '')
-return {n, over(len, bytes, toks, 4) and 1 or 0, dropped, now}
+op_record(KEYS[4], now, int(n))
+context_expire(KEYS[1], KEYS[2], KEYS[3], ARGV[13])
+return {n, over(len, bytes, toks, 6) and 1 or 0, dropped, now}

@@ -18,11 +18,8 @@
 -- would pass ARGV[3]. Nothing is written unless it returns 1. Running it twice is harmless.
 
 local gen = context_gen(KEYS[1])
-if not gen then
-  return {-1}
-end
-local stored_gen = redis.call('HGET', KEYS[2], '#g')
-local fresh = stored_gen ~= gen
+if not gen then return {-1} end
+local fresh = redis.call('HGET', KEYS[2], '#g') ~= gen
 
 local i = 5
 local nreq = tonumber(ARGV[i])
@@ -74,7 +71,7 @@ if count > tonumber(ARGV[3]) then
   return {-3, count}
 end
 
-context_claim(KEYS[2], KEYS[3], gen, ARGV[1], stored_gen)
+context_claim(KEYS[2], KEYS[3], gen, ARGV[1])
 local step = string.sub(ARGV[4], 2)
 if ARGV[4] ~= '' and (redis.call('HGET', KEYS[2], '#step') or '') ~= step then
   -- Bounded by the context's size: variables and slots are capped by the client.
@@ -97,5 +94,5 @@ if nset > 0 then
 end
 redis.call('HSET', KEYS[2], '#nv', count)
 
-redis.call('HSET', KEYS[2], '#e', context_expire(KEYS[1], KEYS[2], KEYS[3], ARGV[2]) or '')
+context_expire(KEYS[1], KEYS[2], KEYS[3], ARGV[2])
 return {1, count}

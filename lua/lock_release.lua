@@ -6,4 +6,4 @@
 -- Returns 1 released, 0 not the owner any more (it expired and maybe someone else holds it).
 -- Running it twice is harmless: the second run finds another token or no key.
 
-return lease_release(KEYS[1], ARGV[1])
+return release_owned(KEYS[1], ARGV[1])

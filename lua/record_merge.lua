@@ -1,62 +1,49 @@
 -- record_merge.lua: merge and delete fields of a record hash (aiogram FSM data, PTB data).
 --
--- KEYS[1]  record hash (field -> encoded value; field "o" holds recent op ids)
--- ARGV[1]  op id (5 chars; repeated on a client retry)
--- ARGV[2]  ttl in ms: "0" = no expiry (PERSIST), "" = keep the key's current expiry
--- ARGV[3]  max number of data fields the record may reach
--- ARGV[4]  reply: "full" (the whole hash) or "size" (the number of data fields)
--- ARGV[5]  number of field/value pairs to set (n)
--- ARGV[6..5+2n]   field, value, ...
--- ARGV[6+2n..]    fields to delete
+-- KEYS[1]  record hash (field -> encoded value)
+-- KEYS[2]  op log of the record (lib/ops.lua)
+-- ARGV[1..3]  op id, call digest, retry horizon in ms (lib/ops.lua)
+-- ARGV[4]  ttl in ms: "0" = no expiry (PERSIST), "" = keep the key's current expiry
+-- ARGV[5]  max number of data fields the record may reach
+-- ARGV[6]  reply: "full" (the whole hash) or "size" (the number of data fields)
+-- ARGV[7]  number of field/value pairs to set (n)
+-- ARGV[8..7+2n]   field, value, ...
+-- ARGV[8+2n..]    fields to delete
 --
 -- Returns {1, hgetall | size}  applied,
 --         {2, hgetall | size}  already applied by an earlier attempt of the same call,
---         {-3, would_have}     the record would exceed ARGV[3] data fields (nothing written).
+--         {-3, would_have}     the record would exceed ARGV[5] data fields (nothing written).
 -- A record left with no data field is deleted. An empty merge only renews the expiry, and
--- only of a record that exists. The whole hash is read once, up front: the op ids, the size and
--- which fields are new all come from it, and the "full" reply is built from it in Lua instead of
--- a second HGETALL (a record holds at most ARGV[3] + 1 fields, so the loops are bounded).
+-- only of a record that exists. The whole hash is read once, up front: the size and which
+-- fields are new come from it, and the "full" reply is built from it in Lua instead of a second
+-- HGETALL (a record holds at most ARGV[5] + 1 fields, so the loops are bounded). Records written
+-- before the op log may hold a field "o" (their op ids): it is not data, and the next write
+-- drops it.
 
 local key = KEYS[1]
-local opid = ARGV[1]
 local flat = redis.call('HGETALL', key)
 local at = {}
-local ops = ''
 for i = 1, #flat, 2 do
   at[flat[i]] = i + 1
-  if flat[i] == 'o' then
-    ops = flat[i + 1]
-  end
 end
 local size = #flat / 2
 if at['o'] then
   size = size - 1
 end
 
--- Each branch builds its own reply and applies the expiry inline: this script runs on every
--- update_data, and closures would be created afresh on every call.
-local full = ARGV[4] == 'full'
-local ttl = ARGV[2]
+-- Each branch builds its own reply and applies the expiry inline.
+local full = ARGV[6] == 'full'
+local ttl = ARGV[4]
 
-local function count(rows)
-  local n = 0
-  for i = 1, #rows, 2 do
-    if rows[i] ~= 'o' then
-      n = n + 1
-    end
-  end
-  return n
-end
-
-if op_seen(ops, opid) then
+if op_applied(KEYS[2]) then
   if full then
     return {2, flat}
   end
   return {2, size}
 end
 
-local npairs = tonumber(ARGV[5])
-local last_set = 5 + 2 * npairs
+local npairs = tonumber(ARGV[7])
+local last_set = 7 + 2 * npairs
 if npairs == 0 and #ARGV == last_set then
   if #flat > 0 and ttl ~= '' then
     if ttl == '0' then
@@ -72,7 +59,7 @@ if npairs == 0 and #ARGV == last_set then
 end
 
 local grow = 0
-for i = 6, last_set, 2 do
+for i = 8, last_set, 2 do
   if not at[ARGV[i]] then
     grow = grow + 1
   end
@@ -85,22 +72,18 @@ for i = last_set + 1, #ARGV do
     gone[ARGV[i]] = true
   end
 end
-if npairs > 0 and size + grow - #dels > tonumber(ARGV[3]) then
+if npairs > 0 and size + grow - #dels > tonumber(ARGV[5]) then
   return {-3, size + grow - #dels}
+end
+if at['o'] then
+  dels[#dels + 1] = 'o'
+  gone['o'] = true
 end
 
 -- The new contents, in Lua: existing rows updated in place, new fields appended.
-local newops = op_pushed(ops, opid)
-local fields = {'o', newops}
+local fields = {}
 local rows = flat
-if at['o'] then
-  rows[at['o']] = newops
-else
-  rows[#rows + 1] = 'o'
-  rows[#rows + 1] = newops
-  at['o'] = #rows
-end
-for i = 6, last_set, 2 do
+for i = 8, last_set, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   fields[#fields + 1] = name
   fields[#fields + 1] = value
@@ -124,15 +107,18 @@ if #dels > 0 then
   end
   rows = kept
 end
-if #rows <= 2 then
-  -- Nothing but the op ids would remain: the record goes.
+op_record(KEYS[2], now_ms())
+if #rows == 0 then
+  -- No data field would remain: the record goes.
   redis.call('DEL', key)
   if full then
     return {1, {}}
   end
   return {1, 0}
 end
-redis.call('HSET', key, unpack(fields))
+if #fields > 0 then
+  redis.call('HSET', key, unpack(fields))
+end
 if ttl == '0' then
   redis.call('PERSIST', key)
 elseif ttl ~= '' then
@@ -141,4 +127,4 @@ end
 if full then
   return {1, rows}
 end
-return {1, count(rows)}
+return {1, #rows / 2}

@@ -20,10 +20,7 @@ local exp = tonumber(ARGV[1])
 if not exp or exp < 0 then
   return redis.error_reply('restore_events: bad expiry')
 end
-local now = now_ms()
-if exp > 0 and exp <= now then
-  return -1
-end
+if has_passed(exp) then return -1 end
 
 -- Decimal strings without leading zeros compare by length, then as text (no float rounding).
 local function above(a, b)

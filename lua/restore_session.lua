@@ -16,11 +16,8 @@
 
 local key = KEYS[1]
 local mode = ARGV[1]
-local now = now_ms()
 local exp = tonumber(ARGV[2])
-if exp > 0 and exp <= now then
-  return -1
-end
+if has_passed(exp) then return -1 end
 if mode ~= 'replace' then
   local cur = redis.call('HGET', key, 'v')
   if cur then
@@ -32,11 +29,7 @@ end
 
 redis.call('DEL', key)
 redis.call('HSET', key, unpack(ARGV, 5))
-if exp > 0 then
-  redis.call('PEXPIREAT', key, ARGV[2])
-  index_keep(KEYS[2], ARGV[2], ARGV[3])
-else
-  index_keep(KEYS[2], nil, ARGV[3])
-end
+-- "0" is no expiry: the session, and so its index, never expire.
+expire_session(key, KEYS[2], exp > 0 and ARGV[2] or nil, ARGV[3])
 mark_changed(KEYS[3], key)
 return 1

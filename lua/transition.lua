@@ -4,11 +4,12 @@
 -- KEYS[2]  the session's event stream
 -- KEYS[3]  statistics hash of the session's shard (same slot as the session)
 -- KEYS[4]  change bucket of this slot (the session changed: see docs/persistence.md)
--- ARGV[1]  op id (5 chars; repeated on a client retry)
--- ARGV[2]  target state
--- ARGV[3]  expected version, or "" for any
--- ARGV[4]  reason (already encoded), or "" for none
--- ARGV[5]  what is fixed per platform, target and table, space-separated (one argument: fewer
+-- KEYS[5]  op log of the session (lib/ops.lua)
+-- ARGV[1..3]  op id, call digest, retry horizon in ms (lib/ops.lua)
+-- ARGV[4]  target state
+-- ARGV[5]  expected version, or "" for any
+-- ARGV[6]  reason (already encoded), or "" for none
+-- ARGV[7]  what is fixed per platform, target and table, space-separated (one argument: fewer
 --          to pack): platform, table version, stream cap in entries, stream cap in ms (the
 --          stream also expires that long after its last event), terminal states ",a,b,", and
 --          the states this platform's table allows to move to the target ",a,b," (validated
@@ -22,23 +23,19 @@
 -- Nothing is written unless the move is applied. Times are ms, server clock.
 
 local key = KEYS[1]
-local opid = ARGV[1]
-local cur = redis.call('HMGET', key, 'v', 'o', 's', 'c', 'm')
-if not cur[1] then
-  return {-1}
-end
+local cur = redis.call('HMGET', key, 'v', 's', 'c', 'm')
+if not cur[1] then return {-1} end
 local version = tonumber(cur[1])
-local ops = cur[2] or ''
-if op_seen(ops, opid) then
+if op_applied(KEYS[5]) then
   return {2, redis.call('HGETALL', key)}
 end
-if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= version then
+if ARGV[5] ~= '' and tonumber(ARGV[5]) ~= version then
   return {-2, version}
 end
 local plat, tver, maxlen, maxage, terminal, sources =
-  string.match(ARGV[5], '^(%S+) (%d+) (%d+) (%d+) (%S+) (%S+)$')
-local from = cur[3]
-local target = ARGV[2]
+  string.match(ARGV[7], '^(%S+) (%d+) (%d+) (%d+) (%S+) (%S+)$')
+local from = cur[2]
+local target = ARGV[4]
 if not string.find(sources, ',' .. from .. ',', 1, true) then
   return {-4, from}
 end
@@ -46,12 +43,12 @@ end
 local now = now_ms()
 version = version + 1
 local vs = int(version)
-redis.call('HSET', key, 's', target, 'v', vs, 'u', int(now), 'o', op_pushed(ops, opid))
+redis.call('HSET', key, 's', target, 'v', vs, 'u', int(now))
 
 local entry = {'t', 'state_changed', 'f', from, 's', target, 'v', vs, 'x', tver}
-if ARGV[4] ~= '' then
+if ARGV[6] ~= '' then
   entry[#entry + 1] = 'r'
-  entry[#entry + 1] = ARGV[4]
+  entry[#entry + 1] = ARGV[6]
 end
 append_event(KEYS[2], maxlen, maxage, now, true, entry)
 
@@ -63,14 +60,14 @@ count_event(stats, 'state_changed', now)
 if string.find(terminal, ',' .. target .. ',', 1, true)
     and not string.find(terminal, ',' .. from .. ',', 1, true) then
   -- Ending a live session: duration and messages go into log2 histograms (4 per octave).
-  local dur = now - tonumber(cur[4])
+  local dur = now - tonumber(cur[3])
   if dur < 0 then dur = 0 end
-  local msgs = tonumber(cur[5])
+  local msgs = tonumber(cur[4])
   redis.call('HINCRBY', stats, 'ended', 1)
   redis.call('HINCRBY', stats, 'dsum', int(dur))
   redis.call('HINCRBY', stats, 'msum', int(msgs))
   redis.call('HINCRBY', stats, 'd:' .. int(log_bucket(dur)), 1)
   redis.call('HINCRBY', stats, 'mb:' .. int(log_bucket(msgs)), 1)
 end
-mark_changed(KEYS[4], key)
+session_written(key, KEYS[4], KEYS[5], now)
 return {1, redis.call('HGETALL', key), from}

@@ -14,4 +14,4 @@ if redis.call('ZCARD', KEYS[2]) == 0 then
 else
   redis.call('HDEL', KEYS[3], ARGV[1])
 end
-return lease_release(KEYS[1], ARGV[1])
+return release_owned(KEYS[1], ARGV[1])

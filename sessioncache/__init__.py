@@ -1,6 +1,12 @@
 """sessioncache: a Redis-backed session cache shared by fleets of chat-bot and agent workers."""
 
 from .codec import Limits
+from .config import (
+    ConfigManager,
+    create_default_session_system,
+    get_development_config,
+    get_production_config,
+)
 from .errors import (
     AlreadyInitialized,
     BackendUnavailable,
@@ -10,10 +16,12 @@ from .errors import (
     InvalidTransition,
     LeaseBusy,
     LockNotAcquired,
+    OpIdReused,
     PoolExhausted,
     ScriptError,
     SessionCacheError,
     SessionExists,
+    SessionExpired,
     SessionNotFound,
     TableConflict,
     TurnBusy,
@@ -53,6 +61,7 @@ __all__ = [
     "AlreadyInitialized",
     "BackendUnavailable",
     "ChangeIndexUnarmed",
+    "ConfigManager",
     "Event",
     "EventType",
     "GuardRejected",
@@ -65,6 +74,7 @@ __all__ = [
     "Limits",
     "LockNotAcquired",
     "Metrics",
+    "OpIdReused",
     "PatternReport",
     "Platform",
     "PoolExhausted",
@@ -72,6 +82,7 @@ __all__ = [
     "Session",
     "SessionCacheError",
     "SessionExists",
+    "SessionExpired",
     "SessionNotFound",
     "SessionState",
     "SessionStore",
@@ -86,10 +97,13 @@ __all__ = [
     "TurnLost",
     "ValidationError",
     "VersionConflict",
+    "create_default_session_system",
     "create_session",
     "current_system",
     "delete_session",
+    "get_development_config",
     "get_or_create_session",
+    "get_production_config",
     "get_session",
     "initialize_sessions",
     "list_user_sessions",

@@ -37,6 +37,8 @@ class RedisSettings:
 
     ``pool_timeout``: how long a call waits for a free connection when all
     ``max_connections`` are in use (docs/architecture.md, "Backends"), then BackendUnavailable.
+    None (the default) means 10 s for a server, and no limit for memory://, where the only
+    work ahead of a waiting call is this process's own.
     """
 
     url: str = "memory://default"
@@ -46,7 +48,7 @@ class RedisSettings:
     backoff_base: float = 0.02
     backoff_cap: float = 1.0
     max_connections: int = 64
-    pool_timeout: float = DEFAULT_POOL_TIMEOUT
+    pool_timeout: float | None = None
     health_check_interval: float = 30.0
     client_name: str | None = None
     protocol: int = 3
@@ -69,6 +71,8 @@ class RedisSettings:
             "pool_timeout",
         ):
             value = getattr(self, name)
+            if name == "pool_timeout" and value is None:
+                continue
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ValidationError(f"{name} must be a positive number, got {value!r}")
         if not isinstance(self.retries, int) or self.retries < 0:
@@ -88,6 +92,13 @@ class RedisSettings:
                 value = {k: MASK if is_secret_name(k) else v for k, v in value.items()}
             shown.append(f"{f.name}={value!r}")
         return f"RedisSettings({', '.join(shown)})"
+
+    @property
+    def pool_wait(self) -> float | None:
+        """The pool_timeout in force: as set, else 10 s (None, no limit, for memory://)."""
+        if self.pool_timeout is not None:
+            return self.pool_timeout
+        return None if self.scheme == "memory" else DEFAULT_POOL_TIMEOUT
 
     @property
     def scheme(self) -> str:
@@ -164,14 +175,14 @@ def connect(settings: RedisSettings, *, lean: bool | None = None) -> Any:
             decode_responses=False,
             max_connections=settings.max_connections,
             connection_pool_class=functools.partial(  # type: ignore[arg-type]
-                BoundedConnectionPool, pool_timeout=settings.pool_timeout
+                BoundedConnectionPool, pool_timeout=settings.pool_wait
             ),
         )
     if scheme.endswith("+cluster"):
         url = settings.url.replace("+cluster", "", 1)
         return BoundedRedisCluster.bounded(
             url,
-            settings.pool_timeout,
+            settings.pool_wait,
             max_connections=settings.max_connections,
             health_check_interval=settings.health_check_interval,
             **common,
@@ -183,7 +194,7 @@ def connect(settings: RedisSettings, *, lean: bool | None = None) -> Any:
     pool = pool_class.from_url(
         settings.url,
         max_connections=settings.max_connections,
-        pool_timeout=settings.pool_timeout,
+        pool_timeout=settings.pool_wait,
         health_check_interval=settings.health_check_interval,
         **options,
         **common,

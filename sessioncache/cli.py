@@ -1,18 +1,18 @@
-"""The sessioncache command line: demo, and script management for a fleet."""
+"""The sessioncache command line: argument parsing and dispatch to sessioncache.commands."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 
 from redis.exceptions import RedisClusterException, RedisError
 
-from .backends import RedisSettings, connect
+from .commands import GROUPS
 from .errors import SessionCacheError
 from .redaction import redact_message
-from .scripts import ScriptRegistry
 
 # What a command reports as one line on stderr (exit 1) rather than a traceback: a server
 # that is down or refuses us, a bad URL or option, a file that cannot be read or written.
@@ -26,96 +26,59 @@ def report_error(command: str, exc: BaseException, url: str | None = None) -> in
     return 1
 
 
-async def _scripts(action: str, url: str) -> int:
-    registry = ScriptRegistry()
-    if action == "list":
-        for script in registry.scripts.values():
-            summary = script.source.splitlines()[0].split(": ", 1)[-1]
-            print(f"{script.sha}  {script.name:<14} {summary}")
-        return 0
-    client = connect(RedisSettings(url=url))
-    try:
-        if action == "load":
-            for name, sha in (await registry.load(client)).items():
-                print(f"loaded  {name:<14} {sha}")
-            return 0
-        missing = await registry.missing(client)
-        for name in registry.scripts:
-            print(f"{'MISSING' if name in missing else 'ok':<8}{name}")
-        return 1 if missing else 0
-    finally:
-        await client.aclose()
-
-
-async def _stats(url: str, namespace: str, window: float, as_json: bool) -> int:
-    import json
-
-    from .store import SessionStore
-    from .tracker import StateTracker, TrackerConfig
-
-    config = TrackerConfig()
-    store = await SessionStore.connect(url, namespace=namespace, extras=[config.store_extras()])
-    try:
-        report = await StateTracker(store, config).get_statistics(active_window=window)
-    finally:
-        await store.close()
-    print(json.dumps(report.to_dict(), indent=2) if as_json else report.to_table())
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sessioncache", description=__doc__)
+    """The parser of every command (groups in sessioncache.commands, plus persistence)."""
+    parser = argparse.ArgumentParser(
+        prog="sessioncache",
+        description="Sessions shared by fleets of bot workers. Start with: sessioncache demo",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.register(sub)
 
-    demo = sub.add_parser("demo", help="run a short demo (in-process backend unless --url)")
-    demo.add_argument("--url", help="run against this Redis URL instead")
-
-    scripts = sub.add_parser("scripts", help="load, list or check the Lua scripts on a server")
-    scripts.add_argument("action", choices=["load", "list", "check"])
-    scripts.add_argument("--url", default="redis://127.0.0.1:6379", help="Redis URL")
-
-    stats = sub.add_parser("stats", help="show session statistics (states, events, durations)")
-    stats.add_argument("--url", default="redis://127.0.0.1:6379", help="Redis URL")
-    stats.add_argument("--namespace", default="sc", help="key namespace")
-    stats.add_argument("--window", type=float, default=3600.0, help="active-user window, s")
-    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    from .persistence.cli import add_commands
+    from .persistence.cli import COMMANDS, add_commands
 
     add_commands(sub)
+    for name in COMMANDS:
+        sub.choices[name].set_defaults(handler=_persistence)
+    from .expiry import cli as expiry_cli
+
+    expiry_cli.add_commands(sub)
+    for name in expiry_cli.COMMANDS:
+        sub.choices[name].set_defaults(handler=expiry_cli.run_command)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; its exit status (errors: one line on stderr, status 1)."""
-    args = build_parser().parse_args(argv)
+async def _persistence(args: argparse.Namespace) -> int:
+    from .persistence.cli import run_command
+    from .storage import resolve_storage, storage_from_url
+
+    storage = resolve_storage(*storage_from_url(args.url))
+    if storage.server is None:
+        return await run_command(args)
+    await asyncio.to_thread(storage.server.attach)
+    args.url = storage.url
     try:
-        return _run(args)
+        return await run_command(args)
+    finally:
+        await asyncio.to_thread(storage.server.detach)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; errors print as one line with exit status 1, never a traceback."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(asyncio.run(args.handler(args)))
     except OPERATOR_ERRORS as exc:
         return report_error(args.command, exc, getattr(args, "url", None))
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.command == "demo":
-        from .demo import run_demo
-
-        url = args.url
-        kind = (
-            "MEMORY"
-            if not url or url.startswith("memory://")
-            else ("CLUSTER" if "+cluster" in url else "REDIS")
-        )
-        asyncio.run(run_demo(kind, url))
-        return 0
-    if args.command == "stats":
-        return asyncio.run(_stats(args.url, args.namespace, args.window, args.json))
-    if args.command == "scripts":
-        return asyncio.run(_scripts(args.action, args.url))
-    from .persistence.cli import COMMANDS, run_command
-
-    if args.command in COMMANDS:
-        return asyncio.run(run_command(args))
-    return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

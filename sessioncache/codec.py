@@ -26,6 +26,11 @@ VALUE_TAG = b"\xc1"
 meet): the one definition, used by every reader of stored values."""
 _MAX_INT = 2**63 - 1
 _MIN_INT = -(2**63)
+MAX_HASH_FIELDS = 3000
+"""Most fields one session hash may hold, core fields included: restore_session.lua writes a
+session with one unpack() (Lua caps it near 8000 values), and backups refuse anything larger."""
+MAX_DATA_FIELDS = MAX_HASH_FIELDS - 40
+"""Highest Limits.max_fields: the data and metadata fields, leaving room for the core ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,12 @@ class Limits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValidationError(f"limit {name} must be a positive int, got {value!r}")
+        if self.max_fields > MAX_DATA_FIELDS:
+            raise ValidationError(
+                f"limit max_fields must be at most {MAX_DATA_FIELDS}, got {self.max_fields}: "
+                f"a session of more than {MAX_HASH_FIELDS} fields could not be restored from a "
+                "backup"
+            )
 
 
 DEFAULT_LIMITS = Limits()

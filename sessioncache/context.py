@@ -34,7 +34,7 @@ from .history import (
 from .identity import Identity, parse_session_id
 from .nearcache import MISS, NearCache
 from .serialization import SCHEMA_VERSION, codec_named, decode
-from .store import SessionStore, new_op_id
+from .store import SessionStore
 from .validation import ContextValidator
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,11 @@ class SessionContext:
         payload = encode_payload(self.codec, role, content, meta)
         self._check_message_size(payload)
         _, keys = self.keys_of(session_id)
-        args = [new_op_id(), token_arg, payload, *self._caps, self._version, self._outlive_ms]
-        reply = await self._append.run(self.store.client, keys, args)
+        args = self.store.op_args(
+            [token_arg, payload, *self._caps, self._version, self._outlive_ms]
+        )
+        log = self.store.keys.op_log(keys[0])
+        reply = await self._append.run(self.store.client, [*keys, log], args)
         self._invalidate(keys)
         if reply[0] == -1:
             raise SessionNotFound(session_id)

@@ -39,6 +39,17 @@ class SessionExists(SessionCacheError):
         )
 
 
+class SessionExpired(SessionNotFound):
+    """The session's expiry rule fired before this call could record activity on it.
+
+    Raised by a bare SessionStore; SessionSystem applies the rule and retries the call on the
+    session that follows (docs/expiry.md), so its callers never see it.
+    """
+
+    def __str__(self) -> str:
+        return f"session {self.session_id!r} passed its expiry deadline; its rule applies first"
+
+
 class VersionConflict(SessionCacheError):
     """An update carried an expected_version that no longer matches the stored one."""
 
@@ -71,6 +82,12 @@ class InvalidTransition(SessionCacheError):
             f"session {self.session_id!r} cannot move from {self.current!r} to {self.target!r}; "
             f"allowed targets: {targets}"
         )
+
+
+class OpIdReused(SessionCacheError):
+    """A write arrived with the op id of an earlier write but other arguments: it was refused
+    (nothing written) rather than taken for a retry of that write. A bug, or a collision of 96
+    random bits."""
 
 
 class BackendUnavailable(SessionCacheError, ConnectionError):

@@ -13,10 +13,10 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from .codec import Limits, data_field, decode_value, encode_value
-from .errors import BackendUnavailable, SessionNotFound, ValidationError
+from .errors import BackendUnavailable, SessionExpired, SessionNotFound, ValidationError
 from .identity import Identity, parse_session_id, user_tag
 from .metrics import Metrics
-from .store import SessionStore, new_op_id
+from .store import SessionStore
 
 
 class EventType(enum.StrEnum):
@@ -188,8 +188,8 @@ def epoch_ms(value: dt.datetime | float | int | None, what: str) -> int | None:
 
 
 Located = tuple[Identity, list[str], bytes]
-"""A session's identity, its [session, index, stream, stats, users, change bucket] keys and
-track_event.lua's per-session ARGV[3]."""
+"""A session's identity, its [session, index, stream, stats, users, change bucket, op log] keys
+and track_event.lua's per-session ARGV[5]."""
 
 
 class EventLog:
@@ -219,14 +219,18 @@ class EventLog:
             ident = parse_session_id(session_id)
             keys = self.keys
             shard = keys.shard_tag(ident)
+            key = keys.session(ident)
             found_keys = [
-                keys.session(ident),
+                key,
                 keys.user_index(ident.user_tag),
                 keys.events(ident),
                 keys.stats(shard),
                 keys.users(shard),
                 keys.change_bucket_of(ident),
+                keys.op_log(key),
             ]
+            if self.store.expiry_index_of is not None:
+                found_keys.append(self.store.expiry_index_of(ident))
             fixed = (
                 f"{self.store.default_ttl_ms} {self.max_len} {self.max_age_ms} "
                 f"{ident.user_tag} {ident.platform}"
@@ -247,10 +251,12 @@ class EventLog:
             flags = event_flags(event_type)
             pairs = encode_fields(fields, self.store.limits, self.event_limits)
             _, keys, fixed = self.locate(session_id)
-            args = [new_op_id(), flags.arg, fixed, *pairs]
+            args = self.store.op_args([flags.arg, fixed, *pairs])
             reply = await self.store.scripts.track_event.run(self.store.client, keys, args)
             if reply[0] == -1:
                 raise SessionNotFound(session_id)
+            if reply[0] == -4:
+                raise SessionExpired(session_id)
         return reply[1].decode() if reply[0] == 1 else None
 
     async def get_events(

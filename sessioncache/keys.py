@@ -9,6 +9,10 @@ so every key of one user's sessions lives in one cluster slot)::
     sc:st:{<shard>}                            statistics counters of one shard (hash)
     sc:su:{<shard>}                            last activity per user of one shard (zset)
     sc:cfg:transitions                         the fleet's transition table (string, versioned)
+    sc:lease:{<name>}  sc:fleet:{<name>}       a fleet lease and its fleet job's state (fleet.py)
+    sc:x:{<slot tag>}                          expiry index of one slot (zset: key -> due ms)
+    sc:ar:{<u>}:<suffix>#<c>  sc:are:...       an archived session and its event stream
+    sc:aru:{<u>}                               a user's archived sessions (hash)
     sc:cx:{<u>}:<platform>:<chat>[:<thread>]  context of a session (variables, slots; hash)
     sc:hx:{<u>}:<platform>:<chat>[:<thread>]  conversation history of a session (list)
     sc:tn|tq|tw:{<u>}:<platform>:<chat>[...]  turn lease, waiter queue and waiter liveness
@@ -129,6 +133,21 @@ class KeySchema:
             raise ValidationError(f"{key!r} is not a session key of namespace {self.namespace!r}")
         return f"{self._prefix}ev:{{{key[len(head) :]}"
 
+    def op_log(self, key: str) -> str:
+        """The op log of a session or record ``key`` of this namespace (lua/lib/ops.lua), in
+        the key's slot: ``ns:s:{u}:x`` -> ``ns:o:s:{u}:x``; a key without a hash tag becomes
+        the tag itself (``ns:ptb:b`` -> ``ns:o:{ns:ptb:b}``), which hashes alike."""
+        rest = key[len(self._prefix) :] if key.startswith(self._prefix) else ""
+        if not rest:
+            raise ValidationError(f"{key!r} is not a key of namespace {self.namespace!r}")
+        if "{" in rest and "}" in rest[rest.index("{") + 2 :]:
+            return f"{self._prefix}o:{rest}"
+        return f"{self._prefix}o:{{{key}}}"
+
+    def op_log_pattern(self) -> str:
+        """SCAN pattern matching every op log of this namespace (never a session: ``o:``)."""
+        return f"{self._prefix}o:*"
+
     def change_bucket_pattern(self) -> str:
         """SCAN pattern matching every change-index bucket."""
         return f"{self._prefix}c:*"
@@ -189,6 +208,56 @@ class KeySchema:
     def transitions(self) -> str:
         """The fleet's transition table (string, versioned)."""
         return f"{self._prefix}cfg:transitions"
+
+    def fleet_job(self, name: str) -> str:
+        """State of a fleet job (hash: claimed/completed interval, holder, runs); it shares its
+        hash tag with ``lease(name)``, so fleet_claim.lua touches one slot."""
+        return f"{self._prefix}fleet:{{{check_name(name, 'fleet job name')}}}"
+
+    # -- expiry (docs/expiry.md) -----------------------------------------------------------
+
+    def expiry_index(self, index: int) -> str:
+        """Expiry index bucket ``index``: zset of session keys -> next action time (ms).
+
+        Bucket i is in cluster slot i (like the change buckets), so a session's scripts
+        reach its bucket in the session's slot.
+        """
+        return f"{self._prefix}x:{{{slot_tag(index)}}}"
+
+    def expiry_index_pattern(self) -> str:
+        """SCAN pattern matching every expiry index bucket of this namespace."""
+        return f"{self._prefix}x:*"
+
+    def expiry_bucket_index(self, user_tag: str, buckets: int) -> int:
+        """Which of ``buckets`` expiry buckets holds this user's sessions."""
+        return tag_slot(user_tag) % buckets
+
+    def archive(self, ident: Identity, created_ms: int) -> str:
+        """An archived session (hash, as it was), kept for the archive retention."""
+        return f"{self._prefix}ar:{{{ident.user_tag}}}:{ident.suffix}#{created_ms}"
+
+    def archive_events(self, ident: Identity, created_ms: int) -> str:
+        """The event stream of an archived session."""
+        return f"{self._prefix}are:{{{ident.user_tag}}}:{ident.suffix}#{created_ms}"
+
+    def archive_index(self, user_tag: str) -> str:
+        """A user's archived sessions (hash: ``<suffix>#<created ms>`` -> archived at, ms)."""
+        return f"{self._prefix}aru:{{{user_tag}}}"
+
+    def archive_index_pattern(self) -> str:
+        """SCAN pattern matching every user's archive index."""
+        return f"{self._prefix}aru:*"
+
+    def user_tag_of_archive_index(self, key: str) -> str:
+        """Inverse of archive_index()."""
+        head = f"{self._prefix}aru:{{"
+        if not key.startswith(head) or not key.endswith("}"):
+            raise ValidationError(f"{key!r} is not an archive index of {self.namespace!r}")
+        return key[len(head) : -1]
+
+    def expiry_channel(self, name: str = "expiry") -> str:
+        """The pub/sub channel of expiry warnings and notify actions."""
+        return f"{self._prefix}{check_name(name, 'channel name')}"
 
     # -- context, turns and inbound updates (docs/context.md) -----------------------------
 

@@ -131,7 +131,9 @@ class LeanConnectionPool(aioredis.ConnectionPool):
     tests/test_lean_client.py exercises each of these steps on every version admitted.
     """
 
-    def __init__(self, *args: Any, pool_timeout: float = DEFAULT_POOL_TIMEOUT, **kwargs: Any):
+    def __init__(
+        self, *args: Any, pool_timeout: float | None = DEFAULT_POOL_TIMEOUT, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.slots = ConnectionSlots(self.max_connections, pool_timeout)
 

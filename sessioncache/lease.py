@@ -12,13 +12,17 @@ from redis.exceptions import RedisError
 from .aliases import RedisClient
 from .errors import BackendUnavailable, ValidationError
 from .locks import RedisLock
+from .owner import is_dead, process_tag
 
 
 class Lease:
     """A fleet-wide lease: a RedisLock taken without waiting and renewed while work runs.
 
     A holder that stalls past the TTL loses the lease and cannot release or extend someone
-    else's: the lock's token check makes every call after the expiry a no-op.
+    else's: the lock's token check makes every call after the expiry a no-op. The token starts
+    with the holder's process tag (sessioncache.owner): a holder killed on this host (kill -9,
+    OOM) is seen dead and its lease taken over at once; elsewhere it lapses after the TTL,
+    which keep() renews every third while the holder lives.
     """
 
     def __init__(self, client: RedisClient, key: str, ttl: float = 30.0) -> None:
@@ -29,7 +33,7 @@ class Lease:
         self.client: Any = client
         self.key = key
         self.ttl_ms = round(ttl * 1000)
-        self._lock = RedisLock(client, key, timeout=ttl)
+        self._lock = RedisLock(client, key, timeout=ttl, token_prefix=f"{process_tag()}.".encode())
         self._held = False
 
     @property
@@ -43,9 +47,16 @@ class Lease:
         return self._held
 
     async def acquire(self) -> bool:
-        """One attempt, no waiting."""
-        self._held = self._held or await self._lock.try_acquire()
-        return self._held
+        """One attempt, no waiting (a lease whose holder is known dead is taken over)."""
+        if not self._held and not await self._lock.try_acquire():
+            holder = await self.holder()
+            if holder is None or not is_dead(holder.split(".", 1)[0]):
+                return False
+            await self._lock.break_lock(holder.encode())
+            if not await self._lock.try_acquire():
+                return False
+        self._held = True
+        return True
 
     async def renew(self) -> bool:
         """Extend the lease by its TTL; False if it is no longer ours."""

@@ -43,6 +43,7 @@ class RedisLock:
         blocking_timeout: float | None = None,
         poll_min: float = 0.002,
         poll_max: float = 0.1,
+        token_prefix: bytes = b"",
     ) -> None:
         self.client = client
         self.key = key
@@ -52,6 +53,7 @@ class RedisLock:
         self._poll_min = poll_min
         self._poll_max = poll_max
         self.token: bytes | None = None
+        self._token_prefix = token_prefix
         self._release: Script = registry().lock_release
         self._extend: Script = registry().lock_extend
 
@@ -64,7 +66,7 @@ class RedisLock:
         """One attempt, no waiting."""
         if self.token is not None:
             raise ValidationError(f"lock {self.key!r} is already held by this object")
-        token = urlsafe_b64encode(os.urandom(18))
+        token = self._token_prefix + urlsafe_b64encode(os.urandom(18))
         try:
             ok = await self.client.set(self.key, token, nx=True, px=self._ttl_ms)
         except RedisError as exc:
@@ -93,6 +95,13 @@ class RedisLock:
         token, self.token = self.token, None
         if token is None:
             return False
+        try:
+            return bool(await self._release(self.client, [self.key], [token]))
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable unlocking {self.key!r}: {exc}") from exc
+
+    async def break_lock(self, token: bytes) -> bool:
+        """Delete the lock if it still holds ``token`` (an owner known to be dead)."""
         try:
             return bool(await self._release(self.client, [self.key], [token]))
         except RedisError as exc:

@@ -96,7 +96,7 @@ class Session:
     A stored value that is not valid msgpack raises IntegrityError at that first access.
     """
 
-    __slots__ = (*_CORE_FIELDS, "_data", "_metadata", "_stored")
+    __slots__ = (*_CORE_FIELDS, "_data", "_metadata", "_stored", "_expiry")
 
     session_id: str
     session_key: str
@@ -149,6 +149,8 @@ class Session:
         self._metadata: dict[str, Any] = {} if metadata is None else metadata
         self._data: dict[str, Any] = {} if data is None else data
         self._stored: dict[bytes, bytes] | None = None
+        # Expiry fields x, y, w as stored (sessioncache/expiry), None when the hash had none.
+        self._expiry: tuple[bytes | None, bytes | None, bytes | None] | None = None
 
     @property
     def data(self) -> dict[str, Any]:
@@ -233,6 +235,7 @@ def session_from_hash(
     priority = pop(b"p", b"0")
     pop(b"t", None)
     pop(b"o", None)
+    expiry = (pop(b"x", None), pop(b"y", None), pop(b"w", None))
     session = Session(
         ident.session_id,
         key,
@@ -251,4 +254,6 @@ def session_from_hash(
     )
     if fields:
         session._stored = fields
+    if expiry[1] is not None:
+        session._expiry = expiry
     return session

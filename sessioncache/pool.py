@@ -14,13 +14,14 @@ DEFAULT_POOL_TIMEOUT = 10.0
 
 
 class ConnectionSlots:
-    """At most ``size`` connections in use; a caller past that waits (FIFO) up to ``timeout``.
+    """At most ``size`` connections in use; a caller past that waits (FIFO) up to ``timeout``
+    (None: no limit).
 
     redis-py's default pool raises "Too many connections" at once when all are in use, so a
     burst of tasks (one per bot update) fails instead of queueing for a few milliseconds.
     """
 
-    def __init__(self, size: int, timeout: float) -> None:
+    def __init__(self, size: int, timeout: float | None) -> None:
         self.size = size
         self.timeout = timeout
         self._free = asyncio.Semaphore(size)
@@ -38,7 +39,7 @@ class ConnectionSlots:
                 async with asyncio.timeout(self.timeout):
                     await self._free.acquire()
             except TimeoutError:
-                raise PoolExhausted(self.size, self.timeout) from None
+                raise PoolExhausted(self.size, self.timeout or 0.0) from None
             finally:
                 self.waiting -= 1
         self.in_use += 1
@@ -52,7 +53,9 @@ class ConnectionSlots:
 class BoundedConnectionPool(aioredis.ConnectionPool):
     """redis-py's pool, through its public get_connection/release, plus waiting for a slot."""
 
-    def __init__(self, *args: Any, pool_timeout: float = DEFAULT_POOL_TIMEOUT, **kwargs: Any):
+    def __init__(
+        self, *args: Any, pool_timeout: float | None = DEFAULT_POOL_TIMEOUT, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.slots = ConnectionSlots(self.max_connections, pool_timeout)
         # Connections handed out with a slot: redis-py's get_connection releases a connection
@@ -88,7 +91,7 @@ class BoundedRedisCluster(RedisCluster):
     slots: ConnectionSlots
 
     @classmethod
-    def bounded(cls, url: str, pool_timeout: float, **kwargs: Any) -> BoundedRedisCluster:
+    def bounded(cls, url: str, pool_timeout: float | None, **kwargs: Any) -> BoundedRedisCluster:
         """from_url, plus the slots (sized by ``max_connections``)."""
         client = cast(BoundedRedisCluster, cls.from_url(url, **kwargs))
         client.slots = ConnectionSlots(kwargs.get("max_connections", 100), pool_timeout)

@@ -13,10 +13,11 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from .errors import BackendUnavailable, ScriptError
+from .errors import BackendUnavailable, OpIdReused, ScriptError
 
 _HEADER_RE = re.compile(r"^-- (lib/)?(\w+)\.lua: ")
 _LINE_RE = re.compile(r"user_script:(\d+)")
+_OPID_RE = re.compile(r"op id \S+ was already used by a call with other arguments")
 
 
 def lua_dir() -> Traversable:
@@ -67,6 +68,9 @@ class Script:
                 await client.script_load(self.source)
                 return await client.evalsha(self.sha, len(keys), *keys, *args)
         except ResponseError as exc:
+            reused = _OPID_RE.search(str(exc))
+            if reused:
+                raise OpIdReused(f"{self.name}: {reused.group(0)}; nothing was written") from exc
             if str(exc).startswith(_SERVER_STATE_ERRORS):
                 raise BackendUnavailable(f"Redis refused {self.name}: {exc}") from exc
             raise ScriptError(self.name, self.explain(exc)) from exc
@@ -137,6 +141,7 @@ class ScriptRegistry:
     file without an attribute, and an attribute without a file.
     """
 
+    archive_restore: Script
     change_trim: Script
     context_append: Script
     context_clear: Script
@@ -145,6 +150,10 @@ class ScriptRegistry:
     context_write: Script
     create: Script
     delete: Script
+    expiry_act: Script
+    expiry_arm: Script
+    fleet_claim: Script
+    fleet_finish: Script
     lock_extend: Script
     lock_release: Script
     prune_index: Script

@@ -84,6 +84,8 @@ class StatisticsReport:
     messages_per_session: Summary = field(default_factory=Summary)
     active_users: int = 0
     active_window_s: float = 3600.0
+    expiry_actions: dict[str, int] = field(default_factory=dict)
+    """Exact count of each expiry action taken (docs/expiry.md), e.g. {"archive": 20000}."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: datetimes as ISO 8601 text."""
@@ -152,6 +154,8 @@ def build_report(
                 if int(rest) >= first_hour:
                     label = _hour_label(int(rest))
                     report.events_per_hour[label] = report.events_per_hour.get(label, 0) + value
+            elif kind == "x":
+                report.expiry_actions[rest] = report.expiry_actions.get(rest, 0) + value
             elif kind == "d":
                 durations[int(rest)] = durations.get(int(rest), 0) + value
             elif kind == "mb":

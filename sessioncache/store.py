@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import os
 from base64 import urlsafe_b64encode
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from redis.exceptions import RedisClusterException, RedisError
@@ -18,6 +18,7 @@ from .errors import (
     BackendUnavailable,
     IntegrityError,
     SessionExists,
+    SessionExpired,
     SessionNotFound,
     ValidationError,
     VersionConflict,
@@ -36,9 +37,39 @@ _MISSING: Any = object()
 log = logging.getLogger(__name__)
 
 
+RETRY_MARGIN_S = 30.0
+"""Seconds added to the computed retry horizon: for a request that a proxy or a kernel buffer
+delivers after its sender gave up (see docs/guarantees.md, "Retries")."""
+
+
+def retry_horizon_ms(settings: RedisSettings) -> int:
+    """How long after a write its op id is remembered, from the client's retry settings.
+
+    Every attempt of a call may take a connect, a full socket timeout and a backoff pause:
+    attempts x (connect timeout + socket timeout + backoff cap), plus RETRY_MARGIN_S.
+    """
+    attempts = settings.retries + 1
+    per_attempt = settings.socket_connect_timeout + settings.socket_timeout + settings.backoff_cap
+    return round((attempts * per_attempt + RETRY_MARGIN_S) * 1000)
+
+
+DEFAULT_RETRY_HORIZON_MS = retry_horizon_ms(RedisSettings())
+
+
 def new_op_id() -> str:
-    """Five random characters naming one call, so a retried script can tell it already ran."""
-    return urlsafe_b64encode(os.urandom(6)).decode()[:5]
+    """16 random characters (96 bits) naming one call; every retry of the call repeats it."""
+    return urlsafe_b64encode(os.urandom(12)).decode()
+
+
+def op_args(horizon_ms: str, args: Sequence[Any]) -> list[Any]:
+    """A mutating script's ARGV: op id, call digest, retry horizon, then the call's own args.
+
+    The digest binds the op id to these arguments, so a reused op id is refused rather than
+    answered "already applied" (lib/ops.lua). Retries happen inside the process that made the
+    call, so the process-salted built-in hash is enough, and cheap: str and bytes cache theirs.
+    """
+    digest = format(hash(tuple(args)) & 0xFFFFFFFFFFFFFFFF, "x")
+    return [new_op_id(), digest, horizon_ms, *args]
 
 
 def _ttl_ms(ttl: float | None, what: str = "ttl") -> int:
@@ -78,10 +109,10 @@ class StoreExtras(Protocol):
     """
 
     def create_extras(self, keys: KeySchema, ident: Identity) -> tuple[list[str], list[Any]]:
-        """KEYS appended after create.lua's own, and ARGV appended after its field pairs."""
+        """KEYS appended after create.lua's four, and ARGV appended after its field pairs."""
 
     def delete_extras(self, keys: KeySchema, ident: Identity) -> list[str]:
-        """KEYS appended after delete.lua's own."""
+        """KEYS appended after delete.lua's four."""
 
 
 class SessionStore:
@@ -102,6 +133,7 @@ class SessionStore:
         limits: Limits = DEFAULT_LIMITS,
         owns_client: bool = True,
         extras: Sequence[StoreExtras] = (),
+        retry_horizon_ms: int = DEFAULT_RETRY_HORIZON_MS,
     ) -> None:
         # Any, not RedisClient: redis-py types replies as bytes | str (decode_responses is a
         # runtime option); our clients always run with decode_responses=False, so replies are bytes.
@@ -117,7 +149,10 @@ class SessionStore:
         if len(extras) > 1:
             raise ValidationError("create.lua and delete.lua take one feature's extra keys")
         self.extras: tuple[StoreExtras, ...] = tuple(extras)
-        self._keys_cache: dict[Identity, tuple[str, str, str]] = {}
+        self.expiry_index_of: Callable[[Identity], str] | None = None
+        """Set by the expiry engine: the expiry index bucket of a session (extra script key)."""
+        self._keys_cache: dict[Identity, tuple[str, str, str, str]] = {}
+        self._horizon_ms = str(retry_horizon_ms)
 
     @classmethod
     async def connect(
@@ -141,6 +176,7 @@ class SessionStore:
             default_ttl=default_ttl,
             limits=limits,
             extras=extras,
+            retry_horizon_ms=retry_horizon_ms(settings),
         )
         try:
             await store.client.ping()
@@ -174,22 +210,29 @@ class SessionStore:
         """The validated identity of a session (same argument order as create)."""
         return make_identity(platform, chat_id, user_id, thread_id)
 
-    def _session_keys(self, ident: Identity) -> tuple[str, str, str]:
-        """The session hash, its user index and its change bucket (cached: the hot path)."""
+    def _session_keys(self, ident: Identity) -> tuple[str, str, str, str]:
+        """The session hash, its user index, its change bucket and its op log (cached: the hot
+        path). The first KEYS of create, update, touch and delete.lua, in this order."""
         found = self._keys_cache.get(ident)
         if found is None:
             if len(self._keys_cache) >= 65536:
                 self._keys_cache.clear()
+            key = self.keys.session(ident)
             found = self._keys_cache[ident] = (
-                self.keys.session(ident),
+                key,
                 self.keys.user_index(ident.user_tag),
                 self.keys.change_bucket_of(ident),
+                self.keys.op_log(key),
             )
         return found
 
+    def op_args(self, args: Sequence[Any]) -> list[Any]:
+        """ARGV of a mutating script for this store: op id, digest and retry horizon first."""
+        return op_args(self._horizon_ms, args)
+
     def _located(self, session_id: str) -> tuple[Identity, str, str]:
         ident = parse_session_id(session_id)
-        key, index, _ = self._session_keys(ident)
+        key, index, _, _ = self._session_keys(ident)
         return ident, key, index
 
     # -- create / read --------------------------------------------------------------------
@@ -216,7 +259,6 @@ class SessionStore:
             raise ValidationError(f"state must be a non-empty str of at most 64 chars: {state!r}")
         keys = list(self._session_keys(ident))
         args = [
-            new_op_id(),
             mode,
             str(_ttl_ms(ttl)),
             self.default_ttl_ms,
@@ -230,7 +272,7 @@ class SessionStore:
             more_keys, more_args = extra.create_extras(self.keys, ident)
             keys += more_keys
             args += more_args
-        return keys, args
+        return keys, self.op_args(args)
 
     async def create(
         self,
@@ -251,6 +293,8 @@ class SessionStore:
         reply = await self.scripts.create.run(self.client, keys, args)
         if reply[0] == -1:
             raise SessionExists(ident.session_id)
+        if not reply[1]:  # an earlier attempt of this call created it; deleted since
+            raise SessionNotFound(ident.session_id)
         return session_from_hash(ident, keys[0], reply[1])
 
     async def get_or_create(
@@ -274,6 +318,8 @@ class SessionStore:
         ident = self.identity(chat_id, user_id, platform, thread_id)
         keys, args = self._create_args(ident, "get", data, metadata, state, priority, ttl)
         reply = await self.scripts.create.run(self.client, keys, args)
+        if not reply[1]:  # an earlier attempt of this call created it; deleted since
+            raise SessionNotFound(ident.session_id)
         return session_from_hash(ident, keys[0], reply[1])
 
     async def get(self, session_id: str) -> Session:
@@ -350,10 +396,12 @@ class SessionStore:
         delete_metadata: Iterable[str] = (),
         priority: int | None = None,
         expected_version: int | None = None,
-    ) -> tuple[Identity, tuple[str, str, str], list[Any]]:
+    ) -> tuple[Identity, Sequence[str], list[Any]]:
         """The checked KEYS and ARGV of update.lua (batch.py pipelines many of them)."""
         ident = parse_session_id(session_id)
-        keys = self._session_keys(ident)
+        keys: Sequence[str] = self._session_keys(ident)
+        if self.expiry_index_of is not None:
+            keys = (*keys, self.expiry_index_of(ident))
         pairs = encode_mapping(data, data_field, self.limits, "data") if data is not None else []
         if metadata is not None:
             pairs += encode_mapping(metadata, metadata_field, self.limits, "metadata")
@@ -371,7 +419,6 @@ class SessionStore:
         elif npairs > self.limits.max_fields:
             raise ValidationError(f"one update may touch at most {self.limits.max_fields} fields")
         args = [
-            new_op_id(),
             check_version(expected_version),
             reply_mode,
             self.default_ttl_ms,
@@ -380,7 +427,7 @@ class SessionStore:
             str(npairs),
             *pairs,
         ]
-        return ident, keys, args
+        return ident, keys, self.op_args(args)
 
     def update_outcome(self, session_id: str, reply: Any, expected_version: int | None) -> Any:
         """update.lua's reply payload, or its failure as our exception."""
@@ -389,6 +436,8 @@ class SessionStore:
             raise SessionNotFound(session_id)
         if status == -2:
             raise VersionConflict(session_id, int(expected_version or 0), int(reply[1]))
+        if status == -4:
+            raise SessionExpired(session_id)
         if status == -3:
             raise ValidationError(
                 f"session {session_id!r} would hold {int(reply[1])} fields; "
@@ -483,10 +532,15 @@ class SessionStore:
         ):
             raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
         new_ttl = "" if ttl is None else str(_ttl_ms(ttl))
-        args = [new_op_id(), self.default_ttl_ms, str(messages), new_ttl]
-        reply = await self.scripts.touch.run(self.client, self._session_keys(ident), args)
+        args = self.op_args([self.default_ttl_ms, str(messages), new_ttl])
+        keys: Sequence[str] = self._session_keys(ident)
+        if self.expiry_index_of is not None:
+            keys = (*keys, self.expiry_index_of(ident))
+        reply = await self.scripts.touch.run(self.client, keys, args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
+        if reply[0] == -4:
+            raise SessionExpired(session_id)
         return dt.datetime.fromtimestamp(int(reply[1]) / 1000, tz=dt.UTC)
 
     async def delete(self, session_id: str) -> bool:
@@ -500,7 +554,9 @@ class SessionStore:
         keys = list(self._session_keys(ident))
         for extra in self.extras:
             keys += extra.delete_extras(self.keys, ident)
-        return keys, [ident.suffix]
+        if self.extras and self.expiry_index_of is not None:
+            keys.append(self.expiry_index_of(ident))
+        return keys, self.op_args([ident.suffix])
 
     # -- listing --------------------------------------------------------------------------
 

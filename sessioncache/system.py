@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
+import os
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .backends import RedisSettings
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
 from .batch import Batch
 from .codec import DEFAULT_LIMITS, Limits
 from .coherent import CoherentCache
 from .context import ContextConfig, SessionContext
 from .conversation import ConversationMethods
-from .errors import AlreadyInitialized, SessionCacheError, ValidationError
+from .errors import (
+    AlreadyInitialized,
+    SessionCacheError,
+    SessionExpired,
+    SessionNotFound,
+    ValidationError,
+)
 from .events import Event, EventType
+from .expiry import ArchivedSession, ExpiryEngine, ExpiryInfo, ExpiryReport
+from .expiry.rules import Rule, load_rules_toml, parse_rules
+from .health import HealthMonitor, register_core_checks
 from .models import Platform, Session, SessionState
 from .nearcache import NearCacheConfig
 from .patterns import PatternReport
@@ -24,33 +37,41 @@ from .persistence import BackupInfo, Persistence, RestoreReport, VerifyReport
 from .persistence.restore import Decide
 from .persistence.scheduler import BackupScheduler
 from .prediction import LifecyclePrediction
-from .redaction import redact_url
 from .statistics import StatisticsReport
+from .storage import Storage, default_data_dir, redact, resolve_storage
 from .store import DEFAULT_TTL, SessionStore
 from .tracker import StateTracker, TrackerConfig
 from .turns import Turns
 
-STORAGE_TYPES = ("MEMORY", "REDIS", "CLUSTER")
+log = logging.getLogger(__name__)
+
+_memory_warned = False
+T = TypeVar("T")
 
 
-@dataclass(slots=True)
+@dataclass(repr=False)
 class SessionSystemConfig:
-    """Everything initialize_sessions() accepts besides the storage choice.
+    """Every keyword argument of initialize_sessions(), so ``initialize_sessions(**c.__dict__)``.
 
-    State tracking is always on and persistence works as soon as ``backup_dir`` is set;
-    ``enable_all_features=True`` (the origin API's switch) asks for every feature to be usable
-    and so refuses to start without a ``backup_dir``, rather than failing at the first backup.
+    ``storage_type`` None means: what ``storage_config`` implies, else $SESSIONCACHE_URL, else
+    MEMORY. State tracking is always on; persistence works as soon as ``backup_dir`` is set.
+    ``enable_all_features=True`` turns every feature on, with ``backup_dir`` and ``archive_dir``
+    defaulting to ``backups/`` and ``archive/`` under the data directory (docs/configuration.md).
     """
 
+    storage_type: str | None = None
+    storage_config: dict[str, Any] | None = None
+    enable_all_features: bool = False
     namespace: str = "sc"
     default_ttl: float = DEFAULT_TTL
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
-    enable_all_features: bool = False
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    health_interval: float | None = 30.0
+    """Seconds between background health checks that restart failed components (None: off)."""
     # Persistence (docs/persistence.md)
-    backup_dir: str | None = None
-    archive_dir: str | None = None
-    snapshot_dir: str | None = None
+    backup_dir: str | os.PathLike[str] | None = None
+    archive_dir: str | os.PathLike[str] | None = None
+    snapshot_dir: str | os.PathLike[str] | None = None
     backup_key: str | bytes | None = field(default=None, repr=False)
     backup_format: str = "msgpack.gz"
     backup_events: bool = False
@@ -66,8 +87,23 @@ class SessionSystemConfig:
     near_cache: bool | NearCacheConfig = False
     """True (or a NearCacheConfig) to serve session and context reads from process memory."""
     turn_lease: float = 30.0
+    # Expiry (docs/expiry.md)
+    expiry_rules: Any = None
+    """Ordered rules: a list of rule dicts, or the path of a TOML file of ``[[rule]]`` tables."""
+    expiry_interval: float = 60.0
+    """Seconds between sweeps (once per interval across the fleet)."""
+    expiry_archive_retention: float = 30 * 86400.0
+    """How long archived sessions stay in Redis (archive_dir keeps a file copy)."""
+    expiry_notify: Any = None
+    """Called with an ExpiryNotice for each warning and notify action (sync or async)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.expiry_rules, (str, Path)):
+            self.expiry_rules = load_rules_toml(self.expiry_rules)
+        else:
+            self.expiry_rules = parse_rules(self.expiry_rules)
+        if self.expiry_notify is not None and not callable(self.expiry_notify):
+            raise ValidationError("expiry_notify must be a callable given an ExpiryNotice")
         if not isinstance(self.tracker, TrackerConfig):
             raise ValidationError(
                 f"tracker options must be a TrackerConfig, not {type(self.tracker).__name__}"
@@ -76,54 +112,53 @@ class SessionSystemConfig:
             raise ValidationError(
                 f"enable_all_features must be a bool, got {self.enable_all_features!r}"
             )
-        if self.enable_all_features and self.backup_dir is None:
-            raise ValidationError(
-                "enable_all_features=True needs backup_dir= (where backups go); "
-                "pass backup_dir, or leave enable_all_features off to run without persistence"
-            )
+        if self.storage_config is not None and not isinstance(self.storage_config, Mapping):
+            raise ValidationError(f"storage_config must be a dict, got {self.storage_config!r}")
+        interval = self.health_interval
+        if interval is not None and (
+            isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0
+        ):
+            raise ValidationError(f"health_interval must be a positive number, got {interval!r}")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={redact(getattr(self, f.name), f.name)!r}" for f in fields(self)
+        )
+        return f"SessionSystemConfig({shown})"
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The names initialize_sessions() accepts."""
+        return [f.name for f in fields(cls)]
 
     @classmethod
     def from_options(cls, **options: Any) -> SessionSystemConfig:
-        """The config from keyword options; ValidationError names any unknown one."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
+        """A config from keyword options; unknown options raise, listing the known ones."""
+        unknown = sorted(set(options) - set(cls.option_names()))
         if unknown:
             raise ValidationError(
                 f"unknown option(s) {', '.join(unknown)} for initialize_sessions(); "
-                f"known: storage_type, storage_config, {', '.join(sorted(known))}"
+                f"known: {', '.join(cls.option_names())}"
             )
         return cls(**options)
 
-
-def storage_url(
-    storage_type: str, storage_config: Mapping[str, Any] | None
-) -> tuple[str, dict[str, Any]]:
-    """The backend URL and connection options for an origin-style storage choice."""
-    config = dict(storage_config or {})
-    kind = str(storage_type).upper()
-    if kind not in STORAGE_TYPES:
-        raise ValidationError(
-            f"storage_type must be one of {', '.join(STORAGE_TYPES)}; got {storage_type!r}"
+    def with_feature_dirs(self, data_dir: Path) -> SessionSystemConfig:
+        """With enable_all_features: backup_dir/archive_dir defaulted under ``data_dir``."""
+        if not self.enable_all_features:
+            return self
+        return replace(
+            self,
+            backup_dir=self.backup_dir if self.backup_dir is not None else data_dir / "backups",
+            archive_dir=self.archive_dir if self.archive_dir is not None else data_dir / "archive",
         )
-    if kind == "MEMORY":
-        name = config.pop("name", "default")
-        url = config.pop("url", f"memory://{name}")
-        if not url.startswith("memory://"):
-            raise ValidationError(
-                f"storage_type MEMORY takes a memory:// url, got {redact_url(url)!r}"
-            )
-    else:
-        url = config.pop("url", None)
-        if not url:
-            host, port = config.pop("host", "127.0.0.1"), config.pop("port", 6379)
-            url = f"redis://{host}:{port}"
-        if kind == "CLUSTER" and "+cluster" not in url.split("://", 1)[0]:
-            scheme, rest = url.split("://", 1)
-            url = f"{scheme}+cluster://{rest}"
-        if kind == "REDIS" and "+cluster" in url.split("://", 1)[0]:
-            raise ValidationError("storage_type REDIS got a cluster URL; use storage_type CLUSTER")
-    RedisSettings.from_options(url, **config)  # validates the options before connecting
-    return url, config
+
+
+class _OpenOrStart:
+    """``SessionSystem.start``: on an instance, start its components; on the class, what the
+    classmethod of that name always did (build, connect and start: ``SessionSystem.open``)."""
+
+    def __get__(self, obj: SessionSystem | None, owner: type[SessionSystem]) -> Any:
+        return owner.open if obj is None else obj._start
 
 
 class SessionSystem(ConversationMethods):
@@ -134,13 +169,24 @@ class SessionSystem(ConversationMethods):
     SessionStore.find/find_by_id; SessionStore.get is the one read that raises
     SessionNotFound); writes raise SessionNotFound (update, touch, transition, track_event);
     delete returns False; listings return what exists.
+
+    Build it with ``await SessionSystem.open(...)`` (or initialize_sessions()); ``start()``
+    and ``shutdown()`` (or ``async with``) run the components' lifecycle. Components hang off
+    it by name: ``tracker``, ``persistence``, ``expiry``, ``sync``, ``context``.
     """
 
-    def __init__(self, store: SessionStore, config: SessionSystemConfig) -> None:
+    def __init__(
+        self, store: SessionStore, config: SessionSystemConfig, *, storage: Storage | None = None
+    ) -> None:
         self.store = store
-        self.config = config
+        self.storage = storage
+        self.config = config = config.with_feature_dirs(
+            storage.data_dir if storage is not None else default_data_dir()
+        )
         self._started = time.monotonic()
+        self._running = False
         self._closed = False
+        self.health = HealthMonitor()
         self.tracker = StateTracker(store, config.tracker)
         self.persistence = Persistence(
             store,
@@ -158,45 +204,106 @@ class SessionSystem(ConversationMethods):
         self.context = SessionContext(store, config.context)
         self.turns = Turns(store, lease=config.turn_lease)
         self.batch = Batch(store)
-        self.backup_scheduler: BackupScheduler | None = None
-        if config.backup_interval or config.snapshot_interval:
-            self.backup_scheduler = BackupScheduler(
-                self.persistence,
-                backup_interval=config.backup_interval,
-                full_every=config.backup_full_every,
-                snapshot_interval=config.snapshot_interval,
-            )
+        self.backup_scheduler: BackupScheduler | None = self._new_backup_scheduler()
+        rules: tuple[Rule, ...] = config.expiry_rules
+        self.expiry = ExpiryEngine(
+            store,
+            self.tracker,
+            rules,
+            archive_dir=config.archive_dir,
+            archive_retention=config.expiry_archive_retention,
+            interval=config.expiry_interval,
+            notify=config.expiry_notify,
+        )
+        self.expiry_scheduler: AsyncIOScheduler | None = None
+        if rules:
+            self.expiry_scheduler = AsyncIOScheduler(timezone="UTC")
+            self.expiry.schedule(self.expiry_scheduler)
+        # Filled by the feature modules as they land (None: not built in this version).
+        self.sync: Any = None
+        register_core_checks(self)
+
+    def _new_backup_scheduler(self) -> BackupScheduler | None:
+        config = self.config
+        if not (config.backup_interval or config.snapshot_interval):
+            return None
+        return BackupScheduler(
+            self.persistence,
+            backup_interval=config.backup_interval,
+            full_every=config.backup_full_every,
+            snapshot_interval=config.snapshot_interval,
+        )
 
     @classmethod
-    async def start(
+    async def open(
         cls,
-        storage_type: str = "MEMORY",
+        storage_type: str | None = None,
         storage_config: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> SessionSystem:
-        """Validate the options, connect, load the scripts and start the tracker (and the
-        backup scheduler if configured). Not registered for the module-level functions."""
-        config = SessionSystemConfig.from_options(**options)
-        url, connection = storage_url(storage_type, storage_config)
-        store = await SessionStore.connect(
-            url,
-            namespace=config.namespace,
-            default_ttl=config.default_ttl,
-            limits=config.limits,
-            extras=[config.tracker.store_extras()],
-            **connection,
+        """Resolve the storage (starting or joining an EMBEDDED server), connect, start."""
+        config = SessionSystemConfig.from_options(
+            storage_type=storage_type,
+            storage_config=dict(storage_config) if storage_config is not None else None,
+            **options,
         )
+        return await cls.from_config(config)
+
+    @classmethod
+    async def from_config(cls, config: SessionSystemConfig) -> SessionSystem:
+        """A started system for a config."""
+        storage = resolve_storage(config.storage_type, config.storage_config)
+        if storage.server is not None:
+            await asyncio.to_thread(storage.server.attach)
         try:
-            system = cls(store, config)
-            await system.tracker.start()
+            store = await SessionStore.connect(
+                storage.url,
+                namespace=config.namespace,
+                default_ttl=config.default_ttl,
+                limits=config.limits,
+                extras=[config.tracker.store_extras()],
+                **storage.connection,
+            )
+        except BaseException:
+            if storage.server is not None:
+                await asyncio.to_thread(storage.server.detach)
+            raise
+        try:
+            system = cls(store, config, storage=storage)
+            await system._start()
             if config.near_cache:
-                await system.enable_near_cache(url, config.near_cache)
+                await system.enable_near_cache(storage.url, config.near_cache)
         except BaseException:
             await store.close()
+            if storage.server is not None:
+                await asyncio.to_thread(storage.server.detach)
             raise
-        if system.backup_scheduler is not None:
-            system.backup_scheduler.start()
         return system
+
+    start = _OpenOrStart()
+
+    async def _start(self) -> SessionSystem:
+        """Start the components (tracker, schedulers, health monitor); idempotent."""
+        if self._running:
+            return self
+        if self._closed:
+            raise SessionCacheError("this SessionSystem was shut down; open a new one")
+        await self.tracker.start()
+        if self.backup_scheduler is not None:
+            self.backup_scheduler.start()
+        if self.expiry_scheduler is not None:
+            self.expiry_scheduler.start()
+        if self.config.health_interval:
+            self.health.start(self.config.health_interval)
+        self._running = True
+        global _memory_warned
+        if self.storage is not None and self.storage.kind == "MEMORY" and not _memory_warned:
+            _memory_warned = True
+            log.warning(
+                "storage MEMORY keeps sessions inside this process: other processes do not "
+                "share them; use EMBEDDED, REDIS or CLUSTER (or set SESSIONCACHE_URL) for a fleet"
+            )
+        return self
 
     # -- sessions -------------------------------------------------------------------------
     # The same operations as SessionStore, in the same argument order (identity first:
@@ -217,7 +324,7 @@ class SessionSystem(ConversationMethods):
         ttl: float | None = None,
     ) -> Session:
         """Create a session; SessionExists if this identity already has one."""
-        return await self.store.create(
+        session = await self.store.create(
             chat_id,
             user_id,
             platform,
@@ -228,6 +335,9 @@ class SessionSystem(ConversationMethods):
             priority=priority,
             ttl=ttl,
         )
+        if self.expiry.rules:
+            await self.expiry.arm(session)
+        return session
 
     async def get_or_create_session(
         self,
@@ -243,7 +353,17 @@ class SessionSystem(ConversationMethods):
         ttl: float | None = None,
     ) -> Session:
         """The identity's session, created with the given contents if it does not exist
-        (one atomic step: racing callers end with one session)."""
+        (one atomic step: racing callers end with one session). With expiry rules, a session
+        past its deadline has its rule applied once and a fresh one is returned."""
+        if self.expiry.rules:
+            return await self.expiry.get_or_create(
+                self.store.identity(chat_id, user_id, platform, thread_id),
+                data=data,
+                metadata=metadata,
+                state=state,
+                priority=priority,
+                ttl=ttl,
+            )
         return await self.store.get_or_create(
             chat_id,
             user_id,
@@ -261,11 +381,18 @@ class SessionSystem(ConversationMethods):
         equivalent is SessionStore.find_by_id(), while SessionStore.get() raises).
 
         With the near cache on, a recent read is served from process memory; ``fresh=True``
-        always asks Redis.
+        always asks Redis. A session past its expiry deadline has its rule applied first
+        (docs/expiry.md).
         """
         if self.near_cache is not None and not fresh:
-            return await self.near_cache.get_session(session_id)
-        return await self.store.find_by_id(session_id)
+            session = await self.near_cache.get_session(session_id)
+        else:
+            session = await self.store.find_by_id(session_id)
+        if session is not None and await self.expiry.past_deadline(session):
+            await self.expiry.on_access(session_id)
+            self._written(session_id)
+            session = await self.store.find_by_id(session_id)
+        return session
 
     async def enable_near_cache(self, url: str, config: bool | NearCacheConfig = True) -> None:
         """Serve session and context reads from a near cache kept coherent by Redis."""
@@ -291,14 +418,17 @@ class SessionSystem(ConversationMethods):
         """Merge data and metadata fields (and delete some) in one atomic step; see
         SessionStore.update(). SessionNotFound if the session does not exist."""
         try:
-            return await self.store.update(
+            return await self._write(
                 session_id,
-                data,
-                metadata,
-                delete=delete,
-                delete_metadata=delete_metadata,
-                priority=priority,
-                expected_version=expected_version,
+                lambda: self.store.update(
+                    session_id,
+                    data,
+                    metadata,
+                    delete=delete,
+                    delete_metadata=delete_metadata,
+                    priority=priority,
+                    expected_version=expected_version,
+                ),
             )
         finally:
             self._written(session_id)
@@ -321,9 +451,30 @@ class SessionSystem(ConversationMethods):
         """Record activity (and messages), refresh the TTL; returns the new expiry.
         SessionNotFound if the session does not exist."""
         try:
-            return await self.store.touch(session_id, messages=messages, ttl=ttl)
+            return await self._write(
+                session_id, lambda: self.store.touch(session_id, messages=messages, ttl=ttl)
+            )
         finally:
             self._written(session_id)
+
+    async def _write(self, session_id: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run a write; if the session had passed its expiry deadline (the script refused the
+        write), apply the rule once and run the write again on the session that follows, so
+        the write (a user's message) is never lost and never revives the stale session.
+
+        A write that finds no session right after another process ended it by expiry (in the
+        instant before that process creates the successor) goes to the successor too."""
+        for _ in range(3):
+            try:
+                return await call()
+            except SessionExpired:
+                if await self.expiry.on_access(session_id):
+                    await self.expiry.successor_for(session_id)
+            except SessionNotFound:
+                if not await self.expiry.recently_ended(session_id):
+                    raise
+                await self.expiry.successor_for(session_id)
+        return await call()
 
     async def list_user_sessions(self, user_id: str | int) -> list[Session]:
         """Every live session of a user (an empty list for an unknown user)."""
@@ -354,7 +505,9 @@ class SessionSystem(ConversationMethods):
     ) -> str | None:
         """Append an event to the session's stream; its id, or None if a retry found it
         already applied. SessionNotFound if the session does not exist."""
-        return await self.tracker.track_event(session_id, event_type, **fields)
+        return await self._write(
+            session_id, lambda: self.tracker.track_event(session_id, event_type, **fields)
+        )
 
     async def get_events(self, session_id: str, **query: Any) -> list[Event]:
         """Events of a session, oldest first (StateTracker.get_events() for the query); an
@@ -381,31 +534,53 @@ class SessionSystem(ConversationMethods):
             metrics["near_cache"] = self.near_cache.summary()
         return metrics
 
-    async def health_check(self) -> dict[str, Any]:
-        """Whether the store can serve: Redis answers and holds every script, with timings.
+    async def health_check(self, *, restart: bool = True) -> dict[str, Any]:
+        """Each component's health and the overall status; failed components are restarted
+        (unless ``restart`` is False) and the restart reported (sessioncache.health).
 
         Scripts the server lost (a restart, a failover to a replica that never loaded them,
         SCRIPT FLUSH) are loaded again here, so a readiness probe reports healthy as soon as
         calls work; ``reloaded_scripts`` names what was reloaded."""
-        began = time.perf_counter()
-        scripts, client = self.store.scripts, self.store.client
-        try:
-            await client.ping()
-            reloaded = await scripts.missing(client)
-            if reloaded:
-                await scripts.load(client)
-            missing = await scripts.missing(client) if reloaded else []
-        except Exception as exc:
-            return {"healthy": False, "error": str(exc)}
-        return {
-            "healthy": not missing,
-            "ping_ms": round((time.perf_counter() - began) * 1000, 3),
-            "missing_scripts": missing,
-            "reloaded_scripts": reloaded,
-            "cluster": self.store.is_cluster,
-            "namespace": self.store.keys.namespace,
-            "uptime_s": round(time.monotonic() - self._started, 3),
-        }
+        report = await self.health.check(restart=restart)
+        redis = report["components"].get("redis", {})
+        scripts = report["components"].get("scripts", {})
+        report.update(
+            ping_ms=redis.get("ping_ms"),
+            missing_scripts=scripts.get("missing", []),
+            reloaded_scripts=scripts.get("failed_with", {}).get("missing", [])
+            if scripts.get("restarted")
+            else [],
+            cluster=self.store.is_cluster,
+            namespace=self.store.keys.namespace,
+            uptime_s=round(time.monotonic() - self._started, 3),
+        )
+        if not report["healthy"]:
+            failed = report["components"][report["failed"][0]]
+            report["error"] = failed.get("error") or f"{report['failed'][0]} failed"
+        return report
+
+    # -- expiry (docs/expiry.md) -------------------------------------------------------------
+
+    async def cleanup_expired_sessions(self, dry_run: bool = False) -> ExpiryReport:
+        """Run an expiry sweep now (the scheduler runs one per interval across the fleet)."""
+        return await self.expiry.sweep(dry_run=dry_run)
+
+    async def get_expiry_info(self, session_id: str) -> ExpiryInfo | None:
+        """Which rule governs a session, when it fires and with what action (None: no such
+        session)."""
+        return await self.expiry.get_expiry_info(session_id)
+
+    async def restore_archived(
+        self, session_id: str, *, archive_id: str | None = None, replace: bool = False
+    ) -> Session:
+        """Bring an archived session back whole (its newest archive, or ``archive_id``)."""
+        return await self.expiry.restore_archived(
+            session_id, archive_id=archive_id, replace=replace
+        )
+
+    async def list_archived(self, user_id: str | int | None = None) -> list[ArchivedSession]:
+        """Archived sessions (one user's, or all), oldest first."""
+        return await self.expiry.archive.list_archived(user_id)
 
     # -- persistence (docs/persistence.md) ------------------------------------------------
 
@@ -419,9 +594,7 @@ class SessionSystem(ConversationMethods):
     ) -> str:
         """A full or incremental backup; ``events``: also each session's event stream (None:
         the configured ``backup_events``)."""
-        return await self.persistence.create_backup(
-            description, format, incremental, events=events
-        )
+        return await self.persistence.create_backup(description, format, incremental, events=events)
 
     def list_backups(self) -> list[BackupInfo]:
         """The backups in backup_dir, oldest first."""
@@ -465,15 +638,27 @@ class SessionSystem(ConversationMethods):
         )
 
     async def shutdown(self) -> None:
-        """Stop the scheduler and close the connections (idempotent)."""
+        """Stop every component, close the connections, leave the EMBEDDED server (the last
+        process out stops it with a save)."""
         if not self._closed:
             self._closed = True
+            self._running = False
+            await self.health.stop()
             if self.backup_scheduler is not None:
                 self.backup_scheduler.shutdown()
+                # AsyncIOScheduler.shutdown() runs through call_soon: give it that loop turn.
+                await asyncio.sleep(0)
+            if self.expiry_scheduler is not None and self.expiry_scheduler.running:
+                self.expiry_scheduler.pause()
+                await self.expiry.job.drain()
+                self.expiry_scheduler.shutdown(wait=False)
+                await asyncio.sleep(0)
             await self.context.wait_summaries()
             if self.near_cache is not None:
                 await self.near_cache.stop()
             await self.store.close()
+            if self.storage is not None and self.storage.server is not None:
+                await asyncio.to_thread(self.storage.server.detach)
 
     @property
     def closed(self) -> bool:
@@ -481,7 +666,7 @@ class SessionSystem(ConversationMethods):
         return self._closed
 
     async def __aenter__(self) -> SessionSystem:
-        return self
+        return await self._start()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
@@ -501,7 +686,7 @@ def _same_args(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
 
 
 async def initialize_sessions(
-    storage_type: str = "MEMORY",
+    storage_type: str | None = None,
     storage_config: Mapping[str, Any] | None = None,
     enable_all_features: bool = False,
     *,
@@ -509,6 +694,9 @@ async def initialize_sessions(
     **options: Any,
 ) -> SessionSystem:
     """Build the session system and make it the one the module-level functions use.
+
+    Takes exactly the fields of SessionSystemConfig (so ``initialize_sessions(**c.__dict__)``),
+    plus ``replace``; no ``storage_type``: $SESSIONCACHE_URL, else MEMORY.
 
     Called again while a system is running: with the same arguments it returns the running
     system (two modules may both initialise); with different ones it raises
@@ -523,7 +711,7 @@ async def initialize_sessions(
         if _same_args(args, _current_args):
             return running
         raise AlreadyInitialized()
-    system = await SessionSystem.start(
+    system = await SessionSystem.open(
         storage_type, storage_config, enable_all_features=enable_all_features, **options
     )
     racing = _current if _current is not None and not _current.closed else None

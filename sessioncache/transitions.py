@@ -23,7 +23,7 @@ from .identity import Identity
 from .metrics import Metrics
 from .models import Session, session_from_hash
 from .states import StateHooks, TransitionTable, check_state
-from .store import SessionStore, check_version, new_op_id
+from .store import SessionStore, check_version
 
 log = logging.getLogger(__name__)
 
@@ -169,14 +169,15 @@ class Transitions:
         reason: str | None,
     ) -> tuple[Session, str | None]:
         args = [
-            new_op_id(),
             target,
             check_version(expected_version),
             "" if reason is None else encode_value(reason),
             table.script_arg(ident.platform, target, self.events.max_len, self.events.max_age_ms),
         ]
         reply = await self.store.scripts.transition.run(
-            self.store.client, [keys[0], keys[2], keys[3], keys[5]], args
+            self.store.client,
+            [keys[0], keys[2], keys[3], keys[5], keys[6]],
+            self.store.op_args(args),
         )
         status = reply[0]
         if status == 1:

@@ -14,13 +14,25 @@ import pytest
 from sessioncache.backends import forget_memory_server
 from sessioncache.store import SessionStore
 
-from .servers import LocalCluster, standalone, valkey
+from .servers import LocalCluster, server_pids, standalone, valkey
 
 # hypothesis.internal.reflection is imported up front: otherwise hypothesis' end-of-session
 # report imports it lazily, and on CPython 3.11 ast.parse in pytest's assertion rewriter can
 # fail with "AST constructor recursion depth mismatch" when a client finalizer runs meanwhile.
 
 _ids = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_embedded_server_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite's default data directory is temporary, and no EMBEDDED server outlives it."""
+    os.environ["SESSIONCACHE_DATA_DIR"] = str(tmp_path_factory.mktemp("sessioncache-data"))
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    leftover = server_pids(base)
+    for pid in leftover:
+        os.kill(pid, 9)
+    assert leftover == [], f"EMBEDDED server processes left behind: {leftover}"
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import redis
 
@@ -66,6 +67,21 @@ class LocalCluster:
     def cleanup(self) -> None:
         for node in self.nodes:
             node.cleanup()
+
+
+def server_pids(marker: str) -> list[int]:
+    """Pids of redis/valkey servers whose command line mentions ``marker`` (a directory)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and b"-server" in cmdline.split(b"\0", 1)[0]:
+            pids.append(int(entry.name))
+    return pids
 
 
 def valkey() -> EmbeddedRedis:

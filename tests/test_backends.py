@@ -99,4 +99,6 @@ def test_bad_settings_raise(url: str, options: dict) -> None:  # type: ignore[ty
 def test_defaults_are_explicit() -> None:
     s = RedisSettings()
     assert (s.socket_timeout, s.socket_connect_timeout, s.retries, s.protocol) == (5.0, 2.0, 3, 3)
-    assert (s.max_connections, s.pool_timeout) == (64, 10.0)
+    assert (s.max_connections, s.pool_timeout, s.pool_wait) == (64, None, None)  # memory://
+    assert RedisSettings("redis://localhost").pool_wait == 10.0
+    assert RedisSettings("memory://x", pool_timeout=2.5).pool_wait == 2.5

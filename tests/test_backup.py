@@ -15,16 +15,9 @@ from sessioncache.persistence.container import BackupReader, BackupWriter
 from sessioncache.persistence.formats import Codec
 from sessioncache.store import SessionStore
 
-from .persistence_helpers import all_keys, cluster_persistence_for, digest, state
+from .persistence_helpers import all_keys, digest, forge_records, state
 
 KEY = "test-backup-key-0123456789"
-
-
-@pytest.fixture(params=["redis", "memory"])
-def backend_url(request: pytest.FixtureRequest) -> str:
-    """Real Redis and memory:// here; the cluster runs the tests marked below (16384 buckets
-    make every cluster backup cost ~1 s, too slow to repeat for every case)."""
-    return str(request.getfixturevalue(f"{request.param}_url"))
 
 
 @pytest.fixture
@@ -32,12 +25,6 @@ async def persistence(store: SessionStore, tmp_path: Path) -> AsyncIterator[Pers
     p = Persistence(store, backup_dir=tmp_path / "backups", key=KEY, batch_size=7)
     yield p
     await p.changes.disarm()  # pipelined: faster than the per-key namespace teardown
-
-
-@pytest.fixture
-async def cluster_persistence(cluster_url: str, tmp_path: Path) -> AsyncIterator[Persistence]:
-    async with cluster_persistence_for(cluster_url, tmp_path / "backups", KEY) as p:
-        yield p
 
 
 async def populate(store: SessionStore, n: int, prefix: str = "c") -> list[str]:
@@ -66,6 +53,9 @@ async def populate(store: SessionStore, n: int, prefix: str = "c") -> list[str]:
     return ids
 
 
+# The codec is the same on every backend: the format axis runs on redis and memory://, and the
+# cluster covers the default format through every other test of this module.
+@pytest.mark.parametrize("backend_url", ["redis", "memory"], indirect=True)
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_round_trip_every_format(
     store: SessionStore, persistence: Persistence, fmt: str
@@ -110,19 +100,6 @@ async def test_incremental_chain_restores_exact_final_state(
     store: SessionStore, persistence: Persistence
 ) -> None:
     await chain_scenario(store, persistence)
-
-
-@pytest.mark.cluster
-async def test_chain_and_round_trip_on_cluster(cluster_persistence: Persistence) -> None:
-    p = cluster_persistence
-    await chain_scenario(p.store, p)
-    state = await digest(p.store)
-    backup_id = await p.create_backup(format="json.gz")
-    await p.store.update((await p.store.list_user_sessions("user3"))[0].session_id, data={"z": 1})
-    report = await p.restore_backup(backup_id, "replace")
-    assert report.written == state[0] and await digest(p.store) == state
-    await p.changes.disarm()
-    await test_change_index_records_every_write_and_is_trimmed(p.store, p)
 
 
 async def chain_scenario(store: SessionStore, persistence: Persistence) -> None:
@@ -229,7 +206,7 @@ async def test_backup_interrupted_before_its_commit_keeps_the_chain_going(
     await store.update(ids[0], data={"n": 100})
     commit = persistence.creator.commit
 
-    async def cancelled(backup_id: str, cuts: list[tuple[int, float]]) -> None:
+    async def cancelled(*args: object) -> None:
         raise asyncio.CancelledError
 
     monkeypatch.setattr(persistence.creator, "commit", cancelled)
@@ -322,12 +299,6 @@ async def test_export_import_single_session(
     assert set(before) <= set(snapshot)
 
 
-@pytest.mark.cluster
-async def test_export_import_on_cluster(cluster_persistence: Persistence, tmp_path: Path) -> None:
-    p = cluster_persistence
-    await test_export_import_single_session(p.store, p, tmp_path)
-
-
 async def test_format_migration_keeps_id_and_chain(
     store: SessionStore, persistence: Persistence
 ) -> None:
@@ -347,9 +318,10 @@ async def test_format_migration_keeps_id_and_chain(
 
 
 async def test_schema_migration_upgrades_old_backups(
-    store: SessionStore, persistence: Persistence, tmp_path: Path
+    store: SessionStore, persistence: Persistence, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A schema-0 backup stored the version under "ver" and had no message count.
+    forge_records(monkeypatch)
     codec = Codec("json")
     old = tmp_path / "backups" / "20200101T000000000000Z-full-old.json.scb"
     fields = {

@@ -1,11 +1,44 @@
-"""The command line: script management against a real server, and the demo."""
+"""The command line: every command against a real server (EMBEDDED or redis://), and the demo."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+from sessioncache import EventType, Platform
 from sessioncache.cli import main
-from sessioncache.embedded import EmbeddedRedis
+from sessioncache.embedded import EmbeddedRedis, free_port
+from sessioncache.server import SharedServer
+from sessioncache.storage import storage_from_url
+from sessioncache.system import SessionSystem
+
+from .servers import server_pids
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[str]:
+    """An embedded:// URL on a fresh data directory; no server may outlive the test."""
+    yield f"embedded://{tmp_path / 'data'}"
+    assert server_pids(str(tmp_path)) == []
+
+
+async def _seed(url: str) -> str:
+    system = await SessionSystem.open(*storage_from_url(url), health_interval=None)
+    try:
+        s = await system.create_session("chat_1", "user_1", Platform.TELEGRAM, data={"k": 1})
+        await system.create_session("chat_2", "user_1", Platform.DISCORD)
+        await system.track_event(s.session_id, EventType.MESSAGE_RECEIVED, text="hi")
+        return s.session_id
+    finally:
+        await system.shutdown()
 
 
 def test_scripts_check_load_list(capsys: pytest.CaptureFixture[str]) -> None:
@@ -19,10 +52,99 @@ def test_scripts_check_load_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scripts", "list"]) == 0
     listed = capsys.readouterr().out
     assert "update" in listed and "create" in listed
+    assert main(["scripts", "list", "--json"]) == 0
+    assert {"create", "update"} <= set(json.loads(capsys.readouterr().out))
 
 
-def test_demo_runs_on_the_embedded_default(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == 0
+def test_health_exits_non_zero_when_redis_is_down(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"redis://127.0.0.1:{free_port()}"
+    assert main(["health", "--url", url]) == 1
+    assert "status: down" in capsys.readouterr().out
+    assert main(["health", "--url", url, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["healthy"] is False and "cannot use Redis" in report["error"]
+
+
+def test_health_on_a_live_server(embedded: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["health", "--url", embedded, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "ok"
+    assert {"server", "redis", "scripts"} <= set(report["components"])
+    assert main(["health", "--url", embedded]) == 0
+    assert "status: ok" in capsys.readouterr().out
+
+
+def test_sessions_events_stats(embedded: str, capsys: pytest.CaptureFixture[str]) -> None:
+    sid = asyncio.run(_seed(embedded))
+    assert main(["sessions", "list", "--url", embedded, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(s["session_id"] for s in listed) == [
+        "discord:chat_2:user_1",
+        "telegram:chat_1:user_1",
+    ]
+    assert main(["sessions", "list", "--url", embedded, "--user", "user_1"]) == 0
+    assert "telegram:chat_1:user_1" in capsys.readouterr().out
+    assert main(["sessions", "show", sid, "--url", embedded, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"] == {"k": 1}
+    assert main(["events", sid, "--url", embedded, "--json"]) == 0
+    events = json.loads(capsys.readouterr().out)
+    assert [e["type"] for e in events][-1] == "message_received"
+    assert main(["stats", "--url", embedded, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)
+    assert main(["sessions", "delete", sid, "--url", embedded]) == 0
+    assert f"deleted  {sid}" in capsys.readouterr().out
+    assert main(["sessions", "delete", sid, "--url", embedded]) == 1
+
+
+def test_errors_are_one_line_without_traceback(embedded: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sessioncache", "sessions", "show", "telegram:no:one", "--url",
+         embedded],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "sessioncache sessions: error: session 'telegram:no:one' does not exist (never created, "
+        "deleted or expired)"
+    ]
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_server_start_status_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "srv")
+    assert main(["server", "status", "--data-dir", data]) == 1
+    assert "running      False" in capsys.readouterr().out
+    assert main(["server", "start", "--data-dir", data, "--json"]) == 0
+    started = json.loads(capsys.readouterr().out)
+    assert started["running"] is True and started["pinned"] is True
+    # A process that joins and leaves does not stop a started (pinned) server.
+    assert main(["health", "--url", f"embedded://{data}"]) == 0
+    assert SharedServer(data).running_pid() == started["pid"]
+    assert main(["server", "stop", "--data-dir", data]) == 0
+    assert SharedServer(data).running_pid() is None
+    assert main(["server", "stop", "--data-dir", data]) == 1
+    assert server_pids(str(tmp_path)) == []
+
+
+def test_demo_runs_to_its_report(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--workers", "3", "--users", "30", "--messages", "4"]) == 0
     out = capsys.readouterr().out
-    assert "refused   stale write" in out and "user_1 has 2 sessions" in out
-    assert "state     active (version 3)" in out and "cannot move from 'active' to 'new'" in out
+    assert "3 worker processes, 30 users, 4 messages each, on EMBEDDED" in out
+    assert "ok   turns counted (no lost update): 120" in out
+    assert "FAIL" not in out and "result: nothing lost" in out
+
+
+def test_demo_on_a_real_redis_as_json(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--url", redis_url, "--workers", "2", "--users", "20", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and report["messages"] == 100
+    assert all(c["expected"] == c["actual"] for c in report["checks"])
+
+
+def test_readme_first_command_runs_in_a_subprocess(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sessioncache", "demo"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "result: nothing lost" in done.stdout and "Traceback" not in done.stderr

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sessioncache.embedded import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+from .test_backup_cli import cli
+
 SECRET = "cli-Pw-7f3a9c"
 
 COMMANDS = [
@@ -34,16 +33,7 @@ PERSISTENCE = {"backup", "restore", "verify", "export", "import", "migrate", "sn
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "sessioncache", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    return cli(*args, key=None)
 
 
 @pytest.fixture(scope="module")

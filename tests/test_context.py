@@ -199,12 +199,18 @@ async def test_append_is_one_round_trip_and_retry_safe(make: Any) -> None:
     system = await make()
     sid = (await system.create_session(1, 2, "telegram")).session_id
     _, keys = system.context.keys_of(sid)
+    keys = [*keys, system.store.keys.op_log(keys[0])]
     script = system.store.scripts.context_append
-    args = ["op-1_", "", b"M\x92\xa4user\xa2hi", *system.context._caps, "1", "1000"]
+    args = system.store.op_args(["", b"M\x92\xa4user\xa2hi", *system.context._caps, "1", "1000"])
     first = await script.run(system.store.client, keys, args)
     again = await script.run(system.store.client, keys, args)  # a client retry of that call
     assert first[0] == again[0] == 1
-    assert [m.content for m in await system.get_history(sid)] == ["hi"]
+    for _ in range(20):  # more than any fixed window of recent op ids
+        await system.context.append_message(sid, "user", "later")
+    late = await script.run(system.store.client, keys, args)  # the first attempt, delivered late
+    assert late[0] == 1
+    history = [m.content for m in await system.get_history(sid)]
+    assert history == ["hi"] + ["later"] * 20
 
 
 async def test_invalid_context_raises_and_writes_nothing(make: Any) -> None:

@@ -107,8 +107,9 @@ async def test_retried_event_applies_once(store: SessionStore) -> None:
     store = tracker.store
     s = await store.create(1, "u1", "web")
     _, keys, _ = tracker.events.locate(s.session_id)
-    args = ["opABC", "message_received 1 1 1", f"{store.default_ttl_ms} 1000 60000 u1 web",
-            "text", "hi"]
+    args = store.op_args(
+        ["message_received 1 1 1", f"{store.default_ttl_ms} 1000 60000 u1 web", "text", "hi"]
+    )
     first = await store.scripts.track_event(store.client, keys, args)
     again = await store.scripts.track_event(store.client, keys, args)
     assert (first[0], first[2], again[0], again[2]) == (1, 1, 2, 1)

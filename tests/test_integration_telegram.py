@@ -48,7 +48,11 @@ def persistence(url_ns: tuple[str, str], **kwargs: Any) -> SessionCachePersisten
 
 
 async def keys_of(p: SessionCachePersistence) -> list[bytes]:
-    return sorted([k async for k in p.client.scan_iter(match=f"{p.keys.namespace}:*")])
+    """The namespace's keys but the op logs (they expire one retry horizon after their last
+    write: lua/lib/ops.lua)."""
+    logs = p.keys.op_log_pattern()[:-1].encode()
+    found = sorted([k async for k in p.client.scan_iter(match=f"{p.keys.namespace}:*")])
+    return [k for k in found if not k.startswith(logs)]
 
 
 def test_implements_every_abstract_method() -> None:
@@ -296,24 +300,25 @@ async def test_migrate_chat_data_directly_and_concurrently(url_ns: tuple[str, st
 
 
 async def test_a_retried_migration_is_not_applied_twice(redis_url: str) -> None:
-    from sessioncache.integrations._records import migrate_record
     from sessioncache.scripts import registry
+    from sessioncache.store import DEFAULT_RETRY_HORIZON_MS, op_args
 
     p = persistence((redis_url, unique_namespace()))
     old, new = p.keys.ptb_chat(1), p.keys.ptb_chat(2)
     await p.update_chat_data(1, {"k": "v"})
-    args = ["retry", "", "1", b"extra", b"\xc1\xc3"]  # extra = True
+    args = op_args(str(DEFAULT_RETRY_HORIZON_MS), ["", "1", b"extra", b"\xc1\xc3"])  # True
     script = registry().ptb_migrate
-    first = await script.run(p.client, [old, new], args)
+    keys = [old, new, p.keys.op_log(new)]
+    first = await script.run(p.client, keys, args)
     await p.update_chat_data(1, {"again": "later write to the old chat"})
-    second = await script.run(p.client, [old, new], args)  # the client's retry of the first
+    second = await script.run(p.client, keys, args)  # the client's retry of the first
     assert (first[0], second[0]) == (1, 2)
     assert await p.client.exists(old) == 1  # the later write is not moved by the retry
     assert await stored_chats((redis_url, p.keys.namespace)) == {
         1: {"again": "later write to the old chat"},
         2: {"k": "v", "extra": True},
     }
-    assert await migrate_record(p.client, old, new, [], [], ttl="") is not None
+    assert await p._writer.migrate(old, new, [], [], ttl="") is not None
     await drop_namespace(p.client, p.keys.namespace)
 
 
@@ -405,17 +410,18 @@ async def test_an_unchanged_conversation_state_is_not_written_again(
     assert await p.get_conversations("conv") == {}
     await p.update_conversation("conv", (1, 2), 3)
     key = p.keys.ptb_conversation("conv")
-    ops = await p.client.hget(key, "o")  # every write records its op id here
+    log = p.keys.op_log(key)
+    ops = await p.client.zcard(log)  # every write records its op id here
     await p.update_conversation("conv", (1, 2), 3)
     await p.update_conversation("conv", (9, 9), None)  # ending a conversation that has none
-    assert await p.client.hget(key, "o") == ops
+    assert await p.client.zcard(log) == ops
     await p.update_conversation("conv", (1, 2), 4)
-    assert await p.client.hget(key, "o") != ops
+    assert await p.client.zcard(log) != ops
     other = persistence(url_ns)  # a worker that loaded state 4 and is handed 4 again
     assert await other.get_conversations("conv") == {(1, 2): 4}
-    ops = await p.client.hget(key, "o")
+    ops = await p.client.zcard(log)
     await other.update_conversation("conv", (1, 2), 4)
-    assert await p.client.hget(key, "o") == ops
+    assert await p.client.zcard(log) == ops
 
 
 async def test_data_ttl(url_ns: tuple[str, str]) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_wheel_contains_and_loads_every_script(tmp_path: Path) -> None:
+def built_wheel(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """Build the wheel into tmp_path and unpack it into tmp_path/site: (wheel, site, names)."""
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path)],
         cwd=ROOT,
@@ -24,6 +25,11 @@ def test_wheel_contains_and_loads_every_script(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         zf.extractall(site)
+    return wheel, site, names
+
+
+def test_wheel_contains_and_loads_every_script(tmp_path: Path) -> None:
+    _, site, names = built_wheel(tmp_path)
     lua = ROOT / "lua"
     shipped = sorted(str(p.relative_to(lua)) for p in lua.rglob("*.lua"))
     head = "sessioncache/lua/"

@@ -146,10 +146,14 @@ async def test_pool_settings_reach_every_client_kind(
 ) -> None:
     for url in (redis_url, memory_url, cluster_url):
         client = connect(RedisSettings(url, max_connections=7, pool_timeout=3.5))
+        default = connect(RedisSettings(url))
         try:
             slots = _slots(client)
             assert (slots.size, slots.timeout) == (7, 3.5)
             if not is_cluster(client):
                 assert client.connection_pool.max_connections == 7
+            # memory:// runs in this process: a waiting call only waits for our own work.
+            assert _slots(default).timeout == (None if url.startswith("memory://") else 10.0)
         finally:
             await client.aclose()
+            await default.aclose()

@@ -21,7 +21,8 @@ from sessioncache.cli import main
 from sessioncache.embedded import free_port
 from sessioncache.persistence import Persistence
 from sessioncache.redaction import redact_url, url_secrets
-from sessioncache.system import SessionSystemConfig, storage_url
+from sessioncache.storage import resolve_storage
+from sessioncache.system import SessionSystemConfig
 
 SECRET = "Zq9-s3cr3t-Pw-long-enough"
 ENCODED = "p%40ss-Zq9"  # percent-encoded in the URL: 'p@ss-Zq9' once decoded
@@ -81,7 +82,7 @@ def test_validation_errors_hide_the_password(url: str) -> None:
             RedisSettings(bad)
         assert_clean_exception(caught.value)
     with pytest.raises(ValidationError) as caught:
-        storage_url("MEMORY", {"url": url})
+        resolve_storage("MEMORY", {"url": url})
     assert_clean_exception(caught.value)
     with pytest.raises(ValidationError) as caught:
         RedisSettings.from_options(url, no_such_option=SECRET)

@@ -96,10 +96,10 @@ async def test_retried_transition_applies_once(store: SessionStore) -> None:
     s = await store.create("c", "u", "web")
     _, keys, _ = tracker.events.locate(s.session_id)
     table = tracker.table
-    args = ["op123", "active", "", "", table.script_arg("web", "active", 1000, 60000)]
+    args = store.op_args(["active", "", "", table.script_arg("web", "active", 1000, 60000)])
     script = store.scripts.transition
-    first = await script(store.client, [keys[0], keys[2], keys[3], keys[5]], args)
-    again = await script(store.client, [keys[0], keys[2], keys[3], keys[5]], args)
+    first = await script(store.client, [keys[0], keys[2], keys[3], keys[5], keys[6]], args)
+    again = await script(store.client, [keys[0], keys[2], keys[3], keys[5], keys[6]], args)
     assert (first[0], again[0]) == (1, 2)
     stored = await store.get(s.session_id)
     assert (stored.state, stored.version) == ("active", 2)

@@ -81,7 +81,7 @@ async def test_same_calls_on_a_real_server(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"storage_type": "DATABASE"}, "storage_type"),
+        ({"storage_type": "SQLITE"}, "storage_type"),
         ({"colour": "blue"}, "unknown option"),
         (
             {"storage_type": "REDIS", "storage_config": {"url": "redis://x", "sockettimeout": 1}},
@@ -94,7 +94,6 @@ async def test_same_calls_on_a_real_server(
         ),
         ({"storage_type": "MEMORY", "storage_config": {"url": "redis://x"}}, "memory://"),
         ({"namespace": "bad{ns}"}, "namespace"),
-        ({"enable_all_features": True}, "backup_dir"),
         ({"enable_all_features": "yes"}, "bool"),
     ],
 )
@@ -115,9 +114,9 @@ async def test_unreachable_server_raises_backend_unavailable() -> None:
 
 
 async def test_memory_backends_are_shared_by_name() -> None:
-    a = await SessionSystem.start("MEMORY", {"name": "shared-test"})
-    b = await SessionSystem.start("MEMORY", {"name": "shared-test"})
-    c = await SessionSystem.start("MEMORY", {"name": "other-test"})
+    a = await SessionSystem.open("MEMORY", {"name": "shared-test"})
+    b = await SessionSystem.open("MEMORY", {"name": "shared-test"})
+    c = await SessionSystem.open("MEMORY", {"name": "other-test"})
     try:
         s = await a.create_session("c", "u", Platform.WEB)
         assert await b.get_session(s.session_id) is not None

@@ -9,6 +9,12 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Whether an absolute expiry `exp` (ms since the epoch; 0 = none) has passed: a restore does
+-- not write a key that would already be gone.
+local function has_passed(exp)
+  return exp > 0 and exp <= now_ms()
+end
+
 -- An integer as a decimal string (tostring would give "1.7e+12" for large numbers).
 local function int(n)
   return string.format('%d', n)

@@ -10,10 +10,9 @@ local function context_gen(session)
   return redis.call('HGET', session, 'c')
 end
 
--- Make `ctx` belong to generation `gen` (its '#g' is `stored`); returns true if an older
--- context was dropped.
-local function context_claim(ctx, hist, gen, version, stored)
-  if stored == gen then
+-- Make `ctx` belong to generation `gen`; returns true if an older context was dropped.
+local function context_claim(ctx, hist, gen, version)
+  if redis.call('HGET', ctx, '#g') == gen then
     return false
   end
   redis.call('DEL', ctx, hist)
@@ -22,20 +21,16 @@ local function context_claim(ctx, hist, gen, version, stored)
 end
 
 -- The context keys expire `outlive` ms after the session's current expiry (none if it has
--- none), so a session kept alive by touches alone keeps its context for that long. `last` is
--- the expiry set last time (field '#e', nil if unknown): unchanged, nothing is written.
--- Returns the expiry now set.
-local function context_expire(session, ctx, hist, outlive, last)
+-- none), so a session kept alive by touches alone keeps its context for that long.
+local function context_expire(session, ctx, hist, outlive)
   local exp = redis.call('PEXPIRETIME', session)
-  if exp <= 0 then
-    return last
-  end
-  exp = int(exp + tonumber(outlive))
-  if exp ~= last then
+  if exp > 0 then
+    exp = int(exp + tonumber(outlive))
     redis.call('PEXPIREAT', ctx, exp)
-    redis.call('PEXPIREAT', hist, exp)  -- a no-op while there is no history
+    if redis.call('EXISTS', hist) == 1 then
+      redis.call('PEXPIREAT', hist, exp)
+    end
   end
-  return exp
 end
 
 -- The token count of a history item (0 when unknown).

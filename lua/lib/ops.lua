@@ -1,35 +1,42 @@
--- lib/ops.lua: op ids, so a client retry of a write that already ran is not applied twice.
+-- lib/ops.lua: op ids, so a write that a client retries, or that arrives late, applies once.
 --
--- Field "o" of a hash holds the op ids (5 characters each) of its last four writes.
+-- Every mutating script takes the same first three ARGV, which these helpers read: the op id (16 random characters, 96
+-- bits, fresh per call and repeated by each retry of it), the call digest (a hash of the call's
+-- other arguments) and the retry horizon in ms (sessioncache.store.retry_horizon_ms). Its op log
+-- (a zset in the key's slot, built by KeySchema.op_log) holds two members per write, both scored
+-- with the server time the write was applied: the op id, and "<op id>:<digest>=<result>". A write
+-- drops records older than the horizon and keeps the newest OP_LOG_CAP writes; the log expires
+-- one horizon after its last write. See docs/guarantees.md ("Retries").
 
--- Whether `opid` is among the recorded ids `ops`.
-local function op_seen(ops, opid)
-  for i = 1, #ops, 5 do
-    if string.sub(ops, i, i + 4) == opid then
-      return true
+local OP_LOG_CAP = 1000
+
+-- Whether this call was already applied: false, or true and the result it recorded ("" if
+-- none). The same op id with other arguments is an error (raised, so nothing is written), never
+-- "applied": that would silently drop a different write.
+local function op_applied(log)
+  local opid = ARGV[1]
+  local at = redis.call('ZSCORE', log, opid)
+  if not at then
+    return false
+  end
+  -- Its second member has the same score: only the writes of that millisecond are read.
+  local mine = opid .. ':' .. ARGV[2] .. '='
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', log, at, at)) do
+    if string.sub(member, 1, #mine) == mine then
+      return true, string.sub(member, #mine + 1)
     end
   end
-  return false
+  error('OPID_REUSED op id ' .. opid .. ' was already used by a call with other arguments')
 end
 
--- The value of field "o" once `opid` is recorded in front of `ops`.
-local function op_pushed(ops, opid)
-  return string.sub(opid .. ops, 1, 20)
-end
-
--- Op ids that remember their call's result, "<opid>=<result>," for the last `keep` calls: a
--- retry of a call that already ran gets that result back (nil if `opid` is not recorded).
-local function op_result(ops, opid)
-  local at = string.find(ops, opid .. '=', 1, true)
-  return at and string.match(ops, '^([^,]*)', at + #opid + 1)
-end
-
--- `ops` with `opid` and its `result` recorded, the oldest dropped past `keep` entries.
-local function op_result_pushed(ops, opid, result, keep)
-  ops = ops .. opid .. '=' .. result .. ','
-  local _, count = string.gsub(ops, ',', ',')
-  if count > keep then
-    ops = string.sub(ops, string.find(ops, ',', 1, true) + 1)
-  end
-  return ops
+-- Record this call as applied at `now` (ms), with an optional short `result` (a string a
+-- retry gets back from op_applied), and trim the log by age and size.
+local function op_record(log, now, result)
+  local opid, horizon = ARGV[1], ARGV[3]
+  redis.call('ZADD', log, now, opid, now, opid .. ':' .. ARGV[2] .. '=' .. (result or ''))
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', '(' .. int(now - tonumber(horizon)))
+  -- Even counts: a write's two members share a score and sort next to each other (op ids have
+  -- one length), so a cut never separates them.
+  redis.call('ZREMRANGEBYRANK', log, 0, -2 * OP_LOG_CAP - 1)
+  redis.call('PEXPIRE', log, horizon)
 end

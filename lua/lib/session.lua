@@ -21,10 +21,16 @@ local function index_keep(index, exps, suffix)
   end
 end
 
--- The session `key` now expires at `exps` (ms since the epoch, string); its index follows.
-local function expire_session(key, index, exps)
-  redis.call('PEXPIREAT', key, exps)
-  index_keep(index, exps)
+-- The session `key` now expires at `exps` (ms since the epoch, string; nil: never), and its
+-- user index follows (`suffix`: the session's entry, to add). Every write of a session sets its
+-- expiry here, so a rule that must follow every session's expiry belongs in this function.
+local function expire_session(key, index, exps, suffix)
+  if exps then
+    redis.call('PEXPIREAT', key, exps)
+  else
+    redis.call('PERSIST', key)
+  end
+  index_keep(index, exps, suffix)
 end
 
 -- Change index for incremental backups (see docs/persistence.md): `key` changed. Recorded only
@@ -33,4 +39,19 @@ local function mark_changed(bucket, key)
   if bucket and redis.call('ZSCORE', bucket, '#') then
     redis.call('ZADD', bucket, redis.call('ZINCRBY', bucket, 1, '#'), key)
   end
+end
+
+-- How every applied write of session `key` ends: the change index, and the call's op record
+-- in `log` (lib/ops.lua), so no attempt of this call applies again.
+local function session_written(key, bucket, log, now)
+  mark_changed(bucket, key)
+  op_record(log, now)
+end
+
+-- An applied write that sets `fields` (field, value, ...) and moves the session's expiry to
+-- `exps` (`suffix`: also add the session to its user index), then ends as session_written.
+local function session_update(key, index, bucket, log, fields, exps, now, suffix)
+  redis.call('HSET', key, unpack(fields))
+  expire_session(key, index, exps, suffix)
+  session_written(key, bucket, log, now)
 end

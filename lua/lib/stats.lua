@@ -25,3 +25,9 @@ local function append_event(stream, maxlen, maxage, now, trim, fields)
   redis.call('PEXPIRE', stream, maxage)
   return id
 end
+
+-- One session more (delta 1) or less (-1) in the per-platform, per-state count of the shard;
+-- `suffix` is the session's suffix ("<platform>:<chat>[:<thread>]").
+local function count_session(stats, suffix, state, delta)
+  redis.call('HINCRBY', stats, 'n:' .. string.match(suffix, '^[^:]+') .. ':' .. state, delta)
+end

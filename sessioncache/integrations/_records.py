@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -10,15 +11,14 @@ import msgpack
 from redis.exceptions import RedisError
 
 from ..backends import RedisSettings, connect, is_cluster
-from ..codec import DEFAULT_LIMITS, VALUE_TAG, Limits, data_field, decode_value, encode_value
+from ..codec import VALUE_TAG, Limits, data_field, decode_value, encode_value
 from ..errors import BackendUnavailable, IntegrityError, ValidationError
+from ..keys import KeySchema
 from ..scripts import Script, registry
 from ..slots import tag_slot
-from ..store import new_op_id
+from ..store import DEFAULT_RETRY_HORIZON_MS, op_args
 
 _unpackb = msgpack.unpackb
-OPS_FIELD = b"o"
-"""Field holding the op ids of a record's last four writes (a one-character name: never data)."""
 _CLUSTER_MOVE_ATTEMPTS = 5
 
 Encoded = dict[bytes, bytes]
@@ -84,9 +84,17 @@ def decode_str_record(flat: Any) -> dict[str, Any]:
 class RecordWriter:
     """Runs record_merge.lua / record_replace.lua with op ids and error wrapping."""
 
-    def __init__(self, client: Any, limits: Limits) -> None:
+    def __init__(
+        self,
+        client: Any,
+        limits: Limits,
+        keys: KeySchema,
+        retry_horizon_ms: int = DEFAULT_RETRY_HORIZON_MS,
+    ) -> None:
         self.client = client
         self.limits = limits
+        self.keys = keys
+        self._horizon_ms = str(retry_horizon_ms)
         self._merge: Script = registry().record_merge
         self._replace: Script = registry().record_replace
         self._max_fields = str(limits.max_fields)
@@ -102,7 +110,6 @@ class RecordWriter:
     ) -> Any:
         """Set pairs and delete fields in one atomic step; the new hash (full) or its size."""
         args: list[Any] = [
-            new_op_id(),
             ttl,
             self._max_fields,
             "full" if full else "size",
@@ -110,15 +117,59 @@ class RecordWriter:
             *pairs,
             *deletes,
         ]
-        reply = await self._merge.run(self.client, [key], args)
+        reply = await self._merge.run(
+            self.client, [key, self.keys.op_log(key)], op_args(self._horizon_ms, args)
+        )
         if reply[0] == -3:
             raise ValidationError(
                 f"the record would hold {reply[1]} keys; the limit is {self.limits.max_fields}"
             )
         return reply[1]
 
+    async def migrate(
+        self,
+        old_key: str,
+        new_key: str,
+        pairs: list[bytes | str],
+        deletes: list[bytes],
+        *,
+        ttl: str,
+    ) -> Any:
+        """Move the record at old_key to new_key (replacing it), then set pairs and delete
+        fields; the new record's HGETALL. Nothing stored at old_key: new_key keeps what it holds."""
+        script = registry().ptb_migrate
+        if not is_cluster(self.client) or _slot_of(old_key) == _slot_of(new_key):
+            args = op_args(self._horizon_ms, [ttl, str(len(pairs) // 2), *pairs, *deletes])
+            keys = [old_key, new_key, self.keys.op_log(new_key)]
+            return (await script.run(self.client, keys, args))[1]
+        # A cluster whose two chat keys live in different slots: no script may touch both.
+        # Copy, then delete the old record only if its content is still what was copied, else
+        # copy again. Never loses data; see docs/integrations.md.
+        for _ in range(_CLUSTER_MOVE_ATTEMPTS):
+            try:
+                stored = dict(pairs_of(await self.client.hgetall(old_key)))
+            except RedisError as exc:
+                raise BackendUnavailable(f"Redis unavailable reading {old_key!r}: {exc}") from exc
+            if not stored:
+                return await self.merge(new_key, pairs, deletes, ttl=ttl, full=True)
+            mark = content_mark(stored)
+            stored.pop(b"o", None)  # op ids of a record written before the op log
+            stored.update(zip(pairs[0::2], pairs[1::2], strict=True))  # type: ignore[arg-type]
+            for field in deletes:
+                stored.pop(field, None)
+            flat: list[bytes | str] = [x for pair in stored.items() for x in pair]
+            await self.replace(new_key, flat, ttl=ttl or "0")
+            if await script.run(self.client, [old_key], [mark]) == 1:
+                return flat
+        raise BackendUnavailable(
+            f"chat record {old_key!r} kept changing during its migration; it was copied to "
+            f"{new_key!r} and kept (nothing lost): migrate again"
+        )
+
     async def replace(self, key: str, pairs: list[bytes | str], *, ttl: str) -> None:
-        await self._replace.run(self.client, [key], [new_op_id(), ttl, *pairs])
+        await self._replace.run(
+            self.client, [key, self.keys.op_log(key)], op_args(self._horizon_ms, [ttl, *pairs])
+        )
 
 
 def _freeze(value: Any) -> Any:
@@ -154,41 +205,12 @@ def _slot_of(key: str) -> int:
     return tag_slot(key.partition("{")[2].partition("}")[0])
 
 
-async def migrate_record(
-    client: Any,
-    old_key: str,
-    new_key: str,
-    pairs: list[bytes | str],
-    deletes: list[bytes],
-    *,
-    ttl: str,
-) -> Any:
-    """Move the record at old_key to new_key (replacing it), then set pairs and delete fields;
-    the new record's HGETALL. Nothing stored at old_key: new_key keeps what it holds."""
-    script = registry().ptb_migrate
-    if not is_cluster(client) or _slot_of(old_key) == _slot_of(new_key):
-        args = [new_op_id(), ttl, str(len(pairs) // 2), *pairs, *deletes]
-        return (await script.run(client, [old_key, new_key], args))[1]
-    # A cluster whose two chat keys live in different slots: no script may touch both. Copy,
-    # then delete the old record only if no write reached it since the copy was read (its op
-    # ids are unchanged), else copy again. Never loses data; see docs/integrations.md.
-    writer = RecordWriter(client, DEFAULT_LIMITS)
-    for _ in range(_CLUSTER_MOVE_ATTEMPTS):
-        try:
-            stored = dict(pairs_of(await client.hgetall(old_key)))
-        except RedisError as exc:
-            raise BackendUnavailable(f"Redis unavailable reading {old_key!r}: {exc}") from exc
-        if not stored:
-            return await writer.merge(new_key, pairs, deletes, ttl=ttl, full=True)
-        ops = stored.pop(b"o", b"")
-        stored.update(zip(pairs[0::2], pairs[1::2], strict=True))  # type: ignore[arg-type]
-        for field in deletes:
-            stored.pop(field, None)
-        flat: list[bytes | str] = [x for pair in stored.items() for x in pair]
-        await writer.replace(new_key, flat, ttl=ttl or "0")
-        if await script.run(client, [old_key], [ops]) == 1:
-            return flat
-    raise BackendUnavailable(
-        f"chat record {old_key!r} kept changing during its migration; it was copied to "
-        f"{new_key!r} and kept (nothing lost): migrate again"
-    )
+def content_mark(stored: Encoded) -> str:
+    """What ptb_migrate.lua compares to tell a record is unchanged: the field count and the sum
+    of each row's 32-bit SHA1 prefix (order-free: neither side sorts; exact in Lua's doubles
+    up to two million rows)."""
+    total = 0
+    for field, value in stored.items():
+        row = b"%d:%s%d:%s" % (len(field), field, len(value), value)
+        total += int(hashlib.sha1(row).hexdigest()[:8], 16)
+    return f"{len(stored)}:{total}"

@@ -108,7 +108,7 @@ class SessionCacheStorage(BaseStorage):
         self._data_ttl = str(self.data_ttl_ms)
         # Without a data TTL a merge leaves the expiry alone rather than paying for a PERSIST.
         self._merge_ttl = self._data_ttl if self.data_ttl_ms else ""
-        self._writer = RecordWriter(client, limits)
+        self._writer = RecordWriter(client, limits, self.keys)
         self._owns_client = owns_client
         # Key names per StorageKey, cached: building them (validation, percent-encoding) costs
         # about as much Python time as the round trip's own client overhead.

@@ -43,7 +43,6 @@ from ._records import (
     client_from_url,
     decode_key,
     encode_key,
-    migrate_record,
     remote_fields,
     ttl_ms,
 )
@@ -103,7 +102,7 @@ class SessionCachePersistence(BasePersistence[Any, Any, Any]):
         data_ttl_ms = ttl_ms(data_ttl, "data_ttl")
         # Without a TTL a merge leaves the expiry alone rather than paying for a PERSIST.
         self._data_ttl = str(data_ttl_ms) if data_ttl_ms else ""
-        self._writer = RecordWriter(client, limits)
+        self._writer = RecordWriter(client, limits, self.keys)
         self._owns_client = owns_client
         self._lazy = lazy
         # What Redis held for each record when this process last read or wrote it: the base of
@@ -340,9 +339,7 @@ class SessionCachePersistence(BasePersistence[Any, Any, Any]):
         # This worker's changes of the old chat not written yet travel with the move.
         local, _ = self._encode(data, "chat_data") if data is not None else ({}, {})
         pairs, deletes = self._changes(old_key, local) if data is not None else ([], [])
-        flat = await migrate_record(
-            self.client, old_key, new_key, pairs, deletes, ttl=self._data_ttl
-        )
+        flat = await self._writer.migrate(old_key, new_key, pairs, deletes, ttl=self._data_ttl)
         self._base.pop(old_key, None)
         remote = remote_fields(flat)
         if data is not None and self._application is not None:

@@ -20,18 +20,13 @@ from ..errors import (
     ValidationError,
 )
 from ..lease import Lease
-from .catalogue import Catalogue, parent_chain
+from .catalogue import Catalogue, chain_place
 from .changes import pipelined
-from .container import (
-    MAX_EVENT_ENTRIES,
-    MAX_EVENT_ENTRY_VALUES,
-    MAX_EVENT_VALUES,
-    BackupWriter,
-    utc_now,
-)
+from .container import SUFFIX, BackupWriter, sweep_leftovers, utc_now
 from .formats import Codec, Record
+from .records import MAX_EVENT_ENTRIES, MAX_EVENT_ENTRY_VALUES, MAX_EVENT_VALUES
 from .restore import Progress
-from .settings import SUFFIX, Settings, new_id
+from .settings import Settings, new_id
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +150,7 @@ class BackupCreator:
         renewer = asyncio.create_task(lease.keep())
         try:
             return await self.create_under_lease(
-                description, codec.name, incremental, progress, events=with_events
+                description, codec.name, incremental, progress, events=with_events, lease=lease
             )
         finally:
             renewer.cancel()
@@ -172,25 +167,46 @@ class BackupCreator:
         progress: bool = False,
         *,
         events: bool | None = None,
+        lease: Lease | None = None,
     ) -> str:
-        """create_backup() for a caller that already holds the backup lease (the scheduler)."""
+        """create_backup() for a caller that already holds the backup lease (the scheduler).
+
+        ``lease``: the lease held; renewed once more right before the commit, so a holder that
+        lost it (stalled past its TTL while another process took over) never moves the head.
+        """
         directory = self.settings.directory()
         codec = self.settings.codec(format)
         with_events = self.settings.events_flag(events)
+        for leftover in await asyncio.to_thread(sweep_leftovers, directory):
+            log.warning("removed %s, left by a backup writer that died", leftover.name)
         if incremental:
-            return await self._incremental(directory, codec, description, progress, with_events)
-        return await self._full(directory, codec, description, progress, with_events)
+            backup_id, cuts = await self._incremental(
+                directory, codec, description, progress, with_events
+            )
+        else:
+            backup_id, cuts = await self._full(directory, codec, description, progress, with_events)
+        if lease is not None and not await lease.renew():
+            # Another process may have taken the lease over (we stalled past its TTL): the
+            # file must not become part of the chain it is extending.
+            await asyncio.to_thread(self.catalogue.find(backup_id).unlink)
+            raise BackendUnavailable(
+                f"lost the backup lease before committing {backup_id}; the file was removed"
+            )
+        await self.commit(backup_id, cuts)
+        if not incremental:
+            await asyncio.to_thread(self.catalogue.prune)
+        return backup_id
 
     async def _full(
         self, directory: Path, codec: Codec, description: str, progress: bool, events: bool
-    ) -> str:
+    ) -> tuple[str, list[tuple[int, float]]]:
+        """Write a full backup's file; (its id, the change-index cuts its commit trims)."""
         s = self.settings
         backup_id = new_id("full")
         manifest = s.base_manifest(backup_id, "full", description, events)
-        # Arm first: every change from now on lands in the index with a sequence above what
-        # the cut below reads, so the next incremental sees it even if this scan misses it.
-        await s.changes.arm()
-        cuts = [(r.slot, r.cut) async for batch in s.changes.read_batches() for r in batch]
+        # Arm before the scan: every change from then on lands in the index with a sequence
+        # above the cut read here, so the next incremental sees it even if this scan misses it.
+        cuts = await s.changes.arm_and_cut()
         bar = Progress(f"backup {backup_id}") if progress else None
         with BackupWriter(
             directory / f"{backup_id}.{codec.name}{SUFFIX}", manifest, codec, s.key
@@ -199,16 +215,15 @@ class BackupCreator:
                 w.add_part(records)
                 if bar:
                     bar.update(len(records))
-            w.finish(chain=backup_id)
+            w.finish(chain=backup_id, depth=0)
         if bar:
             bar.close()
-        await self.commit(backup_id, cuts)
-        await asyncio.to_thread(self.catalogue.prune)
-        return backup_id
+        return backup_id, cuts
 
     async def _incremental(
         self, directory: Path, codec: Codec, description: str, progress: bool, events: bool
-    ) -> str:
+    ) -> tuple[str, list[tuple[int, float]]]:
+        """Write an incremental's file (the changes since the chain's tip); (id, cuts)."""
         s = self.settings
         parent = await self.catalogue.chain_tip()
         backup_id = new_id("incr")
@@ -242,11 +257,11 @@ class BackupCreator:
                 ) from exc
             if pending:
                 await flush(pending)
-            w.finish(chain=parent_chain(parent))
+            root, depth = chain_place(parent)
+            w.finish(chain=root, **({} if depth is None else {"depth": depth}))
         if bar:
             bar.close()
-        await self.commit(backup_id, cuts)
-        return backup_id
+        return backup_id, cuts
 
     async def commit(self, backup_id: str, cuts: list[tuple[int, float]]) -> None:
         """Make a durable backup the chain's head, then drop the changes it captured.
@@ -272,6 +287,7 @@ class BackupCreator:
         backup_id = "snapshot-" + utc_now().strftime("%Y%m%dT%H%M%S%fZ")
         manifest = s.base_manifest(backup_id, "snapshot", "scheduled snapshot", with_events)
         path = s.snapshot_dir / f"{backup_id}.{codec.name}{SUFFIX}"
+        await asyncio.to_thread(sweep_leftovers, s.snapshot_dir)
         bar = Progress(f"snapshot {backup_id}") if progress else None
         with BackupWriter(path, manifest, codec, s.key) as w:
             async for records in self.scan_sessions(with_events):

@@ -11,8 +11,8 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from ..errors import BackendUnavailable, IntegrityError, ValidationError
-from .container import BackupReader
-from .settings import SUFFIX, Settings
+from .container import SUFFIX, BackupReader
+from .settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +57,13 @@ def info(path: Path) -> BackupInfo:
         return BackupInfo(name, "?", "?", "", "", None, 0, 0, path, 0, error=str(exc))
 
 
-def parent_chain(parent: BackupInfo) -> str:
-    """The id of the full backup a chain starts from."""
+def chain_place(parent: BackupInfo) -> tuple[str, int | None]:
+    """(id of the full backup the chain starts from, depth of the next link after ``parent``);
+    the depth is None below a parent written before depths were recorded."""
     with BackupReader(parent.path) as reader:
-        return str(reader.manifest.get("chain") or parent.backup_id)
+        m = reader.manifest
+    depth = m.get("depth")
+    return str(m.get("chain") or parent.backup_id), None if depth is None else depth + 1
 
 
 class Catalogue:
@@ -95,11 +98,16 @@ class Catalogue:
         raise ValidationError(f"no backup with id {backup!r}")
 
     def chain(self, path: Path) -> list[Path]:
-        """The files to restore, full first: follow parent links from the given backup."""
+        """The files to restore, full first: follow parent links from the given backup.
+
+        Each link must sit where its signed manifest says: the chain it names starts at the
+        first link, and its depth (where recorded) is its position.
+        """
         links = [path]
         seen = {path.name}
         with BackupReader(path) as reader:
-            parent = reader.manifest.get("parent")
+            manifests = [reader.manifest]
+        parent = manifests[0].get("parent")
         while parent:
             link = self.find(parent)
             if link.name in seen or len(links) > 10_000:
@@ -108,9 +116,21 @@ class Catalogue:
             links.append(link)
             with BackupReader(link) as reader:
                 if reader.manifest["backup_id"] != parent:
-                    raise IntegrityError(f"{link.name} does not hold backup {parent}")
+                    raise IntegrityError(
+                        f"{link.name} holds backup {reader.manifest['backup_id']}, not "
+                        f"{parent}: swapped, replayed or renamed; refused"
+                    )
+                manifests.append(reader.manifest)
                 parent = reader.manifest.get("parent")
         links.reverse()
+        manifests.reverse()
+        root = manifests[0]["backup_id"]
+        for depth, m in enumerate(manifests):
+            if m.get("chain", root) != root or m.get("depth", depth) != depth:
+                raise IntegrityError(
+                    f"backup {m['backup_id']} is not link {depth} of chain {root}: "
+                    "a link was replaced by another chain's file"
+                )
         return links
 
     async def chain_tip(self) -> BackupInfo:

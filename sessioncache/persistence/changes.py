@@ -120,6 +120,38 @@ class ChangeIndex:
                 ]
                 await pipelined(self.client, calls)
 
+    async def arm_and_cut(self) -> list[tuple[int, float]]:
+        """Arm every bucket and return each non-empty bucket's cut (a full backup's start).
+
+        A bucket armed before its cut is read records every later change above that cut. In a
+        cluster one ZRANGE per bucket both reads the cut and shows whether '#' is there, so
+        only the unarmed buckets get a ZADD afterwards (half the round trips of arm() then
+        read_batches()); a bucket unarmed until then holds no change to cut.
+        """
+        if not self.cluster:
+            await self.arm()
+            return [(r.slot, r.cut) async for batch in self.read_batches() for r in batch]
+        cuts: list[tuple[int, float]] = []
+        for slots in self._slot_batches():
+            buckets = [self.keys.change_bucket(s) for s in slots]
+            reads: list[tuple[str, tuple[Any, ...]]] = [
+                ("zrange", (b, 0, -1, False, True)) for b in buckets
+            ]
+            per_slot = await pipelined(self.client, reads)
+            unarmed = []
+            for slot, entries in zip(slots, per_slot, strict=True):
+                members = [score for member, score in entries if member != COUNTER]
+                if len(members) == len(entries):
+                    unarmed.append(slot)
+                elif members:
+                    cuts.append((slot, max(float(score) for score in members)))
+            if unarmed:
+                calls = [
+                    ("zadd", (self.keys.change_bucket(s), {COUNTER: 0}, True)) for s in unarmed
+                ]
+                await pipelined(self.client, calls)
+        return cuts
+
     async def read_batches(self) -> AsyncIterator[list[BucketRead]]:
         """The non-empty buckets, a batch of slots at a time.
 

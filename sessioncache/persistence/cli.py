@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import OPERATOR_ERRORS, report_error
+from ..commands.common import default_url
 from ..store import SessionStore
 from .formats import FORMATS
 from .manager import Persistence
@@ -19,7 +20,9 @@ COMMANDS = ("backup", "restore", "verify", "export", "import", "migrate", "snaps
 def add_commands(sub: Any) -> None:
     """Add the persistence subcommands to the CLI's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default="redis://127.0.0.1:6379", help="Redis URL")
+    common.add_argument(
+        "--url", default=default_url(), help="Redis URL (default $SESSIONCACHE_URL, else embedded://)"
+    )
     common.add_argument("--namespace", default="sc", help="session namespace (default sc)")
     common.add_argument(
         "--dir",

@@ -10,7 +10,12 @@ Layout of a ``.scb`` file::
     footer    u64 manifest offset + SHA-256 of the manifest JSON + b"SCEND\\n"
 
 Every byte is covered: the footer's hash covers the manifest, the manifest covers each part and
-the whole prefix, and the signature covers the manifest against forgery.
+the whole prefix, and the signature covers the manifest against forgery. The manifest names the
+backup (its id, parent and place in the chain) and a file is read only under its own name
+(``<backup id>.<format>.scb``), so a signed file copied over another backup's is refused.
+
+A file is written to a hidden temporary name (``.<name>.<process tag>.<random>.tmp``) and
+renamed when complete; the next backup removes leftovers of writers that died (kill -9).
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import IntegrityError, ValidationError
-from ..identity import parse_session_id
+from ..owner import is_dead, process_tag
 from .formats import FORMATS, Codec, Record, kind_counts
 from .integrity import check_signature, key_id, sign
+from .records import check_part
 
 MAGIC = b"SCBACKUP 1\n"
 END = b"SCEND\n"
@@ -38,21 +44,10 @@ FRAME = struct.Struct(">cI")
 CONTAINER = "sessioncache-backup/1"
 KINDS = ("full", "incremental", "snapshot", "session")
 MAX_MANIFEST_BYTES = 64 << 20
-MAX_RECORD_FIELDS = 3000
-"""More than any session can hold (Limits caps data + metadata at 1024 by default), and few
-enough for restore_session.lua to unpack in one HSET."""
-MAX_EVENT_ENTRIES = 10_000
-"""Most entries of one event stream a backup holds (the newest; the tracker's default cap is
-10,000, approximately) and a restore accepts: restore_events.lua writes them in one call."""
-MAX_EVENT_ENTRY_VALUES = 7900
-"""Most fields + values of one stream entry: restore_events.lua XADDs an entry with one
-unpack(), which Lua caps at ~8000 values (track_event.lua's own XADD has the same bound)."""
-MAX_EVENT_VALUES = 1_000_000
-"""Most fields + values of one stream record in all (10,000 entries of the default 32 user
-fields take 680,000): bounds the arguments and the time of one restore_events.lua call."""
-_CORE = (b"v", b"s", b"c", b"u", b"a", b"e", b"m")
-_ENTRY_ID = re.compile(rb"(\d{1,20})-(\d{1,20})")
-_MAX_ID_PART = 2**64 - 1
+SUFFIX = ".scb"
+_TEMP = re.compile(r"\.(.+)\.([0-9a-fx]{1,16}-\d{1,10})\.[0-9a-f]{8}\.tmp")
+STALE_TEMP_SECONDS = 86400.0
+"""A leftover temporary file from a writer we cannot check (another host) is removed after this."""
 
 
 def utc_now() -> dt.datetime:
@@ -62,6 +57,10 @@ def utc_now() -> dt.datetime:
 class BackupWriter:
     """Streams parts into a temp file next to the target; finish() fsyncs and renames it."""
 
+    check_records = staticmethod(check_part)
+    """The same checks every reader applies (records.check_part): what a restore would refuse
+    is never written."""
+
     def __init__(self, path: Path, manifest: dict[str, Any], codec: Codec, key: bytes | None):
         self.path = path
         self.codec = codec
@@ -69,7 +68,7 @@ class BackupWriter:
         self.manifest = dict(manifest)
         self.parts: list[dict[str, Any]] = []
         self.counts = {"sessions": 0, "tombstones": 0, "events": 0}
-        self._tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        self._tmp = temp_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file: BinaryIO = open(self._tmp, "wb")  # noqa: SIM115 - closed in finish/abort
         self._hash = hashlib.sha256()
@@ -82,8 +81,14 @@ class BackupWriter:
         self._offset += len(data)
 
     def add_part(self, records: list[Record]) -> None:
+        """Append one part; every record must be one a restore accepts (IntegrityError or
+        ValidationError otherwise, and the file is never completed)."""
         if not records:
             return
+        try:
+            self.check_records(records)
+        except (IntegrityError, ValidationError) as exc:
+            raise IntegrityError(f"refusing to write what a restore would refuse: {exc}") from exc
         payload = self.codec.encode(records)
         offset = self._offset
         self._write(FRAME.pack(b"P", len(payload)))
@@ -102,6 +107,7 @@ class BackupWriter:
         )
 
     def finish(self, **extra: Any) -> dict[str, Any]:
+        """Write manifest and footer, fsync, and rename the file into place (the commit)."""
         manifest = {
             **self.manifest,
             **extra,
@@ -147,8 +153,52 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def temp_path(path: Path) -> Path:
+    """The hidden temporary name ``path`` is written under before its atomic rename."""
+    return path.with_name(f".{path.name}.{process_tag()}.{os.urandom(4).hex()}.tmp")
+
+
+def sweep_leftovers(directory: Path, now: float | None = None) -> list[Path]:
+    """Remove temporary files left by writers that died: ours (same host and PID namespace)
+    whose process is gone, and any older than STALE_TEMP_SECONDS. Returns what was removed."""
+    if not directory.is_dir():
+        return []
+    import time
+
+    now = time.time() if now is None else now
+    removed = []
+    for path in directory.glob(f".*{SUFFIX}.*.tmp"):
+        match = _TEMP.fullmatch(path.name)
+        if match is None:
+            continue
+        try:
+            stale = now - path.stat().st_mtime > STALE_TEMP_SECONDS
+        except FileNotFoundError:
+            continue
+        if stale or is_dead(match[2]):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def check_identity(path: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a backup read under another backup's name (a swapped or replayed file).
+
+    The signature covers the manifest's id, so a file is what its name says only if the two
+    agree. Single-session exports may be named anything.
+    """
+    if manifest["kind"] == "session":
+        return
+    expected = f"{manifest['backup_id']}.{manifest['format']}{SUFFIX}"
+    if path.name != expected:
+        raise _bad(
+            f"{path.name} holds backup {manifest['backup_id']} (expected file name {expected}):"
+            " swapped, replayed or renamed; refused"
+        )
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    tmp = temp_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(tmp, "wb") as file:
@@ -189,6 +239,11 @@ def _check_manifest(m: Any) -> dict[str, Any]:
         raise _bad("manifest field 'parent' is not a str")
     if "events" in m and not isinstance(m["events"], bool):
         raise _bad("manifest field 'events' is not a bool")
+    if m.get("chain") is not None and not isinstance(m["chain"], str):
+        raise _bad("manifest field 'chain' is not a str")
+    depth = m.get("depth")
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+        raise _bad("manifest field 'depth' is not a non-negative int")
     for part in m["parts"]:
         if (
             not isinstance(part, dict)
@@ -335,115 +390,3 @@ class BackupReader:
                     raise _bad(f"a schema migration failed on a record: {exc!r}") from exc
             yield check_part(decoded) if validate else decoded
 
-
-_BYTES = {bytes}
-
-
-def check_part(records: list[Any]) -> list[Record]:
-    """Every record of a part checked; each event record must follow its session's record."""
-    checked = [check_record(r) for r in records]
-    for index, record in enumerate(checked):
-        if record[0] == "e":
-            before = checked[index - 1] if index else None
-            if before is None or before[0] != "s" or before[1] != record[1]:
-                raise _bad(
-                    f"event stream of {record[1]!r} does not follow that session's record"
-                )
-    return checked
-
-
-def _check_sid_expire(sid: Any, expire: Any) -> None:
-    if not isinstance(sid, str):
-        raise _bad("record session id is not a str")
-    try:
-        parse_session_id(sid, cache=False)
-    except ValidationError as exc:
-        raise _bad(f"record carries an invalid session id: {exc}") from exc
-    if isinstance(expire, bool) or not isinstance(expire, int) or expire < 0:
-        raise _bad("record expiry is not a non-negative int")
-
-
-def check_events(record: list[Any]) -> Record:
-    """An event stream record: ["e", sid, expire, [[entry_id, [field, value, ...]], ...]].
-
-    Ids canonical ``<ms>-<seq>``, strictly increasing and above 0-0 (restore_events.lua XADDs
-    them in order and must never fail half-way); values bytes, in pairs; counts bounded.
-    """
-    if len(record) != 4:
-        raise _bad("event record does not have 4 items")
-    _, sid, expire, entries = record
-    _check_sid_expire(sid, expire)
-    if type(entries) is not list:
-        raise _bad("event record entries are not a list")
-    if len(entries) > MAX_EVENT_ENTRIES:
-        raise _bad(f"stream of {sid!r} has {len(entries)} entries; at most {MAX_EVENT_ENTRIES}")
-    last = (0, 0)
-    total = 0
-    for entry in entries:
-        if type(entry) is not list or len(entry) != 2:
-            raise _bad(f"stream of {sid!r} has an entry that is not [id, values]")
-        entry_id, values = entry
-        match = _ENTRY_ID.fullmatch(entry_id) if type(entry_id) is bytes else None
-        if match is None:
-            raise _bad(f"stream of {sid!r} has a malformed entry id {str(entry_id)[:40]}")
-        current = (int(match[1]), int(match[2]))
-        if (
-            b"%d-%d" % current != entry_id
-            or current[0] > _MAX_ID_PART
-            or current[1] > _MAX_ID_PART
-        ):
-            raise _bad(f"stream of {sid!r} has a non-canonical entry id {entry_id[:40]!r}")
-        if current <= last:
-            problem = "an entry id 0-0" if current == (0, 0) else "entry ids out of order at"
-            raise _bad(f"stream of {sid!r} has {problem} {entry_id[:40]!r}")
-        last = current
-        if (
-            type(values) is not list
-            or not values
-            or len(values) % 2
-            or len(values) > MAX_EVENT_ENTRY_VALUES
-            or set(map(type, values)) != _BYTES
-        ):
-            raise _bad(
-                f"stream of {sid!r}: entry {entry_id[:40]!r} is not 1 to "
-                f"{MAX_EVENT_ENTRY_VALUES // 2} field/value pairs of bytes"
-            )
-        total += len(values)
-    if total > MAX_EVENT_VALUES:
-        raise _bad(f"stream of {sid!r} holds {total} values; at most {MAX_EVENT_VALUES}")
-    return record
-
-
-def check_record(record: Any) -> Record:
-    """Refuse anything that is not a well-formed session, tombstone or event stream record."""
-    if not isinstance(record, list) or not record:
-        raise _bad("record is not a list")
-    kind = record[0]
-    if kind == "d" and len(record) == 2 and isinstance(record[1], str):
-        try:
-            parse_session_id(record[1], cache=False)
-        except ValidationError as exc:
-            raise _bad(f"tombstone carries an invalid session id: {exc}") from exc
-        return record
-    if kind == "e":
-        return check_events(record)
-    if kind != "s" or len(record) != 4:
-        raise _bad(f"unknown record kind {str(kind)[:20]!r}")
-    _, sid, expire, fields = record
-    _check_sid_expire(sid, expire)
-    # Type sets built at C speed: this runs for every field of every restored session.
-    if (
-        type(fields) is not dict
-        or set(map(type, fields)) != _BYTES
-        or set(map(type, fields.values())) != _BYTES
-        or b"" in fields
-    ):
-        raise _bad("record fields are not a map of bytes to bytes")
-    if len(fields) > MAX_RECORD_FIELDS:
-        raise _bad(f"session {sid!r} has {len(fields)} fields; at most {MAX_RECORD_FIELDS}")
-    for name in _CORE:
-        if name not in fields:
-            raise _bad(f"session {sid!r} lacks core field {name.decode()!r}")
-    if not fields[b"v"].isdigit():
-        raise _bad(f"session {sid!r} has a non-numeric version")
-    return record

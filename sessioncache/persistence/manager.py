@@ -6,6 +6,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
+from ..lease import Lease
 from .backups import BackupCreator
 from .catalogue import BackupInfo, Catalogue
 from .restore import Decide, RestoreReport
@@ -75,10 +76,12 @@ class Persistence(Settings):
         progress: bool = False,
         *,
         events: bool | None = None,
+        lease: Lease | None = None,
     ) -> str:
-        """create_backup() for a caller that already holds the backup lease (the scheduler)."""
+        """create_backup() for a caller that already holds the backup lease (the scheduler);
+        ``lease``, if given, must still be held when the backup commits."""
         return await self.creator.create_under_lease(
-            description, format, incremental, progress, events=events
+            description, format, incremental, progress, events=events, lease=lease
         )
 
     async def chain_tip(self) -> BackupInfo:

@@ -17,8 +17,8 @@ from ..identity import parse_session_id
 from ..models import Session, session_from_hash
 from ..store import SessionStore
 from .changes import pipelined, run_script_batch
-from .container import MAX_EVENT_ENTRIES
 from .formats import Record
+from .records import MAX_EVENT_ENTRIES
 
 STRATEGIES = ("replace", "merge", "skip", "interactive")
 
@@ -94,10 +94,20 @@ class Restorer:
         self.script = store.scripts.restore_session
         self.events_script = store.scripts.restore_events
 
+    async def load_scripts(self) -> None:
+        """SCRIPT LOAD the restore scripts (on every primary of a cluster)."""
+        try:
+            for script in (self.script, self.events_script):
+                await self.store.client.script_load(script.source)
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable loading restore scripts: {exc}") from exc
+
     async def wipe(self) -> int:
-        """Delete every key of the namespace except the backup machinery's own."""
+        """Delete every key of the namespace except the backup machinery's own and the op logs
+        (a late retry of a write made before the restore must still be recognised)."""
         keep = (
             self.keys.change_bucket_pattern()[:-1].encode(),
+            self.keys.op_log_pattern()[:-1].encode(),
             self.keys.lease("x")[: -len("{x}")].encode(),
         )
         doomed: list[bytes] = []

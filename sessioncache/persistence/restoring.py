@@ -45,9 +45,14 @@ class ChainRestorer:
         report = RestoreReport(str(backup_id), strategy, chain=list(verified.chain))
         restorer = Restorer(store)
         if strategy == "replace":
-            report.wiped = await restorer.wipe()
-            # The wipe deleted sessions without telling the change index: the chain is broken.
+            # The wipe deletes sessions without telling the change index: cut the chain first,
+            # so a restore interrupted anywhere after this point (kill -9 mid-wipe) leaves no
+            # head an incremental could silently continue from.
             await pipelined(store.client, [("delete", (store.keys.backup_head(),))])
+            # Scripts loaded before the wipe: a server that lost them (restart, SCRIPT FLUSH)
+            # fails here, with nothing deleted, rather than after.
+            await restorer.load_scripts()
+            report.wiped = await restorer.wipe()
         mode = "replace" if strategy == "replace" else strategy
         bar = (
             Progress(

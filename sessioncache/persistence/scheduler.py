@@ -1,4 +1,4 @@
-"""Scheduled backups and snapshots: APScheduler in every process, a Redis lease picks one."""
+"""Scheduled backups and snapshots: APScheduler in every process, once per interval (fleet.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ..errors import SessionCacheError, ValidationError
-from ..lease import Lease
+from ..fleet import FleetJob, FleetRun
 from .manager import Persistence
 
 log = logging.getLogger(__name__)
@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 class BackupScheduler:
     """Runs backups (full, then incrementals) and snapshots on intervals, once per fleet.
 
-    Every process schedules the jobs; each run first takes a fleet lease (SET NX PX), so only
-    one process works at a time and the others skip that tick.
+    Every process schedules the jobs as fleet jobs (sessioncache/fleet.py): each interval
+    one process claims the run, under the ``backup`` (or ``snapshot``) lease, so a scheduled
+    backup never overlaps another or a manual ``create_backup()``.
     """
 
     def __init__(
@@ -46,49 +47,46 @@ class BackupScheduler:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.runs: list[str] = []
         """Backup ids and snapshot paths this process produced (for monitoring and tests)."""
+        store = persistence.store
+        self.backup_job = FleetJob(
+            store.client,
+            store.keys,
+            "backup",
+            backup_interval or 3600.0,
+            self._backup_run,
+            lease_ttl=persistence.lease_ttl,
+        )
+        self.snapshot_job = FleetJob(
+            store.client,
+            store.keys,
+            "snapshot",
+            snapshot_interval or 3600.0,
+            self._snapshot_run,
+            lease_ttl=persistence.lease_ttl,
+        )
 
     def start(self) -> BackupScheduler:
+        """Schedule the configured jobs in this process and start its scheduler."""
         if self.backup_interval:
-            self.scheduler.add_job(
-                self.run_backup,
-                "interval",
-                seconds=self.backup_interval,
-                id="sessioncache-backup",
-                max_instances=1,
-                coalesce=True,
-            )
+            self.backup_job.schedule(self.scheduler)
         if self.snapshot_interval:
-            self.scheduler.add_job(
-                self.run_snapshot,
-                "interval",
-                seconds=self.snapshot_interval,
-                id="sessioncache-snapshot",
-                max_instances=1,
-                coalesce=True,
-            )
+            self.snapshot_job.schedule(self.scheduler)
         self.scheduler.start()
         return self
 
     def shutdown(self) -> None:
+        """Stop this process's scheduler; a run it cancels is taken over by another process."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
 
-    def _lease(self, name: str) -> Lease:
-        p = self.persistence
-        return Lease(p.store.client, p.store.keys.lease(name), p.lease_ttl)
-
     async def run_backup(self) -> str | None:
-        """One scheduled backup if this process wins the lease: incremental when the chain
-        allows it and fewer than full_every - 1 incrementals follow the last full; else full."""
-        p = self.persistence
-        async with self._lease("backup").hold() as held:
-            if not held:
-                return None
-            try:
-                backup_id = await self._backup(p)
-            except SessionCacheError as exc:
-                log.error("scheduled backup failed: %s", exc)
-                return None
+        """One scheduled backup if this process claims the current interval: incremental when
+        the chain allows it and fewer than full_every - 1 incrementals follow the last full."""
+        result = await self.backup_job.run_once()
+        return result if isinstance(result, str) else None
+
+    async def _backup_run(self, run: FleetRun) -> str:
+        backup_id = await self._backup(self.persistence)
         self.runs.append(backup_id)
         return backup_id
 
@@ -109,13 +107,11 @@ class BackupScheduler:
         return await p.create_under_lease("scheduled", None, incremental)
 
     async def run_snapshot(self) -> Path | None:
-        async with self._lease("snapshot").hold() as held:
-            if not held:
-                return None
-            try:
-                path = await self.persistence.snapshot()
-            except SessionCacheError as exc:
-                log.error("scheduled snapshot failed: %s", exc)
-                return None
+        """One scheduled snapshot if this process claims the current interval."""
+        result = await self.snapshot_job.run_once()
+        return result if isinstance(result, Path) else None
+
+    async def _snapshot_run(self, run: FleetRun) -> Path:
+        path = await self.persistence.snapshot()
         self.runs.append(str(path))
         return path

@@ -14,8 +14,6 @@ from .formats import Codec, check_format
 from .integrity import check_key
 from .migrations import SCHEMA_VERSION, Migrations
 
-SUFFIX = ".scb"
-
 
 def new_id(kind: str) -> str:
     """A fresh backup id: sortable by time, then kind, then 6 random hex digits."""
@@ -41,7 +39,7 @@ class Settings:
         keep_last: int | None = None,
         max_age: float | None = None,
         snapshot_keep_last: int | None = None,
-        lease_ttl: float = 60.0,
+        lease_ttl: float = 15.0,
         lease_wait: float = 30.0,
     ) -> None:
         self.store = store

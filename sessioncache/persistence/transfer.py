@@ -12,10 +12,10 @@ from ..errors import BackendUnavailable, IntegrityError, SessionNotFound, Valida
 from ..identity import parse_session_id
 from .backups import session_record
 from .catalogue import BackupInfo, Catalogue, info
-from .container import BackupReader, BackupWriter
+from .container import SUFFIX, BackupReader, BackupWriter
 from .migrations import SCHEMA_VERSION
 from .restore import Decide, Restorer, RestoreReport, check_strategy
-from .settings import SUFFIX, Settings, new_id
+from .settings import Settings, new_id
 from .verify import Verifier, VerifyReport
 
 
@@ -105,8 +105,9 @@ class Transfer:
             k: old[k]
             for k in ("backup_id", "kind", "namespace", "created_at", "description", "parent")
         }
-        if "events" in old:
-            keep["events"] = old["events"]
+        for optional in ("events", "depth"):
+            if optional in old:
+                keep[optional] = old[optional]
         manifest = {
             **keep,
             "schema": SCHEMA_VERSION,

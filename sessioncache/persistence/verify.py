@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import IntegrityError, ValidationError
 from .catalogue import Catalogue
-from .container import BackupReader
+from .container import BackupReader, check_identity
 from .formats import Record, kind_counts
 from .settings import Settings
 
@@ -60,6 +60,7 @@ class Verifier:
         with BackupReader(path) as reader:
             m = reader.manifest
             signed = reader.check_signature(self.settings.key, allow_pickle=allow_pickle)
+            check_identity(path, m)
             report.signature_checked = signed
             upgrade = self.upgrader(m["schema"])
             light = not deep and signed and upgrade is None and not reader.codec.is_pickle
@@ -124,6 +125,7 @@ class Verifier:
         """
         with BackupReader(path) as reader:
             reader.check_signature(self.settings.key, allow_pickle=allow_pickle)
+            check_identity(path, reader.manifest)
             upgrade = self.upgrader(reader.manifest["schema"])
             validate = not checked or upgrade is not None
             yield from reader.records(

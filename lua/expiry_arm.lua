@@ -1,0 +1,36 @@
+-- expiry_arm.lua: give a session its expiry rule (fields x, y) and its expiry index entry.
+--
+-- KEYS[1]  session hash
+-- KEYS[2]  expiry index bucket of the session's slot
+-- ARGV[1]  x: fixed deadline in ms, or "" for none
+-- ARGV[2]  y: "mode|idle|limit|grace|rule|lead" (see lib/expiry.lua), or "" to disarm
+-- ARGV[3]  the session's created ms as the caller read it ("" for any): a session recreated
+--          since is left alone
+--
+-- Returns {1, due or -1} armed (or disarmed), {0} no such session (or a newer one).
+-- Idempotent: a retry writes the same fields and the same index entry.
+
+local key = KEYS[1]
+local cur = redis.call('HMGET', key, 'c', 'a', 'm', 'y', 'w')
+if not cur[1] or (ARGV[3] ~= '' and cur[1] ~= ARGV[3]) then
+  return {0}
+end
+if ARGV[2] == '' then
+  redis.call('HDEL', key, 'x', 'y', 'w')
+  redis.call('ZREM', KEYS[2], key)
+  return {1, -1}
+end
+local x = nil
+if ARGV[1] ~= '' then
+  x = ARGV[1]
+  redis.call('HSET', key, 'x', x, 'y', ARGV[2])
+else
+  redis.call('HSET', key, 'y', ARGV[2])
+  redis.call('HDEL', key, 'x')
+end
+if cur[4] ~= ARGV[2] and cur[5] then
+  redis.call('HDEL', key, 'w')  -- a new rule starts its stages over
+end
+expiry_index(KEYS[2], key, x, ARGV[2], cur[2], cur[3])
+local due = expiry_due(x, ARGV[2], tonumber(cur[2]), tonumber(cur[3]))
+return {1, due or -1}

@@ -1,0 +1,554 @@
+"""ExpiryEngine: arms rules on sessions, decides on access, sweeps the expiry index, acts once.
+
+Scripts do the deciding (lib/expiry.lua): the write scripts refuse new activity on a session
+past its deadline (SessionExpired) and keep the per-slot expiry index; expiry_act.lua re-checks
+the deadline and applies each due stage once (archive and delete end the session in the same
+call). This module chooses the rule, runs the sweep in bounded batches once per interval across
+the fleet (fleet.py), and performs what Redis cannot: callbacks, suspend through the state
+machine, merge, archive files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from ..errors import BackendUnavailable, InvalidTransition, SessionCacheError, ValidationError
+from ..fleet import FleetJob, FleetRun
+from ..identity import Identity, parse_session_id
+from ..models import Session, SessionState
+from ..slots import SLOTS
+from ..store import SessionStore
+from .archive import Archive
+from .policies import Context, ExpirySpec, due_at, fired
+from .report import ExpiryInfo, ExpiryNotice, ExpiryReport
+from .rules import Rule, first_match
+
+log = logging.getLogger(__name__)
+
+RECENT_MS = 60_000
+"""A write that finds no session within this long after expiry archived it goes to the
+session that follows (another process is creating it)."""
+
+TURN_RETRY_MS = 1000
+"""How long a sweep waits before looking again at a session whose turn is in progress."""
+
+SWEEP_CONCURRENCY = 16
+"""Script calls a sweep keeps in flight at once."""
+
+STANDALONE_BUCKETS = 16
+"""Expiry index buckets on a standalone server (a cluster needs one per slot)."""
+
+Notify = Callable[[ExpiryNotice], Awaitable[None] | None]
+
+
+def _ms(value: Any) -> int:
+    return round(float(value.timestamp()) * 1000)
+
+
+@dataclass
+class _Sweep:
+    now: int
+    dry_run: bool
+    report: ExpiryReport = field(default_factory=ExpiryReport)
+
+
+class ExpiryEngine:
+    """The expiry rules of one SessionSystem (see docs/expiry.md)."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        tracker: Any,
+        rules: Sequence[Rule],
+        *,
+        archive_dir: str | os.PathLike[str] | None = None,
+        archive_retention: float = 30 * 86400.0,
+        interval: float = 60.0,
+        batch_size: int = 100,
+        max_per_sweep: int = 1_000_000,
+        notify: Notify | None = None,
+        lease_ttl: float = 30.0,
+    ) -> None:
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, int)
+            or not 1 <= batch_size <= 1000
+        ):
+            raise ValidationError(
+                f"expiry batch_size must be an int in [1, 1000], got {batch_size!r}"
+            )
+        if (
+            isinstance(archive_retention, bool)
+            or not isinstance(archive_retention, (int, float))
+            or not 1 <= archive_retention <= 10 * 365 * 86400
+        ):
+            raise ValidationError(
+                f"archive_retention must be seconds in [1, 10y], got {archive_retention!r}"
+            )
+        self.store = store
+        self.tracker = tracker
+        self.rules = tuple(rules)
+        self.by_name = {r.name: r for r in self.rules}
+        self.batch_size = batch_size
+        self.max_per_sweep = max_per_sweep
+        self.retention_ms = round(archive_retention * 1000)
+        self.notify = notify
+        self.buckets = SLOTS if store.is_cluster else STANDALONE_BUCKETS
+        self.archive = Archive(
+            store,
+            stats_key=self._stats_key,
+            change_bucket=store.keys.change_bucket_of,
+            archive_dir=archive_dir,
+        )
+        self.job = FleetJob(
+            store.client, store.keys, "expiry", interval, self._run, lease_ttl=lease_ttl
+        )
+        self._index_cache: dict[str, str] = {}
+        if self.rules:
+            store.expiry_index_of = self.index_of
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def index_of(self, ident: Identity) -> str:
+        """The expiry index bucket of a session."""
+        found = self._index_cache.get(ident.user_tag)
+        if found is None:
+            if len(self._index_cache) >= 65536:
+                self._index_cache.clear()
+            bucket = self.store.keys.expiry_bucket_index(ident.user_tag, self.buckets)
+            found = self._index_cache[ident.user_tag] = self.store.keys.expiry_index(bucket)
+        return found
+
+    def _stats_key(self, ident: Identity) -> str:
+        keys = self.tracker.keys
+        return str(keys.stats(keys.shard_of_user(ident.user_tag)))
+
+    # -- rules --------------------------------------------------------------------------------
+
+    @staticmethod
+    def plan(rule: Rule) -> str:
+        """expiry_act.lua's plan: stage times relative to the deadline, in ms."""
+        stages: list[tuple[int, str]] = []
+        if rule.warn_before:
+            stages.append((-round(rule.warn_before * 1000), "warn"))
+        if rule.action == "progressive":
+            stages += [(round(s.after * 1000), s.action) for s in rule.stages]
+        else:
+            stages.append((0, rule.action))
+        return ",".join(f"{o}:{a}" for o, a in stages)
+
+    def spec(self, rule: Rule, session: Session, now_ms: int) -> ExpirySpec | None:
+        """The spec a rule arms on a session."""
+        ctx = Context(_ms(session.created_at), now_ms, session.priority)
+        spec = rule.policy.spec(rule.name, ctx)
+        if spec is None:
+            return None
+        lead = round(rule.warn_before * 1000) if rule.warn_before else 0
+        return ExpirySpec(spec.rule, spec.mode, spec.fixed, spec.idle, spec.limit, spec.grace, lead)
+
+    async def arm(self, session: Session, now_ms: int | None = None) -> ExpirySpec | None:
+        """Give a session its rule (the first that matches it), or none. Idempotent."""
+        ident = parse_session_id(session.session_id)
+        rule = first_match(self.rules, ident, session.priority)
+        now = now_ms if now_ms is not None else await self._now()
+        spec = None if rule is None else self.spec(rule, session, now)
+        if spec is None and session._expiry is None:
+            return None
+        x = "" if spec is None or spec.fixed is None else str(spec.fixed)
+        y = "" if spec is None else spec.field_y()
+        key = self.store.keys.session(ident)
+        args = [x, y, str(_ms(session.created_at))]
+        await self.store.scripts.expiry_arm.run(
+            self.store.client, [key, self.index_of(ident)], args
+        )
+        return spec
+
+    async def _now(self) -> int:
+        try:
+            sec, usec = await self.store.client.time()
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable reading its clock: {exc}") from exc
+        return int(sec) * 1000 + int(usec) // 1000
+
+    # -- acting -------------------------------------------------------------------------------
+
+    async def act(self, ident: Identity, created_ms: int, rule: Rule, mode: str) -> list[str]:
+        """Run expiry_act.lua for one session, then the actions' Python side; the actions."""
+        keys = self.store.keys
+        key = keys.session(ident)
+        hkey, skey, aindex, member = self.archive.keys_of(ident, created_ms)
+        channel = keys.expiry_channel(rule.channel or "expiry")
+        script_keys = [
+            key,
+            keys.user_index(ident.user_tag),
+            self.index_of(ident),
+            keys.events_of_session_key(key),
+            self._stats_key(ident),
+            hkey,
+            skey,
+            aindex,
+            keys.change_bucket_of(ident),
+            keys.turn(ident),
+        ]
+        args = [
+            mode,
+            rule.name,
+            self.plan(rule),
+            str(self.retention_ms),
+            ident.suffix,
+            member,
+            str(created_ms),
+            ident.session_id,
+            channel,
+            str(TURN_RETRY_MS),
+        ]
+        reply = await self.store.scripts.expiry_act.run(self.store.client, script_keys, args)
+        if int(reply[0]) <= 0:
+            return []
+        actions = [a.decode() if isinstance(a, bytes) else str(a) for a in reply[2:]]
+        await self._after(ident, created_ms, rule, int(reply[1]), actions)
+        return actions
+
+    async def _after(
+        self, ident: Identity, created_ms: int, rule: Rule, due: int, actions: list[str]
+    ) -> None:
+        """What happens outside Redis, once the script has recorded the actions."""
+        sid = ident.session_id
+        for action in actions:
+            try:
+                if action in ("warn", "notify") and self.notify is not None:
+                    result = self.notify(ExpiryNotice(action, sid, rule.name, due))
+                    if asyncio.iscoroutine(result):
+                        await result
+                elif action == "suspend":
+                    await self.tracker.transition(
+                        sid, SessionState.SUSPENDED, reason=f"expiry:{rule.name}"
+                    )
+                elif action == "merge":
+                    await self._merge(ident, created_ms)
+                elif action == "archive":
+                    await self.archive.write_file(f"{sid}#{created_ms}")
+            except (InvalidTransition, SessionCacheError, OSError) as exc:
+                log.warning("expiry %s of %s: %s", action, sid, exc)
+
+    async def _merge(self, ident: Identity, created_ms: int) -> None:
+        """Merge into the same user's newest other session on the same chat: the newer
+        session's fields win; the old session's other data fields are added; old deleted."""
+        newer = [
+            s
+            for s in await self.store.list_user_sessions(ident.user_id)
+            if s.platform == ident.platform
+            and s.chat_id == ident.chat_id
+            and s.session_id != ident.session_id
+            and _ms(s.created_at) > created_ms
+        ]
+        if not newer:
+            log.info("expiry merge of %s: no newer session on its chat; kept", ident.session_id)
+            return
+        target = max(newer, key=lambda s: s.created_at)
+        old = await self.store.get(ident.session_id)
+        missing = {k: v for k, v in old.data.items() if k not in target.data}
+        if missing:
+            await self.store.update(target.session_id, data=missing)
+        await self.store.delete(ident.session_id)
+
+    async def on_access(self, session_id: str) -> bool:
+        """A write found the session past its deadline (SessionExpired): apply the rule's
+        remaining stages once (a concurrent caller's call applies nothing). Returns whether
+        the session is gone now (ended here or by another process)."""
+        ident = parse_session_id(session_id)
+        key = self.store.keys.session(ident)
+        try:
+            created, y = await self.store.client.hmget(key, "c", "y")
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during expiry: {exc}") from exc
+        if created is None:
+            return True
+        if y is None:
+            return False
+        rule = self.by_name.get(ExpirySpec.parse(None, y).rule)
+        if rule is None:
+            await self.store.scripts.expiry_arm.run(
+                self.store.client, [key, self.index_of(ident)], ["", "", created.decode()]
+            )
+            return False
+        await self.act(ident, int(created), rule, "access")
+        return not await self.store.exists(session_id)
+
+    async def recently_ended(self, session_id: str) -> bool:
+        """Whether expiry archived this identity's session within the last RECENT_MS (so a
+        write that found no session belongs to its successor)."""
+        if not self.rules:
+            return False
+        ident = parse_session_id(session_id)
+        try:
+            entries = await self.store.client.hgetall(self.store.keys.archive_index(ident.user_tag))
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during expiry: {exc}") from exc
+        now = await self._now()
+        return any(
+            m.decode().rpartition("#")[0] == ident.suffix and now - int(at) <= RECENT_MS
+            for m, at in entries.items()
+        )
+
+    async def past_deadline(self, session: Session) -> bool:
+        """Whether a session read from Redis is past its deadline (rules decided by scripts)."""
+        if session._expiry is None:
+            return False
+        spec = ExpirySpec.parse(session._expiry[0], session._expiry[1] or b"")
+        return spec.mode != "py" and _past(spec, session, await self._now())
+
+    async def successor_for(self, session_id: str, **create: Any) -> Session:
+        """The session that follows an ended one (created if needed, by whichever caller
+        comes first), carrying the ended one's archive id in metadata ``previous_session``."""
+        ident = parse_session_id(session_id)
+        previous = await self.archive.newest_in_redis(ident) or session_id
+        metadata = dict(create.pop("metadata", None) or {})
+        metadata.setdefault("previous_session", previous)
+        fresh = await self.store.get_or_create(
+            ident.chat_id,
+            ident.user_id,
+            ident.platform,
+            ident.thread_id,
+            metadata=metadata,
+            **create,
+        )
+        if fresh._expiry is None:
+            await self.arm(fresh)
+        return fresh
+
+    async def restore_archived(
+        self, session_id: str, *, archive_id: str | None = None, replace: bool = False
+    ) -> Session:
+        """Bring an archived session back whole and arm its rule again."""
+        ident = parse_session_id(session_id)
+        aid = archive_id or await self.archive.latest(session_id)
+        if aid is None:
+            raise ValidationError(f"no archived session for {session_id!r}")
+        if aid.partition("#")[0] != ident.session_id:
+            raise ValidationError(f"archive {aid!r} is not one of session {session_id!r}")
+        session = await self.archive.restore(aid, replace=replace)
+        if self.rules:
+            await self.arm(session)
+        return session
+
+    async def get_or_create(self, ident: Identity, **create: Any) -> Session:
+        """get_or_create with the deadline decided: a session past it gets its rule applied
+        once, and a fresh session (carrying the old id) is returned in its place."""
+        for _ in range(3):
+            session = await self.store.get_or_create(
+                ident.chat_id, ident.user_id, ident.platform, ident.thread_id, **create
+            )
+            if session._expiry is None:
+                if self.rules:
+                    await self.arm(session)
+                return session
+            spec = ExpirySpec.parse(session._expiry[0], session._expiry[1] or b"")
+            now = await self._now()
+            if spec.mode == "py" or not _past(spec, session, now):
+                return session
+            rule = self.by_name.get(spec.rule)
+            if rule is None:
+                return session
+            actions = await self.act(ident, _ms(session.created_at), rule, "access")
+            if actions and actions[-1] in ("archive", "delete", "merge"):
+                return await self.successor_for(session.session_id, **create)
+        return session
+
+    # -- sweep --------------------------------------------------------------------------------
+
+    async def _run(self, run: FleetRun) -> ExpiryReport:
+        return await self.sweep()
+
+    async def sweep(self, dry_run: bool = False) -> ExpiryReport:
+        """Act on every session whose next stage is due, bucket by bucket, in bounded batches."""
+        began = time.perf_counter()
+        state = _Sweep(await self._now(), dry_run)
+        state.report.dry_run = dry_run
+        buckets = await self._buckets()
+        for start in range(0, len(buckets), 512):
+            chunk = buckets[start : start + 512]
+            heads = await self._heads(chunk, state.now)
+            for bucket, members in zip(chunk, heads, strict=True):
+                if members:
+                    await self._sweep_bucket(bucket, members, state)
+                if state.report.examined >= self.max_per_sweep:
+                    break
+        state.report.duration_s = round(time.perf_counter() - began, 6)
+        return state.report
+
+    async def _buckets(self) -> list[str]:
+        """Every bucket that may hold entries: the 16 of a standalone server; on a cluster
+        (one per slot) those that exist, found by SCAN on each primary (an empty zset is no
+        key), rather than 16384 reads per sweep."""
+        keys = self.store.keys
+        if self.buckets != SLOTS:
+            return [keys.expiry_index(i) for i in range(self.buckets)]
+        try:
+            found = {
+                k.decode() if isinstance(k, bytes) else k
+                async for k in self.store.client.scan_iter(
+                    match=keys.expiry_index_pattern(), count=1000, _type="zset"
+                )
+            }
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable listing expiry buckets: {exc}") from exc
+        return sorted(found)
+
+    async def _heads(self, buckets: list[str], now: int) -> list[list[bytes]]:
+        pipe = self.store.client.pipeline(transaction=False)
+        for bucket in buckets:
+            pipe.zrangebyscore(bucket, "-inf", now, start=0, num=self.batch_size)
+        try:
+            return list(await pipe.execute())
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable reading the expiry index: {exc}") from exc
+
+    async def _sweep_bucket(self, bucket: str, members: list[bytes], state: _Sweep) -> None:
+        seen: set[bytes] = set()
+        while members and state.report.examined < self.max_per_sweep:
+            fresh = [m for m in members if m not in seen]
+            if not fresh:
+                break  # entries a dry run (or a concurrent writer) left in place
+            seen.update(fresh)
+            state.report.batches += 1
+            await self._batch(fresh, state)
+            try:
+                members = await self.store.client.zrangebyscore(
+                    bucket, "-inf", state.now, start=0, num=self.batch_size
+                )
+            except RedisError as exc:
+                raise BackendUnavailable(
+                    f"Redis unavailable reading the expiry index: {exc}"
+                ) from exc
+
+    async def _batch(self, members: list[bytes], state: _Sweep) -> None:
+        pipe = self.store.client.pipeline(transaction=False)
+        for m in members:
+            pipe.hmget(m, "c", "x", "y", "a", "m", "w")
+        try:
+            rows = await pipe.execute()
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during the sweep: {exc}") from exc
+        # Bounded concurrency: the pool is shared with the bot's own calls.
+        gate = asyncio.Semaphore(SWEEP_CONCURRENCY)
+
+        async def one(member: bytes, row: list[bytes | None]) -> None:
+            async with gate:
+                await self._one(member, row, state)
+
+        await asyncio.gather(*(one(m, row) for m, row in zip(members, rows, strict=True)))
+
+    async def _one(self, member: bytes, row: list[bytes | None], state: _Sweep) -> None:
+        report = state.report
+        report.examined += 1
+        key = member.decode()
+        ident = parse_session_id(self.store.keys.session_id_of_key(key))
+        created, x, y = row[0], row[1], row[2]
+        if created is None or y is None:
+            if not state.dry_run:  # gone (deleted, expired by TTL): the script drops the entry
+                await self._drop(ident, key)
+            return
+        spec = ExpirySpec.parse(x, y)
+        rule = self.by_name.get(spec.rule)
+        if rule is None:
+            if not state.dry_run:
+                await self.store.scripts.expiry_arm.run(
+                    self.store.client, [key, self.index_of(ident)], ["", "", created.decode()]
+                )
+            return
+        if state.dry_run:
+            for action in self._would(rule, spec, row, state.now):
+                report.count(action)
+            return
+        mode = "due"
+        if spec.mode == "py":
+            session = await self.store.find_by_id(ident.session_id)
+            if session is None:
+                return
+            if not await fired(rule.policy, session, state.now):
+                await self.arm(session, state.now)
+                return
+            mode = "now"
+        for action in await self.act(ident, int(created), rule, mode):
+            report.count(action)
+
+    async def _drop(self, ident: Identity, key: str) -> None:
+        try:
+            await self.store.client.zrem(self.index_of(ident), key)
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable during the sweep: {exc}") from exc
+
+    def _would(self, rule: Rule, spec: ExpirySpec, row: list[bytes | None], now: int) -> list[str]:
+        """The stages a sweep would apply now (dry run; Python-decided rules not evaluated)."""
+        due = due_at(spec, int(row[3] or 0), int(row[4] or 0))
+        if due is None:
+            return []
+        done = 0
+        if row[5]:
+            wdue, _, wk = row[5].decode().partition(":")
+            done = int(wk) if int(wdue) == due else 0
+        out = []
+        for item in self.plan(rule).split(",")[done:]:
+            offset, _, action = item.partition(":")
+            if now < due + int(offset):
+                break
+            out.append(action)
+            if action in ("archive", "delete"):
+                break
+        return out
+
+    # -- information ----------------------------------------------------------------------------
+
+    async def get_expiry_info(self, session_id: str) -> ExpiryInfo | None:
+        """Which rule governs the session, its deadline and what happens then; None if no
+        such session."""
+        session = await self.store.find_by_id(session_id)
+        if session is None:
+            return None
+        ident = parse_session_id(session_id)
+        rule = first_match(self.rules, ident, session.priority)
+        if session._expiry is None:
+            if rule is None:
+                return ExpiryInfo(session_id, None, None, None, None, None, armed=False)
+            return ExpiryInfo(
+                session_id,
+                rule.name,
+                rule.policy.describe(),
+                rule.action,
+                None,
+                self.plan(rule),
+                armed=False,
+            )
+        spec = ExpirySpec.parse(session._expiry[0], session._expiry[1] or b"")
+        armed = self.by_name.get(spec.rule)
+        due = due_at(spec, _ms(session.last_activity), session.message_count)
+        return ExpiryInfo(
+            session_id,
+            spec.rule,
+            armed.policy.describe() if armed else None,
+            armed.action if armed else None,
+            due,
+            self.plan(armed) if armed else None,
+            armed=True,
+        )
+
+    # -- scheduling -----------------------------------------------------------------------------
+
+    def schedule(self, scheduler: Any) -> None:
+        """Run the sweep on this process's APScheduler, once per interval across the fleet."""
+        if self.rules:
+            self.job.schedule(scheduler)
+
+
+def _past(spec: ExpirySpec, session: Session, now: int) -> bool:
+    due = due_at(spec, _ms(session.last_activity), session.message_count)
+    return due is not None and now >= due

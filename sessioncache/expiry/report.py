@@ -1,0 +1,85 @@
+"""What the expiry engine reports: a sweep's counts, a session's expiry, a notice to the bot."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _when(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat()
+
+
+@dataclass
+class ExpiryReport:
+    """One sweep (cleanup_expired_sessions): actions taken (or, dry run, that would be)."""
+
+    dry_run: bool = False
+    examined: int = 0
+    """Index entries looked at (each a session whose next stage was due, or a stale entry)."""
+    actions: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    duration_s: float = 0.0
+
+    def count(self, action: str) -> None:
+        """One more ``action``."""
+        self.actions[action] = self.actions.get(action, 0) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "dry_run": self.dry_run,
+            "examined": self.examined,
+            "actions": dict(sorted(self.actions.items())),
+            "batches": self.batches,
+            "duration_s": self.duration_s,
+        }
+
+
+@dataclass(frozen=True)
+class ExpiryInfo:
+    """Which rule governs a session, when it fires and what it does (get_expiry_info)."""
+
+    session_id: str
+    rule: str | None
+    policy: str | None
+    action: str | None
+    deadline_ms: int | None
+    """The deadline (ms, server clock) from the stored fields; None: none yet (usage not
+    reached, or a rule decided in Python)."""
+    plan: str | None
+    """The stages, "offset_ms:action,...", relative to the deadline."""
+    armed: bool = True
+
+    @property
+    def deadline(self) -> dt.datetime | None:
+        """The deadline as a UTC datetime."""
+        if self.deadline_ms is None:
+            return None
+        return dt.datetime.fromtimestamp(self.deadline_ms / 1000, tz=dt.UTC)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "session_id": self.session_id,
+            "rule": self.rule,
+            "policy": self.policy,
+            "action": self.action,
+            "deadline": _when(self.deadline_ms),
+            "plan": self.plan,
+            "armed": self.armed,
+        }
+
+
+@dataclass(frozen=True)
+class ExpiryNotice:
+    """Given to the notify callback: a warning before an action, or a notify action."""
+
+    kind: str
+    """"warn" or "notify"."""
+    session_id: str
+    rule: str
+    deadline_ms: int

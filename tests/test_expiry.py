@@ -1,0 +1,517 @@
+"""The expiry engine on every backend: rules and validation, on-access decisions, the sweep,
+actions (archive, delete, suspend, notify, merge, progressive), archive and restore."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessioncache.errors import SessionExpired, ValidationError
+from sessioncache.expiry import ExpiryNotice, load_rules_toml, parse_rules
+from sessioncache.expiry.archive import split_archive_id
+from sessioncache.expiry.policies import Daily, ExpirySpec, due_at
+from sessioncache.scripts import compose
+from sessioncache.store import SessionStore
+from sessioncache.system import SessionSystem
+
+from .conftest import drop_namespace, unique_namespace
+
+
+def _kind(url: str) -> str:
+    if url.startswith("memory://"):
+        return "MEMORY"
+    return "CLUSTER" if "+cluster" in url else "REDIS"
+
+
+@pytest.fixture
+async def make(backend_url: str) -> AsyncIterator[Any]:
+    """Build SessionSystems with expiry rules on the test's backend; dropped afterwards."""
+    made: list[SessionSystem] = []
+
+    async def build(rules: list[dict[str, Any]], **options: Any) -> SessionSystem:
+        system = await SessionSystem.start(
+            _kind(backend_url),
+            {"url": backend_url},
+            namespace=unique_namespace(),
+            expiry_rules=rules,
+            expiry_interval=3600.0,
+            **options,
+        )
+        made.append(system)
+        return system
+
+    yield build
+    for system in made:
+        await drop_namespace(system.store.client, system.store.keys.namespace)
+        await system.shutdown()
+
+
+async def _until(system: SessionSystem, ms: int) -> None:
+    """Wait for the server clock to pass ``ms`` (a deadline): awaiting the time itself."""
+    while await system.expiry._now() < ms:
+        await asyncio.sleep(0.02)
+
+
+async def _deadline(system: SessionSystem, sid: str) -> int:
+    info = await system.get_expiry_info(sid)
+    assert info is not None and info.deadline_ms is not None
+    return info.deadline_ms
+
+
+async def _events(system: SessionSystem, sid: str) -> list[tuple[str, Any]]:
+    return [(e.type, e.fields.get("action")) for e in await system.get_events(sid)]
+
+
+# -- rules ------------------------------------------------------------------------------------
+
+BAD_RULES = [
+    ({"policy": "sometimes", "action": "archive"}, "rule 0", "policy"),
+    ({"policy": "idle", "after": 10, "action": "explode"}, "rule 0", "action"),
+    ({"policy": "idle", "after": -5, "action": "archive"}, "rule 0", "after"),
+    ({"policy": "idle", "action": "archive"}, "rule 0", "after"),
+    ({"policy": "absolute", "after": "1h", "action": "delete"}, "rule 0", "after"),
+    ({"policy": "daily", "at": "04:00", "tz": "Mars/Olympus", "action": "archive"}, "rule 0", "tz"),
+    ({"policy": "daily", "at": "25:00", "tz": "UTC", "action": "archive"}, "rule 0", "at"),
+    ({"policy": "daily", "at": "4 am", "action": "archive"}, "rule 0", "at"),
+    ({"policy": "usage", "action": "suspend"}, "rule 0", "messages"),
+    ({"policy": "hybrid", "any": [{"policy": "idle"}], "action": "delete"}, "any[0]", "after"),
+    (
+        {"policy": "idle", "after": 5, "action": "archive", "warn_before": -1},
+        "rule 0",
+        "warn_before",
+    ),
+    (
+        {"policy": "idle", "after": 5, "action": "archive", "chat_type": "room"},
+        "rule 0",
+        "chat_type",
+    ),
+    ({"policy": "idle", "after": 5, "action": "archive", "colour": "red"}, "rule 0", "colour"),
+    (
+        {"policy": "idle", "after": 5, "action": "progressive", "stages": [{"after": 1}]},
+        "stages[0]",
+        "action",
+    ),
+]
+
+
+@pytest.mark.parametrize(("rule", "where", "field"), BAD_RULES)
+def test_bad_rules_name_the_rule_and_the_field(
+    rule: dict[str, Any], where: str, field: str
+) -> None:
+    good = {"policy": "idle", "after": 60, "action": "archive", "name": "first"}
+    with pytest.raises(ValidationError) as err:
+        parse_rules([rule] if where != "rule 1" else [good, rule])
+    assert where in str(err.value) and repr(field) in str(err.value)
+
+
+async def test_bad_rules_write_nothing(backend_url: str) -> None:
+    ns = unique_namespace()
+    with pytest.raises(ValidationError, match=r"rule 1.*'tz'"):
+        await SessionSystem.start(
+            _kind(backend_url),
+            {"url": backend_url},
+            namespace=ns,
+            expiry_rules=[
+                {"policy": "idle", "after": 60, "action": "archive"},
+                {"policy": "daily", "at": "04:00", "tz": "Nowhere/City", "action": "archive"},
+            ],
+        )
+    probe = await SessionStore.connect(backend_url, namespace=ns)
+    try:
+        assert [k async for k in probe.client.scan_iter(match=f"{ns}:*")] == []
+    finally:
+        await probe.close()
+
+
+def test_the_issue_dict_forms_and_toml_load(tmp_path: Path) -> None:
+    rules = parse_rules(
+        [
+            {"policy": "idle", "after": 1800, "action": "archive"},
+            {"policy": "absolute", "after": 86400, "action": "delete"},
+            {"policy": "usage", "messages": 500, "action": "suspend"},
+            {
+                "policy": "daily",
+                "at": "04:00",
+                "tz": "Europe/Berlin",
+                "grace": 600,
+                "action": "archive",
+            },
+            {"policy": "idle", "after": 3600, "action": "archive", "warn_before": 300},
+            {
+                "policy": "hybrid",
+                "any": [{"policy": "idle", "after": 60}, {"policy": "usage", "messages": 9}],
+                "action": "delete",
+            },
+        ]
+    )
+    assert [r.policy.kind for r in rules] == [
+        "idle",
+        "absolute",
+        "usage",
+        "daily",
+        "idle",
+        "hybrid",
+    ]
+    path = tmp_path / "rules.toml"
+    path.write_text(
+        '[[rule]]\nname = "groups"\npolicy = "idle"\nafter = 600\naction = "archive"\n'
+        'chat_type = "group"\n\n[[rule]]\npolicy = "custom"\nfunc = "vip"\naction = "notify"\n'
+    )
+    loaded = load_rules_toml(path, {"vip": lambda s: False})
+    assert [r.name for r in loaded] == ["groups", "rule1"]
+    path.write_text(
+        '[[rule]]\npolicy = "daily"\nat = "04:00"\ntz = "Bad/Zone"\naction = "archive"\n'
+    )
+    with pytest.raises(ValidationError, match=r"rule 0.*'tz'"):
+        load_rules_toml(path)
+
+
+def test_daily_boundaries_follow_the_time_zone_across_dst() -> None:
+    berlin = Daily(4, 0, "Europe/Berlin")
+    before_dst = dt.datetime(2026, 3, 28, 12, tzinfo=dt.UTC)  # DST starts 29 March
+    nxt = berlin.next_boundary(round(before_dst.timestamp() * 1000))
+    assert dt.datetime.fromtimestamp(nxt / 1000, dt.UTC) == dt.datetime(
+        2026, 3, 29, 2, tzinfo=dt.UTC
+    )
+    nxt = berlin.next_boundary(nxt)
+    assert dt.datetime.fromtimestamp(nxt / 1000, dt.UTC) == dt.datetime(
+        2026, 3, 30, 2, tzinfo=dt.UTC
+    )
+
+
+async def test_lua_and_python_agree_on_every_deadline(make: Any) -> None:
+    system = await make([])
+    rng = random.Random(12)
+    probe = compose(
+        "probe",
+        "local out = {}\n"
+        "for i = 1, #ARGV, 4 do\n"
+        "  local x = ARGV[i] ~= '' and ARGV[i] or nil\n"
+        "  out[#out + 1] = expiry_due(x, ARGV[i + 1], tonumber(ARGV[i + 2]), "
+        "tonumber(ARGV[i + 3])) or -1\n"
+        "end\n"
+        "return out\n",
+    )
+    cases, args = [], []
+    for _ in range(400):
+
+        def maybe(hi: int) -> int | None:
+            return rng.randrange(0, hi) if rng.random() < 0.5 else None
+
+        spec = ExpirySpec(
+            "r", rng.choice(["any", "all"]), maybe(10**7), maybe(10**6), maybe(20), maybe(10**5)
+        )
+        a, m = rng.randrange(0, 10**7), rng.randrange(0, 30)
+        cases.append((spec, a, m))
+        args += ["" if spec.fixed is None else str(spec.fixed), spec.field_y(), str(a), str(m)]
+    lua = await probe.run(system.store.client, [], args)
+    expected = [due_at(s, a, m) for s, a, m in cases]
+    assert [None if int(v) == -1 else int(v) for v in lua] == expected
+
+
+# -- on access --------------------------------------------------------------------------------
+
+
+async def test_a_message_after_the_idle_deadline_goes_to_a_fresh_session(make: Any) -> None:
+    system = await make([{"policy": "idle", "after": 0.4, "action": "archive"}])
+    old = await system.create_session(1, "u", data={"topic": "old"})
+    await system.track_event(old.session_id, "message_received", text="first")
+    await _until(system, await _deadline(system, old.session_id))
+    with pytest.raises(SessionExpired):  # the bare store refuses: the script checked first
+        await system.store.touch(old.session_id, messages=1)
+    await system.touch_session(old.session_id, messages=1)  # the triggering message
+    fresh = await system.get_session(old.session_id)
+    assert fresh is not None and fresh.message_count == 1 and fresh.data == {}
+    archive_id = f"{old.session_id}#{round(old.created_at.timestamp() * 1000)}"
+    assert fresh.metadata["previous_session"] == archive_id
+    again = await system.get_or_create_session(1, "u")
+    assert again.created_at == fresh.created_at  # not past its own deadline: the same one
+    stats = await system.get_statistics()
+    assert stats.expiry_actions == {"archive": 1}
+    archived = await system.list_archived("u")
+    assert [a.archive_id for a in archived] == [archive_id]
+
+
+async def test_get_or_create_after_the_deadline_acts_once_and_returns_a_fresh_session(
+    make: Any,
+) -> None:
+    system = await make([{"policy": "absolute", "after": 0.3, "action": "delete"}])
+    old = await system.get_or_create_session(7, "u", data={"n": 1})
+    await _until(system, await _deadline(system, old.session_id))
+    results = await asyncio.gather(*(system.get_or_create_session(7, "u") for _ in range(20)))
+    assert len({r.created_at for r in results}) == 1 and results[0].created_at > old.created_at
+    assert (await system.get_statistics()).expiry_actions == {"delete": 1}
+    assert results[0].data == {}
+
+
+async def test_usage_limit_is_decided_on_the_write_that_would_pass_it(make: Any) -> None:
+    system = await make([{"policy": "usage", "messages": 3, "action": "suspend"}])
+    s = await system.create_session(2, "u")
+    for _ in range(3):
+        await system.touch_session(s.session_id, messages=1)
+    await system.touch_session(s.session_id, messages=1)  # the 4th: the rule applies first
+    after = await system.get_session(s.session_id)
+    assert after is not None and after.state == "suspended" and after.message_count == 4
+    assert (await system.get_statistics()).expiry_actions == {"suspend": 1}
+    assert ("expired", "suspend") in await _events(system, s.session_id)
+
+
+# -- sweep ------------------------------------------------------------------------------------
+
+
+async def test_concurrent_sweeps_act_once_and_spare_touched_sessions(make: Any) -> None:
+    system = await make([{"policy": "idle", "after": 2.0, "action": "archive"}])
+    sids = [(await system.create_session(f"c{i}", f"u{i % 5}")).session_id for i in range(60)]
+    first = min([await _deadline(system, s) for s in sids])
+    await _until(system, first - 1000)
+    survivors = sids[:10]
+    await asyncio.gather(*(system.touch_session(s) for s in survivors))  # deadlines move on
+    await _until(system, max([await _deadline(system, s) for s in sids[10:]]))
+    dry = await system.cleanup_expired_sessions(dry_run=True)
+    assert dry.actions == {"archive": 50} and dry.dry_run
+    reports = await asyncio.gather(*(system.cleanup_expired_sessions() for _ in range(4)))
+    assert sum(r.actions.get("archive", 0) for r in reports) == 50
+    assert (await system.get_statistics()).expiry_actions == {"archive": 50}
+    for sid in survivors:
+        assert await system.store.find_by_id(sid) is not None
+    assert json.loads(json.dumps(reports[0].to_dict()))["dry_run"] is False
+
+
+async def test_daily_reset_waits_for_the_idle_gap_of_a_session_active_before_the_boundary(
+    make: Any,
+) -> None:
+    """Scaled down: a boundary 0.5 s ahead and a grace of 0.8 s stand for 04:00 and 600 s."""
+    system = await make(
+        [{"policy": "daily", "at": "04:00", "tz": "UTC", "grace": 1, "action": "archive"}]
+    )
+    busy = await system.create_session(3, "u")
+    quiet = await system.create_session(4, "u")
+    now = await system.expiry._now()
+    boundary, grace = now + 500, 800
+    for s, y in (
+        (busy, ExpirySpec("rule0", fixed=boundary, grace=grace)),
+        (quiet, ExpirySpec("rule0", fixed=boundary)),
+    ):
+        key = system.store.keys.session(system.store.identity(s.chat_id, "u", "web"))
+        index = system.expiry.index_of(system.store.identity(s.chat_id, "u", "web"))
+        await system.store.scripts.expiry_arm.run(
+            system.store.client, [key, index], [str(y.fixed), y.field_y(), ""]
+        )
+    await system.touch_session(busy.session_id)  # active just before the boundary
+    await _until(system, boundary + 1)
+    report = await system.cleanup_expired_sessions()
+    assert report.actions == {"archive": 1}  # the quiet one, at the boundary
+    assert await system.store.find_by_id(busy.session_id) is not None
+    await system.touch_session(busy.session_id)  # still within its grace gap: kept going
+    await _until(system, await _deadline(system, busy.session_id))
+    assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}  # next idle gap
+    assert await system.store.find_by_id(busy.session_id) is None
+
+
+async def test_warning_comes_before_the_action_for_every_session(make: Any) -> None:
+    notices: list[ExpiryNotice] = []
+
+    async def record(notice: ExpiryNotice) -> None:
+        notices.append(notice)
+
+    system = await make(
+        [{"policy": "idle", "after": 0.6, "action": "notify", "warn_before": 0.3}],
+        expiry_notify=record,
+    )
+    channel = system.store.keys.expiry_channel()
+    pubsub = system.store.client.pubsub() if _kind_of(system) != "CLUSTER" else None
+    if pubsub is not None:
+        await pubsub.subscribe(channel)
+    sids = [(await system.create_session(f"w{i}", "u")).session_id for i in range(12)]
+    # Half are swept in the warning window first; the rest only after the deadline, when
+    # one script call records the warning and the action in that order.
+    first = await _deadline(system, sids[0])
+    await _until(system, first - 250)
+    await system.cleanup_expired_sessions()
+    await _until(system, max([await _deadline(system, s) for s in sids]))
+    await system.cleanup_expired_sessions()
+    by_session: dict[str, list[str]] = {}
+    for n in notices:
+        by_session.setdefault(n.session_id, []).append(n.kind)
+    assert by_session == {s: ["warn", "notify"] for s in sids}
+    for sid in sids:
+        assert [a for t, a in await _events(system, sid) if t == "expired"] == ["warn", "notify"]
+    assert (await system.get_statistics()).expiry_actions == {"warn": 12, "notify": 12}
+    if pubsub is not None:
+        got: list[str] = []
+        for _ in range(200):  # None for the subscribe confirmation; 24 messages are queued
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
+            if msg is not None:
+                got.append(msg["data"].decode())
+            if len(got) == 24:
+                break
+        for sid in sids:
+            kinds = [m.split()[0] for m in got if m.endswith(" " + sid)]
+            assert kinds == ["warn", "notify"]
+        await pubsub.aclose()
+
+
+def _kind_of(system: SessionSystem) -> str:
+    return "CLUSTER" if system.store.is_cluster else "REDIS"
+
+
+async def test_progressive_stages_then_archive_and_merge(make: Any) -> None:
+    system = await make(
+        [
+            {
+                "name": "threads",
+                "policy": "idle",
+                "after": 0.3,
+                "action": "merge",
+                "chat_type": "thread",
+            },
+            {
+                "name": "steps",
+                "policy": "idle",
+                "after": 0.3,
+                "action": "progressive",
+                "stages": [
+                    {"after": 0, "action": "warn"},
+                    {"after": 0.2, "action": "suspend"},
+                    {"after": 0.4, "action": "archive"},
+                ],
+            },
+        ]
+    )
+    s = await system.create_session(5, "u")
+    await system.transition(s.session_id, "active")
+    due = await _deadline(system, s.session_id)
+    seen = []
+    for offset in (0, 200, 400):
+        await _until(system, due + offset)
+        seen.append((await system.cleanup_expired_sessions()).actions)
+    assert seen == [{"warn": 1}, {"suspend": 1}, {"archive": 1}]
+    restored = await system.restore_archived(s.session_id)
+    assert restored.state == "suspended"
+    assert [a for t, a in await _events(system, s.session_id) if t == "expired"] == [
+        "warn",
+        "suspend",
+        "archive",
+    ]
+    old = await system.create_session(6, "u", thread_id="t1", data={"a": 1, "b": 1})
+    await _until(system, round(old.created_at.timestamp() * 1000) + 1)  # newer: a later ms
+    newer = await system.create_session(6, "u", thread_id="t2", data={"b": 2})
+    old_due = await _deadline(system, old.session_id)
+    await _until(system, old_due - 100)
+    await system.touch_session(newer.session_id)  # newer stays alive past old's deadline
+    await _until(system, old_due)
+    await system.cleanup_expired_sessions()
+    merged = await system.store.find_by_id(newer.session_id)
+    assert merged is not None and merged.data == {"a": 1, "b": 2}  # newer wins, old adds
+    assert await system.store.find_by_id(old.session_id) is None
+
+
+async def test_custom_sync_and_async_policies(make: Any) -> None:
+    async def flagged(session: Any) -> bool:
+        return bool(session.metadata.get("flagged"))
+
+    system = await make(
+        [
+            {
+                "name": "vip",
+                "policy": "custom",
+                "func": lambda s: s.priority > 5,
+                "action": "delete",
+                "min_priority": 1,
+            },
+            {
+                "name": "flag",
+                "policy": "custom",
+                "func": flagged,
+                "action": "delete",
+                "recheck": 0.2,
+            },
+        ]
+    )
+    a = await system.create_session(8, "u", metadata={"flagged": False})
+    b = await system.create_session(9, "u", metadata={"flagged": True})
+    info = await system.get_expiry_info(b.session_id)
+    assert info is not None and info.rule == "flag" and info.action == "delete"
+    await _until(system, await _deadline(system, b.session_id))
+    assert (await system.cleanup_expired_sessions()).actions == {"delete": 1}
+    assert await system.store.find_by_id(a.session_id) is not None
+    assert await system.store.find_by_id(b.session_id) is None
+
+
+# -- archive ----------------------------------------------------------------------------------
+
+
+async def test_archive_then_restore_returns_an_equal_session(make: Any, tmp_path: Path) -> None:
+    system = await make(
+        [{"policy": "idle", "after": 0.3, "action": "archive"}],
+        archive_dir=str(tmp_path / "archive"),
+        default_ttl=2.0,
+    )
+    s = await system.create_session(
+        10, "u", data={"k": [1, 2], "t": "x"}, metadata={"m": 1}, priority=3
+    )
+    await system.transition(s.session_id, "active")
+    await system.update_session(s.session_id, data={"k": [1, 2, 3]})
+    await system.track_event(s.session_id, "message_received", text="hello")
+    before = await system.store.get(s.session_id)
+    events_before = await system.get_events(s.session_id)
+    await _until(system, await _deadline(system, s.session_id))
+    assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}
+    [archived] = await system.list_archived()
+    assert archived.in_redis and archived.file is not None and Path(archived.file).exists()
+    ident, created = split_archive_id(archived.archive_id)
+    key = system.store.keys.archive(ident, created)
+    assert await system.store.client.pttl(key) > 2000  # out of the live TTL: the retention
+    restored = await system.restore_archived(s.session_id)
+    for name in ("data", "metadata", "state", "version", "priority", "message_count", "created_at"):
+        assert getattr(restored, name) == getattr(before, name), name
+    events_after = await system.get_events(s.session_id)
+    assert [e.event_id for e in events_after[: len(events_before)]] == [
+        e.event_id for e in events_before
+    ]
+    assert [(e.type, e.fields.get("action")) for e in events_after[len(events_before) :]] == [
+        ("expired", "archive")
+    ]
+    assert await system.list_archived() == []
+    with pytest.raises(ValidationError):
+        await system.restore_archived(s.session_id)
+
+
+async def test_restore_from_the_archive_file_after_the_redis_copy_is_gone(
+    make: Any, tmp_path: Path
+) -> None:
+    system = await make(
+        [{"policy": "idle", "after": 0.2, "action": "archive"}], archive_dir=str(tmp_path)
+    )
+    s = await system.create_session(11, "u", data={"v": 1})
+    await _until(system, await _deadline(system, s.session_id))
+    await system.cleanup_expired_sessions()
+    [archived] = await system.list_archived("u")
+    ident, created = split_archive_id(archived.archive_id)
+    await system.store.client.delete(
+        system.store.keys.archive(ident, created),
+        system.store.keys.archive_events(ident, created),
+    )  # the retention passed in Redis
+    restored = await system.restore_archived(s.session_id, archive_id=archived.archive_id)
+    assert restored.data == {"v": 1}
+
+
+async def test_a_session_mid_turn_is_left_alone_until_the_turn_ends(make: Any) -> None:
+    system = await make([{"policy": "idle", "after": 0.2, "action": "archive"}])
+    s = await system.create_session(12, "u")
+    async with system.turns.turn(s.session_id):
+        await _until(system, await _deadline(system, s.session_id))
+        assert (await system.cleanup_expired_sessions()).actions == {}
+        assert await system.store.find_by_id(s.session_id) is not None
+    # Told to come back after the turn: the entry now waits TURN_RETRY_MS.
+    from sessioncache.expiry.engine import TURN_RETRY_MS
+
+    await _until(system, await system.expiry._now() + TURN_RETRY_MS + 10)
+    assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}
