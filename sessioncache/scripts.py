@@ -179,6 +179,7 @@ class ScriptRegistry:
     lock_extend: Script
     lock_release: Script
     prune_index: Script
+    read_many: Script
     ptb_migrate: Script
     publish_table: Script
     record_merge: Script
