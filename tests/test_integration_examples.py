@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(150)  # three worker processes started by the example; it allows them 120 s
 @pytest.mark.parametrize("example", ["aiogram_workers.py", "telegram_workers.py"])
 def test_example_runs(example: str, redis_url: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
