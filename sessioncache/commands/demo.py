@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ..errors import ValidationError
@@ -33,7 +34,11 @@ async def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise ValidationError(f"--{name} must be at least 1")
     report = await run_demo(
-        args.url, workers=args.workers, users=args.users, messages=args.messages
+        args.url,
+        workers=args.workers,
+        users=args.users,
+        messages=args.messages,
+        progress=sys.stderr,
     )
     report.print(as_json=args.json)
     return 0 if report.ok else 1
