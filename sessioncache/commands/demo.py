@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
 from ..errors import ValidationError
+from ..storage import URL_ENV
 from .common import json_option
 
 
@@ -18,7 +20,10 @@ def register(sub: Any) -> None:
         help="several worker processes serve simulated users; prints a report",
     )
     p.add_argument(
-        "--url", help="run on this server (default: an EMBEDDED server in a temporary directory)"
+        "--url",
+        default=os.environ.get(URL_ENV),
+        help=f"run on this server (default ${URL_ENV}, else an EMBEDDED server in a "
+        "temporary directory)",
     )
     p.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
     p.add_argument("--users", type=int, default=200, help="simulated users (default 200)")
