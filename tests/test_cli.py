@@ -163,3 +163,15 @@ def test_readme_first_command_runs_in_a_subprocess(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "result: nothing lost" in done.stdout and "Traceback" not in done.stderr
+    # The README shows this report: the same steps, features and exact counts.
+    readme = (ROOT / "README.md").read_text()
+    shown = readme[readme.index("```\nsessioncache demo: ") : readme.index("result: nothing lost")]
+
+    def stable(text: str) -> list[str]:
+        # Figures (times, rates, paths, ids) vary per run; the check lines and the kind of
+        # each report line do not.
+        lines = text.splitlines()
+        kinds = [line.split()[0] for line in lines if line.startswith("  ") and line.strip()]
+        return kinds + [line for line in lines if line.startswith(("  ok", "features shown"))]
+
+    assert stable(shown) == stable(done.stdout[: done.stdout.index("result: nothing lost")])
