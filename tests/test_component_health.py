@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio
 
 from sessioncache.embedded import EmbeddedRedis
+from sessioncache.storage import storage_from_url
 from sessioncache.system import SessionSystem
 from sessioncache.tracking import TrackingInvalidator
 
@@ -28,121 +29,106 @@ async def own_server() -> AsyncIterator[EmbeddedRedis]:
     server.cleanup()
 
 
-def _kind(url: str) -> str:
-    if url.startswith("memory://"):
-        return "MEMORY"
-    return "CLUSTER" if "+cluster" in url else "REDIS"
+@pytest.fixture
+async def build(backend_url: str) -> AsyncIterator[Any]:
+    """Open systems on the test's backend (no background checks); dropped and shut after."""
+    made: list[SessionSystem] = []
+
+    async def open_system(**options: Any) -> SessionSystem:
+        system = await SessionSystem.open(
+            *storage_from_url(backend_url),
+            namespace=unique_namespace(),
+            health_interval=None,
+            **options,
+        )
+        made.append(system)
+        return system
+
+    yield open_system
+    for system in made:
+        await drop_namespace(system.store.client, system.store.keys.namespace)
+        await system.shutdown()
 
 
-async def test_fleet_jobs_report_holder_and_last_run(backend_url: str, tmp_path: Path) -> None:
-    system = await SessionSystem.open(
-        _kind(backend_url),
-        {"url": backend_url},
-        namespace=unique_namespace(),
+async def test_fleet_jobs_report_holder_and_last_run(build: Any, tmp_path: Path) -> None:
+    system = await build(
         backup_dir=tmp_path / "backups",
         backup_interval=3600,
         snapshot_interval=3600,
         snapshot_dir=tmp_path / "snapshots",
         expiry_rules=RULES,
         expiry_interval=3600,
-        health_interval=None,
     )
-    try:
-        await system.create_session("c", "u", "telegram")
-        before = (await system.health_check())["components"]
-        assert before["job:backup"]["runs"] == 0 and before["job:backup"]["holder"] is None
-        assert "backups" in before and "last_backup_age_s" not in before["backups"]
-        assert system.backup_scheduler is not None
-        assert await system.backup_scheduler.run_backup() is not None
-        assert await system.backup_scheduler.run_snapshot() is not None
-        assert (await system.expiry.job.run_once()) is not None
-        health = await system.health_check()
-        components = health["components"]
-        label = system.expiry.job.label
-        for name in ("job:backup", "job:snapshot", "job:expiry"):
-            job = components[name]
-            assert job["ok"] is True, job
-            assert (job["holder"], job["runs"], job["last_status"]) == (label, 1, "ok")
-            assert job["running"] is False and job["last_run_age_s"] >= 0
-        assert components["backups"]["count"] == 1
-        assert components["backups"]["last_backup_age_s"] >= 0
-        assert components["expiry_scheduler"]["ok"] is True
-        assert health["healthy"] is True and health["status"] == "ok"
-    finally:
-        await drop_namespace(system.store.client, system.store.keys.namespace)
-        await system.shutdown()
+    await system.create_session("c", "u", "telegram")
+    before = (await system.health_check())["components"]
+    assert before["job:backup"]["runs"] == 0 and before["job:backup"]["holder"] is None
+    assert "backups" in before and "last_backup_age_s" not in before["backups"]
+    assert system.backup_scheduler is not None
+    assert await system.backup_scheduler.run_backup() is not None
+    assert await system.backup_scheduler.run_snapshot() is not None
+    assert (await system.expiry.job.run_once()) is not None
+    health = await system.health_check()
+    components = health["components"]
+    label = system.expiry.job.label
+    for name in ("job:backup", "job:snapshot", "job:expiry"):
+        job = components[name]
+        assert job["ok"] is True, job
+        assert (job["holder"], job["runs"], job["last_status"]) == (label, 1, "ok")
+        assert job["running"] is False and job["last_run_age_s"] >= 0
+    assert components["backups"]["count"] == 1
+    assert components["backups"]["last_backup_age_s"] >= 0
+    assert components["expiry_scheduler"]["ok"] is True
+    assert health["healthy"] is True and health["status"] == "ok"
 
 
-async def test_a_failed_job_run_degrades_health(redis_url: str) -> None:
-    system = await SessionSystem.open(
-        "REDIS",
-        {"url": redis_url},
-        namespace=unique_namespace(),
-        expiry_rules=RULES,
-        expiry_interval=3600,
-        health_interval=None,
-    )
-    try:
+async def test_a_failed_job_run_degrades_health(build: Any) -> None:
+    system = await build(expiry_rules=RULES, expiry_interval=3600)
 
-        async def fail(run: Any) -> None:
-            raise RuntimeError("boom")
+    async def fail(run: Any) -> None:
+        raise RuntimeError("boom")
 
-        system.expiry.job.func = fail
-        await system.expiry.job.run_once()
-        health = await system.health_check()
-        job = health["components"]["job:expiry"]
-        assert job["ok"] is False and job["last_status"] == "error:RuntimeError"
-        assert health["status"] == "degraded" and health["healthy"] is True
-        assert health["failed"] == ["job:expiry"]
-    finally:
-        await drop_namespace(system.store.client, system.store.keys.namespace)
-        await system.shutdown()
+    system.expiry.job.func = fail
+    await system.expiry.job.run_once()
+    health = await system.health_check()
+    job = health["components"]["job:expiry"]
+    assert job["ok"] is False and job["last_status"] == "error:RuntimeError"
+    assert health["status"] == "degraded" and health["healthy"] is True
+    assert health["failed"] == ["job:expiry"]
 
 
 async def test_stopped_schedulers_are_restarted_and_reported(
-    backend_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    build: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    system = await SessionSystem.open(
-        _kind(backend_url),
-        {"url": backend_url},
-        namespace=unique_namespace(),
-        backup_dir=tmp_path,
-        backup_interval=3600,
-        expiry_rules=RULES,
-        expiry_interval=3600,
-        health_interval=None,
+    system = await build(
+        backup_dir=tmp_path, backup_interval=3600, expiry_rules=RULES, expiry_interval=3600
     )
-    try:
-        assert system.backup_scheduler is not None and system.expiry_scheduler is not None
-        old_expiry = system.expiry_scheduler
-        system.backup_scheduler.shutdown()
-        old_expiry.shutdown(wait=False)
-        await asyncio.sleep(0)  # AsyncIOScheduler.shutdown() completes on the next loop turn
-        assert not old_expiry.running
-        down = await system.health_check(restart=False)
-        assert set(down["failed"]) == {"backup_scheduler", "expiry_scheduler"}
-        assert down["status"] == "degraded"
-        with caplog.at_level(logging.WARNING, logger="sessioncache.health"):
-            health = await system.health_check()
-        for name in ("backup_scheduler", "expiry_scheduler"):
-            result = health["components"][name]
-            assert result["ok"] is True and result["restarted"] is True, result
-            assert result["restarts"] == 1
-            assert "not running" in result["failed_with"]["error"]
-            assert f"health: {name} failed" in caplog.text
-            assert f"health: {name} restarted and healthy again" in caplog.text
-        assert health["status"] == "ok"
-        assert system.expiry_scheduler is not old_expiry and system.expiry_scheduler.running
-        assert system.expiry_scheduler.get_job("sessioncache-expiry") is not None
-        assert [r["component"] for r in system.health.restarted] == [
-            "backup_scheduler",
-            "expiry_scheduler",
-        ]
-        again = await system.health_check()
-        assert again["components"]["expiry_scheduler"].get("restarted") is None
-    finally:
-        await drop_namespace(system.store.client, system.store.keys.namespace)
-        await system.shutdown()
+    assert system.backup_scheduler is not None and system.expiry_scheduler is not None
+    old_expiry = system.expiry_scheduler
+    system.backup_scheduler.shutdown()
+    old_expiry.shutdown(wait=False)
+    await asyncio.sleep(0)  # AsyncIOScheduler.shutdown() completes on the next loop turn
+    assert not old_expiry.running
+    down = await system.health_check(restart=False)
+    assert set(down["failed"]) == {"backup_scheduler", "expiry_scheduler"}
+    assert down["status"] == "degraded"
+    with caplog.at_level(logging.WARNING, logger="sessioncache.health"):
+        health = await system.health_check()
+    for name in ("backup_scheduler", "expiry_scheduler"):
+        result = health["components"][name]
+        assert result["ok"] is True and result["restarted"] is True, result
+        assert result["restarts"] == 1
+        assert "not running" in result["failed_with"]["error"]
+        assert f"health: {name} failed" in caplog.text
+        assert f"health: {name} restarted and healthy again" in caplog.text
+    assert health["status"] == "ok"
+    assert system.expiry_scheduler is not old_expiry and system.expiry_scheduler.running
+    assert system.expiry_scheduler.get_job("sessioncache-expiry") is not None
+    assert [r["component"] for r in system.health.restarted] == [
+        "backup_scheduler",
+        "expiry_scheduler",
+    ]
+    again = await system.health_check()
+    assert again["components"]["expiry_scheduler"].get("restarted") is None
 
 
 async def test_a_killed_tracking_connection_is_reported_and_reopened(
