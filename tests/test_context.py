@@ -22,8 +22,8 @@ from sessioncache.serialization import JsonCodec, MsgpackCodec, decode
 from sessioncache.system import SessionSystem
 from sessioncache.validation import ContextLimits, ContextValidator, VariableSchema
 
-from .conftest import drop_namespace, unique_namespace
-from .context_workers import append_messages, append_worker, run_fleet, start
+from .support.context_workers import append_messages, append_worker, run_fleet, start
+from .support.namespaces import drop_namespace, unique_namespace
 
 
 @pytest.fixture
@@ -121,6 +121,13 @@ async def test_context_keys_expire_after_the_session(make: Any) -> None:
     await system.append_message(sid, "user", "hi")
     ident = system.store.identity(1, 2, "telegram")
     client, keys = system.store.client, system.store.keys
+    session_exp = await client.pexpiretime(keys.session(ident))
+    for key in (keys.context(ident), keys.history(ident)):
+        assert await client.pexpiretime(key) == session_exp + 60_000
+    # A new history list (after a clear) gets the expiry too, and a touch moves both along.
+    await system.clear_history(sid)
+    await system.touch_session(sid, ttl=200)
+    await system.append_message(sid, "user", "again")
     session_exp = await client.pexpiretime(keys.session(ident))
     for key in (keys.context(ident), keys.history(ident)):
         assert await client.pexpiretime(key) == session_exp + 60_000
