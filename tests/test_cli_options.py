@@ -14,7 +14,7 @@ from sessioncache.cli import build_parser, main
 from sessioncache.storage import URL_ENV
 from sessioncache.system import SessionSystem
 
-from .conftest import drop_namespace, unique_namespace
+from .support.namespaces import drop_namespace, unique_namespace
 
 # Commands that only write (their result line is an id or a path) or act on a server process.
 WRITES = {"sessions delete", "export", "import", "migrate", "snapshot"}

@@ -17,7 +17,7 @@ from sessioncache.storage import storage_from_url
 from sessioncache.system import SessionSystem
 from sessioncache.tracking import TrackingInvalidator
 
-from .conftest import drop_namespace, unique_namespace
+from .support.namespaces import drop_namespace, unique_namespace
 
 RULES = [{"policy": "idle", "after": 3600, "action": "archive"}]
 
