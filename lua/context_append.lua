@@ -20,7 +20,13 @@
 
 local gen = context_gen(KEYS[1])
 if not gen then return {-1} end
-context_claim(KEYS[2], KEYS[3], gen, ARGV[12])
+-- One read of the counters and one write of them at the end, rather than an HINCRBY per
+-- counter and per dropped item: the script runs alone, so nothing changes them in between.
+local held = redis.call('HMGET', KEYS[2], '#g', '#n', '#b', '#t')
+local n, bytes, toks = tonumber(held[2]) or 0, tonumber(held[3]) or 0, tonumber(held[4]) or 0
+if context_claim(KEYS[2], KEYS[3], gen, ARGV[12], held[1]) then
+  n, bytes, toks = 0, 0, 0
+end
 
 local now = now_ms()
 local done, number = op_applied(KEYS[4])
@@ -28,11 +34,11 @@ if done then
   return {tonumber(number), 0, 0, now}
 end
 
-local n = redis.call('HINCRBY', KEYS[2], '#n', 1)
+n = n + 1
 local item = int(n) .. '|' .. ARGV[4] .. '|' .. int(now) .. '|' .. ARGV[5]
 local len = redis.call('RPUSH', KEYS[3], item)
-local bytes = redis.call('HINCRBY', KEYS[2], '#b', #item)
-local toks = redis.call('HINCRBY', KEYS[2], '#t', tonumber(ARGV[4]) or 0)
+bytes = bytes + #item
+toks = toks + (tonumber(ARGV[4]) or 0)
 
 local function over(count, b, tk, first)
   local cn, cb, ct = tonumber(ARGV[first]), tonumber(ARGV[first + 1]), tonumber(ARGV[first + 2])
@@ -42,13 +48,13 @@ end
 local dropped = 0
 while len > 1 and dropped < 1000 and over(len, bytes, toks, 9) do
   local old = redis.call('LPOP', KEYS[3])
-  bytes = redis.call('HINCRBY', KEYS[2], '#b', -#old)
-  -- 0 - x, never -x: -0 reaches Redis as "-0", which is not an integer to it.
-  toks = redis.call('HINCRBY', KEYS[2], '#t', 0 - item_tokens(old))
+  bytes = bytes - #old
+  toks = toks - item_tokens(old)
   len = len - 1
   dropped = dropped + 1
 end
+redis.call('HSET', KEYS[2], '#n', int(n), '#b', int(bytes), '#t', int(toks))
 
 op_record(KEYS[4], now, int(n))
-context_expire(KEYS[1], KEYS[2], KEYS[3], ARGV[13])
+context_expire(KEYS[1], KEYS[2], KEYS[3], ARGV[13], true)
 return {n, over(len, bytes, toks, 6) and 1 or 0, dropped, now}

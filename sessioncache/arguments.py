@@ -4,6 +4,7 @@ into a script's ARGV (ValidationError before anything is sent)."""
 from __future__ import annotations
 
 import os
+import random
 from base64 import urlsafe_b64encode
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -34,9 +35,17 @@ def retry_horizon_ms(settings: RedisSettings) -> int:
 DEFAULT_RETRY_HORIZON_MS = retry_horizon_ms(RedisSettings())
 
 
+# Op ids need to be unique, not secret: a generator of our own, seeded from os.urandom (a
+# syscall per call cost a microsecond on the hot path) and reseeded in a forked child, so two
+# processes never share a sequence; random.seed() in user code does not touch it.
+_op_random = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_op_random.seed)
+
+
 def new_op_id() -> str:
     """16 random characters (96 bits) naming one call; every retry of the call repeats it."""
-    return urlsafe_b64encode(os.urandom(12)).decode()
+    return urlsafe_b64encode(_op_random.getrandbits(96).to_bytes(12, "little")).decode()
 
 
 def op_args(horizon_ms: str, args: Sequence[Any]) -> list[Any]:

@@ -162,5 +162,9 @@ def encode_mapping(
     out: list[bytes | str] = []
     for name, value in mapping.items():
         out.append(field(name, limits))
-        out.append(encode_value(value, limits, f"{what}[{name!r}]"[:120]))
+        # The common case (short ASCII text) inline, without building encode_value's label.
+        if type(value) is str and value.isascii() and len(value) <= limits.max_value_bytes:
+            out.append(value.encode())
+        else:
+            out.append(encode_value(value, limits, f"{what}[{name!r}]"[:120]))
     return out

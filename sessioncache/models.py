@@ -181,6 +181,15 @@ class Session:
     def _decode(self) -> None:
         stored = self._stored
         assert stored is not None
+        # The common session: plain data names and text values, decoded in one comprehension.
+        # The tag byte (0xC1) never occurs in UTF-8, so a value blob without it holds only
+        # text; names starting with "~" or "@" (escaped data, metadata) take the loop below.
+        if VALUE_TAG not in b"".join(stored.values()):
+            names = b"\n" + b"\n".join(stored)
+            if b"\n~" not in names and b"\n@" not in names:
+                self._data = {name.decode(): raw.decode() for name, raw in stored.items()}
+                self._metadata, self._stored = {}, None
+                return
         data: dict[str, Any] = {}
         metadata: dict[str, Any] = {}
         for raw_name, raw in stored.items():

@@ -95,6 +95,34 @@ async def test_the_op_log_expires_after_the_horizon_and_is_capped(store: Session
                 if k == log.encode()]
 
 
+
+async def test_one_write_in_eight_trims_the_op_log_by_size_and_age(store: SessionStore) -> None:
+    # The writes that trim are picked by their op id's last character (a multiple of 8: "H" is
+    # 72, "B" is 66), so this test picks them itself.
+    s = await store.create("cap", "u", "web")
+    ident = store.identity("cap", "u", "web")
+    log = store.keys.op_log(s.session_key)
+    keys = list(store._session_keys(ident))
+
+    async def touch(last: str) -> None:
+        args = store.op_args([store.default_ttl_ms, "0", ""])
+        args[0] = args[0][:-1] + last
+        assert (await store.scripts.touch.run(store.client, keys, args))[0] == 1
+
+    for _ in range(1009):  # with the create's record: 1010 writes, none of them trimming
+        await touch("B")
+    assert await store.client.zcard(log) == 2020
+    await touch("H")
+    assert await store.client.zcard(log) == 2000  # the newest 1000 writes, both members each
+    # Age every record past the horizon (score 1 ms after the epoch).
+    await store.client.zadd(log, dict.fromkeys(await store.client.zrange(log, 0, -1), 1), xx=True)
+    await touch("B")  # a write that does not trim leaves the old records
+    assert await store.client.zcard(log) == 2002
+    await touch("H")
+    assert await store.client.zcard(log) == 4  # the two writes within the horizon
+    assert 0 < await store.client.pttl(log) <= int(store._horizon_ms)
+
+
 # -- faults on a private server -----------------------------------------------------------------
 
 

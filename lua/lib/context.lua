@@ -11,8 +11,12 @@ local function context_gen(session)
 end
 
 -- Make `ctx` belong to generation `gen`; returns true if an older context was dropped.
-local function context_claim(ctx, hist, gen, version)
-  if redis.call('HGET', ctx, '#g') == gen then
+-- `held`: its '#g' if the caller already read it (false: none), nil to read it here.
+local function context_claim(ctx, hist, gen, version, held)
+  if held == nil then
+    held = redis.call('HGET', ctx, '#g')
+  end
+  if held == gen then
     return false
   end
   redis.call('DEL', ctx, hist)
@@ -22,12 +26,13 @@ end
 
 -- The context keys expire `outlive` ms after the session's current expiry (none if it has
 -- none), so a session kept alive by touches alone keeps its context for that long.
-local function context_expire(session, ctx, hist, outlive)
+-- `has_hist`: the caller knows the history list exists (else EXISTS tells).
+local function context_expire(session, ctx, hist, outlive, has_hist)
   local exp = redis.call('PEXPIRETIME', session)
   if exp > 0 then
     exp = int(exp + tonumber(outlive))
     redis.call('PEXPIREAT', ctx, exp)
-    if redis.call('EXISTS', hist) == 1 then
+    if has_hist or redis.call('EXISTS', hist) == 1 then
       redis.call('PEXPIREAT', hist, exp)
     end
   end
