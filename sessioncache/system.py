@@ -14,6 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .batch import Batch
 from .coherent import CoherentCache
+from .component_checks import register_feature_checks, register_near_cache_check
 from .context import SessionContext
 from .conversation import ConversationMethods
 from .errors import SessionCacheError, SessionExpired, SessionNotFound
@@ -136,6 +137,7 @@ class SessionSystem(ConversationMethods, TrackingMethods, ExpiryMethods, Persist
         # Filled by the feature modules as they land (None: not built in this version).
         self.sync: Any = None
         register_core_checks(self)
+        register_feature_checks(self)
 
     def _new_backup_scheduler(self) -> BackupScheduler | None:
         config = self.config
@@ -317,6 +319,7 @@ class SessionSystem(ConversationMethods, TrackingMethods, ExpiryMethods, Persist
         self.context.near_cache = cache.cache
         self.context.drain = cache.drain if cache.in_process else None
         self.batch.on_write = cache.written
+        register_near_cache_check(self, cache)
 
     async def update_session(
         self,

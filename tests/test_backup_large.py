@@ -102,6 +102,10 @@ async def big(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Big]:
 
 
 @pytest.mark.slow
+# The first case also builds the module's fixture: 100,000 sessions loaded, backed up and
+# restored once as the reference (minutes on a loaded machine); each case then writes and
+# restores 100,000 records.
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_100k_sessions_round_trip(big: Big, fmt: str) -> None:
     backup_id = await big.backups.create_backup(format=fmt)

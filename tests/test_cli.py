@@ -132,13 +132,28 @@ def test_demo_runs_to_its_report(capsys: pytest.CaptureFixture[str]) -> None:
     assert "3 worker processes, 30 users, 4 messages each, on EMBEDDED" in out
     assert "ok   turns counted (no lost update): 120" in out
     assert "FAIL" not in out and "result: nothing lost" in out
+    assert "ok   near-cache reads equal to a fresh read: 150" in out
+    assert "ok   expiry warnings sent (one per session): 30" in out
+    assert "ok   idle sessions archived exactly once: 15" in out
+    assert "ok   archived sessions warned before: 15" in out
+    assert "features shown: " in out and "near-cache reads, expiry with a warning" in out
 
 
 def test_demo_on_a_real_redis_as_json(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--url", redis_url, "--workers", "2", "--users", "20", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
     assert report["ok"] is True and report["messages"] == 100
     assert all(c["expected"] == c["actual"] for c in report["checks"])
+    checks = {c["check"]: c["actual"] for c in report["checks"]}
+    assert checks["reads after another process's write equal to a fresh read"] == 2
+    assert checks["sessions that kept talking still live"] == 10
+    # 5 rounds over 20 sessions: the first round misses; a hit never needs Redis.
+    hits, misses = report["near_cache_hits"], report["near_cache_misses"]
+    assert hits > 0 and misses >= 20 and hits + misses <= 100
+    assert "turn lock" in report["features"] and "expiry with a warning" in report["features"]
+    assert "demo: step 3/5 near_cache_reads" in captured.err
+    assert "demo: 5 steps done" in captured.err
 
 
 def test_readme_first_command_runs_in_a_subprocess(tmp_path: Path) -> None:
@@ -148,3 +163,15 @@ def test_readme_first_command_runs_in_a_subprocess(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "result: nothing lost" in done.stdout and "Traceback" not in done.stderr
+    # The README shows this report: the same steps, features and exact counts.
+    readme = (ROOT / "README.md").read_text()
+    shown = readme[readme.index("```\nsessioncache demo: ") : readme.index("result: nothing lost")]
+
+    def stable(text: str) -> list[str]:
+        # Figures (times, rates, paths, ids) vary per run; the check lines and the kind of
+        # each report line do not.
+        lines = text.splitlines()
+        kinds = [line.split()[0] for line in lines if line.startswith("  ") and line.strip()]
+        return kinds + [line for line in lines if line.startswith(("  ok", "features shown"))]
+
+    assert stable(shown) == stable(done.stdout[: done.stdout.index("result: nothing lost")])

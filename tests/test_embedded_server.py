@@ -86,10 +86,17 @@ class Worker:
     def exit(self) -> None:
         self.ask("exit", "bye")
         assert self.process.wait(timeout=60) == 0
+        self._close_pipes()
 
     def kill9(self) -> None:
         self.process.kill()
         self.process.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def _alive(pid: int) -> bool:

@@ -442,6 +442,8 @@ def test_lock_settings_are_validated(memory_url: str) -> None:
 
 
 @pytest.mark.slow
+# 8 spawned processes, each importing aiogram, for each of two storages and five rounds.
+@pytest.mark.timeout(300)
 async def test_eight_processes_update_one_chat_lost_update_comparison(
     redis_url: str, record_property: Any
 ) -> None:

@@ -506,7 +506,7 @@ async def test_a_conversation_moves_between_workers(url_ns: tuple[str, str]) -> 
     steps = ["/start", "Ann", "31"]
     for i, (text, (app, _)) in enumerate(zip(steps, apps, strict=True)):
         await app.process_update(text_update(i + 1, user, user, text, app.bot))
-    p = SessionCachePersistence.from_url(url, namespace=namespace)  # a reader of its own
+    p = persistence(url_ns)  # a reader of its own
     assert await p.get_conversations("signup") == {}
     user_data: dict[Any, Any] = {}
     await p.refresh_user_data(user, user_data)

@@ -169,6 +169,9 @@ def ptb_selection() -> list[str]:
 
 
 @pytest.mark.slow
+# A peer's whole suite in a subprocess (hundreds of cases, each building Applications), after
+# fetching its source distribution on the first run: minutes, not one test's 60 s.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("mode", ["loading", "lazy"])
 def test_ptb_persistence_suite(redis_url: str, peer_root: Path, mode: str) -> None:
     tree = peer_root / f"ptb-{mode}"
@@ -188,6 +191,7 @@ def test_ptb_persistence_suite(redis_url: str, peer_root: Path, mode: str) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # as above: a peer's suite in a subprocess
 def test_aiogram_storage_suite(redis_url: str, peer_root: Path) -> None:
     tree = peer_root / "aiogram"
     shutil.rmtree(tree, ignore_errors=True)

@@ -13,10 +13,9 @@ COMMANDS = ("expire", "archive")
 
 def add_commands(sub: Any) -> None:
     """Add the expiry subcommands to the CLI's subparsers."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default="redis://127.0.0.1:6379", help="Redis URL")
-    common.add_argument("--namespace", default="sc", help="session namespace (default sc)")
-    common.add_argument("--json", action="store_true", help="print JSON")
+    from ..commands.common import connection_options, json_option
+
+    common = argparse.ArgumentParser(add_help=False, parents=[connection_options(), json_option()])
 
     p = sub.add_parser("expire", parents=[common], help="run an expiry sweep now")
     p.add_argument("--rules", required=True, help="TOML file of [[rule]] tables")
@@ -32,12 +31,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--archive-dir", help="also look for archived sessions in this directory")
 
 
-def _kind(url: str) -> str:
-    return "CLUSTER" if "+cluster" in url.split("://", 1)[0] else "REDIS"
-
-
 async def run_command(args: argparse.Namespace) -> int:
     """Run one expiry subcommand (errors reach the CLI's one-line report on stderr)."""
+    from ..persistence.restore import Progress
+    from ..storage import storage_from_url
     from ..system import SessionSystem
 
     options: dict[str, Any] = {"namespace": args.namespace, "expiry_interval": 86400.0}
@@ -45,10 +42,20 @@ async def run_command(args: argparse.Namespace) -> int:
         options["expiry_rules"] = args.rules
     if args.archive_dir:
         options["archive_dir"] = args.archive_dir
-    system = await SessionSystem.start(_kind(args.url), {"url": args.url}, **options)
+    system = await SessionSystem.open(*storage_from_url(args.url), health_interval=None, **options)
     try:
         if args.command == "expire":
-            report = await system.cleanup_expired_sessions(dry_run=args.dry_run)
+            bar = Progress("expire")
+            seen = [0]
+
+            def progress(examined: int) -> None:
+                bar.update(examined - seen[0])
+                seen[0] = examined
+
+            try:
+                report = await system.expiry.sweep(dry_run=args.dry_run, progress=progress)
+            finally:
+                bar.close()
             if args.json:
                 print(json.dumps(report.to_dict()))
             else:

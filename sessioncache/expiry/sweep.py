@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -58,8 +59,11 @@ class SweepMethods:
     async def _run(self, run: FleetRun) -> ExpiryReport:
         return await self.sweep()
 
-    async def sweep(self, dry_run: bool = False) -> ExpiryReport:
-        """Act on every session whose next stage is due, bucket by bucket, in bounded batches."""
+    async def sweep(
+        self, dry_run: bool = False, *, progress: Callable[[int], None] | None = None
+    ) -> ExpiryReport:
+        """Act on every session whose next stage is due, bucket by bucket, in bounded batches;
+        ``progress`` is given the number of sessions examined so far after each bucket."""
         began = time.perf_counter()
         state = _Sweep(await self._now(), dry_run)
         state.report.dry_run = dry_run
@@ -70,6 +74,8 @@ class SweepMethods:
             for bucket, members in zip(chunk, heads, strict=True):
                 if members:
                     await self._sweep_bucket(bucket, members, state)
+                    if progress is not None:
+                        progress(state.report.examined)
                 if state.report.examined >= self.max_per_sweep:
                     break
         state.report.duration_s = round(time.perf_counter() - began, 6)

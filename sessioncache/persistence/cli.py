@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
 from ..cli import OPERATOR_ERRORS, report_error
-from ..commands.common import default_url
+from ..commands.common import default_url, print_json
 from ..store import SessionStore
 from .formats import FORMATS
 from .manager import Persistence
@@ -35,6 +36,7 @@ def add_commands(sub: Any) -> None:
         "command line, where other users could read it",
     )
     common.add_argument("--allow-pickle", action="store_true", help="load signed pickle backups")
+    common.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = sub.add_parser("backup", parents=[common], help="write a full or incremental backup")
     p.add_argument("--incremental", action="store_true")
@@ -93,6 +95,9 @@ async def run_command(args: argparse.Namespace) -> int:
 async def _dispatch(p: Persistence, args: argparse.Namespace) -> int:
     allow = args.allow_pickle
     if args.command == "backup" and args.list:
+        if args.json:
+            print_json([dataclasses.asdict(b) for b in p.list_backups()])
+            return 0
         for b in p.list_backups():
             state = f"DAMAGED: {b.error}" if b.error else f"{b.sessions} sessions"
             if b.events:
@@ -107,10 +112,13 @@ async def _dispatch(p: Persistence, args: argparse.Namespace) -> int:
             progress=True,
             events=True if args.events else None,
         )
-        print(backup_id)
+        print_json({"backup_id": backup_id}) if args.json else print(backup_id)
         return 0
     if args.command == "verify":
         report = await p.verify_backup(args.backup, allow_pickle=allow)
+        if args.json:
+            print_json(dataclasses.asdict(report))
+            return 0 if report.ok else 1
         if report.ok:
             print(
                 f"ok: {report.sessions} sessions, {report.tombstones} tombstones, "
@@ -124,6 +132,9 @@ async def _dispatch(p: Persistence, args: argparse.Namespace) -> int:
         r = await p.restore_backup(
             args.backup, args.strategy, decide=ask_on_terminal, allow_pickle=allow, progress=True
         )
+        if args.json:
+            print_json(dataclasses.asdict(r))
+            return 0
         print(
             f"restored {r.written}, kept {r.kept}, expired {r.expired}, "
             f"tombstones {r.tombstones}, event streams {r.events} "
