@@ -29,7 +29,9 @@ from .errors import (
 from .events import Event, EventType
 from .expiry import ArchivedSession, ExpiryEngine, ExpiryInfo, ExpiryReport
 from .expiry.rules import Rule, load_rules_toml, parse_rules
+from .fleet import FleetJob
 from .health import HealthMonitor, register_core_checks
+from .identity_links import IdentityLinks, LinkConfig
 from .models import Platform, Session, SessionState
 from .nearcache import NearCacheConfig
 from .patterns import PatternReport
@@ -37,9 +39,12 @@ from .persistence import BackupInfo, Persistence, RestoreReport, VerifyReport
 from .persistence.restore import Decide
 from .persistence.scheduler import BackupScheduler
 from .prediction import LifecyclePrediction
+from .scopes import check_scope
 from .statistics import StatisticsReport
 from .storage import Storage, default_data_dir, redact, resolve_storage
 from .store import DEFAULT_TTL, SessionStore
+from .sync import SyncConfig, SyncManager
+from .sync_methods import SyncMethods
 from .tracker import StateTracker, TrackerConfig
 from .turns import Turns
 
@@ -96,6 +101,21 @@ class SessionSystemConfig:
     """How long archived sessions stay in Redis (archive_dir keeps a file copy)."""
     expiry_notify: Any = None
     """Called with an ExpiryNotice for each warning and notify action (sync or async)."""
+    # Cross-channel sync (docs/sync.md)
+    session_scope: str = "chat_user_thread"
+    """chat_user_thread, person or chat (scoped_session())."""
+    sync_mode: str = "auto"
+    """manual, auto, delayed or batch."""
+    sync_strategy: Any = "lww"
+    """lww, fww, merge, priority, manual, or a callable (field, stored, incoming) -> value."""
+    sync_shared_fields: Any = ()
+    """Data fields linked sessions share, or "*"."""
+    sync_priority: tuple[str, ...] = ()
+    """Platforms in priority order for sync_strategy "priority"."""
+    sync_delay: float = 2.0
+    """Seconds a "delayed" sync waits; also the batch job's interval."""
+    link_code_ttl: float = 600.0
+    """Seconds a link code stays redeemable."""
 
     def __post_init__(self) -> None:
         if isinstance(self.expiry_rules, (str, Path)):
@@ -108,6 +128,8 @@ class SessionSystemConfig:
             raise ValidationError(
                 f"tracker options must be a TrackerConfig, not {type(self.tracker).__name__}"
             )
+        check_scope(self.session_scope)
+        self.sync_config()  # validates the sync options
         if not isinstance(self.enable_all_features, bool):
             raise ValidationError(
                 f"enable_all_features must be a bool, got {self.enable_all_features!r}"
@@ -119,6 +141,16 @@ class SessionSystemConfig:
             isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0
         ):
             raise ValidationError(f"health_interval must be a positive number, got {interval!r}")
+
+    def sync_config(self) -> SyncConfig:
+        """The sync options as a SyncConfig."""
+        return SyncConfig(
+            shared_fields=self.sync_shared_fields,
+            strategy=self.sync_strategy,
+            mode=self.sync_mode,
+            priority=tuple(self.sync_priority),
+            delay=self.sync_delay,
+        )
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -161,7 +193,7 @@ class _OpenOrStart:
         return owner.open if obj is None else obj._start
 
 
-class SessionSystem(ConversationMethods):
+class SessionSystem(ConversationMethods, SyncMethods):
     """One object for bot code: the core store plus the features built on it.
 
     Not-found contract, the same on every surface (SessionStore, SessionSystem and the
@@ -219,8 +251,19 @@ class SessionSystem(ConversationMethods):
         if rules:
             self.expiry_scheduler = AsyncIOScheduler(timezone="UTC")
             self.expiry.schedule(self.expiry_scheduler)
-        # Filled by the feature modules as they land (None: not built in this version).
-        self.sync: Any = None
+        self.session_scope = config.session_scope
+        self.sync = SyncManager(
+            store,
+            IdentityLinks(store.client, store.keys, LinkConfig(code_ttl=config.link_code_ttl)),
+            config.sync_config(),
+        )
+        self.sync_scheduler: AsyncIOScheduler | None = None
+        if config.sync_mode == "batch":
+            self.sync_scheduler = AsyncIOScheduler(timezone="UTC")
+            self.sync_job = FleetJob(
+                store.client, store.keys, "sync", config.sync_delay, self.sync.run_batch
+            )
+            self.sync_job.schedule(self.sync_scheduler)
         register_core_checks(self)
 
     def _new_backup_scheduler(self) -> BackupScheduler | None:
@@ -293,6 +336,8 @@ class SessionSystem(ConversationMethods):
             self.backup_scheduler.start()
         if self.expiry_scheduler is not None:
             self.expiry_scheduler.start()
+        if self.sync_scheduler is not None:
+            self.sync_scheduler.start()
         if self.config.health_interval:
             self.health.start(self.config.health_interval)
         self._running = True
@@ -418,7 +463,7 @@ class SessionSystem(ConversationMethods):
         """Merge data and metadata fields (and delete some) in one atomic step; see
         SessionStore.update(). SessionNotFound if the session does not exist."""
         try:
-            return await self._write(
+            session = await self._write(
                 session_id,
                 lambda: self.store.update(
                     session_id,
@@ -432,6 +477,11 @@ class SessionSystem(ConversationMethods):
             )
         finally:
             self._written(session_id)
+        if self.sync.config.shared_fields and (data or delete):
+            # Shared fields are stamped (and synced as sync_mode says); see docs/sync.md.
+            await self.sync.write(session.session_id, data or {}, delete)
+            session = await self.store.get(session.session_id)
+        return session
 
     async def delete_session(self, session_id: str) -> bool:
         """Remove a session and its context; True if the session existed, False if it did
@@ -653,6 +703,12 @@ class SessionSystem(ConversationMethods):
                 await self.expiry.job.drain()
                 self.expiry_scheduler.shutdown(wait=False)
                 await asyncio.sleep(0)
+            if self.sync_scheduler is not None and self.sync_scheduler.running:
+                self.sync_scheduler.pause()
+                await self.sync_job.drain()
+                self.sync_scheduler.shutdown(wait=False)
+                await asyncio.sleep(0)
+            await self.sync.flush()
             await self.context.wait_summaries()
             if self.near_cache is not None:
                 await self.near_cache.stop()
