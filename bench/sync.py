@@ -45,6 +45,8 @@ async def _run(store: SessionStore, args: argparse.Namespace) -> bool:
         return await store.set_field(p2, "topic", f"t{i}")
 
     ours, base = await compare(synced, plain, args.n, rounds=args.rounds)
+    if (await store.get(dc)).data != (await store.get(tg)).data:
+        raise SystemExit("the linked session did not receive the synced field")
     # No ratio target yet: the row shows what a synced write costs (see docs/sync.md).
     return print_table("sync (sequential)", [Row("synced update vs 2 plain updates", ours,
                                                  base, 100.0)])

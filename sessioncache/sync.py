@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 from .codec import data_field, decode_value, encode_value
 from .errors import SessionNotFound, ValidationError
@@ -266,9 +265,13 @@ class SyncManager:
             if who == own:
                 continue
             platform, user = split_identity(who)
-            for s in await self.store.list_user_sessions(unquote(user)):
-                if s.platform == platform and s.session_id != session_id:
-                    out.append(s.session_id)
+            # The user index's entries, not the sessions: a stale entry (an expired session)
+            # costs a "gone" verdict at apply, a HGETALL per session would cost every sync.
+            keys = self.store.keys
+            for raw in await self.store.client.hkeys(keys.user_index(user)):
+                sid = keys.session_id_of_key(keys.session_in_index(user, raw.decode()))
+                if sid.startswith(platform + ":") and sid != session_id:
+                    out.append(sid)
         return sorted(out)
 
     async def _person(self, session_id: str) -> str | None:
