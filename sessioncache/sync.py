@@ -78,7 +78,8 @@ class Conflict:
 
 
 @dataclass(slots=True)
-class _Field:
+class SyncField:
+    """One field as sync_apply.lua takes it (see its header)."""
     name: str
     stored: str
     stamp: str
@@ -129,7 +130,8 @@ class SyncManager:
 
     # -- keys -----------------------------------------------------------------------------
 
-    def _keys(self, ident: Identity) -> list[str]:
+    def script_keys(self, ident: Identity) -> list[str]:
+        """KEYS of sync_apply.lua for a session."""
         s = self.store
         key = s.keys.session(ident)
         return [key, s.keys.user_index(ident.user_tag), s.keys.change_bucket_of(ident),
@@ -140,7 +142,7 @@ class SyncManager:
         return str(order.index(platform) if platform in order else len(order))
 
     async def _apply(
-        self, session_id: str, mode: str, origin: str, fields: Sequence[_Field]
+        self, session_id: str, mode: str, origin: str, fields: Sequence[SyncField]
     ) -> dict[str, str]:
         ident = parse_session_id(session_id)
         args: list[Any] = [mode, origin, self._rank(parse_session_id(origin).platform),
@@ -148,7 +150,7 @@ class SyncManager:
         for f in fields:
             args += [f.stored, f.stamp, f.base, f.kind, f.value, _conflict_id(f.stored, f.stamp)]
         reply = await self.store.scripts.sync_apply.run(
-            self.store.client, self._keys(ident), self.store.op_args(args)
+            self.store.client, self.script_keys(ident), self.store.op_args(args)
         )
         if reply[0] == -1:
             raise SessionNotFound(session_id)
@@ -176,14 +178,14 @@ class SyncManager:
             if merge:
                 raw = json.dumps(_jsonable(value)).encode()
                 fields.append(
-                    _Field(name, data_field(name, limits), self.clock.now(), "", "m", raw)
+                    SyncField(name, data_field(name, limits), self.clock.now(), "", "m", raw)
                 )
             else:
-                fields.append(_Field(name, data_field(name, limits), self.clock.now(), "", "v",
+                fields.append(SyncField(name, data_field(name, limits), self.clock.now(), "", "v",
                                      encode_value(value, limits)))
         for name in delete:
             if self.config.shares(name):
-                fields.append(_Field(name, data_field(name, limits), self.clock.now(), "", "d",
+                fields.append(SyncField(name, data_field(name, limits), self.clock.now(), "", "d",
                                      b""))
         if not fields:
             return {}
@@ -197,7 +199,7 @@ class SyncManager:
         so increments made concurrently on linked sessions all count. Returns the verdict."""
         if self.config.strategy != "merge" or not self.config.shares(name):
             raise ValidationError("increment() needs strategy 'merge' and a shared field")
-        f = _Field(name, data_field(name, self.store.limits), self.clock.now(), "", "m",
+        f = SyncField(name, data_field(name, self.store.limits), self.clock.now(), "", "m",
                    json.dumps({"+": by}).encode())
         result = await self._apply(session_id, "local", session_id, [f])
         await self._announce(session_id, [name])
@@ -278,7 +280,7 @@ class SyncManager:
         ident = parse_session_id(session_id)
         return await self.links.person_of(ident.platform, ident.user_id)
 
-    async def _read(self, session_id: str, names: Sequence[str] | None) -> list[_Field]:
+    async def _read(self, session_id: str, names: Sequence[str] | None) -> list[SyncField]:
         ident = parse_session_id(session_id)
         limits = self.store.limits
         if names is None:
@@ -303,11 +305,11 @@ class SyncManager:
             if self.config.strategy == "merge":
                 st = json.loads(state) if state else _merge_state(
                     None if value is None else decode_value(value), stamp_s, session_id)
-                out.append(_Field(name, sf, stamp_s, "", "m", json.dumps(st).encode()))
+                out.append(SyncField(name, sf, stamp_s, "", "m", json.dumps(st).encode()))
             elif value is None:
-                out.append(_Field(name, sf, stamp_s, (base or b"").decode(), "d", b""))
+                out.append(SyncField(name, sf, stamp_s, (base or b"").decode(), "d", b""))
             else:
-                out.append(_Field(name, sf, stamp_s, (base or b"").decode(), "v", value))
+                out.append(SyncField(name, sf, stamp_s, (base or b"").decode(), "v", value))
         return out
 
     # -- operations -----------------------------------------------------------------------
@@ -339,7 +341,7 @@ class SyncManager:
 
     async def _run_plan(self, plan: dict[str, Any]) -> dict[str, dict[str, str]]:
         source = plan["source"]
-        payload = [_Field(n, sf, st, b, k, base64.b64decode(v))
+        payload = [SyncField(n, sf, st, b, k, base64.b64decode(v))
                    for n, sf, st, b, k, v in plan["fields"]]
         person = await self._person(source)
         results: dict[str, dict[str, str]] = {}
@@ -353,7 +355,7 @@ class SyncManager:
         return results
 
     async def _apply_target(
-        self, target: str, source: str, payload: Sequence[_Field]
+        self, target: str, source: str, payload: Sequence[SyncField]
     ) -> dict[str, str]:
         try:
             strategy = self.config.strategy
@@ -364,7 +366,7 @@ class SyncManager:
             return {f.name: "gone" for f in payload}
 
     async def _apply_custom(
-        self, target: str, source: str, payload: Sequence[_Field], resolve: Resolver
+        self, target: str, source: str, payload: Sequence[SyncField], resolve: Resolver
     ) -> dict[str, str]:
         out = {}
         for f in payload:
@@ -377,7 +379,7 @@ class SyncManager:
                 stored = None if value is None else decode_value(value)
                 incoming = None if f.kind == "d" else decode_value(f.value)
                 chosen = resolve(f.name, stored, incoming)
-                new = _Field(f.name, f.stored, max(f.stamp, self.clock.now()),
+                new = SyncField(f.name, f.stored, max(f.stamp, self.clock.now()),
                              (stamp or b"").decode(), "v",
                              encode_value(chosen, self.store.limits))
                 verdict = (await self._apply(target, "cas", source, [new]))[f.name]
@@ -469,7 +471,7 @@ class SyncManager:
             raise ValidationError(f"no conflict {conflict_id!r}")
         value = c.incoming if choose == "incoming" else c.stored if choose == "stored" else choose
         stored = data_field(c.field, self.store.limits)
-        f = _Field(c.field, stored, self.clock.now(), "", "v",
+        f = SyncField(c.field, stored, self.clock.now(), "", "v",
                    encode_value(value, self.store.limits))
         await self._apply(c.session_id, "local", c.session_id, [f])
         await self.store.client.hdel(
@@ -482,3 +484,40 @@ class SyncManager:
             "resolve", c.session_id, t, [c.field], "manual", {c.field: "applied"},
             time.time(), await self._person(c.session_id)) for t in targets])
         return c
+
+
+class SyncListener:
+    """Learns of every synced write in the namespace (any process) on its own pub/sub
+    connection: ``{"session": id, "fields": [...]}`` per write. Delivery is at most once (pub/sub):
+    a listener that was not connected misses writes; the stored stamps stay the truth."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.client = store.client
+        self.channel = store.keys.sync_channel()
+        self._pubsub: Any = None
+
+    async def start(self) -> None:
+        """Subscribe (returns once the server confirmed the subscription)."""
+        self._pubsub = self.client.pubsub()
+        await self._pubsub.subscribe(self.channel)
+        while True:
+            msg = await self._pubsub.get_message(timeout=5.0)
+            if msg is not None and msg["type"] == "subscribe":
+                return
+
+    async def next(self, timeout: float = 5.0) -> dict[str, Any] | None:
+        """The next announcement, or None if none came within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
+            msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+            if msg is not None and msg["type"] == "message":
+                value: dict[str, Any] = json.loads(msg["data"])
+                return value
+        return None
+
+    async def aclose(self) -> None:
+        """Unsubscribe and give the connection back."""
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+            self._pubsub = None

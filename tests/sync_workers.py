@@ -16,7 +16,7 @@ async def _writes(url: str, ns: str, sid: str, strategy: str, n: int) -> None:
     try:
         sync = SyncManager(store, IdentityLinks(store.client, store.keys),
                            SyncConfig(shared_fields=["topic", "count"], strategy=strategy,
-                                      mode="auto"))
+                                      mode="auto", priority=("discord", "telegram")))
         platform = sid.split(":")[0]
         for i in range(n):
             if strategy == "merge":

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from sessioncache.errors import IdentityOwned, LinkError, LinkRateLimited, ScopeError
+from sessioncache.identity import parse_session_id
 from sessioncache.identity_links import IdentityLinks, LinkConfig
 from sessioncache.scopes import scoped_identity
 from sessioncache.store import SessionStore
-from sessioncache.sync import SyncConfig, SyncManager
+from sessioncache.sync import SyncConfig, SyncField, SyncListener, SyncManager
 
 from .sync_workers import write_many
 
@@ -168,11 +169,11 @@ async def test_custom_strategy(store: SessionStore) -> None:
     assert (await store.get(DC)).data["topic"] == "b"
 
 
-@pytest.mark.parametrize("strategy", ["lww", "fww", "merge", "manual"])
+@pytest.mark.parametrize("strategy", ["lww", "fww", "priority", "merge", "manual"])
 async def test_processes_converge(store: SessionStore, backend_url: str, strategy: str) -> None:
     if backend_url.startswith("memory://"):
         pytest.skip("memory:// is one process's server: the OS-process test needs a server")
-    sync = manager(store, mode="auto", strategy=strategy)
+    sync = manager(store, mode="auto", strategy=strategy, priority=["discord", "telegram"])
     await linked(store, sync)
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=write_many,
@@ -195,7 +196,9 @@ async def test_processes_converge(store: SessionStore, backend_url: str, strateg
     else:
         assert a == b
         if strategy == "merge":
-            assert a["count"] == 4 * 40
+            assert a["count"] == 4 * 40  # every increment of four processes counted
+        if strategy == "priority":
+            assert a["topic"].startswith("discord")
 
 
 async def test_recovery_after_kill(store: SessionStore, backend_url: str) -> None:
@@ -218,3 +221,32 @@ async def test_recovery_after_kill(store: SessionStore, backend_url: str) -> Non
     assert await sync.recover() == 1
     assert [(await store.get(t)).data.get("topic") for t in targets] == ["killed", "killed"]
     assert await sync.recover() == 0
+
+
+async def test_writes_announce_themselves(store: SessionStore, backend_url: str) -> None:
+    listener = SyncListener(store)
+    await listener.start()
+    other = await SessionStore.connect(backend_url, namespace=store.keys.namespace)
+    try:
+        await store.create(123, 123, "telegram")
+        await manager(other).write(TG, {"topic": "hello", "private": 1})
+        assert await listener.next() == {"session": TG, "fields": ["topic"]}
+    finally:
+        await other.close()
+        await listener.aclose()
+
+
+async def test_sync_apply_retry_and_missing(store: SessionStore) -> None:
+    sync = manager(store, mode="manual")
+    await linked(store, sync)
+    f = SyncField("topic", "topic", sync.clock.now(), "", "v", b"x")
+    keys = sync.script_keys(parse_session_id(TG))
+    args = store.op_args(["local", TG, "0", "1", f.stored, f.stamp, "", "v", b"x", "c"])
+    first = await store.scripts.sync_apply.run(store.client, keys, args)
+    again = await store.scripts.sync_apply.run(store.client, keys, args)  # a client retry
+    assert first[0] == 1 and again == [2, first[1]]
+    assert (await store.get(TG)).version == first[1]
+    gone = sync.script_keys(parse_session_id("telegram:9:9"))
+    assert await store.scripts.sync_apply.run(store.client, gone, store.op_args(
+        ["local", TG, "0", "1", "topic", f.stamp, "", "v", b"x", "c"])) == [-1]
+    assert not await store.client.exists(gone[0], gone[4])
