@@ -74,3 +74,24 @@ async def test_person_scope_and_chat_scope(memory_url: str) -> None:
         await _open(memory_url, session_scope="everyone")
     with pytest.raises(ValidationError, match="sync_strategy"):
         await _open(memory_url, sync_strategy="newest")
+
+
+@pytest.mark.parametrize("mode", ["delayed", "batch"])
+async def test_delayed_and_batch_modes(backend_url: str, mode: str) -> None:
+    system = await _open(backend_url, sync_mode=mode, sync_delay=60.0)
+    try:
+        code = await system.start_link("telegram", 1)
+        await system.confirm_link("discord", 2, code)
+        tg = await system.scoped_session(1, 1, "telegram")
+        dc = await system.scoped_session(2, 2, "discord")
+        await system.update_session(tg.session_id, {"topic": "a"})
+        await system.update_session(tg.session_id, {"topic": "b"})
+        assert "topic" not in (await system.get_session(dc.session_id)).data
+        if mode == "delayed":
+            await system.sync.flush()  # what shutdown() does; the timer would after 60 s
+        else:
+            assert await system.sync_job.run_once() == 1  # one pending session, once per fleet
+        assert (await system.get_session(dc.session_id)).data["topic"] == "b"
+        assert [h.op for h in await system.sync_history(session_id=dc.session_id)] == ["update"]
+    finally:
+        await system.shutdown()
