@@ -93,6 +93,15 @@ def _conflict_id(stored_field: str, stamp: str) -> str:
     return hashlib.sha1(f"{stored_field}\0{stamp}".encode()).hexdigest()[:16]
 
 
+def _plan(op: str, source: str, targets: list[str], payload: Sequence[SyncField]) -> dict[str, Any]:
+    """A sync operation as the journal keeps it (JSON: values in base64)."""
+    return {
+        "op": op, "source": source, "targets": targets,
+        "fields": [[f.name, f.stored, f.stamp, f.base, f.kind,
+                    base64.b64encode(f.value).decode()] for f in payload],
+    }
+
+
 def _merge_state(value: Any, stamp: str, origin: str) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return {"c": {origin: [value, stamp]}}
@@ -328,11 +337,7 @@ class SyncManager:
         if not payload:
             return {}
         plan_id = self.clock.now()
-        plan = {
-            "op": op, "source": session_id, "targets": targets,
-            "fields": [[f.name, f.stored, f.stamp, f.base, f.kind,
-                        base64.b64encode(f.value).decode()] for f in payload],
-        }
+        plan = _plan(op, session_id, targets, payload)
         journal = self.store.keys.sync_journal()
         await self.store.client.hset(journal, plan_id, json.dumps(plan))
         results = await self._run_plan(plan)
@@ -404,10 +409,7 @@ class SyncManager:
         for other in await self.linked_sessions(session_id):
             payload = await self._read(other, None)
             if payload:
-                plan = {"op": "create", "source": other, "targets": [session_id],
-                        "fields": [[f.name, f.stored, f.stamp, f.base, f.kind,
-                                    base64.b64encode(f.value).decode()] for f in payload]}
-                out.update(await self._run_plan(plan))
+                out.update(await self._run_plan(_plan("create", other, [session_id], payload)))
         return out
 
     async def merge_sessions(self, a: str, b: str) -> None:
@@ -415,10 +417,7 @@ class SyncManager:
         for src, dst in ((a, b), (b, a)):
             payload = await self._read(src, None)
             if payload:
-                await self._run_plan({"op": "merge", "source": src, "targets": [dst],
-                                      "fields": [[f.name, f.stored, f.stamp, f.base, f.kind,
-                                                  base64.b64encode(f.value).decode()]
-                                                 for f in payload]})
+                await self._run_plan(_plan("merge", src, [dst], payload))
 
     async def recover(self) -> int:
         """Replay every journaled plan a killed process left (idempotent); returns how many."""
@@ -485,39 +484,3 @@ class SyncManager:
             time.time(), await self._person(c.session_id)) for t in targets])
         return c
 
-
-class SyncListener:
-    """Learns of every synced write in the namespace (any process) on its own pub/sub
-    connection: ``{"session": id, "fields": [...]}`` per write. Delivery is at most once (pub/sub):
-    a listener that was not connected misses writes; the stored stamps stay the truth."""
-
-    def __init__(self, store: SessionStore) -> None:
-        self.client = store.client
-        self.channel = store.keys.sync_channel()
-        self._pubsub: Any = None
-
-    async def start(self) -> None:
-        """Subscribe (returns once the server confirmed the subscription)."""
-        self._pubsub = self.client.pubsub()
-        await self._pubsub.subscribe(self.channel)
-        while True:
-            msg = await self._pubsub.get_message(timeout=5.0)
-            if msg is not None and msg["type"] == "subscribe":
-                return
-
-    async def next(self, timeout: float = 5.0) -> dict[str, Any] | None:
-        """The next announcement, or None if none came within ``timeout`` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (left := deadline - loop.time()) > 0:
-            msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
-            if msg is not None and msg["type"] == "message":
-                value: dict[str, Any] = json.loads(msg["data"])
-                return value
-        return None
-
-    async def aclose(self) -> None:
-        """Unsubscribe and give the connection back."""
-        if self._pubsub is not None:
-            await self._pubsub.aclose()
-            self._pubsub = None

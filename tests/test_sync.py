@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,11 +14,27 @@ from sessioncache.identity import parse_session_id
 from sessioncache.identity_links import IdentityLinks, LinkConfig
 from sessioncache.scopes import scoped_identity
 from sessioncache.store import SessionStore
-from sessioncache.sync import SyncConfig, SyncField, SyncListener, SyncManager
+from sessioncache.sync import SyncConfig, SyncField, SyncManager
+from sessioncache.sync_listener import SyncListener
 
+from .conftest import drop_namespace, unique_namespace
 from .sync_workers import write_many
 
 TG, DC = "telegram:123:123", "discord:987:987"
+
+
+@pytest.fixture(params=["redis_url", pytest.param("cluster_url", marks=pytest.mark.cluster)])
+def server_url(request: pytest.FixtureRequest) -> str:
+    """A real server other OS processes can reach (memory:// lives inside one process)."""
+    return str(request.getfixturevalue(request.param))
+
+
+@pytest.fixture
+async def server_store(server_url: str) -> AsyncIterator[SessionStore]:
+    s = await SessionStore.connect(server_url, namespace=unique_namespace(), socket_timeout=5.0)
+    yield s
+    await drop_namespace(s.client, s.keys.namespace)
+    await s.close()
 
 
 def manager(store: SessionStore, **cfg: Any) -> SyncManager:
@@ -170,9 +187,10 @@ async def test_custom_strategy(store: SessionStore) -> None:
 
 
 @pytest.mark.parametrize("strategy", ["lww", "fww", "priority", "merge", "manual"])
-async def test_processes_converge(store: SessionStore, backend_url: str, strategy: str) -> None:
-    if backend_url.startswith("memory://"):
-        pytest.skip("memory:// is one process's server: the OS-process test needs a server")
+async def test_processes_converge(
+    server_store: SessionStore, server_url: str, strategy: str
+) -> None:
+    store, backend_url = server_store, server_url
     sync = manager(store, mode="auto", strategy=strategy, priority=["discord", "telegram"])
     await linked(store, sync)
     ctx = mp.get_context("spawn")
@@ -201,9 +219,8 @@ async def test_processes_converge(store: SessionStore, backend_url: str, strateg
             assert a["topic"].startswith("discord")
 
 
-async def test_recovery_after_kill(store: SessionStore, backend_url: str) -> None:
-    if backend_url.startswith("memory://"):
-        pytest.skip("memory:// is one process's server: the kill test needs a server")
+async def test_recovery_after_kill(server_store: SessionStore, server_url: str) -> None:
+    store, backend_url = server_store, server_url
     sync = manager(store, mode="manual")
     await linked(store, sync)
     await store.create(987, 987, "discord", thread_id=7)
