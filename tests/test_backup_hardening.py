@@ -68,12 +68,27 @@ async def test_swapped_or_replayed_backup_file_is_refused(
     p.find(second).write_bytes(p.find(first).read_bytes())
     await _refused(p, second, "swapped")
     p.find(second).write_bytes(original)
-    # The older backup replayed under a fresh id.
+
+
+async def test_replayed_backup_file_is_refused(
+    store: SessionStore, persistence: Persistence
+) -> None:
+    p = persistence
+    await store.create(1, "u1", "web", data={"a": 1})
+    first = await p.create_backup()
+    # The backup replayed under a fresh id.
     replay = p.find(first).parent / p.find(first).name.replace(first, first[:-6] + "aaaaaa")
     replay.write_bytes(p.find(first).read_bytes())
     await _refused(p, first[:-6] + "aaaaaa", "swapped")
-    replay.unlink()
-    # An incremental's file swapped for another incremental's: the chain is refused too.
+
+
+async def test_swapped_link_of_a_chain_is_refused(
+    store: SessionStore, persistence: Persistence
+) -> None:
+    """An incremental's file swapped for another incremental's: the chain is refused too."""
+    p = persistence
+    await store.create(2, "u2", "web", data={"b": 2})
+    await p.create_backup()
     await store.update("web:2:u2", data={"b": 3})
     inc1 = await p.create_backup(incremental=True)
     await store.update("web:2:u2", data={"b": 4})

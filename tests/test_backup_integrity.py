@@ -49,6 +49,10 @@ async def _refused(p: Persistence, backup_id: str, before: dict[bytes, Any]) -> 
     return str(info.value)
 
 
+# ~70 damaged files each checked with a restore per strategy: the file checks are the same on
+# every backend, so these run on redis and memory://; the cluster refuses damaged, swapped,
+# forged and replayed files in the other tests of this module and of test_backup_hardening.py.
+@pytest.mark.parametrize("backend_url", ["redis", "memory"], indirect=True)
 async def test_bit_flips_anywhere_are_detected(persistence: Persistence) -> None:
     backup_id, path, pristine = await _seed(persistence)
     await persistence.store.update("telegram:0:u0", data={"live": True})
@@ -68,6 +72,10 @@ async def test_bit_flips_anywhere_are_detected(persistence: Persistence) -> None
     assert (await persistence.verify_backup(backup_id)).ok
 
 
+# ~70 damaged files each checked with a restore per strategy: the file checks are the same on
+# every backend, so these run on redis and memory://; the cluster refuses damaged, swapped,
+# forged and replayed files in the other tests of this module and of test_backup_hardening.py.
+@pytest.mark.parametrize("backend_url", ["redis", "memory"], indirect=True)
 async def test_truncation_is_detected(persistence: Persistence) -> None:
     backup_id, path, pristine = await _seed(persistence)
     before = await all_keys(persistence.store)
@@ -221,6 +229,10 @@ async def test_wrong_key_and_unsigned_backups_are_refused(
     assert "unsigned" in await _refused(keyed, unsigned_id, before)
 
 
+# ~70 damaged files each checked with a restore per strategy: the file checks are the same on
+# every backend, so these run on redis and memory://; the cluster refuses damaged, swapped,
+# forged and replayed files in the other tests of this module and of test_backup_hardening.py.
+@pytest.mark.parametrize("backend_url", ["redis", "memory"], indirect=True)
 async def test_accidental_damage_is_detected_without_a_key(
     store: SessionStore, tmp_path: Path
 ) -> None:

@@ -14,7 +14,8 @@ import pytest
 from sessioncache import Session, ValidationError, initialize_sessions, shutdown_sessions
 from sessioncache.lease import Lease
 from sessioncache.persistence import Persistence
-from sessioncache.persistence.container import BackupReader
+from sessioncache.persistence.container import BackupReader, BackupWriter
+from sessioncache.persistence.formats import Codec
 from sessioncache.persistence.scheduler import BackupScheduler
 from sessioncache.store import SessionStore
 
@@ -114,10 +115,23 @@ async def test_interactive_asks_per_conflict(store: SessionStore, persistence: P
 async def test_expired_sessions_are_not_restored(
     store: SessionStore, persistence: Persistence
 ) -> None:
-    await store.create(1, "u", "web", ttl=1.5)
+    await store.create(1, "u", "web", ttl=3600)
     await store.create(2, "u", "web")
     backup_id = await persistence.create_backup()
-    await asyncio.sleep(1.6)
+    # The first session's record rewritten (and re-signed) as expired a minute ago: the restore
+    # compares each record's expiry with the server's clock, and no test waits on that clock.
+    path = persistence.find(backup_id)
+    with BackupReader(path) as reader:
+        manifest = dict(reader.manifest)
+        records = [r for part in reader.records() for r in part]
+    past = int(time.time() * 1000) - 60_000
+    for record in records:
+        if record[1] == "web:1:u":
+            record[2], record[3][b"e"] = past, b"%d" % past
+    path.unlink()
+    with BackupWriter(path, manifest, Codec(manifest["format"]), KEY.encode()) as w:
+        w.add_part(records)
+        w.finish()
     report = await persistence.restore_backup(backup_id, "replace")
     assert (report.written, report.expired) == (1, 1)
     assert [s.chat_id for s in await store.list_user_sessions("u")] == ["2"]
@@ -262,7 +276,7 @@ async def test_initialize_sessions_schedules_backups_with_apscheduler(
     backend_url: str, tmp_path: Path
 ) -> None:
     url = backend_url
-    kind = "MEMORY" if url.startswith("memory://") else "REDIS"
+    kind = "MEMORY" if url.startswith("memory://") else "CLUSTER" if "+cluster" in url else "REDIS"
     system = await initialize_sessions(
         kind,
         {"url": url},
