@@ -428,6 +428,13 @@ class SyncManager:
             await self.store.client.hdel(journal, plan_id)
         return len(plans)
 
+    async def forget(self, session_id: str) -> None:
+        """Drop a deleted session's stamps and conflicts (its slot's two keys)."""
+        ident = parse_session_id(session_id)
+        keys = self.store.keys
+        await self.store.client.delete(keys.sync_meta(ident))
+        await self.store.client.delete(keys.sync_conflicts(ident))
+
     # -- conflicts ------------------------------------------------------------------------
 
     async def list_conflicts(self, session_id: str | None = None) -> list[Conflict]:

@@ -488,6 +488,7 @@ class SessionSystem(ConversationMethods, SyncMethods):
         not (never raises for that)."""
         existed = await self.store.delete(session_id)
         await self.context.delete_context(session_id)
+        await self.sync.forget(session_id)
         self._written(session_id)
         return existed
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from sessioncache.errors import IdentityOwned, LinkError, LinkRateLimited, ScopeError
+from sessioncache.hlc import HybridClock
 from sessioncache.identity import parse_session_id
 from sessioncache.identity_links import IdentityLinks, LinkConfig
 from sessioncache.scopes import scoped_identity
@@ -267,3 +269,29 @@ async def test_sync_apply_retry_and_missing(store: SessionStore) -> None:
     assert await store.scripts.sync_apply.run(store.client, gone, store.op_args(
         ["local", TG, "0", "1", "topic", f.stamp, "", "v", b"x", "c"])) == [-1]
     assert not await store.client.exists(gone[0], gone[4])
+
+
+def test_hlc_orders_after_what_it_saw() -> None:
+    ahead, behind = HybridClock("a"), HybridClock("b")
+    future = f"{int(time.time() * 1000) + 3_600_000:013d}.000000.a"  # a host an hour ahead
+    behind.observe(future)
+    assert behind.now() > future  # not its own (earlier) wall clock
+    stamps = [ahead.now() for _ in range(1000)]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 1000
+
+
+def test_suggestions_are_listed_never_applied() -> None:
+    profiles = {"telegram:1": {"email": "A@x.org"}, "discord:2": {"email": "a@x.org "},
+                "slack:3": {"phone": "+47 1"}, "web:4": {"email": "b@x.org"}}
+    assert IdentityLinks.suggestions(profiles) == [("discord:2", "telegram:1", "email")]
+
+
+async def test_delete_forgets_stamps(store: SessionStore) -> None:
+    sync = manager(store, mode="manual")
+    await linked(store, sync)
+    await sync.write(TG, {"topic": "x"})
+    ident = parse_session_id(TG)
+    assert await store.client.exists(store.keys.sync_meta(ident))
+    await store.delete(TG)
+    await sync.forget(TG)
+    assert not await store.client.exists(store.keys.sync_meta(ident))
