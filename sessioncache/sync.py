@@ -185,7 +185,14 @@ class SyncManager:
             if not self.config.shares(name):
                 continue
             if merge:
-                raw = json.dumps(_jsonable(value)).encode()
+                encode_value(value, limits)  # the same limits as any stored value
+                try:
+                    raw = json.dumps(_jsonable(value)).encode()
+                except (TypeError, ValueError) as exc:
+                    raise ValidationError(
+                        f"field {name!r}: strategy 'merge' takes JSON values "
+                        f"(numbers, text, lists, sets, dicts): {exc}"
+                    ) from exc
                 fields.append(
                     SyncField(name, data_field(name, limits), self.clock.now(), "", "m", raw)
                 )

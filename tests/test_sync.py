@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from sessioncache.errors import IdentityOwned, LinkError, LinkRateLimited, ScopeError
+from sessioncache.errors import (
+    IdentityOwned,
+    LinkError,
+    LinkRateLimited,
+    ScopeError,
+    ValidationError,
+)
 from sessioncache.hlc import HybridClock
 from sessioncache.identity import parse_session_id
 from sessioncache.identity_links import IdentityLinks, LinkConfig
@@ -295,3 +301,16 @@ async def test_delete_forgets_stamps(store: SessionStore) -> None:
     await store.delete(TG)
     await sync.forget(TG)
     assert not await store.client.exists(store.keys.sync_meta(ident))
+
+
+async def test_bad_merge_value_changes_nothing(store: SessionStore) -> None:
+    sync = manager(store, mode="manual", strategy="merge")
+    await linked(store, sync)
+    before = await store.get(TG)
+    with pytest.raises(ValidationError, match="JSON"):
+        await sync.write(TG, {"prefs": {"raw": b"bytes"}})
+    with pytest.raises(ValidationError):
+        await sync.write(TG, {"notes": "x" * (1024 * 1024)})
+    after = await store.get(TG)
+    assert after.version == before.version and after.data == before.data
+    assert not await store.client.exists(store.keys.sync_meta(parse_session_id(TG)))
