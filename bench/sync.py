@@ -47,6 +47,17 @@ async def _run(store: SessionStore, args: argparse.Namespace) -> bool:
     ours, base = await compare(synced, plain, args.n, rounds=args.rounds)
     if (await store.get(dc)).data != (await store.get(tg)).data:
         raise SystemExit("the linked session did not receive the synced field")
-    # No ratio target yet: the row shows what a synced write costs (see docs/sync.md).
-    return print_table("sync (sequential)", [Row("synced update vs 2 plain updates", ours,
-                                                 base, 100.0)])
+    manual = SyncManager(store, sync.links, SyncConfig(shared_fields=["topic"], mode="manual"))
+
+    async def stamped(i: int) -> object:
+        return await manual.write(tg, {"topic": f"m{i}"})
+
+    async def one_plain(i: int) -> object:
+        return await store.set_field(p1, "topic", f"m{i}")
+
+    m_ours, m_base = await compare(stamped, one_plain, args.n, rounds=args.rounds)
+    # No ratio target yet: the rows show what a synced write costs (see docs/sync.md).
+    return print_table("sync (sequential)", [
+        Row("auto: synced update vs 2 plain updates", ours, base, 100.0),
+        Row("manual: stamped write vs 1 plain update", m_ours, m_base, 100.0),
+    ])
