@@ -11,11 +11,17 @@ from sessioncache.store import SessionStore
 from sessioncache.sync import SyncConfig, SyncManager
 
 
+def larger(field: str, stored: Any, incoming: Any) -> Any:
+    """The custom strategy of the tests: the larger value wins (order-independent)."""
+    return incoming if stored is None or incoming > stored else stored
+
+
 async def _writes(url: str, ns: str, sid: str, strategy: str, n: int) -> None:
     store = await SessionStore.connect(url, namespace=ns, socket_timeout=10.0)
     try:
         sync = SyncManager(store, IdentityLinks(store.client, store.keys),
-                           SyncConfig(shared_fields=["topic", "count"], strategy=strategy,
+                           SyncConfig(shared_fields=["topic", "count"],
+                                      strategy=larger if strategy == "custom" else strategy,
                                       mode="auto", priority=("discord", "telegram")))
         platform = sid.split(":")[0]
         for i in range(n):

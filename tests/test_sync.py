@@ -26,7 +26,7 @@ from sessioncache.sync import SyncConfig, SyncField, SyncManager
 from sessioncache.sync_listener import SyncListener
 
 from .conftest import drop_namespace, unique_namespace
-from .sync_workers import write_many
+from .sync_workers import larger, write_many
 
 TG, DC = "telegram:123:123", "discord:987:987"
 
@@ -194,12 +194,13 @@ async def test_custom_strategy(store: SessionStore) -> None:
     assert (await store.get(DC)).data["topic"] == "b"
 
 
-@pytest.mark.parametrize("strategy", ["lww", "fww", "priority", "merge", "manual"])
+@pytest.mark.parametrize("strategy", ["lww", "fww", "priority", "merge", "manual", "custom"])
 async def test_processes_converge(
     server_store: SessionStore, server_url: str, strategy: str
 ) -> None:
     store, backend_url = server_store, server_url
-    sync = manager(store, mode="auto", strategy=strategy, priority=["discord", "telegram"])
+    sync = manager(store, mode="auto", strategy=larger if strategy == "custom" else strategy,
+                   priority=["discord", "telegram"])
     await linked(store, sync)
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=write_many,
@@ -225,6 +226,8 @@ async def test_processes_converge(
             assert a["count"] == 4 * 40  # every increment of four processes counted
         if strategy == "priority":
             assert a["topic"].startswith("discord")
+        if strategy == "custom":
+            assert a["topic"] == max(a["topic"], b["topic"]) and a["topic"].startswith("telegram")
 
 
 async def test_recovery_after_kill(server_store: SessionStore, server_url: str) -> None:
