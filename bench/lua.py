@@ -64,7 +64,7 @@ async def _run(store: SessionStore, client: Any, old_source: str, args: argparse
     await store.create("chat", "user", "telegram")
     keys = list(store._session_keys(store.identity("chat", "user", "telegram")))
     touch = registry().touch
-    body = touch.source[len(prelude()) :]
+    body = "".join(touch.source.splitlines(keepends=True)[touch.offset :])
     await client.function_load(_library("sc_bench", body), replace=True)
     old_sha = await client.script_load(old_source) if old_source else None
     ttl = store.default_ttl_ms

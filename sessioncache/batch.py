@@ -9,7 +9,7 @@ in Redis never fails the others.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
@@ -18,6 +18,7 @@ from .errors import BackendUnavailable, SessionCacheError, SessionNotFound
 from .identity import parse_session_id
 from .models import Session, session_from_hash
 from .scripts import Script
+from .slots import tag_slot
 from .store import SessionStore
 
 T = TypeVar("T")
@@ -51,6 +52,7 @@ class _Call:
     keys: Sequence[str]
     args: Sequence[Any]
     finish: Callable[[Any], Any]
+    members: list[tuple[int, str, Any, str]] = field(default_factory=list)
 
 
 class Batch:
@@ -63,23 +65,43 @@ class Batch:
         """Called with the session keys a batch wrote (the near cache's read-your-writes)."""
 
     async def get_many(self, session_ids: Iterable[str]) -> list[ItemResult[Session]]:
-        """Each session, or None if it does not exist, in the order asked."""
-        calls: list[_Call] = []
+        """Each session, or None if it does not exist, in the order asked.
+
+        Sessions of one slot are read by one read_many.lua call (all of them on a standalone
+        server, up to ``chunk`` per call): one reply to parse instead of one per session.
+        """
         results: list[ItemResult[Any]] = []
+        groups: dict[int, list[tuple[int, str, Any, str]]] = {}
+        cluster = self.store.is_cluster
         for index, sid in enumerate(session_ids):
             try:
                 ident = parse_session_id(sid)
             except SessionCacheError as exc:
                 results.append(ItemResult(sid, error=exc))
                 continue
-            key = self.store.keys.session(ident)
             results.append(ItemResult(sid))
-
-            def finish(flat: Any, ident: Any = ident, key: str = key) -> Session | None:
-                return session_from_hash(ident, key, flat) if flat else None
-
-            calls.append(_Call(index, sid, None, [key], [], finish))
-        await self._run(calls, results)
+            slot = tag_slot(ident.user_tag) if cluster else 0
+            groups.setdefault(slot, []).append((index, sid, ident, self.store.keys.session(ident)))
+        calls: list[_Call] = []
+        for members in groups.values():
+            for start in range(0, len(members), self.chunk):
+                part = members[start : start + self.chunk]
+                calls.append(
+                    _Call(
+                        -1, part[0][1], self.store.scripts.read_many, [m[3] for m in part], [], list
+                    )
+                )
+                calls[-1].members = part
+        replies = await self._send_with_reload(calls)
+        for call, reply in zip(calls, replies, strict=True):
+            for member, flat in zip(call.members, _per_key(reply, len(call.members)), strict=True):
+                index, sid, ident, key = member
+                if isinstance(flat, Exception):
+                    results[index] = ItemResult(sid, error=flat)
+                else:
+                    results[index] = ItemResult(
+                        sid, session_from_hash(ident, key, flat) if flat else None
+                    )
         return results
 
     async def set_many(self, items: Mapping[str, Mapping[str, Any]]) -> list[ItemResult[int]]:
@@ -152,16 +174,20 @@ class Batch:
     async def _run(self, calls: list[_Call], results: list[ItemResult[Any]]) -> None:
         for start in range(0, len(calls), self.chunk):
             chunk = calls[start : start + self.chunk]
-            replies = await self._send(chunk)
-            retry = [c for c, r in zip(chunk, replies, strict=True) if isinstance(r, NoScriptError)]
-            if retry:
-                # The server lost its script cache (restart, failover): load and resend those.
-                for script in {c.script.name: c.script for c in retry if c.script}.values():
-                    await self.store.client.script_load(script.source)
-                again = dict(zip(map(id, retry), await self._send(retry), strict=True))
-                replies = [again.get(id(c), r) for c, r in zip(chunk, replies, strict=True)]
+            replies = await self._send_with_reload(chunk)
             for call, reply in zip(chunk, replies, strict=True):
                 results[call.index] = self._outcome(call, reply)
+
+    async def _send_with_reload(self, chunk: list[_Call]) -> list[Any]:
+        replies = await self._send(chunk)
+        retry = [c for c, r in zip(chunk, replies, strict=True) if isinstance(r, NoScriptError)]
+        if retry:
+            # The server lost its script cache (restart, failover): load and resend those.
+            for script in {c.script.name: c.script for c in retry if c.script}.values():
+                await self.store.client.script_load(script.source)
+            again = dict(zip(map(id, retry), await self._send(retry), strict=True))
+            replies = [again.get(id(c), r) for c, r in zip(chunk, replies, strict=True)]
+        return replies
 
     def _outcome(self, call: _Call, reply: Any) -> ItemResult[Any]:
         if isinstance(reply, ResponseError):
@@ -178,9 +204,7 @@ class Batch:
         try:
             async with self.store.client.pipeline(transaction=False) as pipe:
                 for call in calls:
-                    if call.script is None:
-                        pipe.hgetall(call.keys[0])
-                    else:
+                    if call.script is not None:
                         # execute_command: redis-py blocks the evalsha method on cluster
                         # pipelines, yet routes EVALSHA by its first key like any command.
                         sha, nkeys = call.script.sha, len(call.keys)
@@ -189,3 +213,12 @@ class Batch:
         except RedisError as exc:
             failed = BackendUnavailable(f"Redis unavailable during a batch: {exc}")
             return [failed] * len(calls)
+
+
+def _per_key(reply: Any, n: int) -> list[Any]:
+    """read_many.lua's reply split per key, or the call's error repeated for each key."""
+    if isinstance(reply, ResponseError):
+        return [BackendUnavailable(f"read_many failed: {reply}")] * n
+    if isinstance(reply, Exception):
+        return [reply] * n
+    return list(reply)

@@ -89,6 +89,7 @@ class SessionContext:
         self._caps = self.config.history.append_caps()
         self._version = str(SCHEMA_VERSION)
         self._summarizing: dict[str, asyncio.Task[None]] = {}
+        self._keys: dict[str, tuple[Identity, list[str]]] = {}
         scripts = store.scripts
         self._append = scripts.context_append
         self._write = scripts.context_write
@@ -98,9 +99,15 @@ class SessionContext:
 
     def keys_of(self, session_id: str) -> tuple[Identity, list[str]]:
         """The identity and [session, context, history] keys of a session id."""
-        ident = parse_session_id(session_id)
-        keys = self.store.keys
-        return ident, [keys.session(ident), keys.context(ident), keys.history(ident)]
+        found = self._keys.get(session_id)
+        if found is None:
+            if len(self._keys) >= 65536:  # bounded: ids of a burst of one-off sessions
+                self._keys.clear()
+            ident = parse_session_id(session_id)
+            keys = self.store.keys
+            found = ident, [keys.session(ident), keys.context(ident), keys.history(ident)]
+            self._keys[session_id] = found
+        return found
 
     # -- history ------------------------------------------------------------------------------
 

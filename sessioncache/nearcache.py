@@ -205,6 +205,10 @@ class NearCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether an entry is held for ``key`` (whether or not it may be served now)."""
+        return key in self._entries
+
     @property
     def size_bytes(self) -> int:
         """Bytes held (as estimated by the callers of fill())."""

@@ -98,25 +98,48 @@ def _read(entry: Traversable, name: str, lib: bool) -> str:
     return source if source.endswith("\n") else source + "\n"
 
 
-def prelude() -> str:
-    """The shared helpers: every lua/lib/*.lua in name order, each defining ``local function``s.
+_DEFINES_RE = re.compile(r"^local (?:function )?(\w+)", re.M)
 
-    Sent in front of every script, so each rule exists once in the repository while every
-    script stays one self-contained EVALSHA (see docs/architecture.md, "Lua").
-    """
+
+def _lib_files() -> list[tuple[str, frozenset[str]]]:
+    """Each lua/lib/*.lua in name order: its source and the names it defines."""
     lib = lua_dir().joinpath("lib")
     if not lib.is_dir():
-        return ""
-    parts = []
+        return []
+    files = []
     for entry in sorted(lib.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".lua"):
-            parts.append(_read(entry, entry.name[: -len(".lua")], lib=True))
-    return "".join(parts)
+            source = _read(entry, entry.name[: -len(".lua")], lib=True)
+            files.append((source, frozenset(_DEFINES_RE.findall(source))))
+    return files
+
+
+def prelude(body: str | None = None) -> str:
+    """The shared helpers: lua/lib/*.lua in name order, each defining ``local function``s.
+
+    Sent in front of a script, so each rule exists once in the repository while every script
+    stays one self-contained EVALSHA (see docs/architecture.md, "Lua"). With ``body``, only the
+    lib files whose names the body uses (or a file it needs uses): fewer closures per call.
+    """
+    files = _lib_files()
+    if body is None:
+        return "".join(source for source, _ in files)
+    words = set(re.findall(r"\w+", body))
+    needed: set[int] = set()
+    grew = True
+    while grew:
+        grew = False
+        for i, (source, defines) in enumerate(files):
+            if i not in needed and defines & words:
+                needed.add(i)
+                words |= set(re.findall(r"\w+", source))
+                grew = True
+    return "".join(source for i, (source, _) in enumerate(files) if i in needed)
 
 
 def compose(name: str, body: str, helpers: str | None = None) -> Script:
     """A Script from a body and the helpers in front of it (tests compose probes this way)."""
-    helpers = prelude() if helpers is None else helpers
+    helpers = prelude(body) if helpers is None else helpers
     source = helpers + body
     sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
     return Script(name, source, sha, helpers.count("\n"))
@@ -124,13 +147,12 @@ def compose(name: str, body: str, helpers: str | None = None) -> Script:
 
 def load_scripts() -> dict[str, Script]:
     """Read every lua/*.lua; each must open with its ``-- name.lua: ...`` header."""
-    helpers = prelude()
     scripts: dict[str, Script] = {}
     for entry in sorted(lua_dir().iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".lua"):
             continue
         name = entry.name[: -len(".lua")]
-        scripts[name] = compose(name, _read(entry, name, lib=False), helpers)
+        scripts[name] = compose(name, _read(entry, name, lib=False))
     return scripts
 
 
@@ -160,6 +182,7 @@ class ScriptRegistry:
     lock_extend: Script
     lock_release: Script
     prune_index: Script
+    read_many: Script
     ptb_migrate: Script
     publish_table: Script
     record_merge: Script

@@ -124,6 +124,13 @@ async def test_context_keys_expire_after_the_session(make: Any) -> None:
     session_exp = await client.pexpiretime(keys.session(ident))
     for key in (keys.context(ident), keys.history(ident)):
         assert await client.pexpiretime(key) == session_exp + 60_000
+    # A new history list (after a clear) gets the expiry too, and a touch moves both along.
+    await system.clear_history(sid)
+    await system.touch_session(sid, ttl=200)
+    await system.append_message(sid, "user", "again")
+    session_exp = await client.pexpiretime(keys.session(ident))
+    for key in (keys.context(ident), keys.history(ident)):
+        assert await client.pexpiretime(key) == session_exp + 60_000
 
 
 async def test_slots_belong_to_one_dialogue_step(make: Any) -> None:

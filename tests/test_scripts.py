@@ -14,12 +14,16 @@ from sessioncache.statistics import histogram_bucket
 
 def test_every_script_is_a_typed_attribute_and_carries_the_helpers() -> None:
     reg = registry()
-    helpers = prelude()
-    assert "local function now_ms()" in helpers
+    assert "local function now_ms()" in prelude()
     for name, script in reg.scripts.items():
         assert getattr(reg, name) is script
-        assert script.source.startswith(helpers)
-        assert script.offset == helpers.count("\n")
+        helpers = script.source.splitlines(keepends=True)[: script.offset]
+        assert script.source.splitlines()[script.offset].startswith(f"-- {name}.lua: ")
+        assert "".join(helpers) == prelude(script.source[len("".join(helpers)) :])
+    # Only the lib files a script uses (and what they use) are sent in front of it.
+    assert "local function op_applied" in reg.update.source
+    assert "local function release_owned" not in reg.update.source
+    assert "local function op_applied" not in reg.lock_release.source
     assert not hasattr(reg, "__getitem__")
 
 
