@@ -134,6 +134,8 @@ class SyncManager:
         self.config = config
         self.clock = HybridClock()
         self.history = SyncHistory(store.client, store.keys, config.history_cap)
+        self.on_write: Callable[[str], None] | None = None
+        """Told of every session this manager wrote (the near cache drops it at once)."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -161,6 +163,8 @@ class SyncManager:
         reply = await self.store.scripts.sync_apply.run(
             self.store.client, self.script_keys(ident), self.store.op_args(args)
         )
+        if self.on_write is not None:
+            self.on_write(session_id)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
         if reply[0] == 2:

@@ -448,6 +448,7 @@ class SessionSystem(ConversationMethods, SyncMethods):
         self.context.near_cache = cache.cache
         self.context.drain = cache.drain if cache.in_process else None
         self.batch.on_write = cache.written
+        self.sync.on_write = cache.written_session
 
     async def update_session(
         self,

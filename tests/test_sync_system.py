@@ -95,3 +95,19 @@ async def test_delayed_and_batch_modes(backend_url: str, mode: str) -> None:
         assert [h.op for h in await system.sync_history(session_id=dc.session_id)] == ["update"]
     finally:
         await system.shutdown()
+
+
+@pytest.mark.parametrize("which", ["redis_url", "memory_url"])
+async def test_near_cache_sees_synced_writes(request: pytest.FixtureRequest, which: str) -> None:
+    url = str(request.getfixturevalue(which))
+    system = await _open(url, near_cache=True)
+    try:
+        code = await system.start_link("telegram", 1)
+        await system.confirm_link("discord", 2, code)
+        tg = await system.scoped_session(1, 1, "telegram")
+        dc = await system.scoped_session(2, 2, "discord")
+        assert "topic" not in (await system.get_session(dc.session_id)).data  # now cached
+        await system.update_session(tg.session_id, {"topic": "synced"})
+        assert (await system.get_session(dc.session_id)).data["topic"] == "synced"
+    finally:
+        await system.shutdown()
