@@ -4,27 +4,40 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-from base64 import urlsafe_b64encode
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
 
 from .aliases import RedisClient
+from .arguments import (
+    DEFAULT_RETRY_HORIZON_MS,
+    RETRY_MARGIN_S,
+    StoreExtras,
+    check_messages,
+    check_priority,
+    check_state,
+    check_version,
+    create_fields,
+    new_op_id,
+    op_args,
+    retry_horizon_ms,
+    ttl_ms,
+    update_fields,
+)
 from .backends import RedisSettings, connect, is_cluster
-from .codec import DEFAULT_LIMITS, Limits, data_field, decode_value, encode_mapping, metadata_field
+from .codec import DEFAULT_LIMITS, Limits, data_field, decode_value
 from .errors import (
     BackendUnavailable,
-    IntegrityError,
     SessionExists,
     SessionExpired,
     SessionNotFound,
     ValidationError,
     VersionConflict,
 )
-from .identity import Identity, make_identity, parse_session_id, user_tag
+from .identity import Identity, make_identity, parse_session_id
 from .keys import KeySchema
+from .listing import ListingMethods
 from .models import Platform, Session, SessionState, session_from_hash
 from .redaction import redact_message
 from .scripts import ScriptRegistry, registry
@@ -36,86 +49,21 @@ _MISSING: Any = object()
 
 log = logging.getLogger(__name__)
 
-
-RETRY_MARGIN_S = 30.0
-"""Seconds added to the computed retry horizon: for a request that a proxy or a kernel buffer
-delivers after its sender gave up (see docs/guarantees.md, "Retries")."""
-
-
-def retry_horizon_ms(settings: RedisSettings) -> int:
-    """How long after a write its op id is remembered, from the client's retry settings.
-
-    Every attempt of a call may take a connect, a full socket timeout and a backoff pause:
-    attempts x (connect timeout + socket timeout + backoff cap), plus RETRY_MARGIN_S.
-    """
-    attempts = settings.retries + 1
-    per_attempt = settings.socket_connect_timeout + settings.socket_timeout + settings.backoff_cap
-    return round((attempts * per_attempt + RETRY_MARGIN_S) * 1000)
+# Defined in arguments.py; importable from here, where they were defined before the split.
+__all__ = [
+    "DEFAULT_RETRY_HORIZON_MS",
+    "DEFAULT_TTL",
+    "RETRY_MARGIN_S",
+    "SessionStore",
+    "StoreExtras",
+    "check_version",
+    "new_op_id",
+    "op_args",
+    "retry_horizon_ms",
+]
 
 
-DEFAULT_RETRY_HORIZON_MS = retry_horizon_ms(RedisSettings())
-
-
-def new_op_id() -> str:
-    """16 random characters (96 bits) naming one call; every retry of the call repeats it."""
-    return urlsafe_b64encode(os.urandom(12)).decode()
-
-
-def op_args(horizon_ms: str, args: Sequence[Any]) -> list[Any]:
-    """A mutating script's ARGV: op id, call digest, retry horizon, then the call's own args.
-
-    The digest binds the op id to these arguments, so a reused op id is refused rather than
-    answered "already applied" (lib/ops.lua). Retries happen inside the process that made the
-    call, so the process-salted built-in hash is enough, and cheap: str and bytes cache theirs.
-    """
-    digest = format(hash(tuple(args)) & 0xFFFFFFFFFFFFFFFF, "x")
-    return [new_op_id(), digest, horizon_ms, *args]
-
-
-def _ttl_ms(ttl: float | None, what: str = "ttl") -> int:
-    if ttl is None:
-        return 0
-    if (
-        isinstance(ttl, bool)
-        or not isinstance(ttl, (int, float))
-        or not 0 < ttl <= 10 * 365 * 86400
-    ):
-        raise ValidationError(f"{what} must be a number of seconds in (0, 10 years], got {ttl!r}")
-    return max(1, round(ttl * 1000))
-
-
-def check_version(expected_version: int | None) -> str:
-    """An expected_version as a script argument (empty: unconditional); ValidationError if bad."""
-    if expected_version is None:
-        return ""
-    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
-        raise ValidationError(f"expected_version must be an int, got {expected_version!r}")
-    return str(expected_version)
-
-
-def _check_priority(priority: int | None) -> str:
-    if priority is None:
-        return ""
-    if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
-        raise ValidationError(f"priority must be an int in [-1000, 1000], got {priority!r}")
-    return str(priority)
-
-
-class StoreExtras(Protocol):
-    """Extra KEYS/ARGV a feature adds to create.lua and delete.lua (see their headers).
-
-    Given to the store's constructor (``extras=``), so every create and delete of that store
-    writes the feature's keys too; the state tracker's are ``TrackerConfig.store_extras()``.
-    """
-
-    def create_extras(self, keys: KeySchema, ident: Identity) -> tuple[list[str], list[Any]]:
-        """KEYS appended after create.lua's four, and ARGV appended after its field pairs."""
-
-    def delete_extras(self, keys: KeySchema, ident: Identity) -> list[str]:
-        """KEYS appended after delete.lua's four."""
-
-
-class SessionStore:
+class SessionStore(ListingMethods):
     """Shared session storage over one Redis (standalone, cluster or in-memory).
 
     Identity arguments come first, in one order on every surface (this class, SessionSystem
@@ -141,7 +89,7 @@ class SessionStore:
         self.keys = KeySchema(namespace, cluster=is_cluster(client))
         self.limits = limits
         self.default_ttl = default_ttl
-        self.default_ttl_ms = str(_ttl_ms(default_ttl, "default_ttl"))
+        self.default_ttl_ms = str(ttl_ms(default_ttl, "default_ttl"))
         """The default TTL as the scripts take it (milliseconds, as text)."""
         self._max_fields = str(limits.max_fields)
         self.scripts: ScriptRegistry = registry()
@@ -247,24 +195,16 @@ class SessionStore:
         priority: int,
         ttl: float | None,
     ) -> tuple[list[str], list[Any]]:
-        pairs = encode_mapping(data, data_field, self.limits, "data")
-        pairs += encode_mapping(metadata, metadata_field, self.limits, "metadata")
-        if len(pairs) // 2 > self.limits.max_fields:
-            raise ValidationError(
-                f"data and metadata hold {len(pairs) // 2} fields; "
-                f"a session holds at most {self.limits.max_fields}"
-            )
-        state_name = state.value if isinstance(state, SessionState) else state
-        if not isinstance(state_name, str) or not state_name or len(state_name) > 64:
-            raise ValidationError(f"state must be a non-empty str of at most 64 chars: {state!r}")
+        pairs = create_fields(data, metadata, self.limits)
+        state_name = check_state(state)
         keys = list(self._session_keys(ident))
         args = [
             mode,
-            str(_ttl_ms(ttl)),
+            str(ttl_ms(ttl)),
             self.default_ttl_ms,
             ident.suffix,
             state_name,
-            _check_priority(priority) or "0",
+            check_priority(priority) or "0",
             str(len(pairs) // 2),
             *pairs,
         ]
@@ -402,27 +342,12 @@ class SessionStore:
         keys: Sequence[str] = self._session_keys(ident)
         if self.expiry_index_of is not None:
             keys = (*keys, self.expiry_index_of(ident))
-        pairs = encode_mapping(data, data_field, self.limits, "data") if data is not None else []
-        if metadata is not None:
-            pairs += encode_mapping(metadata, metadata_field, self.limits, "metadata")
-        npairs = len(pairs) // 2
-        if delete or delete_metadata:
-            if isinstance(delete, str) or isinstance(delete_metadata, str):
-                raise ValidationError("delete and delete_metadata take a list of names, not a str")
-            dels = [data_field(name, self.limits) for name in delete]
-            dels += [metadata_field(name, self.limits) for name in delete_metadata]
-            if npairs + len(dels) > self.limits.max_fields:
-                raise ValidationError(
-                    f"one update may touch at most {self.limits.max_fields} fields"
-                )
-            pairs += dels
-        elif npairs > self.limits.max_fields:
-            raise ValidationError(f"one update may touch at most {self.limits.max_fields} fields")
+        npairs, pairs = update_fields(data, metadata, delete, delete_metadata, self.limits)
         args = [
             check_version(expected_version),
             reply_mode,
             self.default_ttl_ms,
-            _check_priority(priority),
+            check_priority(priority),
             self._max_fields,
             str(npairs),
             *pairs,
@@ -525,14 +450,8 @@ class SessionStore:
         """Record activity (and optionally messages); refreshes the TTL. Returns the new expiry.
         SessionNotFound if the session does not exist."""
         ident = parse_session_id(session_id)
-        if (
-            isinstance(messages, bool)
-            or not isinstance(messages, int)
-            or not 0 <= messages <= 10**6
-        ):
-            raise ValidationError(f"messages must be an int in [0, 1000000], got {messages!r}")
-        new_ttl = "" if ttl is None else str(_ttl_ms(ttl))
-        args = self.op_args([self.default_ttl_ms, str(messages), new_ttl])
+        new_ttl = "" if ttl is None else str(ttl_ms(ttl))
+        args = self.op_args([self.default_ttl_ms, check_messages(messages), new_ttl])
         keys: Sequence[str] = self._session_keys(ident)
         if self.expiry_index_of is not None:
             keys = (*keys, self.expiry_index_of(ident))
@@ -557,49 +476,3 @@ class SessionStore:
         if self.extras and self.expiry_index_of is not None:
             keys.append(self.expiry_index_of(ident))
         return keys, self.op_args([ident.suffix])
-
-    # -- listing --------------------------------------------------------------------------
-
-    async def list_user_sessions(self, user_id: object) -> list[Session]:
-        """Every live session of a user, across platforms, chats and threads (an empty list
-        for an unknown user)."""
-        tag = user_tag(user_id)
-        index = self.keys.user_index(tag)
-        try:
-            suffixes = sorted(await self.client.hkeys(index))
-            if not suffixes:
-                return []
-            keys = [self.keys.session_in_index(tag, s.decode()) for s in suffixes]
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.hgetall(key)
-                hashes = await pipe.execute()
-        except RedisError as exc:
-            raise BackendUnavailable(f"Redis unavailable during list_user_sessions: {exc}") from exc
-        sessions, gone = [], []
-        for key, suffix, flat in zip(keys, suffixes, hashes, strict=True):
-            if not flat:
-                gone.append((key, suffix))
-                continue
-            sid = self.keys.session_id_of_key(key)
-            try:
-                sessions.append(session_from_hash(parse_session_id(sid), key, flat))
-            except (ValidationError, IntegrityError) as exc:
-                # One session this version cannot read (written by an older version under
-                # other id rules, or damaged) must not hide the user's other sessions.
-                log.warning("list_user_sessions skips session %r: %s", sid[:200], exc)
-        if gone:
-            await self.scripts.prune_index.run(
-                self.client, [index, *(k for k, _ in gone)], [s for _, s in gone]
-            )
-        return sessions
-
-    async def count(self) -> int:
-        """Number of live sessions in the namespace (SCAN over every primary)."""
-        total = 0
-        try:
-            async for _ in self.client.scan_iter(match=self.keys.session_pattern(), count=1000):
-                total += 1
-        except RedisError as exc:
-            raise BackendUnavailable(f"Redis unavailable during count: {exc}") from exc
-        return total

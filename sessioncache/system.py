@@ -1,188 +1,74 @@
-"""SessionSystem: the facade bot code talks to, and initialize_sessions() that builds it."""
+"""SessionSystem: the facade bot code talks to; its feature methods are mixins (features.py,
+conversation.py), its options live in options.py and the module-level API in origin.py."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .batch import Batch
-from .codec import DEFAULT_LIMITS, Limits
 from .coherent import CoherentCache
-from .context import ContextConfig, SessionContext
+from .context import SessionContext
 from .conversation import ConversationMethods
-from .errors import (
-    AlreadyInitialized,
-    SessionCacheError,
-    SessionExpired,
-    SessionNotFound,
-    ValidationError,
-)
-from .events import Event, EventType
-from .expiry import ArchivedSession, ExpiryEngine, ExpiryInfo, ExpiryReport
-from .expiry.rules import Rule, load_rules_toml, parse_rules
+from .errors import SessionCacheError, SessionExpired, SessionNotFound
+from .events import EventType
+from .expiry import ExpiryEngine
+from .expiry.rules import Rule
+from .features import ExpiryMethods, PersistenceMethods, TrackingMethods
 from .fleet import FleetJob
 from .health import HealthMonitor, register_core_checks
 from .identity_links import IdentityLinks, LinkConfig
 from .models import Platform, Session, SessionState
 from .nearcache import NearCacheConfig
-from .patterns import PatternReport
-from .persistence import BackupInfo, Persistence, RestoreReport, VerifyReport
-from .persistence.restore import Decide
+from .options import SessionSystemConfig
+from .origin import (
+    create_session,
+    current_system,
+    delete_session,
+    get_or_create_session,
+    get_session,
+    initialize_sessions,
+    list_user_sessions,
+    shutdown_sessions,
+    touch_session,
+    update_session,
+)
+from .persistence import Persistence
 from .persistence.scheduler import BackupScheduler
-from .prediction import LifecyclePrediction
-from .scopes import check_scope
-from .statistics import StatisticsReport
-from .storage import Storage, default_data_dir, redact, resolve_storage
-from .store import DEFAULT_TTL, SessionStore
-from .sync import SyncConfig, SyncManager
+from .storage import Storage, default_data_dir, resolve_storage
+from .store import SessionStore
+from .sync import SyncManager
 from .sync_methods import SyncMethods
-from .tracker import StateTracker, TrackerConfig
+from .tracker import StateTracker
 from .turns import Turns
+
+# SessionSystemConfig (options.py) and the module-level API (origin.py) are importable from
+# here too, where they were defined before the split.
+__all__ = [
+    "SessionSystem",
+    "SessionSystemConfig",
+    "create_session",
+    "current_system",
+    "delete_session",
+    "get_or_create_session",
+    "get_session",
+    "initialize_sessions",
+    "list_user_sessions",
+    "shutdown_sessions",
+    "touch_session",
+    "update_session",
+]
 
 log = logging.getLogger(__name__)
 
 _memory_warned = False
 T = TypeVar("T")
-
-
-@dataclass(repr=False)
-class SessionSystemConfig:
-    """Every keyword argument of initialize_sessions(), so ``initialize_sessions(**c.__dict__)``.
-
-    ``storage_type`` None means: what ``storage_config`` implies, else $SESSIONCACHE_URL, else
-    MEMORY. State tracking is always on; persistence works as soon as ``backup_dir`` is set.
-    ``enable_all_features=True`` turns every feature on, with ``backup_dir`` and ``archive_dir``
-    defaulting to ``backups/`` and ``archive/`` under the data directory (docs/configuration.md).
-    """
-
-    storage_type: str | None = None
-    storage_config: dict[str, Any] | None = None
-    enable_all_features: bool = False
-    namespace: str = "sc"
-    default_ttl: float = DEFAULT_TTL
-    limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    health_interval: float | None = 30.0
-    """Seconds between background health checks that restart failed components (None: off)."""
-    # Persistence (docs/persistence.md)
-    backup_dir: str | os.PathLike[str] | None = None
-    archive_dir: str | os.PathLike[str] | None = None
-    snapshot_dir: str | os.PathLike[str] | None = None
-    backup_key: str | bytes | None = field(default=None, repr=False)
-    backup_format: str = "msgpack.gz"
-    backup_events: bool = False
-    """Also back up each session's event stream (create_backup(events=...) overrides it)."""
-    backup_interval: float | None = None
-    backup_full_every: int = 24
-    backup_keep_last: int | None = None
-    backup_max_age: float | None = None
-    snapshot_interval: float | None = None
-    snapshot_keep_last: int | None = None
-    # Context, near cache and turns (docs/context.md)
-    context: ContextConfig = field(default_factory=ContextConfig)
-    near_cache: bool | NearCacheConfig = False
-    """True (or a NearCacheConfig) to serve session and context reads from process memory."""
-    turn_lease: float = 30.0
-    # Expiry (docs/expiry.md)
-    expiry_rules: Any = None
-    """Ordered rules: a list of rule dicts, or the path of a TOML file of ``[[rule]]`` tables."""
-    expiry_interval: float = 60.0
-    """Seconds between sweeps (once per interval across the fleet)."""
-    expiry_archive_retention: float = 30 * 86400.0
-    """How long archived sessions stay in Redis (archive_dir keeps a file copy)."""
-    expiry_notify: Any = None
-    """Called with an ExpiryNotice for each warning and notify action (sync or async)."""
-    # Cross-channel sync (docs/sync.md)
-    session_scope: str = "chat_user_thread"
-    """chat_user_thread, person or chat (scoped_session())."""
-    sync_mode: str = "auto"
-    """manual, auto, delayed or batch."""
-    sync_strategy: Any = "lww"
-    """lww, fww, merge, priority, manual, or a callable (field, stored, incoming) -> value."""
-    sync_shared_fields: Any = ()
-    """Data fields linked sessions share, or "*"."""
-    sync_priority: tuple[str, ...] = ()
-    """Platforms in priority order for sync_strategy "priority"."""
-    sync_delay: float = 2.0
-    """Seconds a "delayed" sync waits; also the batch job's interval."""
-    link_code_ttl: float = 600.0
-    """Seconds a link code stays redeemable."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.expiry_rules, (str, Path)):
-            self.expiry_rules = load_rules_toml(self.expiry_rules)
-        else:
-            self.expiry_rules = parse_rules(self.expiry_rules)
-        if self.expiry_notify is not None and not callable(self.expiry_notify):
-            raise ValidationError("expiry_notify must be a callable given an ExpiryNotice")
-        if not isinstance(self.tracker, TrackerConfig):
-            raise ValidationError(
-                f"tracker options must be a TrackerConfig, not {type(self.tracker).__name__}"
-            )
-        check_scope(self.session_scope)
-        self.sync_config()  # validates the sync options
-        if not isinstance(self.enable_all_features, bool):
-            raise ValidationError(
-                f"enable_all_features must be a bool, got {self.enable_all_features!r}"
-            )
-        if self.storage_config is not None and not isinstance(self.storage_config, Mapping):
-            raise ValidationError(f"storage_config must be a dict, got {self.storage_config!r}")
-        interval = self.health_interval
-        if interval is not None and (
-            isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0
-        ):
-            raise ValidationError(f"health_interval must be a positive number, got {interval!r}")
-
-    def sync_config(self) -> SyncConfig:
-        """The sync options as a SyncConfig."""
-        return SyncConfig(
-            shared_fields=self.sync_shared_fields,
-            strategy=self.sync_strategy,
-            mode=self.sync_mode,
-            priority=tuple(self.sync_priority),
-            delay=self.sync_delay,
-        )
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{f.name}={redact(getattr(self, f.name), f.name)!r}" for f in fields(self)
-        )
-        return f"SessionSystemConfig({shown})"
-
-    @classmethod
-    def option_names(cls) -> list[str]:
-        """The names initialize_sessions() accepts."""
-        return [f.name for f in fields(cls)]
-
-    @classmethod
-    def from_options(cls, **options: Any) -> SessionSystemConfig:
-        """A config from keyword options; unknown options raise, listing the known ones."""
-        unknown = sorted(set(options) - set(cls.option_names()))
-        if unknown:
-            raise ValidationError(
-                f"unknown option(s) {', '.join(unknown)} for initialize_sessions(); "
-                f"known: {', '.join(cls.option_names())}"
-            )
-        return cls(**options)
-
-    def with_feature_dirs(self, data_dir: Path) -> SessionSystemConfig:
-        """With enable_all_features: backup_dir/archive_dir defaulted under ``data_dir``."""
-        if not self.enable_all_features:
-            return self
-        return replace(
-            self,
-            backup_dir=self.backup_dir if self.backup_dir is not None else data_dir / "backups",
-            archive_dir=self.archive_dir if self.archive_dir is not None else data_dir / "archive",
-        )
 
 
 class _OpenOrStart:
@@ -193,7 +79,9 @@ class _OpenOrStart:
         return owner.open if obj is None else obj._start
 
 
-class SessionSystem(ConversationMethods, SyncMethods):
+class SessionSystem(
+    ConversationMethods, TrackingMethods, ExpiryMethods, PersistenceMethods, SyncMethods
+):
     """One object for bot code: the core store plus the features built on it.
 
     Not-found contract, the same on every surface (SessionStore, SessionSystem and the
@@ -538,20 +426,6 @@ class SessionSystem(ConversationMethods, SyncMethods):
 
     # -- state tracking (sessioncache.tracker) -------------------------------------------------
 
-    async def transition(
-        self,
-        session_id: str,
-        to_state: str,
-        *,
-        expected_version: int | None = None,
-        reason: str | None = None,
-    ) -> Session:
-        """Move a session to ``to_state`` if the transition table allows it (InvalidTransition
-        otherwise, nothing written). SessionNotFound if the session does not exist."""
-        return await self.tracker.transition(
-            session_id, to_state, expected_version=expected_version, reason=reason
-        )
-
     async def track_event(
         self, session_id: str, event_type: EventType | str, **fields: Any
     ) -> str | None:
@@ -560,24 +434,6 @@ class SessionSystem(ConversationMethods, SyncMethods):
         return await self._write(
             session_id, lambda: self.tracker.track_event(session_id, event_type, **fields)
         )
-
-    async def get_events(self, session_id: str, **query: Any) -> list[Event]:
-        """Events of a session, oldest first (StateTracker.get_events() for the query); an
-        empty list if the session does not exist."""
-        return await self.tracker.get_events(session_id, **query)
-
-    async def get_statistics(self, **options: Any) -> StatisticsReport:
-        """Fleet statistics from the shard counters (StateTracker.get_statistics())."""
-        return await self.tracker.get_statistics(**options)
-
-    async def analyze_patterns(self, **options: Any) -> PatternReport:
-        """Activity profiles, state paths, bursts and churn (StateTracker.analyze_patterns())."""
-        return await self.tracker.analyze_patterns(**options)
-
-    async def predict_lifecycle(self, session_id: str, **options: Any) -> LifecyclePrediction:
-        """Expected next activity and idle/expiry chances; SessionNotFound if the session does
-        not exist (StateTracker.predict_lifecycle())."""
-        return await self.tracker.predict_lifecycle(session_id, **options)
 
     def get_performance_metrics(self) -> dict[str, dict[str, Any]]:
         """Per operation of this process: count, errors and latency percentiles (ms)."""
@@ -613,82 +469,6 @@ class SessionSystem(ConversationMethods, SyncMethods):
 
     # -- expiry (docs/expiry.md) -------------------------------------------------------------
 
-    async def cleanup_expired_sessions(self, dry_run: bool = False) -> ExpiryReport:
-        """Run an expiry sweep now (the scheduler runs one per interval across the fleet)."""
-        return await self.expiry.sweep(dry_run=dry_run)
-
-    async def get_expiry_info(self, session_id: str) -> ExpiryInfo | None:
-        """Which rule governs a session, when it fires and with what action (None: no such
-        session)."""
-        return await self.expiry.get_expiry_info(session_id)
-
-    async def restore_archived(
-        self, session_id: str, *, archive_id: str | None = None, replace: bool = False
-    ) -> Session:
-        """Bring an archived session back whole (its newest archive, or ``archive_id``)."""
-        return await self.expiry.restore_archived(
-            session_id, archive_id=archive_id, replace=replace
-        )
-
-    async def list_archived(self, user_id: str | int | None = None) -> list[ArchivedSession]:
-        """Archived sessions (one user's, or all), oldest first."""
-        return await self.expiry.archive.list_archived(user_id)
-
-    # -- persistence (docs/persistence.md) ------------------------------------------------
-
-    async def create_backup(
-        self,
-        description: str = "",
-        format: str | None = None,
-        incremental: bool = False,
-        *,
-        events: bool | None = None,
-    ) -> str:
-        """A full or incremental backup; ``events``: also each session's event stream (None:
-        the configured ``backup_events``)."""
-        return await self.persistence.create_backup(description, format, incremental, events=events)
-
-    def list_backups(self) -> list[BackupInfo]:
-        """The backups in backup_dir, oldest first."""
-        return self.persistence.list_backups()
-
-    async def verify_backup(self, backup_id: str, *, allow_pickle: bool = False) -> VerifyReport:
-        """Check a backup's signature, checksums and records without writing anything."""
-        return await self.persistence.verify_backup(backup_id, allow_pickle=allow_pickle)
-
-    async def restore_backup(
-        self,
-        backup_id: str,
-        strategy: str = "merge",
-        *,
-        decide: Decide | None = None,
-        allow_pickle: bool = False,
-    ) -> RestoreReport:
-        """Restore a backup (strategy merge, replace or skip_existing; docs/persistence.md)."""
-        return await self.persistence.restore_backup(
-            backup_id, strategy, decide=decide, allow_pickle=allow_pickle
-        )
-
-    async def export_session(
-        self, session_id: str, path: str | None = None, *, format: str = "json"
-    ) -> bytes | Path:
-        """One session as a signed document (bytes, or written to ``path``); SessionNotFound
-        if the session does not exist."""
-        return await self.persistence.export_session(session_id, path, format=format)
-
-    async def import_session(
-        self,
-        source: str | Path | bytes,
-        strategy: str = "replace",
-        *,
-        decide: Decide | None = None,
-        allow_pickle: bool = False,
-    ) -> str:
-        """Write a session from an exported document; returns its session id."""
-        return await self.persistence.import_session(
-            source, strategy, decide=decide, allow_pickle=allow_pickle
-        )
-
     async def shutdown(self) -> None:
         """Stop every component, close the connections, leave the EMBEDDED server (the last
         process out stops it with a save)."""
@@ -697,9 +477,7 @@ class SessionSystem(ConversationMethods, SyncMethods):
             self._running = False
             await self.health.stop()
             if self.backup_scheduler is not None:
-                self.backup_scheduler.shutdown()
-                # AsyncIOScheduler.shutdown() runs through call_soon: give it that loop turn.
-                await asyncio.sleep(0)
+                await self.backup_scheduler.stop()
             if self.expiry_scheduler is not None and self.expiry_scheduler.running:
                 self.expiry_scheduler.pause()
                 await self.expiry.job.drain()
@@ -728,131 +506,3 @@ class SessionSystem(ConversationMethods, SyncMethods):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
-
-
-# -- the origin document's module-level API ------------------------------------------------
-
-_current: SessionSystem | None = None
-_current_args: tuple[Any, ...] = ()
-
-
-def _same_args(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    try:
-        return bool(a == b)
-    except Exception:  # a value whose == raises (an odd storage_config entry): not the same
-        return False
-
-
-async def initialize_sessions(
-    storage_type: str | None = None,
-    storage_config: Mapping[str, Any] | None = None,
-    enable_all_features: bool = False,
-    *,
-    replace: bool = False,
-    **options: Any,
-) -> SessionSystem:
-    """Build the session system and make it the one the module-level functions use.
-
-    Takes exactly the fields of SessionSystemConfig (so ``initialize_sessions(**c.__dict__)``),
-    plus ``replace``; no ``storage_type``: $SESSIONCACHE_URL, else MEMORY.
-
-    Called again while a system is running: with the same arguments it returns the running
-    system (two modules may both initialise); with different ones it raises
-    AlreadyInitialized, unless ``replace=True``: then the new system is started and made
-    current first, and the old one is shut down after (calls still running on the old one
-    may fail). ``shutdown_sessions()`` ends the running system.
-    """
-    global _current, _current_args
-    args = (str(storage_type).upper(), dict(storage_config or {}), enable_all_features, options)
-    running = _current if _current is not None and not _current.closed else None
-    if running is not None and not replace:
-        if _same_args(args, _current_args):
-            return running
-        raise AlreadyInitialized()
-    system = await SessionSystem.open(
-        storage_type, storage_config, enable_all_features=enable_all_features, **options
-    )
-    racing = _current if _current is not None and not _current.closed else None
-    if racing is not None and racing is not running and not replace:
-        # Another initialize_sessions() finished while this one was connecting.
-        await system.shutdown()
-        if _same_args(args, _current_args):
-            return racing
-        raise AlreadyInitialized()
-    previous, _current, _current_args = racing, system, args
-    if previous is not None:
-        await previous.shutdown()
-    return system
-
-
-def current_system() -> SessionSystem:
-    """The system initialize_sessions() made; SessionCacheError if there is none."""
-    if _current is None:
-        raise SessionCacheError("call 'await initialize_sessions()' before using sessions")
-    return _current
-
-
-async def create_session(
-    chat_id: str | int,
-    user_id: str | int,
-    platform: Platform | str = Platform.WEB,
-    thread_id: str | int | None = None,
-    **options: Any,
-) -> Session:
-    """SessionSystem.create_session() on the current system (SessionExists if it exists)."""
-    return await current_system().create_session(
-        chat_id, user_id, platform, thread_id, **options
-    )
-
-
-async def get_or_create_session(
-    chat_id: str | int,
-    user_id: str | int,
-    platform: Platform | str = Platform.WEB,
-    thread_id: str | int | None = None,
-    **options: Any,
-) -> Session:
-    """SessionSystem.get_or_create_session() on the current system."""
-    return await current_system().get_or_create_session(
-        chat_id, user_id, platform, thread_id, **options
-    )
-
-
-async def get_session(session_id: str) -> Session | None:
-    """The session, or None if it does not exist."""
-    return await current_system().get_session(session_id)
-
-
-async def update_session(
-    session_id: str,
-    data: Mapping[str, Any] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    **options: Any,
-) -> Session:
-    """SessionSystem.update_session() on the current system (SessionNotFound if missing)."""
-    return await current_system().update_session(session_id, data, metadata, **options)
-
-
-async def delete_session(session_id: str) -> bool:
-    """Remove a session; True if it existed, False if it did not."""
-    return await current_system().delete_session(session_id)
-
-
-async def touch_session(
-    session_id: str, *, messages: int = 0, ttl: float | None = None
-) -> dt.datetime:
-    """Record activity and refresh the TTL; SessionNotFound if the session does not exist."""
-    return await current_system().touch_session(session_id, messages=messages, ttl=ttl)
-
-
-async def list_user_sessions(user_id: str | int) -> list[Session]:
-    """Every live session of a user (an empty list for an unknown user)."""
-    return await current_system().list_user_sessions(user_id)
-
-
-async def shutdown_sessions() -> None:
-    """Close the system made by initialize_sessions() (a no-op if there is none)."""
-    global _current, _current_args
-    if _current is not None:
-        system, _current, _current_args = _current, None, ()
-        await system.shutdown()

@@ -8,6 +8,7 @@ import time
 
 from redis.exceptions import RedisError
 
+from .arguments import check_version
 from .codec import encode_value
 from .errors import (
     BackendUnavailable,
@@ -23,7 +24,7 @@ from .identity import Identity
 from .metrics import Metrics
 from .models import Session, session_from_hash
 from .states import StateHooks, TransitionTable, check_state
-from .store import SessionStore, check_version
+from .store import SessionStore
 
 log = logging.getLogger(__name__)
 

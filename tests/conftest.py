@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import hypothesis.internal.reflection  # noqa: F401
 import pytest
@@ -14,14 +12,12 @@ import pytest
 from sessioncache.backends import forget_memory_server
 from sessioncache.store import SessionStore
 
-from .servers import LocalCluster, server_pids, standalone, valkey
+from .support.namespaces import drop_namespace, unique_namespace
+from .support.servers import LocalCluster, server_pids, standalone, valkey
 
 # hypothesis.internal.reflection is imported up front: otherwise hypothesis' end-of-session
 # report imports it lazily, and on CPython 3.11 ast.parse in pytest's assertion rewriter can
 # fail with "AST constructor recursion depth mismatch" when a client finalizer runs meanwhile.
-
-_ids = itertools.count()
-
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_embedded_server_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
@@ -94,17 +90,6 @@ def any_backend_url(request: pytest.FixtureRequest) -> str:
         "valkey": "valkey_url",
     }
     return str(request.getfixturevalue(fixture[request.param]))
-
-
-def unique_namespace() -> str:
-    return f"t{os.getpid()}x{next(_ids)}x{uuid.uuid4().hex[:6]}"
-
-
-async def drop_namespace(client: Any, namespace: str) -> None:
-    """Delete every key of a test's namespace (and nothing else)."""
-    keys = [key async for key in client.scan_iter(match=f"{namespace}:*", count=1000)]
-    for key in keys:
-        await client.delete(key)
 
 
 @pytest.fixture

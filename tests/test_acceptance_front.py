@@ -20,7 +20,7 @@ from sessioncache import (
 from sessioncache.backends import forget_memory_server
 from sessioncache.server import SharedServer
 
-from .servers import server_pids
+from .support.servers import server_pids
 
 # Methods of the acceptance block that other branches build; the block calls each as soon as
 # SessionSystem has it (see test_every_acceptance_method_is_wired).

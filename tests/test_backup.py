@@ -15,7 +15,7 @@ from sessioncache.persistence.container import BackupReader, BackupWriter
 from sessioncache.persistence.formats import Codec
 from sessioncache.store import SessionStore
 
-from .persistence_helpers import all_keys, digest, forge_records, state
+from .support.persistence_helpers import all_keys, digest, forge_records, state
 
 KEY = "test-backup-key-0123456789"
 
@@ -121,7 +121,9 @@ async def chain_scenario(store: SessionStore, persistence: Persistence) -> None:
     await store.delete(new[0])
     await store.create("c1", "user1", "telegram", data={"reborn": True})
     await store.update(ids[3], metadata={"lang": "de"})
-    await asyncio.sleep(0.6)  # `short` expires: no script runs, the expiry is in its record
+    # The scenario: `short` reaches its real TTL (no script runs; the expiry is in its record,
+    # which a forced PEXPIRE would contradict).
+    await asyncio.sleep(0.6)
     inc2 = await persistence.create_backup("two", incremental=True)
 
     # 3: more deletes in between, and an update of a session untouched so far.

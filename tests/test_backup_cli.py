@@ -12,9 +12,9 @@ from sessioncache.persistence import Persistence
 from sessioncache.store import SessionStore
 from sessioncache.tracker import StateTracker
 
-from .conftest import drop_namespace, unique_namespace
-from .persistence_helpers import digest
-from .tracker_helpers import tracked
+from .support.namespaces import drop_namespace, unique_namespace
+from .support.persistence_helpers import digest
+from .support.tracker_helpers import tracked
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "cli-key-0123456789abcdef"

@@ -25,9 +25,9 @@ from sessioncache.persistence.records import (
 from sessioncache.store import SessionStore
 from sessioncache.tracker import StateTracker, TrackerConfig
 
-from .conftest import drop_namespace, unique_namespace
-from .persistence_helpers import all_keys, digest, streams
-from .tracker_helpers import new_tracker
+from .support.namespaces import drop_namespace, unique_namespace
+from .support.persistence_helpers import all_keys, digest, streams
+from .support.tracker_helpers import new_tracker
 
 KEY = "events-backup-key-0123456789"
 

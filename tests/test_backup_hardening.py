@@ -26,8 +26,8 @@ from sessioncache.persistence.integrity import check_signature, key_id, sign
 from sessioncache.persistence.records import MAX_COUNTER
 from sessioncache.store import SessionStore
 
-from .conftest import drop_namespace, unique_namespace
-from .persistence_helpers import all_keys, digest, forge_records
+from .support.namespaces import drop_namespace, unique_namespace
+from .support.persistence_helpers import all_keys, digest, forge_records
 
 KEY = "hardening-key-0123456789"
 STRATEGIES = ("replace", "merge", "skip")

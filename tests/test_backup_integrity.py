@@ -19,7 +19,7 @@ from sessioncache.persistence.formats import Codec
 from sessioncache.persistence.integrity import sign
 from sessioncache.store import SessionStore
 
-from .persistence_helpers import all_keys, forge_records
+from .support.persistence_helpers import all_keys, forge_records
 
 KEY = "integrity-key-0123456789abcdef"
 

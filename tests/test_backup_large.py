@@ -19,7 +19,7 @@ from sessioncache.persistence import FORMATS, Persistence
 from sessioncache.persistence.container import BackupReader
 from sessioncache.store import SessionStore
 
-from .persistence_helpers import bulk_load
+from .support.persistence_helpers import bulk_load
 
 N = 100_000
 KEY = "large-key-0123456789abcdef"

@@ -9,8 +9,8 @@ import pytest
 from sessioncache import SessionNotFound, ValidationError, VersionConflict
 from sessioncache.system import SessionSystem
 
-from .conftest import drop_namespace, unique_namespace
-from .context_workers import start
+from .support.context_workers import start
+from .support.namespaces import drop_namespace, unique_namespace
 
 
 @pytest.fixture

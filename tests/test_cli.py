@@ -18,7 +18,7 @@ from sessioncache.server import SharedServer
 from sessioncache.storage import storage_from_url
 from sessioncache.system import SessionSystem
 
-from .servers import server_pids
+from .support.servers import server_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 

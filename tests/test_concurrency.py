@@ -11,8 +11,8 @@ import pytest
 
 from sessioncache import SessionStore
 
-from . import workers
-from .conftest import drop_namespace, unique_namespace
+from .support import workers
+from .support.namespaces import drop_namespace, unique_namespace
 
 PROCESSES, UPDATES, SESSIONS = 4, 500, 10
 

@@ -22,8 +22,8 @@ from sessioncache.serialization import JsonCodec, MsgpackCodec, decode
 from sessioncache.system import SessionSystem
 from sessioncache.validation import ContextLimits, ContextValidator, VariableSchema
 
-from .conftest import drop_namespace, unique_namespace
-from .context_workers import append_messages, append_worker, run_fleet, start
+from .support.context_workers import append_messages, append_worker, run_fleet, start
+from .support.namespaces import drop_namespace, unique_namespace
 
 
 @pytest.fixture

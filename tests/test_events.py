@@ -10,7 +10,7 @@ import pytest
 from sessioncache import EventType, SessionNotFound, ValidationError
 from sessioncache.store import SessionStore
 
-from .tracker_helpers import new_tracker, snapshot
+from .support.tracker_helpers import new_tracker, snapshot
 
 
 async def test_message_events_count_and_refresh_activity(store: SessionStore) -> None:
@@ -139,7 +139,7 @@ async def test_old_events_are_trimmed_by_age(store: SessionStore) -> None:
     s = await store.create(1, "u1", "web")
     for i in range(150):
         await tracker.track_event(s.session_id, EventType.CUSTOM, i=i)
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.4)  # the scenario: the events age past event_max_age (server clock)
     # A transition always trims by age (events trim on about one call in 32); approximate
     # trimming drops whole stream nodes (100 entries), so the first node must go.
     await tracker.transition(s.session_id, "active")

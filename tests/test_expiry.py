@@ -21,7 +21,7 @@ from sessioncache.scripts import compose
 from sessioncache.store import SessionStore
 from sessioncache.system import SessionSystem
 
-from .conftest import drop_namespace, unique_namespace
+from .support.namespaces import drop_namespace, unique_namespace
 
 
 def _kind(url: str) -> str:

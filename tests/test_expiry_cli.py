@@ -11,7 +11,7 @@ import pytest
 from sessioncache.cli import main
 from sessioncache.system import SessionSystem
 
-from .conftest import unique_namespace
+from .support.namespaces import unique_namespace
 
 RULES = '[[rule]]\nname = "idle"\npolicy = "idle"\nafter = 0.2\naction = "archive"\n'
 

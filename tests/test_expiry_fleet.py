@@ -17,8 +17,8 @@ import pytest
 
 from sessioncache.system import SessionSystem
 
-from .conftest import drop_namespace, unique_namespace
-from .expiry_workers import IDLE_RULES, sender, sweeper
+from .support.expiry_workers import IDLE_RULES, sender, sweeper
+from .support.namespaces import drop_namespace, unique_namespace
 
 
 async def _system(url: str, ns: str) -> SessionSystem:

@@ -9,7 +9,7 @@ import pytest
 from sessioncache import EventType, initialize_sessions, shutdown_sessions
 from sessioncache.system import SessionSystem
 
-from .conftest import drop_namespace, unique_namespace
+from .support.namespaces import drop_namespace, unique_namespace
 
 
 @pytest.mark.parametrize("which", ["redis_url", "memory_url"])

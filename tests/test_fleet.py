@@ -15,8 +15,8 @@ from sessioncache.fleet import FleetJob, FleetRun
 from sessioncache.persistence import Persistence
 from sessioncache.store import SessionStore
 
-from .conftest import drop_namespace, unique_namespace
-from .fleet_workers import backup_member, fleet_member
+from .support.fleet_workers import backup_member, fleet_member
+from .support.namespaces import drop_namespace, unique_namespace
 
 KEY = "fleet-test-key-0123456789abcdef"
 HOUR = 3600.0

@@ -10,7 +10,7 @@ from sessioncache.embedded import EmbeddedRedis
 from sessioncache.scripts import all_scripts
 from sessioncache.system import SessionSystem
 
-from .conftest import drop_namespace, unique_namespace
+from .support.namespaces import drop_namespace, unique_namespace
 
 
 def _kind(url: str) -> str:

@@ -9,7 +9,7 @@ from sessioncache import EventType, Platform, SessionStore, ValidationError
 from sessioncache.identity import MAX_ID_BYTES, MAX_SESSION_ID_LENGTH, parse_session_id
 from sessioncache.tracker import StateTracker
 
-from .tracker_helpers import new_tracker
+from .support.tracker_helpers import new_tracker
 
 EMOJI = "\U0001f642"  # 4 bytes in UTF-8
 

@@ -24,9 +24,9 @@ from sessioncache.locks import RedisLock
 from sessioncache.scripts import registry
 from sessioncache.store import DEFAULT_RETRY_HORIZON_MS, op_args
 
-from .conftest import drop_namespace, unique_namespace
-from .fsm_workers import read_data, run_aiogram_alternating_fleet, run_update_fleet
-from .lock_workers import run_locked_fleet
+from .support.fsm_workers import read_data, run_aiogram_alternating_fleet, run_update_fleet
+from .support.lock_workers import run_locked_fleet
+from .support.namespaces import drop_namespace, unique_namespace
 
 
 class Form(StatesGroup):
@@ -419,7 +419,8 @@ async def test_lock_expiry_and_ownership(storage: SessionCacheStorage) -> None:
     name = storage.keys.lock("job")
     first = RedisLock(storage.client, name, timeout=0.05)
     await first.acquire()
-    await asyncio.sleep(0.1)  # expired
+    assert 0 < await storage.client.pttl(name) <= 50
+    await storage.client.pexpire(name, 0)  # its TTL runs out
     second = RedisLock(storage.client, name, timeout=5)
     assert await second.try_acquire()
     assert not await first.extend()

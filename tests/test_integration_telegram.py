@@ -22,9 +22,9 @@ from telegram.ext import (
 from sessioncache.errors import ValidationError
 from sessioncache.integrations.telegram import SessionCachePersistence
 
-from .conftest import drop_namespace, unique_namespace
-from .ptb_support import LocalRequest, text_update
-from .ptb_workers import CHAT, run_alternating_fleet, run_chat_fleet, run_migrate_fleet
+from .support.namespaces import drop_namespace, unique_namespace
+from .support.ptb_support import LocalRequest, text_update
+from .support.ptb_workers import CHAT, run_alternating_fleet, run_chat_fleet, run_migrate_fleet
 
 _OPEN: list[SessionCachePersistence] = []
 

@@ -36,8 +36,8 @@ from sessioncache.leanclient import (
 )
 from sessioncache.pool import BoundedConnectionPool
 
-from .conftest import unique_namespace
-from .proxy import DroppingProxy
+from .support.namespaces import unique_namespace
+from .support.proxy import DroppingProxy
 
 KINDS = [pytest.param(True, id="lean"), pytest.param(False, id="stock")]
 

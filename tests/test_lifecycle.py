@@ -13,7 +13,7 @@ from sessioncache.persistence import Persistence
 from sessioncache.system import SessionSystem
 from sessioncache.tracker import StateTracker
 
-from .conftest import drop_namespace, unique_namespace
+from .support.namespaces import drop_namespace, unique_namespace
 
 
 async def test_async_with_runs_the_lifecycle(backend_url: str, tmp_path: Path) -> None:

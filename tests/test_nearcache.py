@@ -17,8 +17,14 @@ from sessioncache.nearcache import MISS, NearCache, NearCacheConfig
 from sessioncache.system import SessionSystem
 from sessioncache.tracking import TrackingInvalidator
 
-from .conftest import drop_namespace, unique_namespace
-from .context_workers import read_versions, reader_worker, start, write_versions, writer_worker
+from .support.context_workers import (
+    read_versions,
+    reader_worker,
+    start,
+    write_versions,
+    writer_worker,
+)
+from .support.namespaces import drop_namespace, unique_namespace
 
 pytestmark = pytest.mark.timeout(120)
 

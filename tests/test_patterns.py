@@ -15,7 +15,7 @@ from sessioncache.patterns import analyze, burst_stats, state_paths
 from sessioncache.prediction import GapModel, arrival_gaps, choose_model, predict
 from sessioncache.store import SessionStore
 
-from .tracker_helpers import new_tracker
+from .support.tracker_helpers import new_tracker
 
 MONDAY = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)  # a Monday
 

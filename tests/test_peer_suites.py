@@ -6,9 +6,9 @@ Their files are downloaded at test time (``pip download --no-deps --no-binary :a
 cache directory (SESSIONCACHE_PEER_CACHE, default ~/.cache/sessioncache/peers) and never copied
 into this repository: their licences (MIT for aiogram, LGPLv3 for PTB) differ from ours. Each
 suite runs as a pytest subprocess inside the unpacked distribution with our plugin
-(tests/aiogram_peer_plugin.py, tests/ptb_peer_plugin.py); the run must end with 0 failures and
-exactly the expected number of passes. Every case left out is listed below with its reason (and
-in docs/integrations.md).
+(tests/support/aiogram_peer_plugin.py, tests/support/ptb_peer_plugin.py); the run must end with
+0 failures and exactly the expected number of passes. Every case left out is listed below with
+its reason (and in docs/integrations.md).
 """
 
 from __future__ import annotations
@@ -138,7 +138,8 @@ def run_suite(
     cmd += ["-o", "asyncio_default_test_loop_scope=session"]
     cmd += ["--junitxml", str(report), *extra, *files]
     full_env = {**os.environ, **env}
-    full_env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT)])
+    # The plugins load as top-level modules (``-p ptb_peer_plugin``) from tests/support/.
+    full_env["PYTHONPATH"] = os.pathsep.join([str(HERE / "support"), str(ROOT)])
     done = subprocess.run(
         cmd, cwd=root, env=full_env, capture_output=True, text=True, timeout=1800, check=False
     )

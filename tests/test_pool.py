@@ -14,7 +14,7 @@ from sessioncache.backends import RedisSettings, connect, is_cluster
 from sessioncache.integrations.aiogram import SessionCacheStorage
 from sessioncache.pool import ConnectionSlots, PoolExhausted
 
-from .conftest import drop_namespace, unique_namespace
+from .support.namespaces import drop_namespace, unique_namespace
 
 BURST = 2000
 

@@ -9,8 +9,8 @@ import pytest
 from sessioncache import SessionStore
 from sessioncache.embedded import EmbeddedRedis
 
-from .conftest import unique_namespace
-from .proxy import DroppingProxy
+from .support.namespaces import unique_namespace
+from .support.proxy import DroppingProxy
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from sessioncache.embedded import EmbeddedRedis
 from sessioncache.errors import OpIdReused
 from sessioncache.store import RETRY_MARGIN_S, retry_horizon_ms
 
-from .conftest import unique_namespace
-from .proxy import HoldingProxy
-from .retry_workers import STALL_OPTIONS, write
+from .support.namespaces import unique_namespace
+from .support.proxy import HoldingProxy
+from .support.retry_workers import STALL_OPTIONS, write
 
 WRITERS = 8
 

@@ -17,7 +17,7 @@ from sessioncache.states import DEFAULT_ALLOWED
 from sessioncache.store import SessionStore
 from sessioncache.tracker import StateTracker, TrackerConfig
 
-from .tracker_helpers import new_tracker, snapshot
+from .support.tracker_helpers import new_tracker, snapshot
 
 
 async def test_lifecycle_path_versions_and_events(store: SessionStore) -> None:

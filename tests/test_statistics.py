@@ -13,8 +13,8 @@ from sessioncache.cli import main as cli_main
 from sessioncache.statistics import build_report, histogram_quantile
 from sessioncache.store import SessionStore
 
-from .conftest import drop_namespace, unique_namespace
-from .tracker_helpers import new_tracker
+from .support.namespaces import drop_namespace, unique_namespace
+from .support.tracker_helpers import new_tracker
 
 
 async def test_report_counts_states_platforms_events(store: SessionStore) -> None:

@@ -19,7 +19,7 @@ from sessioncache import (
 )
 from sessioncache.store import DEFAULT_TTL
 
-from .conftest import drop_namespace, unique_namespace
+from .support.namespaces import drop_namespace, unique_namespace
 
 
 async def snapshot(store: SessionStore) -> dict[bytes, Any]:
@@ -93,8 +93,10 @@ async def test_custom_ttl_survives_updates_and_touch_can_change_it(store: Sessio
 
 async def test_sessions_expire_by_ttl_and_leave_the_user_index(store: SessionStore) -> None:
     keep = await store.create("keep", "u", "telegram")
-    gone = await store.create("gone", "u", "telegram", ttl=0.2)
-    await asyncio.sleep(0.5)
+    gone = await store.create("gone", "u", "telegram", ttl=30)
+    assert 0 < await store.client.pttl(gone.session_key) <= 30_000
+    # Expire it now (a key past its TTL): no script runs, as with a real expiry.
+    await store.client.pexpire(gone.session_key, 0)
     with pytest.raises(SessionNotFound):
         await store.get(gone.session_id)
     assert [s.session_id for s in await store.list_user_sessions("u")] == [keep.session_id]

@@ -14,9 +14,9 @@ import pytest
 
 from sessioncache import EventType, Limits, Session, SessionStore, ValidationError
 
-from .conftest import drop_namespace, unique_namespace
-from .race_workers import CHATS, race_get_or_create
-from .tracker_helpers import tracked
+from .support.namespaces import drop_namespace, unique_namespace
+from .support.race_workers import CHATS, race_get_or_create
+from .support.tracker_helpers import tracked
 
 RACERS = 40
 

@@ -25,8 +25,8 @@ from sessioncache.store import SessionStore
 from sessioncache.sync import SyncConfig, SyncField, SyncManager
 from sessioncache.sync_listener import SyncListener
 
-from .conftest import drop_namespace, unique_namespace
-from .sync_workers import larger, write_many
+from .support.namespaces import drop_namespace, unique_namespace
+from .support.sync_workers import larger, write_many
 
 TG, DC = "telegram:123:123", "discord:987:987"
 
@@ -236,7 +236,7 @@ async def test_recovery_after_kill(server_store: SessionStore, server_url: str) 
     await linked(store, sync)
     await store.create(987, 987, "discord", thread_id=7)
     ctx = mp.get_context("spawn")
-    from .sync_workers import killed_mid_sync
+    from .support.sync_workers import killed_mid_sync
 
     p = ctx.Process(target=killed_mid_sync, args=(backend_url, store.keys.namespace, TG))
     p.start()

@@ -12,7 +12,7 @@ from sessioncache.identity_links import IdentityLinks
 from sessioncache.store import SessionStore
 from sessioncache.sync import SyncConfig, SyncManager
 
-from .conftest import drop_namespace, unique_namespace
+from .support.namespaces import drop_namespace, unique_namespace
 
 
 def test_link_and_conflicts_cli(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,7 @@ import pytest
 from sessioncache.errors import ScopeError, ValidationError
 from sessioncache.system import SessionSystem
 
-from .conftest import unique_namespace
+from .support.namespaces import unique_namespace
 
 
 def _kind(url: str) -> str:

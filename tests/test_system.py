@@ -21,7 +21,7 @@ from sessioncache import (
 from sessioncache.backends import forget_memory_server
 from sessioncache.system import SessionSystem
 
-from .conftest import drop_namespace, unique_namespace
+from .support.namespaces import drop_namespace, unique_namespace
 
 
 @pytest.fixture(autouse=True)

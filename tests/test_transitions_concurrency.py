@@ -13,7 +13,7 @@ from sessioncache import InvalidTransition, SessionState, TransitionTable
 from sessioncache.store import SessionStore
 from sessioncache.tracker import StateTracker, TrackerConfig
 
-from .conftest import drop_namespace, unique_namespace
+from .support.namespaces import drop_namespace, unique_namespace
 
 CHATS, USERS = 10, 5  # 50 sessions, spread over 5 users (5 hash tags)
 WORKERS = 8

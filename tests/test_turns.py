@@ -12,8 +12,7 @@ from sessioncache import ValidationError
 from sessioncache.errors import TurnBusy, TurnLost
 from sessioncache.system import SessionSystem
 
-from .conftest import drop_namespace, unique_namespace
-from .context_workers import (
+from .support.context_workers import (
     dying_holder,
     mark_seen,
     run_fleet,
@@ -22,6 +21,7 @@ from .context_workers import (
     take_turns,
     turn_worker,
 )
+from .support.namespaces import drop_namespace, unique_namespace
 
 SIDS = [f"telegram:{chat}:7" for chat in range(5)]
 pytestmark = pytest.mark.timeout(120)

@@ -10,13 +10,13 @@ from typing import Any
 import msgpack
 from redis.exceptions import RedisError
 
+from ..arguments import DEFAULT_RETRY_HORIZON_MS, op_args
 from ..backends import RedisSettings, connect, is_cluster
 from ..codec import VALUE_TAG, Limits, data_field, decode_value, encode_value
 from ..errors import BackendUnavailable, IntegrityError, ValidationError
 from ..keys import KeySchema
 from ..scripts import Script, registry
 from ..slots import tag_slot
-from ..store import DEFAULT_RETRY_HORIZON_MS, op_args
 
 _unpackb = msgpack.unpackb
 _CLUSTER_MOVE_ATTEMPTS = 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -78,6 +79,16 @@ class BackupScheduler:
         """Stop this process's scheduler; a run it cancels is taken over by another process."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+
+    async def stop(self) -> None:
+        """Stop this process's scheduler once its run in progress, if any, has finished."""
+        if self.scheduler.running:
+            self.scheduler.pause()
+            await self.backup_job.drain()
+            await self.snapshot_job.drain()
+            self.scheduler.shutdown(wait=False)
+        # AsyncIOScheduler.shutdown() runs through call_soon: give it that loop turn.
+        await asyncio.sleep(0)
 
     async def run_backup(self) -> str | None:
         """One scheduled backup if this process claims the current interval: incremental when

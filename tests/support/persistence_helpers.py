@@ -162,8 +162,7 @@ def scheduled_fleet_member(
                 i += 1
                 await asyncio.sleep(0.005)
         finally:
-            scheduler.shutdown()
-            await asyncio.sleep(0.5)  # let a running job finish before the store closes
+            await scheduler.stop()  # after a running job, before the store closes
             await store.close()
 
     asyncio.run(main())

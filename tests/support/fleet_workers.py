@@ -79,10 +79,7 @@ def backup_member(
         done = asyncio.Event()
         asyncio.get_running_loop().call_later(interval * (ticks + 0.5), done.set)
         await done.wait()
-        scheduler.scheduler.pause()
-        await scheduler.backup_job.drain()
-        await scheduler.snapshot_job.drain()
-        scheduler.shutdown()
+        await scheduler.stop()
         await store.close()
 
     asyncio.run(main())

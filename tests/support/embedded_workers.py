@@ -1,6 +1,6 @@
 """A worker process on an EMBEDDED data directory, driven line by line over stdin.
 
-``python -m tests.embedded_workers DATA_DIR`` prints ``ready <server pid>``, then answers:
+``python -m tests.support.embedded_workers DATA_DIR`` prints ``ready <server pid>``, then answers:
 ``create N PREFIX`` (N sessions, chats PREFIX-0..), ``count PREFIX N`` (how many exist with
 data intact), ``exit`` (clean shutdown, printing ``bye``). The process can also be killed.
 """
