@@ -226,3 +226,26 @@ class PoolExhausted(SessionCacheError, RedisConnectionError):
         )
         self.size = size
         self.timeout = timeout
+
+
+class LinkError(SessionCacheError):
+    """A link code was refused: wrong, expired, already used, or typed by its own identity.
+
+    Nothing was linked; the message says which case (never the code's secret).
+    """
+
+
+class LinkRateLimited(LinkError):
+    """Too many link codes started, or wrong codes typed, by one identity in a rate window."""
+
+    def __init__(self, who: str, retry_after: float) -> None:
+        super().__init__(f"{who} is rate limited; try again in {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+class IdentityOwned(LinkError):
+    """The identity is already linked to another person: unlink it there first."""
+
+
+class ScopeError(ValidationError):
+    """A session scope that would put two different people's direct messages in one session."""

@@ -259,6 +259,65 @@ class KeySchema:
         """The pub/sub channel of expiry warnings and notify actions."""
         return f"{self._prefix}{check_name(name, 'channel name')}"
 
+    # -- cross-channel sync (docs/sync.md) -------------------------------------------------
+    # The identity map's keys share one hash tag ({idm}), so a link is decided in one slot;
+    # a session's sync meta and conflicts share the session's slot.
+
+    def link_code(self, public: str) -> str:
+        """A pending link code (hash: who, secret, tries), by the code's public part."""
+        return f"{self._prefix}idm:{{idm}}:code:{public}"
+
+    def link_starts(self, who: str) -> str:
+        """Codes an identity started in the current rate window (counter)."""
+        return f"{self._prefix}idm:{{idm}}:start:{who}"
+
+    def link_fails(self, who: str) -> str:
+        """Wrong codes an identity typed in the current rate window (counter)."""
+        return f"{self._prefix}idm:{{idm}}:fail:{who}"
+
+    def link_owners(self) -> str:
+        """Identity -> person (hash: ``platform:user`` -> person id)."""
+        return f"{self._prefix}idm:{{idm}}:owner"
+
+    def link_members(self) -> str:
+        """Person -> identities (hash: person id -> identities joined by spaces)."""
+        return f"{self._prefix}idm:{{idm}}:members"
+
+    def sync_history(self) -> str:
+        """Capped list of sync operations (JSON records, newest first)."""
+        return f"{self._prefix}idm:{{idm}}:history"
+
+    def sync_journal(self) -> str:
+        """Sync operations under way across slots (hash: op id -> JSON plan)."""
+        return f"{self._prefix}idm:{{idm}}:journal"
+
+    def sync_pending(self) -> str:
+        """Sessions waiting for a delayed or batch sync (zset: session id -> due ms)."""
+        return f"{self._prefix}idm:{{idm}}:pending"
+
+    def sync_meta(self, ident: Identity) -> str:
+        """A session's per-field stamps and merge states (hash, the session's slot)."""
+        return f"{self._prefix}sm:{{{ident.user_tag}}}:{ident.suffix}"
+
+    def sync_conflicts(self, ident: Identity) -> str:
+        """A session's conflicts kept for review (hash, the session's slot)."""
+        return f"{self._prefix}cf:{{{ident.user_tag}}}:{ident.suffix}"
+
+    def sync_conflicts_pattern(self) -> str:
+        """SCAN pattern of every session's conflicts."""
+        return f"{self._prefix}cf:*"
+
+    def session_id_of_conflicts_key(self, key: str) -> str:
+        """Inverse of sync_conflicts()."""
+        head = f"{self._prefix}cf:{{"
+        if not key.startswith(head):
+            raise ValidationError(f"{key!r} is not a conflicts key of {self.namespace!r}")
+        return session_id_after(key[len(head) :])
+
+    def sync_channel(self) -> str:
+        """The pub/sub channel where every synced write announces itself."""
+        return f"{self._prefix}sync"
+
     # -- context, turns and inbound updates (docs/context.md) -----------------------------
 
     def context(self, ident: Identity) -> str:

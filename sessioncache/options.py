@@ -13,8 +13,10 @@ from .context import ContextConfig
 from .errors import ValidationError
 from .expiry.rules import load_rules_toml, parse_rules
 from .nearcache import NearCacheConfig
+from .scopes import check_scope
 from .storage import redact
 from .store import DEFAULT_TTL
+from .sync import SyncConfig
 from .tracker import TrackerConfig
 
 
@@ -65,6 +67,21 @@ class SessionSystemConfig:
     """How long archived sessions stay in Redis (archive_dir keeps a file copy)."""
     expiry_notify: Any = None
     """Called with an ExpiryNotice for each warning and notify action (sync or async)."""
+    # Cross-channel sync (docs/sync.md)
+    session_scope: str = "chat_user_thread"
+    """chat_user_thread, person or chat (scoped_session())."""
+    sync_mode: str = "auto"
+    """manual, auto, delayed or batch."""
+    sync_strategy: Any = "lww"
+    """lww, fww, merge, priority, manual, or a callable (field, stored, incoming) -> value."""
+    sync_shared_fields: Any = ()
+    """Data fields linked sessions share, or "*"."""
+    sync_priority: tuple[str, ...] = ()
+    """Platforms in priority order for sync_strategy "priority"."""
+    sync_delay: float = 2.0
+    """Seconds a "delayed" sync waits; also the batch job's interval."""
+    link_code_ttl: float = 600.0
+    """Seconds a link code stays redeemable."""
 
     def __post_init__(self) -> None:
         if isinstance(self.expiry_rules, (str, Path)):
@@ -77,6 +94,8 @@ class SessionSystemConfig:
             raise ValidationError(
                 f"tracker options must be a TrackerConfig, not {type(self.tracker).__name__}"
             )
+        check_scope(self.session_scope)
+        self.sync_config()  # validates the sync options
         if not isinstance(self.enable_all_features, bool):
             raise ValidationError(
                 f"enable_all_features must be a bool, got {self.enable_all_features!r}"
@@ -88,6 +107,16 @@ class SessionSystemConfig:
             isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0
         ):
             raise ValidationError(f"health_interval must be a positive number, got {interval!r}")
+
+    def sync_config(self) -> SyncConfig:
+        """The sync options as a SyncConfig."""
+        return SyncConfig(
+            shared_fields=self.sync_shared_fields,
+            strategy=self.sync_strategy,
+            mode=self.sync_mode,
+            priority=tuple(self.sync_priority),
+            delay=self.sync_delay,
+        )
 
     def __repr__(self) -> str:
         shown = ", ".join(

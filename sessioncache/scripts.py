@@ -176,6 +176,9 @@ class ScriptRegistry:
     expiry_arm: Script
     fleet_claim: Script
     fleet_finish: Script
+    link_confirm: Script
+    link_remove: Script
+    link_start: Script
     lock_extend: Script
     lock_release: Script
     prune_index: Script
@@ -187,6 +190,8 @@ class ScriptRegistry:
     restore_events: Script
     restore_session: Script
     seen_update: Script
+    sync_apply: Script
+    sync_read: Script
     touch: Script
     track_event: Script
     transition: Script

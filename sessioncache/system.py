@@ -22,7 +22,9 @@ from .events import EventType
 from .expiry import ExpiryEngine
 from .expiry.rules import Rule
 from .features import ExpiryMethods, PersistenceMethods, TrackingMethods
+from .fleet import FleetJob
 from .health import HealthMonitor, register_core_checks
+from .identity_links import IdentityLinks, LinkConfig
 from .models import Platform, Session, SessionState
 from .nearcache import NearCacheConfig
 from .options import SessionSystemConfig
@@ -42,6 +44,8 @@ from .persistence import Persistence
 from .persistence.scheduler import BackupScheduler
 from .storage import Storage, default_data_dir, resolve_storage
 from .store import SessionStore
+from .sync import SyncManager
+from .sync_methods import SyncMethods
 from .tracker import StateTracker
 from .turns import Turns
 
@@ -76,7 +80,9 @@ class _OpenOrStart:
         return owner.open if obj is None else obj._start
 
 
-class SessionSystem(ConversationMethods, TrackingMethods, ExpiryMethods, PersistenceMethods):
+class SessionSystem(
+    ConversationMethods, TrackingMethods, ExpiryMethods, PersistenceMethods, SyncMethods
+):
     """One object for bot code: the core store plus the features built on it.
 
     Not-found contract, the same on every surface (SessionStore, SessionSystem and the
@@ -134,8 +140,19 @@ class SessionSystem(ConversationMethods, TrackingMethods, ExpiryMethods, Persist
         if rules:
             self.expiry_scheduler = AsyncIOScheduler(timezone="UTC")
             self.expiry.schedule(self.expiry_scheduler)
-        # Filled by the feature modules as they land (None: not built in this version).
-        self.sync: Any = None
+        self.session_scope = config.session_scope
+        self.sync = SyncManager(
+            store,
+            IdentityLinks(store.client, store.keys, LinkConfig(code_ttl=config.link_code_ttl)),
+            config.sync_config(),
+        )
+        self.sync_scheduler: AsyncIOScheduler | None = None
+        if config.sync_mode == "batch":
+            self.sync_scheduler = AsyncIOScheduler(timezone="UTC")
+            self.sync_job = FleetJob(
+                store.client, store.keys, "sync", config.sync_delay, self.sync.run_batch
+            )
+            self.sync_job.schedule(self.sync_scheduler)
         register_core_checks(self)
         register_feature_checks(self)
 
@@ -209,6 +226,8 @@ class SessionSystem(ConversationMethods, TrackingMethods, ExpiryMethods, Persist
             self.backup_scheduler.start()
         if self.expiry_scheduler is not None:
             self.expiry_scheduler.start()
+        if self.sync_scheduler is not None:
+            self.sync_scheduler.start()
         if self.config.health_interval:
             self.health.start(self.config.health_interval)
         self._running = True
@@ -320,6 +339,7 @@ class SessionSystem(ConversationMethods, TrackingMethods, ExpiryMethods, Persist
         self.context.drain = cache.drain if cache.in_process else None
         self.batch.on_write = cache.written
         register_near_cache_check(self, cache)
+        self.sync.on_write = cache.written_session
 
     async def update_session(
         self,
@@ -335,7 +355,7 @@ class SessionSystem(ConversationMethods, TrackingMethods, ExpiryMethods, Persist
         """Merge data and metadata fields (and delete some) in one atomic step; see
         SessionStore.update(). SessionNotFound if the session does not exist."""
         try:
-            return await self._write(
+            session = await self._write(
                 session_id,
                 lambda: self.store.update(
                     session_id,
@@ -349,12 +369,18 @@ class SessionSystem(ConversationMethods, TrackingMethods, ExpiryMethods, Persist
             )
         finally:
             self._written(session_id)
+        if self.sync.config.shared_fields and (data or delete):
+            # Shared fields are stamped (and synced as sync_mode says); see docs/sync.md.
+            await self.sync.write(session.session_id, data or {}, delete)
+            session = await self.store.get(session.session_id)
+        return session
 
     async def delete_session(self, session_id: str) -> bool:
         """Remove a session and its context; True if the session existed, False if it did
         not (never raises for that)."""
         existed = await self.store.delete(session_id)
         await self.context.delete_context(session_id)
+        await self.sync.forget(session_id)
         self._written(session_id)
         return existed
 
@@ -460,6 +486,12 @@ class SessionSystem(ConversationMethods, TrackingMethods, ExpiryMethods, Persist
                 await self.expiry.job.drain()
                 self.expiry_scheduler.shutdown(wait=False)
                 await asyncio.sleep(0)
+            if self.sync_scheduler is not None and self.sync_scheduler.running:
+                self.sync_scheduler.pause()
+                await self.sync_job.drain()
+                self.sync_scheduler.shutdown(wait=False)
+                await asyncio.sleep(0)
+            await self.sync.flush()
             await self.context.wait_summaries()
             if self.near_cache is not None:
                 await self.near_cache.stop()

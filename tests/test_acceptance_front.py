@@ -24,7 +24,7 @@ from .support.servers import server_pids
 
 # Methods of the acceptance block that other branches build; the block calls each as soon as
 # SessionSystem has it (see test_every_acceptance_method_is_wired).
-PENDING = ("sync_sessions",)
+PENDING: tuple[str, ...] = ()
 
 
 @pytest.fixture(autouse=True)
@@ -89,9 +89,9 @@ async def test_default_session_system_runs_as_written() -> None:
     assert await system.count_sessions() == 1
 
 
-@pytest.mark.xfail(strict=True, reason="sync_sessions lands with the sync feature")
 def test_every_acceptance_method_is_wired() -> None:
-    """Fails (XPASS, strict) once the feature branches are merged: then drop the marker."""
+    """Every method the acceptance block calls exists (sync_sessions came with the sync branch)."""
     from sessioncache.system import SessionSystem
 
-    assert all(hasattr(SessionSystem, name) for name in PENDING)
+    assert not PENDING
+    assert all(hasattr(SessionSystem, name) for name in ("sync_sessions", "create_backup"))

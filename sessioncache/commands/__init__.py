@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import core, demo, server, sessions
+from . import core, demo, links, server, sessions
 
-GROUPS: tuple[ModuleType, ...] = (demo, core, sessions, server)
+GROUPS: tuple[ModuleType, ...] = (demo, core, sessions, server, links)

@@ -1,0 +1,85 @@
+"""SessionSystem's methods for identity links, scopes and cross-channel sync (a mixin).
+
+Kept out of system.py so that file stays a thin facade; each method hands over to
+``self.sync`` (sync.py) or its identity links (identity_links.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .models import Platform, Session
+from .scopes import scoped_identity
+from .store import SessionStore
+from .sync import Conflict, SyncManager
+from .sync_history import SyncRecord
+
+
+class SyncMethods:
+    """Flat methods of SessionSystem over ``self.sync``."""
+
+    sync: SyncManager
+    store: SessionStore
+    session_scope: str
+
+    async def start_link(self, platform: Platform | str, user_id: str | int) -> str:
+        """A one-time code to confirm from another channel (IdentityLinks.start_link)."""
+        return await self.sync.links.start_link(platform, user_id)
+
+    async def confirm_link(
+        self, platform: Platform | str, user_id: str | int, code: str
+    ) -> str:
+        """Link this identity with the code's; returns the person id (IdentityLinks)."""
+        return await self.sync.links.confirm_link(platform, user_id, code)
+
+    async def unlink(self, platform: Platform | str, user_id: str | int) -> bool:
+        """Stop sharing: the identity leaves its person; each side keeps its data."""
+        return await self.sync.links.unlink(platform, user_id)
+
+    async def linked_identities(self, platform: Platform | str, user_id: str | int) -> list[str]:
+        """The person's identities (``platform:user``), this one included."""
+        return await self.sync.links.linked_identities(platform, user_id)
+
+    async def scoped_session(
+        self,
+        chat_id: str | int,
+        user_id: str | int,
+        platform: Platform | str = Platform.WEB,
+        thread_id: str | int | None = None,
+        *,
+        chat_type: str = "private",
+    ) -> Session:
+        """The session a message belongs to under ``session_scope`` (created if missing; a
+        new session of a linked identity takes the person's shared fields: the create op).
+        ScopeError for a scope that would mix two people's direct messages."""
+        person = None
+        if self.session_scope == "person":
+            person = await self.sync.links.person_of(platform, user_id)
+        plat, chat, user, thread = scoped_identity(
+            self.session_scope, platform, chat_id, user_id, thread_id,
+            person=person, chat_type=chat_type,
+        )
+        session = await self.store.get_or_create(chat, user, plat, thread)
+        if session.version == 1 and self.session_scope == "chat_user_thread":
+            await self.sync.pull(session.session_id)
+            session = await self.store.get(session.session_id)
+        return session
+
+    async def sync_sessions(self, session_id: str) -> dict[str, dict[str, str]]:
+        """Apply the session's shared fields to its linked sessions now (target -> field ->
+        applied/kept/conflict)."""
+        return await self.sync.sync_sessions(session_id)
+
+    async def list_conflicts(self, session_id: str | None = None) -> list[Conflict]:
+        """Conflicts kept for review by strategy "manual"."""
+        return await self.sync.list_conflicts(session_id)
+
+    async def resolve_conflict(self, conflict_id: str, choose: Any = "incoming") -> Conflict:
+        """Settle a conflict with "incoming", "stored" or a value; synced to linked sessions."""
+        return await self.sync.resolve_conflict(conflict_id, choose)
+
+    async def sync_history(
+        self, session_id: str | None = None, person: str | None = None, limit: int = 100
+    ) -> list[SyncRecord]:
+        """Sync operations, newest first, of a session or a person."""
+        return await self.sync.history.query(session_id, person, limit)

@@ -1,0 +1,62 @@
+"""Workers of the sync tests (importable by multiprocessing's spawn)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from sessioncache.identity_links import IdentityLinks
+from sessioncache.store import SessionStore
+from sessioncache.sync import SyncConfig, SyncManager
+
+
+def larger(field: str, stored: Any, incoming: Any) -> Any:
+    """The custom strategy of the tests: the larger value wins (order-independent)."""
+    return incoming if stored is None or incoming > stored else stored
+
+
+async def _writes(url: str, ns: str, sid: str, strategy: str, n: int) -> None:
+    store = await SessionStore.connect(url, namespace=ns, socket_timeout=10.0)
+    try:
+        sync = SyncManager(store, IdentityLinks(store.client, store.keys),
+                           SyncConfig(shared_fields=["topic", "count"],
+                                      strategy=larger if strategy == "custom" else strategy,
+                                      mode="auto", priority=("discord", "telegram")))
+        platform = sid.split(":")[0]
+        for i in range(n):
+            if strategy == "merge":
+                await sync.increment(sid, "count")
+            else:
+                await sync.write(sid, {"topic": f"{platform}-{os.getpid()}-{i}"})
+    finally:
+        await store.close()
+
+
+def write_many(url: str, ns: str, sid: str, strategy: str, n: int) -> None:
+    """n synced writes to one session (auto mode)."""
+    asyncio.run(_writes(url, ns, sid, strategy, n))
+
+
+async def _killed(url: str, ns: str, sid: str) -> None:
+    store = await SessionStore.connect(url, namespace=ns, socket_timeout=10.0)
+    sync = SyncManager(store, IdentityLinks(store.client, store.keys),
+                       SyncConfig(shared_fields=["topic"], mode="manual"))
+    await sync.write(sid, {"topic": "killed"})
+    original = sync._apply_target
+    done = 0
+
+    async def die_after_one(*args: Any) -> Any:
+        nonlocal done
+        if done == 1:
+            os._exit(17)  # killed between the steps of one sync
+        done += 1
+        return await original(*args)
+
+    sync._apply_target = die_after_one  # type: ignore[method-assign]
+    await sync.sync_sessions(sid)
+
+
+def killed_mid_sync(url: str, ns: str, sid: str) -> None:
+    """Sync a session to its two linked sessions, dying after the first."""
+    asyncio.run(_killed(url, ns, sid))

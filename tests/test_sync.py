@@ -1,0 +1,319 @@
+"""Cross-channel sync: verified links, scopes, strategies decided in Lua, modes, history."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from sessioncache.errors import (
+    IdentityOwned,
+    LinkError,
+    LinkRateLimited,
+    ScopeError,
+    ValidationError,
+)
+from sessioncache.hlc import HybridClock
+from sessioncache.identity import parse_session_id
+from sessioncache.identity_links import IdentityLinks, LinkConfig
+from sessioncache.scopes import scoped_identity
+from sessioncache.store import SessionStore
+from sessioncache.sync import SyncConfig, SyncField, SyncManager
+from sessioncache.sync_listener import SyncListener
+
+from .support.namespaces import drop_namespace, unique_namespace
+from .support.sync_workers import larger, write_many
+
+TG, DC = "telegram:123:123", "discord:987:987"
+
+
+@pytest.fixture(params=["redis_url", pytest.param("cluster_url", marks=pytest.mark.cluster)])
+def server_url(request: pytest.FixtureRequest) -> str:
+    """A real server other OS processes can reach (memory:// lives inside one process)."""
+    return str(request.getfixturevalue(request.param))
+
+
+@pytest.fixture
+async def server_store(server_url: str) -> AsyncIterator[SessionStore]:
+    s = await SessionStore.connect(server_url, namespace=unique_namespace(), socket_timeout=5.0)
+    yield s
+    await drop_namespace(s.client, s.keys.namespace)
+    await s.close()
+
+
+def manager(store: SessionStore, **cfg: Any) -> SyncManager:
+    cfg.setdefault("shared_fields", ["topic", "notes", "count", "tags", "prefs"])
+    return SyncManager(store, IdentityLinks(store.client, store.keys), SyncConfig(**cfg))
+
+
+async def linked(store: SessionStore, sync: SyncManager) -> None:
+    code = await sync.links.start_link("telegram", 123)
+    await sync.links.confirm_link("discord", 987, code)
+    await store.create(123, 123, "telegram")
+    await store.create(987, 987, "discord")
+
+
+async def test_link_scenario_auto(store: SessionStore) -> None:
+    sync = manager(store, mode="auto")
+    await store.create(123, 123, "telegram")
+    await sync.write(TG, {"topic": "flights to Oslo", "private": "x"})
+    code = await sync.links.start_link("telegram", 123)
+    person = await sync.links.confirm_link("discord", 987, code)
+    assert await sync.links.linked_identities("discord", 987) == ["discord:987", "telegram:123"]
+    await store.create(987, 987, "discord")
+    await sync.pull(DC)  # the create operation
+    assert (await store.get(DC)).data == {"topic": "flights to Oslo"}
+    await sync.write(DC, {"topic": "flights to Bergen"})
+    assert (await store.get(TG)).data["topic"] == "flights to Bergen"
+    hist = await sync.history.query(person=person)
+    assert [(r.op, r.source, r.target) for r in hist] == [
+        ("update", DC, TG), ("create", TG, DC)]
+    assert hist[0].result == {"topic": "applied"}
+    assert await sync.links.unlink("discord", 987)
+    await sync.write(TG, {"topic": "trains"})
+    assert (await store.get(DC)).data["topic"] == "flights to Bergen"
+    assert (await store.get(TG)).data["topic"] == "trains"
+
+
+async def test_manual_mode(store: SessionStore) -> None:
+    sync = manager(store, mode="manual")
+    await linked(store, sync)
+    await sync.write(TG, {"topic": "a"})
+    assert "topic" not in (await store.get(DC)).data
+    assert await sync.sync_sessions(TG) == {DC: {"topic": "applied"}}
+    assert (await store.get(DC)).data["topic"] == "a"
+    assert await sync.sync_sessions(TG) == {DC: {"topic": "kept"}}  # idempotent
+
+
+async def test_codes_wrong_expired_reused_owned(store: SessionStore) -> None:
+    links = IdentityLinks(store.client, store.keys, LinkConfig(code_ttl=60))
+    code = await links.start_link("telegram", 1)
+    for bad in ["", "nonsense", "AAAAAA-AAAAAAAA", code[:7] + "ZZZZZZZZ"]:
+        with pytest.raises(LinkError):
+            await links.confirm_link("discord", 2, bad)
+    assert await links.linked_identities("discord", 2) == ["discord:2"]
+    other = await links.start_link("telegram", 5)
+    assert await links.confirm_link("discord", 6, other)
+    code = await links.start_link("telegram", 1)
+    assert await links.confirm_link("slack", 3, code) == "telegram:1"
+    with pytest.raises(LinkError):  # reused
+        await links.confirm_link("web", 4, code)
+    code = await links.start_link("telegram", 1)
+    with pytest.raises(IdentityOwned):
+        await links.confirm_link("discord", 6, code)
+    expiring = await links.start_link("telegram", 1)
+    await store.client.pexpire(store.keys.link_code(expiring[:6]), 1)
+    while await store.client.exists(store.keys.link_code(expiring[:6])):
+        await asyncio.sleep(0.01)  # the server's own expiry, forced to 1 ms above
+    with pytest.raises(LinkError):
+        await links.confirm_link("web", 4, expiring)
+    assert await links.linked_identities("web", 4) == ["web:4"]
+
+
+async def test_brute_force_stopped(store: SessionStore) -> None:
+    links = IdentityLinks(store.client, store.keys)
+    code = await links.start_link("telegram", 1)
+    public = code[:6]
+    outcomes = {"linked": 0, "refused": 0, "limited": 0}
+    for i in range(1000):
+        guess = f"{public}-{i:08d}".replace("0", "A").replace("1", "B")
+        try:
+            await links.confirm_link("discord", 1000 + i % 50, guess)
+            outcomes["linked"] += 1
+        except LinkRateLimited:
+            outcomes["limited"] += 1
+        except LinkError:
+            outcomes["refused"] += 1
+    assert outcomes["linked"] == 0
+    with pytest.raises(LinkError):  # burned after max_tries_per_code wrong secrets
+        await links.confirm_link("discord", 1, code)
+    assert not await store.client.exists(store.keys.link_code(public))
+    for _ in range(10):
+        with pytest.raises(LinkError):
+            await links.confirm_link("discord", 77, "AAAAAA-AAAAAAAA")
+    with pytest.raises(LinkRateLimited):
+        await links.confirm_link("discord", 77, "AAAAAA-AAAAAAAA")
+
+
+def test_scopes_never_mix_two_people() -> None:
+    with pytest.raises(ScopeError, match="direct message"):
+        scoped_identity("chat", "web", "inbox", "alice")
+    assert scoped_identity("chat", "telegram", -5, "alice", chat_type="group")[2] == "~chat"
+    assert scoped_identity("person", "telegram", 1, 1) == ("telegram", 1, 1, None)
+    assert scoped_identity("person", "telegram", 1, 1, person="telegram:1")[0] == "person"
+    a = scoped_identity("chat_user_thread", "web", "inbox", "alice")
+    b = scoped_identity("chat_user_thread", "web", "inbox", "bob")
+    assert a != b
+
+
+@pytest.mark.parametrize("strategy", ["lww", "fww", "priority", "merge"])
+async def test_strategies_converge(store: SessionStore, strategy: str) -> None:
+    sync = manager(store, mode="manual", strategy=strategy, priority=["discord", "telegram"])
+    await linked(store, sync)
+    await sync.write(TG, {"topic": "tg", "count": 2, "tags": ["a"], "prefs": {"x": {"y": 1}}})
+    await sync.write(DC, {"topic": "dc", "count": 3, "tags": ["b"], "prefs": {"x": {"z": 2}}})
+    await sync.sync_sessions(TG)
+    await sync.sync_sessions(DC)
+    await sync.sync_sessions(TG)
+    a, b = (await store.get(TG)).data, (await store.get(DC)).data
+    assert a == b
+    expected = {"lww": "dc", "fww": "tg", "priority": "dc", "merge": "dc"}[strategy]
+    assert a["topic"] == expected
+    if strategy == "merge":
+        assert a["count"] == 5 and a["tags"] == ["a", "b"]
+        assert a["prefs"] == {"x": {"y": 1, "z": 2}}
+
+
+async def test_manual_strategy_keeps_both(store: SessionStore) -> None:
+    sync = manager(store, mode="manual", strategy="manual")
+    await linked(store, sync)
+    await sync.write(TG, {"topic": "tg"})
+    await sync.write(DC, {"topic": "dc"})
+    await sync.sync_sessions(TG)
+    await sync.sync_sessions(DC)
+    conflicts = await sync.list_conflicts()
+    assert sorted((c.session_id, c.stored, c.incoming) for c in conflicts) == [
+        (DC, "dc", "tg"), (TG, "tg", "dc")]
+    c = next(c for c in conflicts if c.session_id == DC)
+    await sync.resolve_conflict(c.conflict_id, choose="incoming")
+    assert (await store.get(TG)).data["topic"] == (await store.get(DC)).data["topic"] == "tg"
+
+
+async def test_custom_strategy(store: SessionStore) -> None:
+    sync = manager(store, mode="manual", strategy=lambda f, old, new: max(old or "", new))
+    await linked(store, sync)
+    await sync.write(TG, {"topic": "b"})
+    await sync.write(DC, {"topic": "a"})
+    await sync.sync_sessions(DC)
+    assert (await store.get(TG)).data["topic"] == "b"
+    await sync.sync_sessions(TG)
+    assert (await store.get(DC)).data["topic"] == "b"
+
+
+@pytest.mark.parametrize("strategy", ["lww", "fww", "priority", "merge", "manual", "custom"])
+async def test_processes_converge(
+    server_store: SessionStore, server_url: str, strategy: str
+) -> None:
+    store, backend_url = server_store, server_url
+    sync = manager(store, mode="auto", strategy=larger if strategy == "custom" else strategy,
+                   priority=["discord", "telegram"])
+    await linked(store, sync)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=write_many,
+                         args=(backend_url, store.keys.namespace, sid, strategy, 40))
+             for sid in (TG, DC) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    await sync.sync_sessions(TG)
+    await sync.sync_sessions(DC)
+    a, b = (await store.get(TG)).data, (await store.get(DC)).data
+    if strategy == "manual":
+        conflicts = await sync.list_conflicts()
+        assert conflicts
+        for c in conflicts:  # neither side lost: stored and incoming are both writes made
+            assert c.stored.startswith(("telegram", "discord"))
+            assert c.incoming.startswith(("telegram", "discord"))
+    else:
+        assert a == b
+        if strategy == "merge":
+            assert a["count"] == 4 * 40  # every increment of four processes counted
+        if strategy == "priority":
+            assert a["topic"].startswith("discord")
+        if strategy == "custom":
+            assert a["topic"] == max(a["topic"], b["topic"]) and a["topic"].startswith("telegram")
+
+
+async def test_recovery_after_kill(server_store: SessionStore, server_url: str) -> None:
+    store, backend_url = server_store, server_url
+    sync = manager(store, mode="manual")
+    await linked(store, sync)
+    await store.create(987, 987, "discord", thread_id=7)
+    ctx = mp.get_context("spawn")
+    from .support.sync_workers import killed_mid_sync
+
+    p = ctx.Process(target=killed_mid_sync, args=(backend_url, store.keys.namespace, TG))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 17
+    targets = await sync.linked_sessions(TG)
+    assert len(targets) == 2
+    got = [(await store.get(t)).data.get("topic") for t in targets]
+    assert sorted(got, key=str) == ["killed", None] or sorted(got, key=str) == [None, "killed"]
+    assert await sync.recover() == 1
+    assert [(await store.get(t)).data.get("topic") for t in targets] == ["killed", "killed"]
+    assert await sync.recover() == 0
+
+
+async def test_writes_announce_themselves(store: SessionStore, backend_url: str) -> None:
+    listener = SyncListener(store)
+    await listener.start()
+    other = await SessionStore.connect(backend_url, namespace=store.keys.namespace)
+    try:
+        await store.create(123, 123, "telegram")
+        await manager(other).write(TG, {"topic": "hello", "private": 1})
+        assert await listener.next() == {"session": TG, "fields": ["topic"]}
+    finally:
+        await other.close()
+        await listener.aclose()
+
+
+async def test_sync_apply_retry_and_missing(store: SessionStore) -> None:
+    sync = manager(store, mode="manual")
+    await linked(store, sync)
+    f = SyncField("topic", "topic", sync.clock.now(), "", "v", b"x")
+    keys = sync.script_keys(parse_session_id(TG))
+    args = store.op_args(["local", TG, "0", "1", f.stored, f.stamp, "", "v", b"x", "c"])
+    first = await store.scripts.sync_apply.run(store.client, keys, args)
+    again = await store.scripts.sync_apply.run(store.client, keys, args)  # a client retry
+    assert first[0] == 1 and again == [2, first[1]]
+    assert (await store.get(TG)).version == first[1]
+    gone = sync.script_keys(parse_session_id("telegram:9:9"))
+    assert await store.scripts.sync_apply.run(store.client, gone, store.op_args(
+        ["local", TG, "0", "1", "topic", f.stamp, "", "v", b"x", "c"])) == [-1]
+    assert not await store.client.exists(gone[0], gone[4])
+
+
+def test_hlc_orders_after_what_it_saw() -> None:
+    ahead, behind = HybridClock("a"), HybridClock("b")
+    future = f"{int(time.time() * 1000) + 3_600_000:013d}.000000.a"  # a host an hour ahead
+    behind.observe(future)
+    assert behind.now() > future  # not its own (earlier) wall clock
+    stamps = [ahead.now() for _ in range(1000)]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 1000
+
+
+def test_suggestions_are_listed_never_applied() -> None:
+    profiles = {"telegram:1": {"email": "A@x.org"}, "discord:2": {"email": "a@x.org "},
+                "slack:3": {"phone": "+47 1"}, "web:4": {"email": "b@x.org"}}
+    assert IdentityLinks.suggestions(profiles) == [("discord:2", "telegram:1", "email")]
+
+
+async def test_delete_forgets_stamps(store: SessionStore) -> None:
+    sync = manager(store, mode="manual")
+    await linked(store, sync)
+    await sync.write(TG, {"topic": "x"})
+    ident = parse_session_id(TG)
+    assert await store.client.exists(store.keys.sync_meta(ident))
+    await store.delete(TG)
+    await sync.forget(TG)
+    assert not await store.client.exists(store.keys.sync_meta(ident))
+
+
+async def test_bad_merge_value_changes_nothing(store: SessionStore) -> None:
+    sync = manager(store, mode="manual", strategy="merge")
+    await linked(store, sync)
+    before = await store.get(TG)
+    with pytest.raises(ValidationError, match="JSON"):
+        await sync.write(TG, {"prefs": {"raw": b"bytes"}})
+    with pytest.raises(ValidationError):
+        await sync.write(TG, {"notes": "x" * (1024 * 1024)})
+    after = await store.get(TG)
+    assert after.version == before.version and after.data == before.data
+    assert not await store.client.exists(store.keys.sync_meta(parse_session_id(TG)))
