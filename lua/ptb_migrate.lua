@@ -66,9 +66,5 @@ if redis.call('EXISTS', new) == 0 then
   -- No data field remains: the record is gone.
   return {moved, {}}
 end
-if ARGV[4] == '0' then
-  redis.call('PERSIST', new)
-elseif ARGV[4] ~= '' then
-  redis.call('PEXPIRE', new, ARGV[4])
-end
+record_ttl(new, ARGV[4])
 return {moved, redis.call('HGETALL', new)}

@@ -45,12 +45,8 @@ end
 local npairs = tonumber(ARGV[7])
 local last_set = 7 + 2 * npairs
 if npairs == 0 and #ARGV == last_set then
-  if #flat > 0 and ttl ~= '' then
-    if ttl == '0' then
-      redis.call('PERSIST', key)
-    else
-      redis.call('PEXPIRE', key, ttl)
-    end
+  if #flat > 0 then
+    record_ttl(key, ttl)
   end
   if full then
     return {1, flat}
@@ -119,11 +115,7 @@ end
 if #fields > 0 then
   redis.call('HSET', key, unpack(fields))
 end
-if ttl == '0' then
-  redis.call('PERSIST', key)
-elseif ttl ~= '' then
-  redis.call('PEXPIRE', key, ttl)
-end
+record_ttl(key, ttl)
 if full then
   return {1, rows}
 end
