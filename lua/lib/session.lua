@@ -33,16 +33,6 @@ local function expire_session(key, index, exps, suffix)
   index_keep(index, exps, suffix)
 end
 
--- A record's expiry as its caller asks (integration records: aiogram, python-telegram-bot): `ttl`
--- in ms, "0" for none (PERSIST), "" to keep the key's current expiry.
-local function record_ttl(key, ttl)
-  if ttl == '0' then
-    redis.call('PERSIST', key)
-  elseif ttl ~= '' then
-    redis.call('PEXPIRE', key, ttl)
-  end
-end
-
 -- Change index for incremental backups (see docs/persistence.md): `key` changed. Recorded only
 -- while a backup chain has armed this slot's bucket with its '#' counter; `bucket` may be nil.
 local function mark_changed(bucket, key)
