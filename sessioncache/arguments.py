@@ -48,15 +48,17 @@ def new_op_id() -> str:
     return urlsafe_b64encode(_op_random.getrandbits(96).to_bytes(12, "little")).decode()
 
 
-def op_args(horizon_ms: str, args: Sequence[Any]) -> list[Any]:
+def op_args(horizon_ms: str | bytes, args: Sequence[Any]) -> list[Any]:
     """A mutating script's ARGV: op id, call digest, retry horizon, then the call's own args.
 
-    The digest binds the op id to these arguments, so a reused op id is refused rather than
-    answered "already applied" (lib/ops.lua). Retries happen inside the process that made the
-    call, so the process-salted built-in hash is enough, and cheap: str and bytes cache theirs.
+    The digest binds the op id to these arguments: the op log records the pair, so an op id
+    reused with other arguments is another call, never "already applied" (lib/ops.lua). Retries
+    happen inside the process that made the call, so the process-salted built-in hash is
+    enough, and cheap: str and bytes cache theirs. Op id and digest are bytes, which stock
+    redis-py's packer passes through without encoding.
     """
-    digest = format(hash(tuple(args)) & 0xFFFFFFFFFFFFFFFF, "x")
-    return [new_op_id(), digest, horizon_ms, *args]
+    opid = urlsafe_b64encode(_op_random.getrandbits(96).to_bytes(12, "little"))
+    return [opid, b"%x" % (hash(tuple(args)) & 0xFFFFFFFFFFFFFFFF), horizon_ms, *args]
 
 
 def ttl_ms(ttl: float | None, what: str = "ttl") -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
@@ -47,26 +47,31 @@ class Script:
     source: str
     sha: str
     offset: int = 0
+    sha_arg: bytes = field(init=False, repr=False, compare=False)
+    """The SHA1 as EVALSHA sends it (bytes: stock redis-py's packer encodes every str)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha_arg", self.sha.encode())
 
     async def __call__(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA, loading the script again if the server lost it; Redis errors as raised."""
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            return await client.evalsha(self.sha_arg, len(keys), *keys, *args)
         except NoScriptError:
             # The server lost its script cache (restart, SCRIPT FLUSH, failover to a replica
             # that never saw SCRIPT LOAD): load it again (on every primary in a cluster).
             await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            return await client.evalsha(self.sha_arg, len(keys), *keys, *args)
 
     async def run(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Like calling the script, with Redis errors raised as ours: ScriptError for an error
         the script raised (a bug), BackendUnavailable for an outage or a refusing server."""
         try:
             try:
-                return await client.evalsha(self.sha, len(keys), *keys, *args)
+                return await client.evalsha(self.sha_arg, len(keys), *keys, *args)
             except NoScriptError:
                 await client.script_load(self.source)
-                return await client.evalsha(self.sha, len(keys), *keys, *args)
+                return await client.evalsha(self.sha_arg, len(keys), *keys, *args)
         except ResponseError as exc:
             reused = _OPID_RE.search(str(exc))
             if reused:

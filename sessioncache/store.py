@@ -91,7 +91,10 @@ class SessionStore(ListingMethods):
         self.default_ttl = default_ttl
         self.default_ttl_ms = str(ttl_ms(default_ttl, "default_ttl"))
         """The default TTL as the scripts take it (milliseconds, as text)."""
-        self._max_fields = str(limits.max_fields)
+        # The constant ARGV of the hot scripts as bytes: stock redis-py's packer encodes every
+        # str argument again on every call (bench core, "stock client" rows).
+        self._ttl_arg = self.default_ttl_ms.encode()
+        self._max_fields = str(limits.max_fields).encode()
         self.scripts: ScriptRegistry = registry()
         self._owns_client = owns_client
         if len(extras) > 1:
@@ -100,7 +103,7 @@ class SessionStore(ListingMethods):
         self.expiry_index_of: Callable[[Identity], str] | None = None
         """Set by the expiry engine: the expiry index bucket of a session (extra script key)."""
         self._keys_cache: dict[Identity, tuple[str, str, str, str]] = {}
-        self._horizon_ms = str(retry_horizon_ms)
+        self._horizon_ms = str(retry_horizon_ms).encode()
 
     @classmethod
     async def connect(
@@ -201,7 +204,7 @@ class SessionStore(ListingMethods):
         args = [
             mode,
             str(ttl_ms(ttl)),
-            self.default_ttl_ms,
+            self._ttl_arg,
             ident.suffix,
             state_name,
             check_priority(priority) or "0",
@@ -305,7 +308,7 @@ class SessionStore(ListingMethods):
     async def _update(
         self,
         session_id: str,
-        reply_mode: str,
+        reply_mode: str | bytes,
         data: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         delete: Iterable[str] = (),
@@ -329,7 +332,7 @@ class SessionStore(ListingMethods):
     def update_command(
         self,
         session_id: str,
-        reply_mode: str,
+        reply_mode: str | bytes,
         data: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         delete: Iterable[str] = (),
@@ -346,7 +349,7 @@ class SessionStore(ListingMethods):
         args = [
             check_version(expected_version),
             reply_mode,
-            self.default_ttl_ms,
+            self._ttl_arg,
             check_priority(priority),
             self._max_fields,
             str(npairs),
@@ -388,7 +391,7 @@ class SessionStore(ListingMethods):
         session does not exist.
         """
         ident, key, flat = await self._update(
-            session_id, "full", data, metadata, delete, delete_metadata, priority, expected_version
+            session_id, b"full", data, metadata, delete, delete_metadata, priority, expected_version
         )
         return session_from_hash(ident, key, flat)
 
@@ -398,7 +401,7 @@ class SessionStore(ListingMethods):
         """Write one data field without rewriting the session; returns the new version.
         SessionNotFound if the session does not exist."""
         _, _, version = await self._update(
-            session_id, "version", {name: value}, expected_version=expected_version
+            session_id, b"version", {name: value}, expected_version=expected_version
         )
         return int(version)
 
@@ -412,13 +415,13 @@ class SessionStore(ListingMethods):
         """Write several data fields at once; returns the new version (SessionNotFound if the
         session does not exist)."""
         _, _, version = await self._update(
-            session_id, "version", fields, expected_version=expected_version
+            session_id, b"version", fields, expected_version=expected_version
         )
         return int(version)
 
     async def delete_field(self, session_id: str, *names: str) -> int:
         """Remove data fields; returns the new version (SessionNotFound if no session)."""
-        _, _, version = await self._update(session_id, "version", delete=names)
+        _, _, version = await self._update(session_id, b"version", delete=names)
         return int(version)
 
     async def get_field(self, session_id: str, name: str, default: Any = _MISSING) -> Any:
@@ -451,7 +454,7 @@ class SessionStore(ListingMethods):
         SessionNotFound if the session does not exist."""
         ident = parse_session_id(session_id)
         new_ttl = "" if ttl is None else str(ttl_ms(ttl))
-        args = self.op_args([self.default_ttl_ms, check_messages(messages), new_ttl])
+        args = self.op_args([self._ttl_arg, check_messages(messages), new_ttl])
         keys: Sequence[str] = self._session_keys(ident)
         if self.expiry_index_of is not None:
             keys = (*keys, self.expiry_index_of(ident))

@@ -110,7 +110,7 @@ async def test_one_write_in_eight_trims_the_op_log_by_size_and_age(store: Sessio
 
     async def touch(last: str) -> None:
         args = store.op_args([store.default_ttl_ms, "0", ""])
-        args[0] = args[0][:-1] + last
+        args[0] = args[0][:-1] + last.encode()
         assert (await store.scripts.touch.run(store.client, keys, args))[0] == 1
 
     for _ in range(1009):  # with the create's record: 1010 writes, none of them trimming

@@ -94,10 +94,10 @@ class RecordWriter:
         self.client = client
         self.limits = limits
         self.keys = keys
-        self._horizon_ms = str(retry_horizon_ms)
+        self._horizon_ms = str(retry_horizon_ms).encode()
         self._merge: Script = registry().record_merge
         self._replace: Script = registry().record_replace
-        self._max_fields = str(limits.max_fields)
+        self._max_fields = str(limits.max_fields).encode()
 
     async def merge(
         self,
@@ -112,7 +112,7 @@ class RecordWriter:
         args: list[Any] = [
             ttl,
             self._max_fields,
-            "full" if full else "size",
+            b"full" if full else b"size",
             str(len(pairs) // 2),
             *pairs,
             *deletes,
