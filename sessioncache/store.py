@@ -103,6 +103,7 @@ class SessionStore(ListingMethods):
         self.expiry_index_of: Callable[[Identity], str] | None = None
         """Set by the expiry engine: the expiry index bucket of a session (extra script key)."""
         self._keys_cache: dict[Identity, tuple[str, str, str, str]] = {}
+        self._ids_cache: dict[str, tuple[Identity, tuple[str, str, str, str]]] = {}
         self._horizon_ms = str(retry_horizon_ms).encode()
 
     @classmethod
@@ -177,13 +178,23 @@ class SessionStore(ListingMethods):
             )
         return found
 
+    def _by_id(self, session_id: str) -> tuple[Identity, tuple[str, str, str, str]]:
+        """parse_session_id and _session_keys in one lookup by the id itself (cached: its str
+        hash is cached too, where an Identity hashes its fields on every call)."""
+        found = self._ids_cache.get(session_id) if type(session_id) is str else None
+        if found is None:
+            ident = parse_session_id(session_id)  # refuses anything malformed, before caching
+            if len(self._ids_cache) >= 65536:
+                self._ids_cache.clear()
+            found = self._ids_cache[session_id] = (ident, self._session_keys(ident))
+        return found
+
     def op_args(self, args: Sequence[Any]) -> list[Any]:
         """ARGV of a mutating script for this store: op id, digest and retry horizon first."""
         return op_args(self._horizon_ms, args)
 
     def _located(self, session_id: str) -> tuple[Identity, str, str]:
-        ident = parse_session_id(session_id)
-        key, index, _, _ = self._session_keys(ident)
+        ident, (key, index, _, _) = self._by_id(session_id)
         return ident, key, index
 
     # -- create / read --------------------------------------------------------------------
@@ -267,8 +278,7 @@ class SessionStore(ListingMethods):
 
     async def get(self, session_id: str) -> Session:
         """The session, or SessionNotFound."""
-        ident = parse_session_id(session_id)
-        key = self._session_keys(ident)[0]
+        ident, (key, _, _, _) = self._by_id(session_id)
         try:
             flat = await self.client.hgetall(key)
         except RedisError as exc:
@@ -341,10 +351,10 @@ class SessionStore(ListingMethods):
         expected_version: int | None = None,
     ) -> tuple[Identity, Sequence[str], list[Any]]:
         """The checked KEYS and ARGV of update.lua (batch.py pipelines many of them)."""
-        ident = parse_session_id(session_id)
-        keys: Sequence[str] = self._session_keys(ident)
+        ident, four = self._by_id(session_id)
+        keys: Sequence[str] = four
         if self.expiry_index_of is not None:
-            keys = (*keys, self.expiry_index_of(ident))
+            keys = (*four, self.expiry_index_of(ident))
         npairs, pairs = update_fields(data, metadata, delete, delete_metadata, self.limits)
         args = [
             check_version(expected_version),
@@ -452,12 +462,12 @@ class SessionStore(ListingMethods):
     ) -> dt.datetime:
         """Record activity (and optionally messages); refreshes the TTL. Returns the new expiry.
         SessionNotFound if the session does not exist."""
-        ident = parse_session_id(session_id)
+        ident, four = self._by_id(session_id)
         new_ttl = "" if ttl is None else str(ttl_ms(ttl))
         args = self.op_args([self._ttl_arg, check_messages(messages), new_ttl])
-        keys: Sequence[str] = self._session_keys(ident)
+        keys: Sequence[str] = four
         if self.expiry_index_of is not None:
-            keys = (*keys, self.expiry_index_of(ident))
+            keys = (*four, self.expiry_index_of(ident))
         reply = await self.scripts.touch.run(self.client, keys, args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)
