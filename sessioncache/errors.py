@@ -85,9 +85,10 @@ class InvalidTransition(SessionCacheError):
 
 
 class OpIdReused(SessionCacheError):
-    """A write arrived with the op id of an earlier write but other arguments: it was refused
-    (nothing written) rather than taken for a retry of that write. A bug, or a collision of 96
-    random bits."""
+    """No longer raised. Earlier versions refused a write that carried the op id of an earlier
+    write with other arguments; the op log now records an op id together with its call digest,
+    so such a write is another call and is applied as one (docs/guarantees.md, "Retries").
+    Kept so that code naming it still imports."""
 
 
 class BackendUnavailable(SessionCacheError, ConnectionError):

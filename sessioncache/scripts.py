@@ -13,11 +13,10 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from .errors import BackendUnavailable, OpIdReused, ScriptError
+from .errors import BackendUnavailable, ScriptError
 
 _HEADER_RE = re.compile(r"^-- (lib/)?(\w+)\.lua: ")
 _LINE_RE = re.compile(r"user_script:(\d+)")
-_OPID_RE = re.compile(r"op id \S+ was already used by a call with other arguments")
 
 
 def lua_dir() -> Traversable:
@@ -73,9 +72,6 @@ class Script:
                 await client.script_load(self.source)
                 return await client.evalsha(self.sha_arg, len(keys), *keys, *args)
         except ResponseError as exc:
-            reused = _OPID_RE.search(str(exc))
-            if reused:
-                raise OpIdReused(f"{self.name}: {reused.group(0)}; nothing was written") from exc
             if str(exc).startswith(_SERVER_STATE_ERRORS):
                 raise BackendUnavailable(f"Redis refused {self.name}: {exc}") from exc
             raise ScriptError(self.name, self.explain(exc)) from exc
