@@ -137,6 +137,13 @@ def test_demo_runs_to_its_report(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ok   idle sessions archived exactly once: 15" in out
     assert "ok   archived sessions warned before: 15" in out
     assert "features shown: " in out and "near-cache reads, expiry with a warning" in out
+    # Users 5, 15 and 25 link a second platform: codes made by one worker, confirmed by another.
+    assert "ok   identities linked by a one-time code: 3" in out
+    assert "ok   persons with two linked identities: 3" in out
+    assert "ok   codes confirmed by another worker process: 3" in out
+    assert "ok   second-platform sessions that arrived with the shared profile: 3" in out
+    assert "ok   changes on the second platform that reached the first: 3" in out
+    assert "ok   sessions after restore: 33" in out
 
 
 def test_demo_on_a_real_redis_as_json(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -152,8 +159,11 @@ def test_demo_on_a_real_redis_as_json(redis_url: str, capsys: pytest.CaptureFixt
     hits, misses = report["near_cache_hits"], report["near_cache_misses"]
     assert hits > 0 and misses >= 20 and hits + misses <= 100
     assert "turn lock" in report["features"] and "expiry with a warning" in report["features"]
-    assert "demo: step 3/5 near_cache_reads" in captured.err
-    assert "demo: 5 steps done" in captured.err
+    assert checks["persons with two linked identities"] == 2
+    assert checks["changes on the second platform that reached the first"] == 2
+    assert "a cross-channel link" in report["features"]
+    assert "demo: step 3/6 near_cache_reads" in captured.err
+    assert "demo: 6 steps done" in captured.err
 
 
 def test_readme_first_command_runs_in_a_subprocess(tmp_path: Path) -> None:
