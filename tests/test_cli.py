@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,10 +17,12 @@ import pytest
 from sessioncache import EventType, Platform
 from sessioncache.cli import main
 from sessioncache.embedded import EmbeddedRedis, free_port
+from sessioncache.fleet import FleetJob, FleetRun
 from sessioncache.server import SharedServer
 from sessioncache.storage import storage_from_url
 from sessioncache.system import SessionSystem
 
+from .support.namespaces import drop_namespace, unique_namespace
 from .support.servers import server_pids
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +77,70 @@ def test_health_on_a_live_server(embedded: str, capsys: pytest.CaptureFixture[st
     assert {"server", "redis", "scripts"} <= set(report["components"])
     assert main(["health", "--url", embedded]) == 0
     assert "status: ok" in capsys.readouterr().out
+
+
+@pytest.fixture(params=["redis", "embedded"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A real Redis (private namespace) or an EMBEDDED data directory."""
+    if request.param == "redis":
+        yield request.getfixturevalue("redis_url")
+    else:
+        yield f"embedded://{tmp_path / 'data'}"
+        assert server_pids(str(tmp_path)) == []
+
+
+async def _run_fleet_job(url: str, namespace: str, name: str, fail: bool = False) -> None:
+    """One run of fleet job ``name`` in this process (as a worker's scheduler would); with no
+    name, the namespace is dropped."""
+
+    async def body(run: FleetRun) -> None:
+        if fail:
+            raise RuntimeError("disk full")
+
+    system = await SessionSystem.open(
+        *storage_from_url(url), namespace=namespace, health_interval=None
+    )
+    try:
+        if name:
+            await FleetJob(system.store.client, system.store.keys, name, 3600, body).run_once()
+        else:
+            await drop_namespace(system.store.client, namespace)
+    finally:
+        await system.shutdown()
+
+
+def test_health_reports_the_fleets_jobs_and_exits_2_when_one_failed(
+    any_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ns = unique_namespace()
+    health = ["health", "--url", any_url, "--namespace", ns]
+    assert main([*health, "--json"]) == 0
+    assert not [c for c in json.loads(capsys.readouterr().out)["components"] if "job:" in c]
+    asyncio.run(_run_fleet_job(any_url, ns, "backup"))
+    assert main([*health, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    backup = report["components"]["job:backup"]
+    assert report["status"] == "ok" and backup["ok"] is True
+    assert backup["holder"] == f"{socket.gethostname()}:{os.getpid()}"
+    assert (backup["runs"], backup["running"], backup["last_status"]) == (1, False, "ok")
+    assert isinstance(backup["last_run_at_ms"], int) and backup["interval_s"] == 3600.0
+    assert main(health) == 0
+    table = capsys.readouterr().out
+    assert "job:backup" in table and f"holder={socket.gethostname()}:{os.getpid()}" in table
+    assert "last_run=20" in table and "last_status=ok" in table
+    # A job whose last run failed: sessions are still served, the fleet is degraded: exit 2.
+    asyncio.run(_run_fleet_job(any_url, ns, "expiry", fail=True))
+    assert main([*health, "--json"]) == 2
+    report = json.loads(capsys.readouterr().out)
+    assert (report["status"], report["healthy"], report["failed"]) == (
+        "degraded", True, ["job:expiry"]
+    )
+    assert report["components"]["job:expiry"]["error"] == (
+        "the last expiry run ended with error:RuntimeError"
+    )
+    assert main(health) == 2
+    assert re.search(r"job:expiry +FAILED", capsys.readouterr().out)
+    asyncio.run(_run_fleet_job(any_url, ns, ""))
 
 
 def test_sessions_events_stats(embedded: str, capsys: pytest.CaptureFixture[str]) -> None:
