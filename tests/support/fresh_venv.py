@@ -55,6 +55,7 @@ def _applies(req: Requirement, extras: frozenset[str]) -> bool:
 def resolve(requirements: list[str]) -> list[md.Distribution]:
     """The installed distributions these requirements need, transitively (each once)."""
     found: dict[str, md.Distribution] = {}
+    seen: set[tuple[str, frozenset[str]]] = set()
     queue = [(Requirement(r), frozenset[str]()) for r in requirements]
     while queue:
         req, extras = queue.pop()
@@ -62,10 +63,10 @@ def resolve(requirements: list[str]) -> list[md.Distribution]:
             continue
         dist = md.distribution(req.name)  # PackageNotFoundError: the test env lacks it
         assert req.specifier.contains(dist.version, prereleases=True), (req, dist.version)
-        key = canonicalize_name(req.name)
-        wanted = frozenset(req.extras)
-        if key in found and not wanted:
+        key, wanted = canonicalize_name(req.name), frozenset(req.extras)
+        if (key, wanted) in seen:
             continue
+        seen.add((key, wanted))
         found[key] = dist
         queue += [(Requirement(r), wanted) for r in dist.requires or []]
     return list(found.values())
