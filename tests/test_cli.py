@@ -235,6 +235,24 @@ def test_demo_on_a_real_redis_as_json(redis_url: str, capsys: pytest.CaptureFixt
     assert "demo: 6 steps done" in captured.err
 
 
+@pytest.mark.cluster
+def test_demo_on_a_cluster(cluster_url: str) -> None:
+    """README: `--url redis+cluster://...` runs the demo on a cluster. In a process of its own,
+    as people run it: there its expiry step once read the kept sessions only after
+    get_statistics() (1.4s on a cluster), past their own 1.5s deadlines."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sessioncache", "demo", "--url", cluster_url, "--workers", "2",
+         "--users", "40", "--messages", "2", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=55,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    checks = {c["check"]: c["actual"] for c in report["checks"]}
+    assert checks["sessions that kept talking still live"] == 20
+    assert checks["expiry warnings sent (one per session)"] == 40
+    assert checks["changes on the second platform that reached the first"] == 4
+
+
 def test_readme_first_command_runs_in_a_subprocess(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "sessioncache", "demo"],
