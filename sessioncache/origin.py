@@ -54,7 +54,8 @@ async def initialize_sessions(
     Called again in the same process:
 
     - with the same arguments as a system it started that is still running, that system is
-      returned (and made current again): two modules may both initialise;
+      returned (and made current again): two modules may both initialise (unless
+      ``replace=True``, which starts a fresh one and shuts the running one down);
     - with other arguments, a new system is started and made current. The earlier one is not
       shut down: whoever holds it keeps using it, and one warning is logged saying both run.
       ``replace=True`` shuts the previous current system down once the new one has started
@@ -67,14 +68,14 @@ async def initialize_sessions(
 
     global _current
     args = (str(storage_type).upper(), dict(storage_config or {}), enable_all_features, options)
-    found = _running(args)
+    found = None if replace else _running(args)
     if found is not None:
         _current = found
         return found
     system = await SessionSystem.open(
         storage_type, storage_config, enable_all_features=enable_all_features, **options
     )
-    found = _running(args)
+    found = None if replace else _running(args)
     if found is not None:
         # Another initialize_sessions() with these arguments finished while this one connected.
         await system.shutdown()

@@ -141,6 +141,11 @@ async def test_initialize_with_replace_shuts_the_previous_system_down(no_system:
     )
     assert first.closed and not second.closed
     assert sessioncache.current_system() is second
+    # The same arguments with replace=True: a fresh system, the running one shut down.
+    third = await initialize_sessions(
+        "MEMORY", {"name": "api-shape"}, namespace="b", replace=True
+    )
+    assert third is not second and second.closed and sessioncache.current_system() is third
 
 
 async def test_a_system_its_holder_shut_down_is_started_again(no_system: None) -> None:
