@@ -24,12 +24,24 @@
 --                                 caller applies the rule, then retries).
 
 local key = KEYS[1]
-local cur = redis.call('HMGET', key, 'v', 't', 'x', 'y', 'a', 'm')
+-- A "full" reply reads the whole hash once, up front (lib/rows.lua): the fields checked here,
+-- its size and the reply come from it. A "version" reply reads only the fields it checks.
+local flat, at, cur
+if ARGV[5] == 'full' then
+  flat = redis.call('HGETALL', key)
+  at = rows_index(flat)
+  cur = {}
+  for i, name in ipairs({'v', 't', 'x', 'y', 'a', 'm'}) do
+    cur[i] = at[name] and flat[at[name]] or false
+  end
+else
+  cur = redis.call('HMGET', key, 'v', 't', 'x', 'y', 'a', 'm')
+end
 if not cur[1] then return {-1} end
 local version = tonumber(cur[1])
 if op_applied(KEYS[4]) then
-  if ARGV[5] == 'full' then
-    return {2, redis.call('HGETALL', key)}
+  if flat then
+    return {2, flat}
   end
   return {2, version}
 end
@@ -47,28 +59,39 @@ local dels = {}
 for i = last_set + 1, #ARGV do
   dels[#dels + 1] = ARGV[i]
 end
--- Seven core fields always exist, so HLEN - 7 bounds the data + metadata fields from above;
+
+-- How many of `names` the hash holds: from the rows read up front, else HMGET.
+local function held(names)
+  local n = 0
+  if at then
+    for i = 1, #names do
+      if at[names[i]] then n = n + 1 end
+    end
+  else
+    for _, value in ipairs(redis.call('HMGET', key, unpack(names))) do
+      if value then n = n + 1 end
+    end
+  end
+  return n
+end
+
+-- Seven core fields always exist, so size - 7 bounds the data + metadata fields from above;
 -- only a session that could reach the limit pays for the exact count.
+local size = flat and #flat / 2 or redis.call('HLEN', key)
 local grow = 0
-if redis.call('HLEN', key) - 7 + npairs > tonumber(ARGV[8]) then
+if size - 7 + npairs > tonumber(ARGV[8]) then
   for i = 10, last_set, 2 do
-    grow = grow + 1 - redis.call('HEXISTS', key, ARGV[i])
+    grow = grow + 1 - held({ARGV[i]})
   end
   for i = 1, #dels do
-    grow = grow - redis.call('HEXISTS', key, dels[i])
+    grow = grow - held({dels[i]})
   end
 end
 if grow > 0 then
   -- One-character names are the session's own fields; they do not count against the limit
   -- ("o" held op ids before the op log: sessions written by older versions may have it).
-  local total = redis.call('HLEN', key) + grow
-  local core = redis.call('HMGET', key, 'v', 's', 'c', 'u', 'a', 'e', 'm', 'p', 't', 'o',
-                          'x', 'y', 'w')
-  for i = 1, #core do
-    if core[i] then
-      total = total - 1
-    end
-  end
+  local total = size + grow - held({'v', 's', 'c', 'u', 'a', 'e', 'm', 'p', 't', 'o', 'x',
+                                    'y', 'w'})
   if total > tonumber(ARGV[8]) then
     return {-3, total}
   end
@@ -85,12 +108,16 @@ end
 for i = 10, last_set do
   fields[#fields + 1] = ARGV[i]
 end
+local gone = {}
 if #dels > 0 then
   redis.call('HDEL', key, unpack(dels))
+  for i = 1, #dels do
+    gone[dels[i]] = true
+  end
 end
 session_update(key, KEYS[2], KEYS[3], KEYS[4], fields, exps, now)
 expiry_index(KEYS[5], key, cur[3], cur[4], now, tonumber(cur[6]))
-if ARGV[5] == 'full' then
-  return {1, redis.call('HGETALL', key)}
+if flat then
+  return {1, rows_apply(flat, at, fields, gone)}
 end
 return {1, version}
