@@ -363,6 +363,12 @@ class KeySchema:
         """aiogram event-isolation lock of one StorageKey (string holding the owner's token)."""
         return f"{self._prefix}fsm:{{{fid.tag}}}:{fid.rest}:lock"
 
+    def fsm_turn(self, fid: FsmIdentity) -> tuple[str, str, str]:
+        """aiogram event isolation by turns (turns.TurnLock) of one StorageKey: the lease, the
+        waiter queue and the waiter liveness."""
+        base = f"{self._prefix}fsm:{{{fid.tag}}}:{fid.rest}"
+        return f"{base}:tn", f"{base}:tq", f"{base}:tw"
+
     def fsm_pattern(self) -> str:
         """SCAN pattern matching every FSM key of this namespace."""
         return f"{self._prefix}fsm:*"
@@ -378,6 +384,13 @@ class KeySchema:
     def ptb_chat(self, chat_id: object) -> str:
         """python-telegram-bot chat_data of one chat (hash)."""
         return f"{self._prefix}ptb:c:{{{ptb_id(chat_id, 'chat_id')}}}"
+
+    def ptb_turn(self, chat_id: object) -> tuple[str, str, str]:
+        """python-telegram-bot: the turn (turns.TurnLock) of one chat's updates, in the slot of
+        its chat_data: the lease, the waiter queue and the waiter liveness."""
+        tag = ptb_id(chat_id, "chat_id")
+        head = f"{self._prefix}ptb:"
+        return f"{head}tn:{{{tag}}}", f"{head}tq:{{{tag}}}", f"{head}tw:{{{tag}}}"
 
     def ptb_users_pattern(self) -> str:
         """SCAN pattern matching every python-telegram-bot user_data key of this namespace."""

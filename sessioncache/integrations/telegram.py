@@ -37,6 +37,7 @@ from ..codec import DEFAULT_LIMITS, VALUE_TAG, Limits, decode_value, encode_valu
 from ..errors import BackendUnavailable, IntegrityError, ValidationError
 from ..keys import KeySchema
 from ._ptb_hooks import hook_migrations
+from ._ptb_turns import SessionTurnProcessor
 from ._records import (
     Encoded,
     RecordWriter,
@@ -47,7 +48,7 @@ from ._records import (
     ttl_ms,
 )
 
-__all__ = ["SessionCachePersistence"]
+__all__ = ["SessionCachePersistence", "SessionTurnProcessor"]
 
 _UNSTORABLE = VALUE_TAG + VALUE_TAG  # never an encoded value: msgpack never emits 0xC1
 _FIRST_GROUP = -(2**31)
