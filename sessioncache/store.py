@@ -100,6 +100,7 @@ class SessionStore(ListingMethods):
         self.expiry_index_of: Callable[[Identity], str] | None = None
         """Set by the expiry engine: the expiry index bucket of a session (extra script key)."""
         self._keys_cache: dict[Identity, tuple[str, str, str, str]] = {}
+        self._moving_keys: dict[Identity, tuple[str, ...]] = {}
         self._horizon_ms = str(retry_horizon_ms)
 
     @classmethod
@@ -172,6 +173,24 @@ class SessionStore(ListingMethods):
                 self.keys.change_bucket_of(ident),
                 self.keys.op_log(key),
             )
+        return found
+
+    def expiry_moving_keys(self, ident: Identity) -> tuple[str, ...]:
+        """KEYS of update.lua and touch.lua, which move the session's expiry: the session keys,
+        its context hash and history list (they take the same expiry, lib/context.lua), then
+        the expiry index bucket with expiry rules (cached: the hot path)."""
+        found = self._moving_keys.get(ident)
+        if found is None:
+            if len(self._moving_keys) >= 65536:
+                self._moving_keys.clear()
+            found = self._moving_keys[ident] = (
+                *self._session_keys(ident),
+                self.keys.context(ident),
+                self.keys.history(ident),
+            )
+        # Not cached: the expiry engine may be attached after the first call.
+        if self.expiry_index_of is not None:
+            return (*found, self.expiry_index_of(ident))
         return found
 
     def op_args(self, args: Sequence[Any]) -> list[Any]:
@@ -339,9 +358,7 @@ class SessionStore(ListingMethods):
     ) -> tuple[Identity, Sequence[str], list[Any]]:
         """The checked KEYS and ARGV of update.lua (batch.py pipelines many of them)."""
         ident = parse_session_id(session_id)
-        keys: Sequence[str] = self._session_keys(ident)
-        if self.expiry_index_of is not None:
-            keys = (*keys, self.expiry_index_of(ident))
+        keys = self.expiry_moving_keys(ident)
         npairs, pairs = update_fields(data, metadata, delete, delete_metadata, self.limits)
         args = [
             check_version(expected_version),
@@ -452,9 +469,7 @@ class SessionStore(ListingMethods):
         ident = parse_session_id(session_id)
         new_ttl = "" if ttl is None else str(ttl_ms(ttl))
         args = self.op_args([self.default_ttl_ms, check_messages(messages), new_ttl])
-        keys: Sequence[str] = self._session_keys(ident)
-        if self.expiry_index_of is not None:
-            keys = (*keys, self.expiry_index_of(ident))
+        keys = self.expiry_moving_keys(ident)
         reply = await self.scripts.touch.run(self.client, keys, args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)

@@ -19,3 +19,12 @@ end
 local function int(n)
   return string.format('%d', n)
 end
+
+-- `key` now expires at `exps` (ms since the epoch, as a string), or never if `exps` is nil.
+local function expire_at(key, exps)
+  if exps then
+    redis.call('PEXPIREAT', key, exps)
+  else
+    redis.call('PERSIST', key)
+  end
+end
