@@ -14,6 +14,8 @@ handler), and writes send only the keys that changed since the last read, merged
 hash by one Lua script per item. Two workers changing different keys of one chat both keep their
 change; a key changed by both ends with the later write. A chat migration moves the stored record
 in Redis (``ptb_migrate.lua``), whether or not this process ever loaded the old chat.
+SessionTurnProcessor (``.concurrent_updates(processor)``) runs one update of a chat at a time
+across the fleet, on the turn lock of ``system.turn``.
 """
 
 from __future__ import annotations
