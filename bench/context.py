@@ -57,12 +57,18 @@ async def run(args: argparse.Namespace) -> bool:
             await plain.shutdown()
             await raw.aclose()
     ok = print_table("context (ratio = our time / baseline time)", rows)
-    p50, p99 = delays[len(delays) // 2] * 1e6, delays[int(len(delays) * 0.99)] * 1e6
+
+    def p(values: list[float], q: float) -> float:
+        return values[min(len(values) - 1, int(len(values) * q))] * 1e6
+
+    ack, sent, trip = delays["ack"], delays["sent"], delays["round trip"]
     print(
         f"\ninvalidation delay (write acknowledged in another process -> entry dropped from "
-        f"this process's near cache by the tracking push), {len(delays)} writes: "
-        f"p50 {p50:.0f} us, p99 {p99:.0f} us ({delays.count(0.0)} dropped before the writer "
-        "had its reply)"
+        f"this process's near cache by the tracking push), {len(ack)} writes: "
+        f"p50 {p(ack, 0.5):.0f} us, p99 {p(ack, 0.99):.0f} us ({ack.count(0.0)} dropped before "
+        f"the writer had its reply); write sent -> dropped p50 {p(sent, 0.5):.0f} us, "
+        f"p99 {p(sent, 0.99):.0f} us; the writer's round trip p50 {p(trip, 0.5):.0f} us, "
+        f"p99 {p(trip, 0.99):.0f} us"
     )
     return ok
 
@@ -131,7 +137,8 @@ async def _rows(
 
 def _writer_process(url: str, sid: str, writes: int, conn: Any) -> None:
     """The other process: on each "go" from the reader, one update; sends back the monotonic
-    time its acknowledgement arrived (CLOCK_MONOTONIC: one clock for every process)."""
+    times it was sent and its acknowledgement arrived (CLOCK_MONOTONIC: one clock for every
+    process)."""
 
     async def main() -> None:
         writer = await _start(url)
@@ -141,8 +148,9 @@ def _writer_process(url: str, sid: str, writes: int, conn: Any) -> None:
             conn.send("ready")
             for v in range(writes):
                 await wait(None, conn.recv)
+                sent = time.monotonic()
                 await writer.update_session(sid, {"v": v})
-                conn.send(time.monotonic())
+                conn.send((sent, time.monotonic()))
         finally:
             await writer.shutdown()
 
@@ -151,10 +159,10 @@ def _writer_process(url: str, sid: str, writes: int, conn: Any) -> None:
 
 async def _invalidation_delays(
     url: str, cached: SessionSystem, plain: SessionSystem
-) -> list[float]:
-    """Write acknowledged in another OS process -> the entry dropped from this process's near
-    cache by the server's tracking push. Sorted seconds; an entry dropped before the writer
-    processed its acknowledgement counts as 0."""
+) -> dict[str, list[float]]:
+    """Per write of another OS process, sorted seconds: "ack" its acknowledgement -> the entry
+    dropped from this process's near cache by the server's tracking push (0 when the push came
+    first); "sent" the write sent -> dropped; "round trip" sent -> acknowledged."""
     assert cached.near_cache is not None
     cache = cached.near_cache.cache
     session = await plain.get_or_create_session("delay", "user", "telegram")
@@ -164,7 +172,7 @@ async def _invalidation_delays(
     proc = ctx.Process(target=_writer_process, args=(url, sid, writes, there))
     proc.start()
     wait = asyncio.get_running_loop().run_in_executor
-    delays = []
+    delays: dict[str, list[float]] = {"ack": [], "sent": [], "round trip": []}
     try:
         assert await wait(None, here.recv) == "ready"
         for _ in range(writes):
@@ -174,8 +182,10 @@ async def _invalidation_delays(
             while key in cache:
                 await asyncio.sleep(0)
             dropped = time.monotonic()
-            acked = await wait(None, here.recv)
-            delays.append(max(0.0, dropped - acked))
+            sent, acked = await wait(None, here.recv)
+            delays["ack"].append(max(0.0, dropped - acked))
+            delays["sent"].append(dropped - sent)
+            delays["round trip"].append(acked - sent)
     finally:
         await wait(None, proc.join, 60)
-    return sorted(delays)
+    return {name: sorted(values) for name, values in delays.items()}
