@@ -13,9 +13,17 @@
 -- ARGV[8]  max number of data + metadata fields the session may hold
 -- ARGV[9]  number of field/value pairs to set (n)
 -- ARGV[10..9+2n]     field, value, ...
--- ARGV[10+2n..]      fields to delete
+-- ARGV[10+2n]        number of fields to delete (d; absent: none), then d field names
+-- then, optional, shared fields (docs/sync.md), decided in this same step by lib/sync.lua, so a
+-- write of shared and other fields is one script and one version:
+--   ARGV[s]          number of shared fields m (absent or 0: none); with m > 0 the last two
+--                    KEYS are the session's sync meta and conflicts (KEYS[5] is then the expiry
+--                    bucket only if there are 7 KEYS)
+--   ARGV[s+1..s+4]   origin (this session's id), origin rank, announce channel, announcement
+--   ARGV[s+5..]      m groups of 6 (lib/sync.lua, sync_fields), applied as mode "local"
 --
--- Returns {1, hgetall | version}  applied,
+-- Returns {1, hgetall | version}  applied (with shared fields a third element: per field
+--                                 its stamp, base stamp and merge state, as stored),
 --         {2, hgetall | version}  already applied by an earlier attempt of the same call,
 --         {-1}                    no such session,
 --         {-2, current_version}   expected version did not match,
@@ -43,19 +51,30 @@ end
 
 local npairs = tonumber(ARGV[9])
 local last_set = 9 + 2 * npairs
-local dels = {}
-for i = last_set + 1, #ARGV do
+local ndel = tonumber(ARGV[last_set + 1] or '0')
+local dels, adds = {}, {}
+for i = 10, last_set, 2 do
+  adds[#adds + 1] = ARGV[i]
+end
+for i = last_set + 2, last_set + 1 + ndel do
   dels[#dels + 1] = ARGV[i]
+end
+local sync_at = last_set + 2 + ndel
+local nsync = tonumber(ARGV[sync_at] or '0')
+local drops = {unpack(dels)}
+for i = 0, nsync - 1 do
+  local j = sync_at + 5 + i * 6
+  if ARGV[j + 3] == 'd' then drops[#drops + 1] = ARGV[j] else adds[#adds + 1] = ARGV[j] end
 end
 -- Seven core fields always exist, so HLEN - 7 bounds the data + metadata fields from above;
 -- only a session that could reach the limit pays for the exact count.
 local grow = 0
-if redis.call('HLEN', key) - 7 + npairs > tonumber(ARGV[8]) then
-  for i = 10, last_set, 2 do
-    grow = grow + 1 - redis.call('HEXISTS', key, ARGV[i])
+if redis.call('HLEN', key) - 7 + #adds > tonumber(ARGV[8]) then
+  for i = 1, #adds do
+    grow = grow + 1 - redis.call('HEXISTS', key, adds[i])
   end
-  for i = 1, #dels do
-    grow = grow - redis.call('HEXISTS', key, dels[i])
+  for i = 1, #drops do
+    grow = grow - redis.call('HEXISTS', key, drops[i])
   end
 end
 if grow > 0 then
@@ -85,12 +104,30 @@ end
 for i = 10, last_set do
   fields[#fields + 1] = ARGV[i]
 end
+local bucket, stamped = KEYS[5], nil
+if nsync > 0 then
+  local meta, conflicts = KEYS[#KEYS - 1], KEYS[#KEYS]
+  if #KEYS == 6 then bucket = nil end
+  local _
+  _, _, stamped = sync_fields(meta, conflicts, 'local', ARGV[sync_at + 1], ARGV[sync_at + 2],
+                              sync_at + 5, nsync, fields, dels)
+end
 if #dels > 0 then
   redis.call('HDEL', key, unpack(dels))
 end
 session_update(key, KEYS[2], KEYS[3], KEYS[4], fields, exps, now)
-expiry_index(KEYS[5], key, cur[3], cur[4], now, tonumber(cur[6]))
+expiry_index(bucket, key, cur[3], cur[4], now, tonumber(cur[6]))
+local reply = version
 if ARGV[5] == 'full' then
-  return {1, redis.call('HGETALL', key)}
+  reply = redis.call('HGETALL', key)
 end
-return {1, version}
+if not stamped then
+  return {1, reply}
+end
+sync_follow(key, KEYS[#KEYS - 1], KEYS[#KEYS])
+redis.call('PUBLISH', ARGV[sync_at + 3], ARGV[sync_at + 4])
+local flat = {}
+for i = 1, #stamped do
+  for k = 1, 3 do flat[#flat + 1] = stamped[i][k] end
+end
+return {1, reply, flat}

@@ -191,6 +191,8 @@ class ScriptRegistry:
     restore_session: Script
     seen_update: Script
     sync_apply: Script
+    sync_done: Script
+    sync_plan: Script
     sync_read: Script
     touch: Script
     track_event: Script

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .codec import data_field, decode_value, encode_value
@@ -17,8 +16,12 @@ from .errors import SessionNotFound, ValidationError
 from .hlc import HybridClock
 from .identity import Identity, parse_session_id
 from .identity_links import IdentityLinks, identity_name, split_identity
+from .models import Session, session_from_hash
 from .store import SessionStore
+from .sync_conflicts import Conflict, SyncField, conflict_id, list_conflicts, resolve_conflict
 from .sync_history import SyncHistory, SyncRecord
+
+__all__ = ["Conflict", "Resolver", "SyncConfig", "SyncField", "SyncManager"]
 
 STRATEGIES = ("lww", "fww", "merge", "priority", "manual")
 MODES = ("manual", "auto", "delayed", "batch")
@@ -63,43 +66,20 @@ class SyncConfig:
         return "custom" if callable(self.strategy) else str(self.strategy)
 
 
-@dataclass(slots=True)
-class Conflict:
-    """A field two channels changed concurrently under strategy "manual"; both values kept."""
-
-    conflict_id: str
-    session_id: str
-    field: str
-    stored: Any
-    incoming: Any
-    origin: str
-    """The session the incoming value came from."""
-    stamp: str
-
-
-@dataclass(slots=True)
-class SyncField:
-    """One field as sync_apply.lua takes it (see its header)."""
-    name: str
-    stored: str
-    stamp: str
-    base: str
-    kind: str
-    value: bytes
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _conflict_id(stored_field: str, stamp: str) -> str:
-    return hashlib.sha1(f"{stored_field}\0{stamp}".encode()).hexdigest()[:16]
-
-
-def _plan(op: str, source: str, targets: list[str], payload: Sequence[SyncField]) -> dict[str, Any]:
-    """A sync operation as the journal keeps it (JSON: values in base64)."""
+def _plan(op: str, source: str, payload: Sequence[SyncField]) -> dict[str, Any]:
+    """A sync operation as the journal keeps it (JSON: values in base64). Its targets are not
+    in it: they are the source person's other sessions when it runs (or is recovered), so a
+    recovery after an unlink does not share what the unlink stopped."""
     return {
-        "op": op, "source": source, "targets": targets,
+        "op": op, "source": source,
         "fields": [[f.name, f.stored, f.stamp, f.base, f.kind,
                     base64.b64encode(f.value).decode()] for f in payload],
     }
+
+
+def _payload(plan: Mapping[str, Any]) -> list[SyncField]:
+    return [SyncField(n, sf, st, b, k, base64.b64decode(v))
+            for n, sf, st, b, k, v in plan["fields"]]
 
 
 def _merge_state(value: Any, stamp: str, origin: str) -> Any:
@@ -122,10 +102,13 @@ def _jsonable(value: Any) -> Any:
 class SyncManager:
     """Stamps shared fields on write and applies them to a person's other sessions.
 
-    Each target is one sync_apply.lua call in the target's slot; an operation that spans
-    slots is journaled first ({idm} slot) and removed when every target has it, so a process
-    killed between steps leaves a plan that ``recover()`` replays (every step is idempotent:
-    an equal stamp is already applied).
+    A local write is one update.lua call: its shared fields are stamped, decided and announced
+    in the same step as the rest of the write (one version). A sync then takes four more steps
+    (docs/sync.md, "Round trips"): the link lookup that journals the plan ({idm} slot,
+    sync_plan.lua), the person's sessions (HKEYS of each other identity's user index), one
+    sync_apply.lua per target in the target's slot, and sync_done.lua, which drops the plan and
+    records history. A process killed between steps leaves a plan that ``recover()`` replays
+    (every step is idempotent: an equal stamp is already applied).
     """
 
     def __init__(self, store: SessionStore, links: IdentityLinks, config: SyncConfig) -> None:
@@ -152,14 +135,16 @@ class SyncManager:
         order = list(self.config.priority)
         return str(order.index(platform) if platform in order else len(order))
 
-    async def _apply(
+    async def apply(
         self, session_id: str, mode: str, origin: str, fields: Sequence[SyncField]
     ) -> dict[str, str]:
+        """One sync_apply.lua call: ``fields`` from ``origin`` decided by ``mode`` (a strategy,
+        or "local"); field -> applied/kept/conflict/moved. SessionNotFound if it is gone."""
         ident = parse_session_id(session_id)
         args: list[Any] = [mode, origin, self._rank(parse_session_id(origin).platform),
                            str(len(fields))]
         for f in fields:
-            args += [f.stored, f.stamp, f.base, f.kind, f.value, _conflict_id(f.stored, f.stamp)]
+            args += [f.stored, f.stamp, f.base, f.kind, f.value, conflict_id(f.stored, f.stamp)]
         reply = await self.store.scripts.sync_apply.run(
             self.store.client, self.script_keys(ident), self.store.op_args(args)
         )
@@ -176,12 +161,8 @@ class SyncManager:
 
     # -- local writes ---------------------------------------------------------------------
 
-    async def write(
-        self, session_id: str, data: Mapping[str, Any], delete: Iterable[str] = ()
-    ) -> dict[str, str]:
-        """Write (or delete) shared fields of a session with fresh stamps, then sync them as
-        the mode says: now (auto), after ``delay`` (delayed), by the batch job, or on
-        ``sync_sessions()`` (manual). Fields that are not shared are ignored here."""
+    def _stamped(self, data: Mapping[str, Any], delete: Iterable[str]) -> list[SyncField]:
+        """The shared fields of a write, freshly stamped (the others are not sync's)."""
         limits = self.store.limits
         merge = self.config.strategy == "merge"
         fields = []
@@ -202,17 +183,93 @@ class SyncManager:
                 )
             else:
                 fields.append(SyncField(name, data_field(name, limits), self.clock.now(), "", "v",
-                                     encode_value(value, limits)))
+                                        encode_value(value, limits)))
         for name in delete:
             if self.config.shares(name):
                 fields.append(SyncField(name, data_field(name, limits), self.clock.now(), "", "d",
-                                     b""))
+                                        b""))
+        return fields
+
+    async def update(
+        self,
+        session_id: str,
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        delete: Iterable[str] = (),
+        delete_metadata: Iterable[str] = (),
+        priority: int | None = None,
+        expected_version: int | None = None,
+    ) -> Session:
+        """SessionStore.update() with the shared fields stamped in the same update.lua call
+        (one atomic step, one version), announced, then synced as the mode says: now (auto),
+        after ``delay`` (delayed), by the batch job, or on ``sync_sessions()`` (manual)."""
+        if isinstance(delete, str):
+            raise ValidationError("delete and delete_metadata take a list of names, not a str")
+        delete = list(delete)
+        shared = self._stamped(data or {}, delete)
+        names = {f.name for f in shared}
+        plain = None if data is None else {k: v for k, v in data.items() if k not in names}
+        session, _ = await self._local(
+            session_id, shared, plain, metadata, [d for d in delete if d not in names],
+            delete_metadata, priority, expected_version)
+        return session
+
+    async def _local(
+        self,
+        session_id: str,
+        shared: Sequence[SyncField],
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        delete: Iterable[str] = (),
+        delete_metadata: Iterable[str] = (),
+        priority: int | None = None,
+        expected_version: int | None = None,
+    ) -> tuple[Session, list[SyncField]]:
+        store = self.store
+        ident = parse_session_id(session_id)
+        section: tuple[list[str], list[Any]] = ([], [])
+        if shared:
+            args: list[Any] = [
+                str(len(shared)), session_id, self._rank(ident.platform),
+                store.keys.sync_channel(),
+                json.dumps({"session": session_id, "fields": [f.name for f in shared]}),
+            ]
+            for f in shared:
+                args += [f.stored, f.stamp, f.base, f.kind, f.value, ""]
+            section = (self.script_keys(ident)[4:], args)
+        ident, keys, argv = store.update_command(
+            session_id, "full", data, metadata, delete, delete_metadata, priority,
+            expected_version, shared=section)
+        reply = await store.scripts.update.run(store.client, keys, argv)
+        flat = store.update_outcome(session_id, reply, expected_version)
+        session = session_from_hash(ident, keys[0], flat)
+        if self.on_write is not None:
+            self.on_write(session_id)
+        if not shared:
+            return session, []
+        if len(reply) > 2:
+            parts = reply[2]
+            payload = [
+                SyncField(f.name, f.stored, st.decode(), b.decode(), "m" if j else f.kind,
+                          j or f.value)
+                for f, st, b, j in zip(shared, parts[0::3], parts[1::3], parts[2::3], strict=True)
+            ]
+        else:  # a retry the op log answered: what it stored, read back
+            payload = await self._read(session_id, [f.name for f in shared])
+        await self._after_write(session_id, payload)
+        return session, payload
+
+    async def write(
+        self, session_id: str, data: Mapping[str, Any], delete: Iterable[str] = ()
+    ) -> dict[str, str]:
+        """Write (or delete) shared fields of a session (the others are ignored here), as
+        update() does; field -> "applied"."""
+        fields = self._stamped(data, delete)
         if not fields:
             return {}
-        result = await self._apply(session_id, "local", session_id, fields)
-        await self._announce(session_id, [f.name for f in fields])
-        await self._after_write(session_id)
-        return result
+        await self._local(session_id, fields)
+        return {f.name: "applied" for f in fields}
 
     async def increment(self, session_id: str, name: str, by: int | float = 1) -> Any:
         """Add to a shared counter (strategy "merge"): this session's share grows by ``by``,
@@ -220,21 +277,14 @@ class SyncManager:
         if self.config.strategy != "merge" or not self.config.shares(name):
             raise ValidationError("increment() needs strategy 'merge' and a shared field")
         f = SyncField(name, data_field(name, self.store.limits), self.clock.now(), "", "m",
-                   json.dumps({"+": by}).encode())
-        result = await self._apply(session_id, "local", session_id, [f])
-        await self._announce(session_id, [name])
-        await self._after_write(session_id)
-        return result[name]
+                      json.dumps({"+": by}).encode())
+        await self._local(session_id, [f])
+        return "applied"
 
-    async def _announce(self, session_id: str, names: list[str]) -> None:
-        await self.store.client.publish(
-            self.store.keys.sync_channel(), json.dumps({"session": session_id, "fields": names})
-        )
-
-    async def _after_write(self, session_id: str) -> None:
+    async def _after_write(self, session_id: str, payload: Sequence[SyncField]) -> None:
         mode = self.config.mode
         if mode == "auto":
-            await self.sync_sessions(session_id)
+            await self._propagate("update", session_id, payload)
         elif mode == "delayed":
             self._debounce(session_id)
         elif mode == "batch":
@@ -281,24 +331,26 @@ class SyncManager:
         """The other sessions of the session's person: each linked identity's sessions on its
         platform (none for an unlinked identity)."""
         ident = parse_session_id(session_id)
+        return await self._sessions_of(
+            await self.links.linked_identities(ident.platform, ident.user_id), session_id)
+
+    async def _sessions_of(self, identities: Iterable[str], session_id: str) -> list[str]:
+        """The sessions of a person's identities other than ``session_id``'s own."""
+        ident = parse_session_id(session_id)
         own = identity_name(ident.platform, ident.user_id)
+        others = [split_identity(who) for who in identities if who != own]
+        keys = self.store.keys
+        # The user index's entries, not the sessions: a stale entry (an expired session)
+        # costs a "gone" verdict at apply, a HGETALL per session would cost every sync.
+        entries = await asyncio.gather(
+            *(self.store.client.hkeys(keys.user_index(user)) for _, user in others))
         out = []
-        for who in await self.links.linked_identities(ident.platform, ident.user_id):
-            if who == own:
-                continue
-            platform, user = split_identity(who)
-            # The user index's entries, not the sessions: a stale entry (an expired session)
-            # costs a "gone" verdict at apply, a HGETALL per session would cost every sync.
-            keys = self.store.keys
-            for raw in await self.store.client.hkeys(keys.user_index(user)):
+        for (platform, user), raws in zip(others, entries, strict=True):
+            for raw in raws:
                 sid = keys.session_id_of_key(keys.session_in_index(user, raw.decode()))
                 if sid.startswith(platform + ":") and sid != session_id:
                     out.append(sid)
         return sorted(out)
-
-    async def _person(self, session_id: str) -> str | None:
-        ident = parse_session_id(session_id)
-        return await self.links.person_of(ident.platform, ident.user_id)
 
     async def _read(self, session_id: str, names: Sequence[str] | None) -> list[SyncField]:
         ident = parse_session_id(session_id)
@@ -341,33 +393,67 @@ class SyncManager:
 
         Journaled first: a process killed between targets leaves the plan for recover().
         """
-        targets = await self.linked_sessions(session_id)
-        if not targets:
-            return {}
         payload = await self._read(session_id, fields)
         if not payload:
             return {}
+        return await self._propagate(op, session_id, payload)
+
+    async def _propagate(
+        self, op: str, source: str, payload: Sequence[SyncField]
+    ) -> dict[str, dict[str, str]]:
+        """Look the person up and journal the plan in one step (sync_plan.lua), then run it."""
+        ident = parse_session_id(source)
         plan_id = self.clock.now()
-        plan = _plan(op, session_id, targets, payload)
-        journal = self.store.keys.sync_journal()
-        await self.store.client.hset(journal, plan_id, json.dumps(plan))
-        results = await self._run_plan(plan)
-        await self.store.client.hdel(journal, plan_id)
+        plan = _plan(op, source, payload)
+        keys = self.store.keys
+        found = await self.store.scripts.sync_plan.run(
+            self.store.client,
+            [keys.link_owners(), keys.link_members(), keys.sync_journal()],
+            [identity_name(ident.platform, ident.user_id), plan_id, json.dumps(plan)],
+        )
+        if not found:
+            return {}  # not linked: nobody to sync to, nothing journaled
+        person, members = found[0].decode(), found[1].decode().split()
+        return await self._run(plan_id, plan, payload, person, members)
+
+    async def _run(
+        self, plan_id: str, plan: Mapping[str, Any], payload: Sequence[SyncField],
+        person: str | None, members: Iterable[str],
+    ) -> dict[str, dict[str, str]]:
+        """Apply a journaled plan to the person's other sessions, one target after another
+        (each one step in its slot), then end it (sync_done.lua: plan dropped, history)."""
+        source = plan["source"]
+        results = await self._apply_all(source, await self._sessions_of(members, source), payload)
+        records = self._records(plan["op"], source, payload, results, person)
+        keys = self.store.keys
+        await self.store.scripts.sync_done.run(
+            self.store.client, [keys.sync_journal(), keys.sync_history()],
+            [plan_id, str(self.history.cap), *(r.to_json() for r in records)],
+        )
         return results
 
-    async def _run_plan(self, plan: dict[str, Any]) -> dict[str, dict[str, str]]:
+    async def _apply_all(
+        self, source: str, targets: Iterable[str], payload: Sequence[SyncField]
+    ) -> dict[str, dict[str, str]]:
+        return {t: await self._apply_target(t, source, payload) for t in targets}
+
+    def _records(
+        self, op: str, source: str, payload: Sequence[SyncField],
+        results: Mapping[str, dict[str, str]], person: str | None,
+    ) -> list[SyncRecord]:
+        names = [f.name for f in payload]
+        now = time.time()
+        return [SyncRecord(op, source, t, names, self.config.strategy_name, r, now, person)
+                for t, r in results.items()]
+
+    async def _run_plan(self, plan: dict[str, Any], target: str) -> dict[str, dict[str, str]]:
+        """A one-target plan without the journal (create, merge: run again to recover)."""
         source = plan["source"]
-        payload = [SyncField(n, sf, st, b, k, base64.b64decode(v))
-                   for n, sf, st, b, k, v in plan["fields"]]
-        person = await self._person(source)
-        results: dict[str, dict[str, str]] = {}
-        records = []
-        for target in plan["targets"]:
-            results[target] = await self._apply_target(target, source, payload)
-            records.append(SyncRecord(
-                plan["op"], source, target, [f.name for f in payload],
-                self.config.strategy_name, results[target], time.time(), person))
-        await self.history.record(records)
+        payload = _payload(plan)
+        results = await self._apply_all(source, [target], payload)
+        ident = parse_session_id(source)
+        person = await self.links.person_of(ident.platform, ident.user_id)
+        await self.history.record(self._records(plan["op"], source, payload, results, person))
         return results
 
     async def _apply_target(
@@ -377,7 +463,7 @@ class SyncManager:
             strategy = self.config.strategy
             if callable(strategy):
                 return await self._apply_custom(target, source, payload, strategy)
-            return await self._apply(target, strategy, source, payload)
+            return await self.apply(target, strategy, source, payload)
         except SessionNotFound:
             return {f.name: "gone" for f in payload}
 
@@ -398,7 +484,7 @@ class SyncManager:
                 new = SyncField(f.name, f.stored, max(f.stamp, self.clock.now()),
                              (stamp or b"").decode(), "v",
                              encode_value(chosen, self.store.limits))
-                verdict = (await self._apply(target, "cas", source, [new]))[f.name]
+                verdict = (await self.apply(target, "cas", source, [new]))[f.name]
                 if verdict != "moved":
                     out[f.name] = verdict
                     break
@@ -420,7 +506,7 @@ class SyncManager:
         for other in await self.linked_sessions(session_id):
             payload = await self._read(other, None)
             if payload:
-                out.update(await self._run_plan(_plan("create", other, [session_id], payload)))
+                out.update(await self._run_plan(_plan("create", other, payload), session_id))
         return out
 
     async def merge_sessions(self, a: str, b: str) -> None:
@@ -428,15 +514,17 @@ class SyncManager:
         for src, dst in ((a, b), (b, a)):
             payload = await self._read(src, None)
             if payload:
-                await self._run_plan(_plan("merge", src, [dst], payload))
+                await self._run_plan(_plan("merge", src, payload), dst)
 
     async def recover(self) -> int:
         """Replay every journaled plan a killed process left (idempotent); returns how many."""
-        journal = self.store.keys.sync_journal()
-        plans = await self.store.client.hgetall(journal)
+        plans = await self.store.client.hgetall(self.store.keys.sync_journal())
         for plan_id, raw in plans.items():
-            await self._run_plan(json.loads(raw))
-            await self.store.client.hdel(journal, plan_id)
+            plan = json.loads(raw)
+            ident = parse_session_id(plan["source"])
+            person = await self.links.person_of(ident.platform, ident.user_id)
+            members = [] if person is None else await self.links.members(person)
+            await self._run(plan_id.decode(), plan, _payload(plan), person, members)
         return len(plans)
 
     async def forget(self, session_id: str) -> None:
@@ -446,59 +534,13 @@ class SyncManager:
         await self.store.client.delete(keys.sync_meta(ident))
         await self.store.client.delete(keys.sync_conflicts(ident))
 
-    # -- conflicts ------------------------------------------------------------------------
+    # -- conflicts (sync_conflicts.py) ----------------------------------------------------
 
     async def list_conflicts(self, session_id: str | None = None) -> list[Conflict]:
         """Conflicts kept for review (strategy "manual"), of one session or of all."""
-        keys = self.store.keys
-        if session_id is not None:
-            cf_keys = [keys.sync_conflicts(parse_session_id(session_id))]
-        else:
-            cf_keys = [k.decode() if isinstance(k, bytes) else k async for k in
-                       self.store.client.scan_iter(match=keys.sync_conflicts_pattern(),
-                                                   count=1000)]
-        out = []
-        for cf in cf_keys:
-            sid = keys.session_id_of_conflicts_key(cf)
-            parts = await self.store.client.hgetall(cf)
-            if not parts:
-                continue
-            by_id: dict[str, dict[str, bytes]] = {}
-            for k, v in parts.items():
-                cid, _, part = k.decode().partition(":")
-                by_id.setdefault(cid, {})[part] = v
-            stored_raw = await self.store.client.hmget(
-                keys.session(parse_session_id(sid)), [p["f"].decode() for p in by_id.values()])
-            for (cid, p), cur in zip(by_id.items(), stored_raw, strict=True):
-                name = p["f"].decode()
-                out.append(Conflict(
-                    cid, sid, name[1:] if name.startswith("~") else name,
-                    None if cur is None else decode_value(cur),
-                    None if p["k"] == b"d" else decode_value(p["v"]),
-                    p["o"].decode(), p["s"].decode()))
-        return sorted(out, key=lambda c: c.stamp)
+        return await list_conflicts(self, session_id)
 
     async def resolve_conflict(self, conflict_id: str, choose: Any = "incoming") -> Conflict:
         """Settle a conflict: "incoming", "stored", or a value of your own; the choice is
         written with a fresh stamp and synced (last-writer-wins), and the record removed."""
-        for c in await self.list_conflicts():
-            if c.conflict_id == conflict_id:
-                break
-        else:
-            raise ValidationError(f"no conflict {conflict_id!r}")
-        value = c.incoming if choose == "incoming" else c.stored if choose == "stored" else choose
-        stored = data_field(c.field, self.store.limits)
-        f = SyncField(c.field, stored, self.clock.now(), "", "v",
-                   encode_value(value, self.store.limits))
-        await self._apply(c.session_id, "local", c.session_id, [f])
-        await self.store.client.hdel(
-            self.store.keys.sync_conflicts(parse_session_id(c.session_id)),
-            *(f"{conflict_id}:{p}" for p in "fvksoh"))
-        targets = await self.linked_sessions(c.session_id)
-        for target in targets:
-            await self._apply(target, "lww", c.session_id, [f])
-        await self.history.record([SyncRecord(
-            "resolve", c.session_id, t, [c.field], "manual", {c.field: "applied"},
-            time.time(), await self._person(c.session_id)) for t in targets])
-        return c
-
+        return await resolve_conflict(self, conflict_id, choose)

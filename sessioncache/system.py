@@ -354,10 +354,13 @@ class SessionSystem(
     ) -> Session:
         """Merge data and metadata fields (and delete some) in one atomic step; see
         SessionStore.update(). SessionNotFound if the session does not exist."""
+        # With shared fields configured, the update stamps them in the same script (one
+        # version) and syncs them as sync_mode says; see docs/sync.md.
+        write = self.sync.update if self.sync.config.shared_fields else self.store.update
         try:
-            session = await self._write(
+            return await self._write(
                 session_id,
-                lambda: self.store.update(
+                lambda: write(
                     session_id,
                     data,
                     metadata,
@@ -369,11 +372,6 @@ class SessionSystem(
             )
         finally:
             self._written(session_id)
-        if self.sync.config.shared_fields and (data or delete):
-            # Shared fields are stamped (and synced as sync_mode says); see docs/sync.md.
-            await self.sync.write(session.session_id, data or {}, delete)
-            session = await self.store.get(session.session_id)
-        return session
 
     async def delete_session(self, session_id: str) -> bool:
         """Remove a session and its context; True if the session existed, False if it did
