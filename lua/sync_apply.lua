@@ -5,7 +5,7 @@
 -- through update.lua instead, so a logical write is one script and one version). Safe to run
 -- twice: the op log answers a retry, and an equal stamp is already applied.
 -- KEYS[1]  session hash
--- KEYS[2]  user index (unused: a sync keeps the session's expiry; here for the slot check)
+-- KEYS[2]  user index (a sync keeps the session's expiry; read only for the ARGV[8+6n] check)
 -- KEYS[3]  change bucket of this slot (docs/persistence.md)
 -- KEYS[4]  op log of the session (lib/ops.lua)
 -- KEYS[5]  sync meta of the session (lib/sync.lua)
@@ -16,12 +16,25 @@
 -- ARGV[5]  origin: the session id the values come from
 -- ARGV[6]  origin rank for "priority" (lower wins)
 -- ARGV[7]  number of fields n; then n groups of 6 (lib/sync.lua, sync_fields)
+-- ARGV[8+6n]  optional: how many entries the caller last saw in the user index, then those
+--          entries: the call applies only if the index still holds exactly them (the caller
+--          found this target from a remembered index instead of reading it again)
 --
 -- Returns {1, version, r1, ..., rn} with ri per field: "a" applied, "k" kept the stored one,
 -- "c" conflict recorded (the stored value stays), "x" stored stamp moved (cas: read again);
--- {2, version} already applied by an earlier attempt; {-1} no such session.
+-- {2, version} already applied by an earlier attempt; {-1} no such session; {-2} the user
+-- index is not what the caller saw (nothing written: read it and find the targets again).
 
 local key = KEYS[1]
+local seen = 8 + 6 * tonumber(ARGV[7])
+if ARGV[seen] then
+  local same = redis.call('HLEN', KEYS[2]) == tonumber(ARGV[seen])
+  for i = seen + 1, #ARGV do
+    if not same then break end
+    same = redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1
+  end
+  if not same then return {-2} end
+end
 local version = redis.call('HGET', key, 'v')
 if not version then return {-1} end
 if op_applied(KEYS[4]) then return {2, tonumber(version)} end

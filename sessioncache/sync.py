@@ -15,11 +15,12 @@ from .codec import data_field, decode_value, encode_value
 from .errors import SessionNotFound, ValidationError
 from .hlc import HybridClock
 from .identity import Identity, parse_session_id
-from .identity_links import IdentityLinks, identity_name, split_identity
+from .identity_links import IdentityLinks, identity_name
 from .models import Session, session_from_hash
 from .store import SessionStore
 from .sync_conflicts import Conflict, SyncField, conflict_id, list_conflicts, resolve_conflict
 from .sync_history import SyncHistory, SyncRecord
+from .sync_targets import Entries, Targets
 
 __all__ = ["Conflict", "Resolver", "SyncConfig", "SyncField", "SyncManager"]
 
@@ -103,12 +104,13 @@ class SyncManager:
     """Stamps shared fields on write and applies them to a person's other sessions.
 
     A local write is one update.lua call: its shared fields are stamped, decided and announced
-    in the same step as the rest of the write (one version). A sync then takes four more steps
-    (docs/sync.md, "Round trips"): the link lookup that journals the plan ({idm} slot,
-    sync_plan.lua), the person's sessions (HKEYS of each other identity's user index), one
-    sync_apply.lua per target in the target's slot, and sync_done.lua, which drops the plan and
-    records history. A process killed between steps leaves a plan that ``recover()`` replays
-    (every step is idempotent: an equal stamp is already applied).
+    in the same step as the rest of the write (one version). A sync then takes three more round
+    trips (docs/sync.md, "Round trips"): the link lookup that journals the plan ({idm} slot,
+    sync_plan.lua), one sync_apply.lua per target in the target's slot, and sync_done.lua,
+    which drops the plan and records history. The targets come from each other identity's user
+    index, remembered and checked by sync_apply.lua itself (sync_targets.py). A process killed
+    between steps leaves a plan that ``recover()`` replays (every step is idempotent: an equal
+    stamp is already applied).
     """
 
     def __init__(self, store: SessionStore, links: IdentityLinks, config: SyncConfig) -> None:
@@ -121,6 +123,7 @@ class SyncManager:
         """Told of every session this manager wrote (the near cache drops it at once)."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.targets = Targets(store)
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -136,18 +139,24 @@ class SyncManager:
         return str(order.index(platform) if platform in order else len(order))
 
     async def apply(
-        self, session_id: str, mode: str, origin: str, fields: Sequence[SyncField]
+        self, session_id: str, mode: str, origin: str, fields: Sequence[SyncField],
+        index: Entries | None = None,
     ) -> dict[str, str]:
         """One sync_apply.lua call: ``fields`` from ``origin`` decided by ``mode`` (a strategy,
-        or "local"); field -> applied/kept/conflict/moved. SessionNotFound if it is gone."""
+        or "local"); field -> applied/kept/conflict/moved. SessionNotFound if it is gone;
+        with ``index`` (the user index's entries as last seen), {} if the index changed."""
         ident = parse_session_id(session_id)
         args: list[Any] = [mode, origin, self._rank(parse_session_id(origin).platform),
                            str(len(fields))]
         for f in fields:
             args += [f.stored, f.stamp, f.base, f.kind, f.value, conflict_id(f.stored, f.stamp)]
+        if index is not None:
+            args += [str(len(index)), *index]
         reply = await self.store.scripts.sync_apply.run(
             self.store.client, self.script_keys(ident), self.store.op_args(args)
         )
+        if reply[0] == -2:
+            return {}
         if self.on_write is not None:
             self.on_write(session_id)
         if reply[0] == -1:
@@ -237,7 +246,7 @@ class SyncManager:
             ]
             for f in shared:
                 args += [f.stored, f.stamp, f.base, f.kind, f.value, ""]
-            section = (self.script_keys(ident)[4:], args)
+            section = ([store.keys.sync_meta(ident), store.keys.sync_conflicts(ident)], args)
         ident, keys, argv = store.update_command(
             session_id, "full", data, metadata, delete, delete_metadata, priority,
             expected_version, shared=section)
@@ -331,26 +340,8 @@ class SyncManager:
         """The other sessions of the session's person: each linked identity's sessions on its
         platform (none for an unlinked identity)."""
         ident = parse_session_id(session_id)
-        return await self._sessions_of(
+        return await self.targets.of(
             await self.links.linked_identities(ident.platform, ident.user_id), session_id)
-
-    async def _sessions_of(self, identities: Iterable[str], session_id: str) -> list[str]:
-        """The sessions of a person's identities other than ``session_id``'s own."""
-        ident = parse_session_id(session_id)
-        own = identity_name(ident.platform, ident.user_id)
-        others = [split_identity(who) for who in identities if who != own]
-        keys = self.store.keys
-        # The user index's entries, not the sessions: a stale entry (an expired session)
-        # costs a "gone" verdict at apply, a HGETALL per session would cost every sync.
-        entries = await asyncio.gather(
-            *(self.store.client.hkeys(keys.user_index(user)) for _, user in others))
-        out = []
-        for (platform, user), raws in zip(others, entries, strict=True):
-            for raw in raws:
-                sid = keys.session_id_of_key(keys.session_in_index(user, raw.decode()))
-                if sid.startswith(platform + ":") and sid != session_id:
-                    out.append(sid)
-        return sorted(out)
 
     async def _read(self, session_id: str, names: Sequence[str] | None) -> list[SyncField]:
         ident = parse_session_id(session_id)
@@ -423,7 +414,9 @@ class SyncManager:
         """Apply a journaled plan to the person's other sessions, one target after another
         (each one step in its slot), then end it (sync_done.lua: plan dropped, history)."""
         source = plan["source"]
-        results = await self._apply_all(source, await self._sessions_of(members, source), payload)
+        results = await self.targets.each(
+            members, source, lambda t, index: self._apply_target(t, source, payload, index),
+            remembered=not callable(self.config.strategy))
         records = self._records(plan["op"], source, payload, results, person)
         keys = self.store.keys
         await self.store.scripts.sync_done.run(
@@ -431,11 +424,6 @@ class SyncManager:
             [plan_id, str(self.history.cap), *(r.to_json() for r in records)],
         )
         return results
-
-    async def _apply_all(
-        self, source: str, targets: Iterable[str], payload: Sequence[SyncField]
-    ) -> dict[str, dict[str, str]]:
-        return {t: await self._apply_target(t, source, payload) for t in targets}
 
     def _records(
         self, op: str, source: str, payload: Sequence[SyncField],
@@ -450,20 +438,23 @@ class SyncManager:
         """A one-target plan without the journal (create, merge: run again to recover)."""
         source = plan["source"]
         payload = _payload(plan)
-        results = await self._apply_all(source, [target], payload)
+        got = await self._apply_target(target, source, payload)  # no index: never None
+        results = {target: got or {}}
         ident = parse_session_id(source)
         person = await self.links.person_of(ident.platform, ident.user_id)
         await self.history.record(self._records(plan["op"], source, payload, results, person))
         return results
 
     async def _apply_target(
-        self, target: str, source: str, payload: Sequence[SyncField]
-    ) -> dict[str, str]:
+        self, target: str, source: str, payload: Sequence[SyncField],
+        index: Entries | None = None,
+    ) -> dict[str, str] | None:
+        """Apply to one target (None: ``index`` is stale, nothing applied)."""
         try:
             strategy = self.config.strategy
             if callable(strategy):
                 return await self._apply_custom(target, source, payload, strategy)
-            return await self.apply(target, strategy, source, payload)
+            return await self.apply(target, strategy, source, payload, index) or None
         except SessionNotFound:
             return {f.name: "gone" for f in payload}
 
