@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import time
@@ -18,8 +17,18 @@ from .identity import Identity, parse_session_id
 from .identity_links import IdentityLinks, identity_name
 from .models import Session, session_from_hash
 from .store import SessionStore
-from .sync_conflicts import Conflict, SyncField, conflict_id, list_conflicts, resolve_conflict
 from .sync_history import SyncHistory, SyncRecord
+from .sync_records import (
+    Conflict,
+    SyncField,
+    conflict_id,
+    list_conflicts,
+    merge_state,
+    payload_of,
+    plan_of,
+    resolve_conflict,
+    stamp_fields,
+)
 from .sync_targets import Entries, Targets
 
 __all__ = ["Conflict", "Resolver", "SyncConfig", "SyncField", "SyncManager"]
@@ -65,39 +74,6 @@ class SyncConfig:
     def strategy_name(self) -> str:
         """The strategy as recorded in history."""
         return "custom" if callable(self.strategy) else str(self.strategy)
-
-
-def _plan(op: str, source: str, payload: Sequence[SyncField]) -> dict[str, Any]:
-    """A sync operation as the journal keeps it (JSON: values in base64). Its targets are not
-    in it: they are the source person's other sessions when it runs (or is recovered), so a
-    recovery after an unlink does not share what the unlink stopped."""
-    return {
-        "op": op, "source": source,
-        "fields": [[f.name, f.stored, f.stamp, f.base, f.kind,
-                    base64.b64encode(f.value).decode()] for f in payload],
-    }
-
-
-def _payload(plan: Mapping[str, Any]) -> list[SyncField]:
-    return [SyncField(n, sf, st, b, k, base64.b64decode(v))
-            for n, sf, st, b, k, v in plan["fields"]]
-
-
-def _merge_state(value: Any, stamp: str, origin: str) -> Any:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return {"c": {origin: [value, stamp]}}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return {"s": sorted(value, key=json.dumps) if isinstance(value, (set, frozenset))
-                else list(value)}
-    if isinstance(value, dict):
-        return {"m": value, "t": stamp}
-    return {"v": value, "t": stamp}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=json.dumps)
-    return value
 
 
 class SyncManager:
@@ -172,32 +148,8 @@ class SyncManager:
 
     def _stamped(self, data: Mapping[str, Any], delete: Iterable[str]) -> list[SyncField]:
         """The shared fields of a write, freshly stamped (the others are not sync's)."""
-        limits = self.store.limits
-        merge = self.config.strategy == "merge"
-        fields = []
-        for name, value in data.items():
-            if not self.config.shares(name):
-                continue
-            if merge:
-                encode_value(value, limits)  # the same limits as any stored value
-                try:
-                    raw = json.dumps(_jsonable(value)).encode()
-                except (TypeError, ValueError) as exc:
-                    raise ValidationError(
-                        f"field {name!r}: strategy 'merge' takes JSON values "
-                        f"(numbers, text, lists, sets, dicts): {exc}"
-                    ) from exc
-                fields.append(
-                    SyncField(name, data_field(name, limits), self.clock.now(), "", "m", raw)
-                )
-            else:
-                fields.append(SyncField(name, data_field(name, limits), self.clock.now(), "", "v",
-                                        encode_value(value, limits)))
-        for name in delete:
-            if self.config.shares(name):
-                fields.append(SyncField(name, data_field(name, limits), self.clock.now(), "", "d",
-                                        b""))
-        return fields
+        return stamp_fields(self.config.shares, self.config.strategy == "merge", self.clock,
+                            self.store.limits, data, delete)
 
     async def update(
         self,
@@ -366,7 +318,7 @@ class SyncManager:
             stamp_s = stamp.decode()
             self.clock.observe(stamp_s)
             if self.config.strategy == "merge":
-                st = json.loads(state) if state else _merge_state(
+                st = json.loads(state) if state else merge_state(
                     None if value is None else decode_value(value), stamp_s, session_id)
                 out.append(SyncField(name, sf, stamp_s, "", "m", json.dumps(st).encode()))
             elif value is None:
@@ -395,7 +347,7 @@ class SyncManager:
         """Look the person up and journal the plan in one step (sync_plan.lua), then run it."""
         ident = parse_session_id(source)
         plan_id = self.clock.now()
-        plan = _plan(op, source, payload)
+        plan = plan_of(op, source, payload)
         keys = self.store.keys
         found = await self.store.scripts.sync_plan.run(
             self.store.client,
@@ -434,10 +386,10 @@ class SyncManager:
         return [SyncRecord(op, source, t, names, self.config.strategy_name, r, now, person)
                 for t, r in results.items()]
 
-    async def _run_plan(self, plan: dict[str, Any], target: str) -> dict[str, dict[str, str]]:
+    async def _runplan_of(self, plan: dict[str, Any], target: str) -> dict[str, dict[str, str]]:
         """A one-target plan without the journal (create, merge: run again to recover)."""
         source = plan["source"]
-        payload = _payload(plan)
+        payload = payload_of(plan)
         got = await self._apply_target(target, source, payload)  # no index: never None
         results = {target: got or {}}
         ident = parse_session_id(source)
@@ -497,7 +449,7 @@ class SyncManager:
         for other in await self.linked_sessions(session_id):
             payload = await self._read(other, None)
             if payload:
-                out.update(await self._run_plan(_plan("create", other, payload), session_id))
+                out.update(await self._runplan_of(plan_of("create", other, payload), session_id))
         return out
 
     async def merge_sessions(self, a: str, b: str) -> None:
@@ -505,7 +457,7 @@ class SyncManager:
         for src, dst in ((a, b), (b, a)):
             payload = await self._read(src, None)
             if payload:
-                await self._run_plan(_plan("merge", src, payload), dst)
+                await self._runplan_of(plan_of("merge", src, payload), dst)
 
     async def recover(self) -> int:
         """Replay every journaled plan a killed process left (idempotent); returns how many."""
@@ -515,7 +467,7 @@ class SyncManager:
             ident = parse_session_id(plan["source"])
             person = await self.links.person_of(ident.platform, ident.user_id)
             members = [] if person is None else await self.links.members(person)
-            await self._run(plan_id.decode(), plan, _payload(plan), person, members)
+            await self._run(plan_id.decode(), plan, payload_of(plan), person, members)
         return len(plans)
 
     async def forget(self, session_id: str) -> None:

@@ -26,14 +26,22 @@ from sessioncache.sync import SyncConfig, SyncField, SyncManager
 from sessioncache.sync_listener import SyncListener
 
 from .support.namespaces import drop_namespace, unique_namespace
-from .support.sync_workers import larger, write_many
+from .support.sync_workers import larger, write_many, writes
 
 TG, DC = "telegram:123:123", "discord:987:987"
 
 
-@pytest.fixture(params=["redis_url", pytest.param("cluster_url", marks=pytest.mark.cluster)])
+@pytest.fixture
+def backend_url(any_backend_url: str) -> str:
+    """memory://, a real Redis, a real Cluster, and a Valkey 9 server too."""
+    return any_backend_url
+
+
+@pytest.fixture(params=["redis_url", pytest.param("cluster_url", marks=pytest.mark.cluster),
+                        "valkey_url"])
 def server_url(request: pytest.FixtureRequest) -> str:
-    """A real server other OS processes can reach (memory:// lives inside one process)."""
+    """A real server other OS processes can reach (memory:// lives inside one process: the
+    same races run there as asyncio tasks, test_tasks_converge)."""
     return str(request.getfixturevalue(request.param))
 
 
@@ -203,8 +211,9 @@ async def test_processes_converge(
                    priority=["discord", "telegram"])
     await linked(store, sync)
     ctx = mp.get_context("spawn")
+    start = ctx.Barrier(4)
     procs = [ctx.Process(target=write_many,
-                         args=(backend_url, store.keys.namespace, sid, strategy, 40))
+                         args=(backend_url, store.keys.namespace, sid, strategy, 40, start))
              for sid in (TG, DC) for _ in range(2)]
     for p in procs:
         p.start()
@@ -228,6 +237,50 @@ async def test_processes_converge(
             assert a["topic"].startswith("discord")
         if strategy == "custom":
             assert a["topic"] == max(a["topic"], b["topic"]) and a["topic"].startswith("telegram")
+
+
+@pytest.mark.parametrize("strategy", ["lww", "fww", "priority", "merge", "manual", "custom"])
+async def test_tasks_converge(store: SessionStore, strategy: str) -> None:
+    """The races of test_processes_converge as concurrent writers in one process (each with
+    its own manager and clock), so memory:// runs them too."""
+    sync = manager(store, mode="auto", strategy=larger if strategy == "custom" else strategy,
+                   priority=["discord", "telegram"])
+    await linked(store, sync)
+    await asyncio.gather(*(writes(store, sid, strategy, 15, f"w{i}")
+                           for i, sid in enumerate((TG, DC, TG, DC))))
+    await sync.sync_sessions(TG)
+    await sync.sync_sessions(DC)
+    a, b = (await store.get(TG)).data, (await store.get(DC)).data
+    if strategy == "manual":
+        conflicts = await sync.list_conflicts()
+        assert conflicts
+        for c in conflicts:  # neither side lost: stored and incoming are both writes made
+            assert c.stored.startswith(("telegram", "discord"))
+            assert c.incoming.startswith(("telegram", "discord"))
+    else:
+        assert a == b
+        if strategy == "merge":
+            assert a["count"] == 4 * 15
+        if strategy == "priority":
+            assert a["topic"].startswith("discord")
+
+
+async def test_remembered_index_is_checked(store: SessionStore) -> None:
+    sync = manager(store, mode="auto")
+    await linked(store, sync)
+    await sync.write(TG, {"topic": "a"})  # reads and remembers discord:987's user index
+    thread = (await store.create(987, 987, "discord", thread_id=7)).session_id
+    await sync.write(TG, {"topic": "b"})  # the remembered index is stale: read again
+    assert [(await store.get(s)).data["topic"] for s in (DC, thread)] == ["b", "b"]
+    before = await store.get(DC)
+    f = SyncField("topic", "topic", sync.clock.now(), "", "v", b"stale")
+    assert await sync.apply(DC, "lww", TG, [f], index=("nothing-like-it",)) == {}
+    assert await store.get(DC) == before  # refused in the same step: nothing written
+    await store.delete(thread)
+    await sync.write(TG, {"topic": "c"})
+    assert (await store.get(DC)).data["topic"] == "c"
+    hist = await sync.history.query(session_id=TG, limit=1)
+    assert hist[0].result == {"topic": "applied"}
 
 
 async def test_recovery_after_kill(server_store: SessionStore, server_url: str) -> None:

@@ -1,14 +1,19 @@
-"""Sync's field records and conflicts kept for review (strategy "manual"): list and resolve."""
+"""Sync's records: fields as the scripts take them, plans as the journal keeps them, and the
+conflicts kept for review (strategy "manual"), listed and resolved."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .codec import data_field, decode_value, encode_value
+from .codec import Limits, data_field, decode_value, encode_value
 from .errors import ValidationError
+from .hlc import HybridClock
 from .identity import parse_session_id
 from .sync_history import SyncRecord
 
@@ -46,6 +51,76 @@ class SyncField:
 def conflict_id(stored_field: str, stamp: str) -> str:
     """The id a conflict over this field and incoming stamp is kept under."""
     return hashlib.sha1(f"{stored_field}\0{stamp}".encode()).hexdigest()[:16]
+
+
+def plan_of(op: str, source: str, payload: Sequence[SyncField]) -> dict[str, Any]:
+    """A sync operation as the journal keeps it (JSON: values in base64). Its targets are not
+    in it: they are the source person's other sessions when it runs (or is recovered), so a
+    recovery after an unlink does not share what the unlink stopped."""
+    return {
+        "op": op, "source": source,
+        "fields": [[f.name, f.stored, f.stamp, f.base, f.kind,
+                    base64.b64encode(f.value).decode()] for f in payload],
+    }
+
+
+def payload_of(plan: Mapping[str, Any]) -> list[SyncField]:
+    """The fields of a journaled plan."""
+    return [SyncField(n, sf, st, b, k, base64.b64decode(v))
+            for n, sf, st, b, k, v in plan["fields"]]
+
+
+def merge_state(value: Any, stamp: str, origin: str) -> Any:
+    """The merge state of a value never written through sync (lib/sync.lua's forms)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"c": {origin: [value, stamp]}}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return {"s": sorted(value, key=json.dumps) if isinstance(value, (set, frozenset))
+                else list(value)}
+    if isinstance(value, dict):
+        return {"m": value, "t": stamp}
+    return {"v": value, "t": stamp}
+
+
+def jsonable(value: Any) -> Any:
+    """A value as JSON takes it (sets as sorted lists)."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=json.dumps)
+    return value
+
+
+
+def stamp_fields(
+    shares: Callable[[str], bool], merge: bool, clock: HybridClock, limits: Limits,
+    data: Mapping[str, Any], delete: Iterable[str],
+) -> list[SyncField]:
+    """The shared fields of a write (``shares``), each with a fresh stamp; with ``merge``
+    (strategy "merge") values go as JSON merge states."""
+    fields = []
+    for name, value in data.items():
+        if not shares(name):
+            continue
+        if merge:
+            encode_value(value, limits)  # the same limits as any stored value
+            try:
+                raw = json.dumps(jsonable(value)).encode()
+            except (TypeError, ValueError) as exc:
+                raise ValidationError(
+                    f"field {name!r}: strategy 'merge' takes JSON values "
+                    f"(numbers, text, lists, sets, dicts): {exc}"
+                ) from exc
+            fields.append(
+                SyncField(name, data_field(name, limits), clock.now(), "", "m", raw)
+            )
+        else:
+            fields.append(SyncField(name, data_field(name, limits), clock.now(), "", "v",
+                                    encode_value(value, limits)))
+    for name in delete:
+        if shares(name):
+            fields.append(SyncField(name, data_field(name, limits), clock.now(), "", "d",
+                                    b""))
+    return fields
+
 
 
 async def list_conflicts(sync: SyncManager, session_id: str | None = None) -> list[Conflict]:
