@@ -24,7 +24,6 @@ from .sync_records import (
     conflict_id,
     list_conflicts,
     merge_state,
-    payload_of,
     plan_of,
     resolve_conflict,
     stamp_fields,
@@ -190,6 +189,10 @@ class SyncManager:
         store = self.store
         ident = parse_session_id(session_id)
         section: tuple[list[str], list[Any]] = ([], [])
+        journaled = None
+        if shared and self.config.mode == "auto":
+            # Journaled before the write: a process killed after it finds the plan in recover().
+            journaled = await self._journal("update", session_id, [f.name for f in shared])
         if shared:
             args: list[Any] = [
                 str(len(shared)), session_id, self._rank(ident.platform),
@@ -202,8 +205,13 @@ class SyncManager:
         ident, keys, argv = store.update_command(
             session_id, "full", data, metadata, delete, delete_metadata, priority,
             expected_version, shared=section)
-        reply = await store.scripts.update.run(store.client, keys, argv)
-        flat = store.update_outcome(session_id, reply, expected_version)
+        try:
+            reply = await store.scripts.update.run(store.client, keys, argv)
+            flat = store.update_outcome(session_id, reply, expected_version)
+        except BaseException:
+            if journaled is not None:  # nothing written, nothing to sync
+                await self._done(journaled[0], [])
+            raise
         session = session_from_hash(ident, keys[0], flat)
         if self.on_write is not None:
             self.on_write(session_id)
@@ -218,7 +226,10 @@ class SyncManager:
             ]
         else:  # a retry the op log answered: what it stored, read back
             payload = await self._read(session_id, [f.name for f in shared])
-        await self._after_write(session_id, payload)
+        if journaled is not None:
+            await self._run(*journaled, payload)
+        else:
+            await self._after_write(session_id)
         return session, payload
 
     async def write(
@@ -242,11 +253,9 @@ class SyncManager:
         await self._local(session_id, [f])
         return "applied"
 
-    async def _after_write(self, session_id: str, payload: Sequence[SyncField]) -> None:
+    async def _after_write(self, session_id: str) -> None:
         mode = self.config.mode
-        if mode == "auto":
-            await self._propagate("update", session_id, payload)
-        elif mode == "delayed":
+        if mode == "delayed":
             self._debounce(session_id)
         elif mode == "batch":
             await self.store.client.zadd(self.store.keys.sync_pending(),
@@ -339,15 +348,18 @@ class SyncManager:
         payload = await self._read(session_id, fields)
         if not payload:
             return {}
-        return await self._propagate(op, session_id, payload)
+        journaled = await self._journal(op, session_id, [f.name for f in payload])
+        return {} if journaled is None else await self._run(*journaled, payload)
 
-    async def _propagate(
-        self, op: str, source: str, payload: Sequence[SyncField]
-    ) -> dict[str, dict[str, str]]:
-        """Look the person up and journal the plan in one step (sync_plan.lua), then run it."""
+    async def _journal(
+        self, op: str, source: str, names: Sequence[str]
+    ) -> tuple[str, dict[str, Any], str, list[str]] | None:
+        """Look the person up and journal the plan in one step (sync_plan.lua): (plan id,
+        plan, person, members), or None for an identity that is not linked (nothing
+        journaled: nobody to sync to)."""
         ident = parse_session_id(source)
         plan_id = self.clock.now()
-        plan = plan_of(op, source, payload)
+        plan = plan_of(op, source, names)
         keys = self.store.keys
         found = await self.store.scripts.sync_plan.run(
             self.store.client,
@@ -355,27 +367,31 @@ class SyncManager:
             [identity_name(ident.platform, ident.user_id), plan_id, json.dumps(plan)],
         )
         if not found:
-            return {}  # not linked: nobody to sync to, nothing journaled
-        person, members = found[0].decode(), found[1].decode().split()
-        return await self._run(plan_id, plan, payload, person, members)
+            return None
+        return plan_id, plan, found[0].decode(), found[1].decode().split()
 
     async def _run(
-        self, plan_id: str, plan: Mapping[str, Any], payload: Sequence[SyncField],
-        person: str | None, members: Iterable[str],
+        self, plan_id: str, plan: Mapping[str, Any], person: str | None,
+        members: Iterable[str], payload: Sequence[SyncField],
     ) -> dict[str, dict[str, str]]:
         """Apply a journaled plan to the person's other sessions, one target after another
         (each one step in its slot), then end it (sync_done.lua: plan dropped, history)."""
         source = plan["source"]
+        if not payload:
+            await self._done(plan_id, [])
+            return {}
         results = await self.targets.each(
             members, source, lambda t, index: self._apply_target(t, source, payload, index),
             remembered=not callable(self.config.strategy))
-        records = self._records(plan["op"], source, payload, results, person)
+        await self._done(plan_id, self._records(plan["op"], source, payload, results, person))
+        return results
+
+    async def _done(self, plan_id: str, records: Sequence[SyncRecord]) -> None:
         keys = self.store.keys
         await self.store.scripts.sync_done.run(
             self.store.client, [keys.sync_journal(), keys.sync_history()],
             [plan_id, str(self.history.cap), *(r.to_json() for r in records)],
         )
-        return results
 
     def _records(
         self, op: str, source: str, payload: Sequence[SyncField],
@@ -386,15 +402,15 @@ class SyncManager:
         return [SyncRecord(op, source, t, names, self.config.strategy_name, r, now, person)
                 for t, r in results.items()]
 
-    async def _runplan_of(self, plan: dict[str, Any], target: str) -> dict[str, dict[str, str]]:
-        """A one-target plan without the journal (create, merge: run again to recover)."""
-        source = plan["source"]
-        payload = payload_of(plan)
+    async def _run_one(
+        self, op: str, source: str, target: str, payload: Sequence[SyncField]
+    ) -> dict[str, dict[str, str]]:
+        """A sync to one target without the journal (create, merge: run again to recover)."""
         got = await self._apply_target(target, source, payload)  # no index: never None
         results = {target: got or {}}
         ident = parse_session_id(source)
         person = await self.links.person_of(ident.platform, ident.user_id)
-        await self.history.record(self._records(plan["op"], source, payload, results, person))
+        await self.history.record(self._records(op, source, payload, results, person))
         return results
 
     async def _apply_target(
@@ -449,7 +465,7 @@ class SyncManager:
         for other in await self.linked_sessions(session_id):
             payload = await self._read(other, None)
             if payload:
-                out.update(await self._runplan_of(plan_of("create", other, payload), session_id))
+                out.update(await self._run_one("create", other, session_id, payload))
         return out
 
     async def merge_sessions(self, a: str, b: str) -> None:
@@ -457,18 +473,30 @@ class SyncManager:
         for src, dst in ((a, b), (b, a)):
             payload = await self._read(src, None)
             if payload:
-                await self._runplan_of(plan_of("merge", src, payload), dst)
+                await self._run_one("merge", src, dst, payload)
 
-    async def recover(self) -> int:
-        """Replay every journaled plan a killed process left (idempotent); returns how many."""
+    async def recover(self, min_age: float = 60.0) -> int:
+        """Replay every journaled plan a killed process left (idempotent); returns how many.
+
+        Plans younger than ``min_age`` seconds are left alone: a running process is still on
+        them (replaying one early is harmless, but its history would show the replay)."""
         plans = await self.store.client.hgetall(self.store.keys.sync_journal())
+        cutoff = (time.time() - min_age) * 1000
+        done = 0
         for plan_id, raw in plans.items():
+            if int(plan_id[:13]) > cutoff:  # an HLC stamp: wall ms first (hlc.py)
+                continue
+            done += 1
             plan = json.loads(raw)
             ident = parse_session_id(plan["source"])
             person = await self.links.person_of(ident.platform, ident.user_id)
             members = [] if person is None else await self.links.members(person)
-            await self._run(plan_id.decode(), plan, payload_of(plan), person, members)
-        return len(plans)
+            try:
+                payload = await self._read(plan["source"], plan["fields"])
+            except SessionNotFound:
+                payload = []  # the source is gone: nothing left to share
+            await self._run(plan_id.decode(), plan, person, members, payload)
+        return done
 
     async def forget(self, session_id: str) -> None:
         """Drop a deleted session's stamps and conflicts (its slot's two keys)."""

@@ -3,7 +3,6 @@ conflicts kept for review (strategy "manual"), listed and resolved."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import time
@@ -53,21 +52,12 @@ def conflict_id(stored_field: str, stamp: str) -> str:
     return hashlib.sha1(f"{stored_field}\0{stamp}".encode()).hexdigest()[:16]
 
 
-def plan_of(op: str, source: str, payload: Sequence[SyncField]) -> dict[str, Any]:
-    """A sync operation as the journal keeps it (JSON: values in base64). Its targets are not
-    in it: they are the source person's other sessions when it runs (or is recovered), so a
-    recovery after an unlink does not share what the unlink stopped."""
-    return {
-        "op": op, "source": source,
-        "fields": [[f.name, f.stored, f.stamp, f.base, f.kind,
-                    base64.b64encode(f.value).decode()] for f in payload],
-    }
-
-
-def payload_of(plan: Mapping[str, Any]) -> list[SyncField]:
-    """The fields of a journaled plan."""
-    return [SyncField(n, sf, st, b, k, base64.b64decode(v))
-            for n, sf, st, b, k, v in plan["fields"]]
+def plan_of(op: str, source: str, names: Sequence[str]) -> dict[str, Any]:
+    """A sync as the journal keeps it: the operation, its source and the fields' names. Not
+    their values: a recovery syncs what the source holds then (stamped: the strategies decide
+    as for any sync). Not its targets: they are the source person's other sessions when it
+    runs, so a recovery after an unlink does not share what the unlink stopped."""
+    return {"op": op, "source": source, "fields": list(names)}
 
 
 def merge_state(value: Any, stamp: str, origin: str) -> Any:

@@ -67,3 +67,20 @@ async def _killed(url: str, ns: str, sid: str) -> None:
 def killed_mid_sync(url: str, ns: str, sid: str) -> None:
     """Sync a session to its two linked sessions, dying after the first."""
     asyncio.run(_killed(url, ns, sid))
+
+
+async def _killed_after_write(url: str, ns: str, sid: str) -> None:
+    store = await SessionStore.connect(url, namespace=ns, socket_timeout=10.0)
+    sync = SyncManager(store, IdentityLinks(store.client, store.keys),
+                       SyncConfig(shared_fields=["topic"], mode="auto"))
+
+    async def die(*args: Any, **kwargs: Any) -> Any:
+        os._exit(17)  # killed after the local write, before any target has it
+
+    sync.targets.each = die  # type: ignore[method-assign]
+    await sync.update(sid, {"topic": "written", "draft": "x"})
+
+
+def killed_after_write(url: str, ns: str, sid: str) -> None:
+    """An auto-mode update of a shared field, dying right after the local write."""
+    asyncio.run(_killed_after_write(url, ns, sid))
