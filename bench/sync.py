@@ -9,14 +9,19 @@ What is measured, sequentially, against a baseline timed in the same run:
 - manual: the same update with sync_mode "manual" (stamped and announced, not yet synced)
   against one plain update.
 
-Targets. A synced update takes five round trips (docs/sync.md, "Round trips"): the local write
-with its shared fields (update.lua), the link lookup that journals the plan (sync_plan.lua),
-the person's sessions (HKEYS), the target (sync_apply.lua) and the end of the plan with its
-history (sync_done.lua). Two plain updates take two. Each round trip of the client costs about
-the same (most of it is the client's own work per command, not Redis), so five against two is
-2.5x; the target is 2.5, the figure the round trips allow, and it fails if a step gains a round
-trip. The manual row is one round trip against one, with a longer script and the stamps in
-its arguments: target 1.3.
+Targets. Each round trip costs about the same here (most of it is the client's own work per
+command, not Redis), so the ratios count round trips. A synced update takes four
+(docs/sync.md, "Round trips"): the link lookup that journals the plan (sync_plan.lua), the
+local write with its shared fields (update.lua), the target (sync_apply.lua, its user index
+remembered and checked in the script) and the end of the plan with its history
+(sync_done.lua); two plain updates take two. Target 2.5: four against two is 2.0 plus the
+longer scripts and the stamps (measured 1.93-2.18 on the shared 2-core machine, load 4-8); the
+five-round-trip version before it measured 2.36-2.87, and session 3's nine 5.00, so the
+target holds the round trips at four with room for a noisy machine, and catches most
+regressions by one round trip, not every one.
+The manual row is one round trip against one; what it adds (a stamp per shared field, the
+announcement, the sync meta written in the same script) is about a third of a plain update.
+Target 1.5: it fails if the stamped write gains a round trip (that would be 2.0).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from sessioncache.store import SessionStore
 from sessioncache.sync import SyncConfig, SyncManager
 
 AUTO_TARGET = 2.5
-MANUAL_TARGET = 1.3
+MANUAL_TARGET = 1.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
