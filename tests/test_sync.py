@@ -327,6 +327,49 @@ async def test_recovery_after_kill_before_any_target(
     assert await sync.recover(min_age=0) == 0
 
 
+class _Crash(BaseException):
+    """Stands for a process dying (memory:// cannot be reached from another process)."""
+
+
+async def test_recovery_in_process(store: SessionStore) -> None:
+    """The two kill tests' steps on every backend, memory:// included: a sync stopped after
+    the local write, and one stopped after the first of two targets, both recovered."""
+    sync = manager(store, mode="auto")
+    await linked(store, sync)
+    thread = (await store.create(987, 987, "discord", thread_id=7)).session_id
+    each = sync.targets.each
+
+    async def crash(*args: Any, **kwargs: Any) -> Any:
+        raise _Crash
+
+    sync.targets.each = crash  # type: ignore[method-assign]
+    with pytest.raises(_Crash):
+        await sync.update(TG, {"topic": "first", "draft": "x"})
+    assert (await store.get(TG)).data == {"topic": "first", "draft": "x"}
+    assert "topic" not in (await store.get(DC)).data
+    sync.targets.each = each  # type: ignore[method-assign]
+    assert await sync.recover(min_age=0) == 1
+    assert [(await store.get(s)).data["topic"] for s in (DC, thread)] == ["first", "first"]
+    apply, calls = sync.apply, 0
+
+    async def second_crashes(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise _Crash
+        return await apply(*args, **kwargs)
+
+    sync.apply = second_crashes  # type: ignore[method-assign]
+    with pytest.raises(_Crash):
+        await sync.update(TG, {"topic": "second"})
+    got = [(await store.get(s)).data["topic"] for s in (DC, thread)]
+    assert sorted(got) == ["first", "second"]  # one target has it, the other not yet
+    sync.apply = apply  # type: ignore[method-assign]
+    assert await sync.recover(min_age=0) == 1
+    assert [(await store.get(s)).data["topic"] for s in (DC, thread)] == ["second", "second"]
+    assert await sync.recover(min_age=0) == 0
+
+
 async def test_writes_announce_themselves(store: SessionStore, backend_url: str) -> None:
     listener = SyncListener(store)
     await listener.start()
