@@ -202,11 +202,30 @@ async def test_custom_strategy(store: SessionStore) -> None:
     assert (await store.get(DC)).data["topic"] == "b"
 
 
-@pytest.mark.parametrize("strategy", ["lww", "fww", "priority", "merge", "manual", "custom"])
+STRATEGIES = ["lww", "fww", "priority", "merge", "manual", "custom"]
+CONVERGE = [
+    *(pytest.param("redis_url", s, id=f"redis-{s}") for s in STRATEGIES),
+    *(pytest.param("cluster_url", s, id=f"cluster-{s}", marks=pytest.mark.cluster)
+      for s in STRATEGIES),
+    # Valkey: the two strategies whose Lua differs most (merge states, conflict records).
+    *(pytest.param("valkey_url", s, id=f"valkey-{s}") for s in ("merge", "manual")),
+]
+
+
+@pytest.mark.parametrize(("server", "strategy"), CONVERGE)
 async def test_processes_converge(
-    server_store: SessionStore, server_url: str, strategy: str
+    request: pytest.FixtureRequest, server: str, strategy: str
 ) -> None:
-    store, backend_url = server_store, server_url
+    backend_url = str(request.getfixturevalue(server))
+    store = await SessionStore.connect(backend_url, namespace=unique_namespace())
+    try:
+        await _processes_converge(store, backend_url, strategy)
+    finally:
+        await drop_namespace(store.client, store.keys.namespace)
+        await store.close()
+
+
+async def _processes_converge(store: SessionStore, backend_url: str, strategy: str) -> None:
     sync = manager(store, mode="auto", strategy=larger if strategy == "custom" else strategy,
                    priority=["discord", "telegram"])
     await linked(store, sync)
@@ -239,7 +258,7 @@ async def test_processes_converge(
             assert a["topic"] == max(a["topic"], b["topic"]) and a["topic"].startswith("telegram")
 
 
-@pytest.mark.parametrize("strategy", ["lww", "fww", "priority", "merge", "manual", "custom"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 async def test_tasks_converge(store: SessionStore, strategy: str) -> None:
     """The races of test_processes_converge as concurrent writers in one process (each with
     its own manager and clock), so memory:// runs them too."""
