@@ -89,13 +89,16 @@ class Targets:
             known.update(zip(unknown, await self._read(unknown), strict=True))
         for platform, user in others:
             entries = known[user]
-            for _ in range(8):  # the index changes under us only while sessions come and go
+            for attempt in range(8):  # the index changes under us only while sessions come and go
                 targets = self._sessions(platform, user, entries, session_id)
+                # The last attempt applies to the index as just read, unchecked (as a sync
+                # without a remembered index does), so a busy index cannot starve a target.
+                check = entries if remembered and attempt < 7 else None
                 stale = False
                 for target in targets:
                     if target in results:
                         continue
-                    got = await apply(target, entries if remembered else None)
+                    got = await apply(target, check)
                     if got is None:
                         stale = True
                         break
