@@ -312,6 +312,8 @@ class SyncManager:
                 names = list((await self.store.get(session_id)).data)
             else:
                 names = list(self.config.shared_fields)
+        if not names:
+            return []  # nothing shared: nothing to read (the script would answer as for no session)
         stored = [data_field(n, limits) for n in names]
         reply = await self.store.scripts.sync_read.run(
             self.store.client,

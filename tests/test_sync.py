@@ -97,6 +97,14 @@ async def test_manual_mode(store: SessionStore) -> None:
     assert await sync.sync_sessions(TG) == {DC: {"topic": "kept"}}  # idempotent
 
 
+async def test_nothing_shared_syncs_nothing(store: SessionStore) -> None:
+    sync = manager(store, mode="manual", shared_fields=())
+    await linked(store, sync)
+    await store.update(TG, {"topic": "private"})
+    assert await sync.sync_sessions(TG) == {}
+    assert (await store.get(DC)).data == {}
+
+
 async def test_codes_wrong_expired_reused_owned(store: SessionStore) -> None:
     links = IdentityLinks(store.client, store.keys, LinkConfig(code_ttl=60))
     code = await links.start_link("telegram", 1)
