@@ -15,7 +15,7 @@ command, not Redis), so the ratios count round trips. A synced update takes four
 local write with its shared fields (update.lua), the target (sync_apply.lua, its user index
 remembered and checked in the script) and the end of the plan with its history
 (sync_done.lua); two plain updates take two. Target 2.5: four against two is 2.0 plus the
-longer scripts and the stamps (measured 1.93-2.18 on the shared 2-core machine, load 4-8); the
+longer scripts and the stamps (measured 1.93-2.35 on the shared 2-core machine, load 4-8); the
 five-round-trip version before it measured 2.36-2.87, and session 3's nine 5.00, so the
 target holds the round trips at four with room for a noisy machine, and catches most
 regressions by one round trip, not every one.
