@@ -260,7 +260,10 @@ async def test_usage_limit_is_decided_on_the_write_that_would_pass_it(make: Any)
     after = await system.get_session(s.session_id)
     assert after is not None and after.state == "suspended" and after.message_count == 4
     assert (await system.get_statistics()).expiry_actions == {"suspend": 1}
-    assert ("expired", "suspend") in await _events(system, s.session_id)
+    events = await _events(system, s.session_id)
+    # The acting script moved it through the state machine: one state_changed event after
+    # the expired one, in the same call.
+    assert events[-2:] == [("expired", "suspend"), ("state_changed", None)]
 
 
 # -- sweep ------------------------------------------------------------------------------------
@@ -515,3 +518,40 @@ async def test_a_session_mid_turn_is_left_alone_until_the_turn_ends(make: Any) -
 
     await _until(system, await system.expiry._now() + TURN_RETRY_MS + 10)
     assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}
+
+
+async def test_restores_arm_the_expiry_index_again(make: Any, tmp_path: Path) -> None:
+    """A backup restore and an archive restore each put the session back in the expiry index
+    in the restoring script itself (no later arm() needed), so the sweep sees it again."""
+    from sessioncache.persistence import Persistence
+
+    system = await make([{"name": "idle", "policy": "idle", "after": 60, "action": "archive"}])
+    client = system.store.client
+    s = await system.create_session(20, "u", data={"v": 1})
+    ident = system.store.identity(20, "u", "web")
+    key, index = system.store.keys.session(ident), system.expiry.index_of(ident)
+    assert await client.zscore(index, key) is not None
+    persistence = Persistence(system.store, backup_dir=tmp_path / "backups", key="k" * 32)
+    try:
+        backup_id = await persistence.create_backup()
+        await system.store.client.zrem(index, key)  # and the replace wipes the index anyway
+        report = await persistence.restore_backup(backup_id, "replace")
+        assert report.written == 1
+        due = await _deadline(system, s.session_id)
+        assert await client.zscore(index, key) == due
+    finally:
+        await persistence.changes.disarm()
+    # Archive, then the restore script alone (restore_archived re-picks the rule after it).
+    created = round(s.created_at.timestamp() * 1000)
+    assert await system.expiry.act(ident, created, system.expiry.by_name["idle"], "now") == [
+        "archive"
+    ]
+    assert await client.zscore(index, key) is None
+    restored = await system.expiry.archive.restore(f"{s.session_id}#{created}")
+    assert restored.data == {"v": 1}
+    due = await _deadline(system, s.session_id)
+    assert await client.zscore(index, key) == due > await system.expiry._now()
+    # Archived again, then the whole restore_archived.
+    await system.expiry.act(ident, created, system.expiry.by_name["idle"], "now")
+    back = await system.restore_archived(s.session_id)
+    assert await client.zscore(index, key) == await _deadline(system, back.session_id)
