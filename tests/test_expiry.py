@@ -555,3 +555,32 @@ async def test_restores_arm_the_expiry_index_again(make: Any, tmp_path: Path) ->
     await system.expiry.act(ident, created, system.expiry.by_name["idle"], "now")
     back = await system.restore_archived(s.session_id)
     assert await client.zscore(index, key) == await _deadline(system, back.session_id)
+
+
+async def test_merge_looks_again_when_its_target_changed(make: Any) -> None:
+    """The acting script refuses a merge target that is gone or not the one the caller saw
+    (nothing written); the engine looks for it again and merges in one call."""
+    system = await make([{"name": "threads", "policy": "idle", "after": 60, "action": "merge"}])
+    old = await system.create_session(30, "u", thread_id="t1", data={"a": 1})
+    await _until(system, round(old.created_at.timestamp() * 1000) + 1)
+    newer = await system.create_session(30, "u", thread_id="t2", data={"b": 2})
+    real = system.expiry._merge_target
+    seen: list[int] = []
+
+    async def stale(ident: Any, created_ms: int) -> Any:
+        found = await real(ident, created_ms)
+        seen.append(1)
+        return (found[0], found[1] + 1) if len(seen) == 1 else found  # first: a stale view
+
+    system.expiry._merge_target = stale
+    ident = system.store.identity(30, "u", "web", "t1")
+    created = round(old.created_at.timestamp() * 1000)
+    assert await system.expiry.act(ident, created, system.expiry.by_name["threads"], "now") == [
+        "merge"
+    ]
+    assert len(seen) == 2
+    merged = await system.store.find_by_id(newer.session_id)
+    assert merged is not None and merged.data == {"a": 1, "b": 2}
+    assert merged.version == newer.version + 1
+    assert await system.store.find_by_id(old.session_id) is None
+    assert (await system.get_statistics()).expiry_actions == {"merge": 1}
