@@ -104,6 +104,20 @@ class BoundedRedisCluster(RedisCluster):
         await self.initialize()
         await self.slots.acquire()
         try:
-            return await super().execute_command(*args, **kwargs)
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except AttributeError as e:
+                if not unsent_on_closed_connection(e):
+                    raise
+                # redis-py's cluster client disconnects every node's connections when it
+                # reinitializes after a timeout elsewhere; a command that was about to write
+                # on one of them finds its writer gone. Nothing was sent, so one more attempt
+                # on a fresh connection is safe (and every write we send carries an op id).
+                return await super().execute_command(*args, **kwargs)
         finally:
             self.slots.release()
+
+
+def unsent_on_closed_connection(error: AttributeError) -> bool:
+    """True for redis-py's write on a connection closed under it (its writer is None)."""
+    return "'NoneType' object has no attribute 'write" in str(error)

@@ -157,3 +157,42 @@ async def test_pool_settings_reach_every_client_kind(
         finally:
             await client.aclose()
             await default.aclose()
+
+
+async def test_a_cluster_write_on_a_connection_closed_under_it_is_sent_once(
+    cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # redis-py's cluster client closes every node's connections when it reinitializes after a
+    # timeout elsewhere; a command about to write then finds the connection's writer gone
+    # (AttributeError, seen under load in the aiogram burst test). Nothing was sent: one more
+    # attempt serves the call, and the write lands once.
+    from redis.asyncio.cluster import ClusterNode
+
+    store = await SessionStore.connect(cluster_url, namespace=unique_namespace())
+    try:
+        s = await store.create("c", "u", "telegram")
+        real = ClusterNode.execute_command
+        failures = {"left": 1}
+
+        async def closed_once(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if args and str(args[0]).upper() == "EVALSHA" and failures["left"]:
+                failures["left"] -= 1
+                raise AttributeError("'NoneType' object has no attribute 'writelines'")
+            return await real(self, *args, **kwargs)
+
+        monkeypatch.setattr(ClusterNode, "execute_command", closed_once)
+        await store.touch(s.session_id, messages=1)
+        assert failures["left"] == 0
+        assert (await store.get(s.session_id)).message_count == 1
+
+        async def other_bug(self: Any, *args: Any, **kwargs: Any) -> Any:
+            raise AttributeError("'Session' object has no attribute 'x'")
+
+        monkeypatch.setattr(ClusterNode, "execute_command", other_bug)
+        with pytest.raises(AttributeError, match="'Session'"):  # a real bug is not retried
+            await store.touch(s.session_id, messages=1)
+        monkeypatch.setattr(ClusterNode, "execute_command", real)
+        assert (await store.get(s.session_id)).message_count == 1
+    finally:
+        await drop_namespace(store.client, store.keys.namespace)
+        await store.close()
