@@ -174,6 +174,7 @@ class ScriptRegistry:
     delete: Script
     expiry_act: Script
     expiry_arm: Script
+    expiry_outbox: Script
     fleet_claim: Script
     fleet_finish: Script
     link_confirm: Script

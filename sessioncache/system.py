@@ -135,6 +135,7 @@ class SessionSystem(
             archive_retention=config.expiry_archive_retention,
             interval=config.expiry_interval,
             notify=config.expiry_notify,
+            effect_lease=config.expiry_effect_lease,
         )
         self.expiry_scheduler: AsyncIOScheduler | None = None
         if rules:
