@@ -8,7 +8,6 @@ from .config import (
     get_production_config,
 )
 from .errors import (
-    AlreadyInitialized,
     BackendUnavailable,
     ChangeIndexUnarmed,
     GuardRejected,
@@ -62,7 +61,6 @@ from .tracker import StateTracker, TrackerConfig
 __version__ = "0.1.0"
 
 __all__ = [
-    "AlreadyInitialized",
     "BackendUnavailable",
     "ChangeIndexUnarmed",
     "ConfigManager",

@@ -7,8 +7,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from redis.exceptions import RedisError
 
-from .fleet import FleetJob
+from .errors import BackendUnavailable
+from .fleet import FleetJob, FleetJobStatus, read_job_status
 from .tracking import MemoryInvalidator, TrackingInvalidator
 
 if TYPE_CHECKING:
@@ -37,7 +39,14 @@ async def job_health(job: FleetJob) -> dict[str, Any]:
     """A fleet job as Redis records it: lease holder, whether a run holds the lease now, the
     last run's end (and its age) and status. A job whose last run failed is not ok (a failing
     job is not retried by every process, so only its next interval can mend it)."""
-    status = await job.status()
+    return status_health(await job.status(), job.interval)
+
+
+def status_health(status: FleetJobStatus, interval: float | None = None) -> dict[str, Any]:
+    """The health entry of a job's recorded status (``interval``: as scheduled here, else as
+    the last claim recorded it)."""
+    if interval is None and status.interval_ms is not None:
+        interval = status.interval_ms / 1000
     result: dict[str, Any] = {
         "ok": not (status.last_status or "ok").startswith("error"),
         "holder": status.holder,
@@ -46,13 +55,45 @@ async def job_health(job: FleetJob) -> dict[str, Any]:
         "takeovers": status.takeovers,
         "last_status": status.last_status,
         "last_run_at_ms": status.last_finished_ms,
-        "interval_s": job.interval,
+        "interval_s": interval,
     }
     if status.last_finished_ms is not None:
         result["last_run_age_s"] = round(time.time() - status.last_finished_ms / 1000, 1)
     if not result["ok"]:
-        result["error"] = f"the last {job.name} run ended with {status.last_status}"
+        result["error"] = f"the last {status.job} run ended with {status.last_status}"
     return result
+
+
+FLEET_JOB_NAMES = ("backup", "snapshot", "expiry", "sync")
+"""The fleet jobs a SessionSystem may schedule (persistence/scheduler.py, expiry/engine.py,
+system.py's batch sync)."""
+
+
+async def register_recorded_jobs(system: SessionSystem) -> list[str]:
+    """A ``job:NAME`` check for each fleet job Redis has a record of that this system does not
+    schedule itself: the jobs other processes of the fleet run (``sessioncache health`` has no
+    scheduler of its own). Returns the names added."""
+    keys, client = system.store.keys, system.store.client
+    added = []
+    for name in FLEET_JOB_NAMES:
+        component = f"job:{name}"
+        if component in system.health.components:
+            continue
+        state_key, lease_key = keys.fleet_job(name), keys.lease(name)
+        try:
+            recorded = await client.exists(state_key)
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable reading fleet job {name}: {exc}") from exc
+        if not recorded:
+            continue
+
+        async def check(state_key: str = state_key, lease_key: str = lease_key,
+                        name: str = name) -> dict[str, Any]:  # fmt: skip
+            return status_health(await read_job_status(client, state_key, lease_key, name))
+
+        system.health.register(component, check, critical=False)
+        added.append(name)
+    return added
 
 
 def register_feature_checks(system: SessionSystem) -> None:

@@ -8,93 +8,34 @@ each feature adds one, and each step adds its lines and checks to the report.
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 import secrets
 import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from .demo_base import (
+    PLATFORMS,
+    DemoReport,
+    DemoRun,
+    Step,
+    drop_namespace,
+    session_id,
+    user_session,
+)
+from .demo_link import cross_channel_link
 from .errors import InvalidTransition, ValidationError, VersionConflict
 from .events import EventType
-from .models import Platform, SessionState
+from .models import SessionState
 from .redaction import redact_url
 from .storage import EMBEDDED_SCHEME, resolve_storage, storage_from_url
 from .system import SessionSystem
 
-PLATFORMS = (Platform.TELEGRAM, Platform.DISCORD, Platform.SLACK, Platform.WEB)
 _CONCURRENCY = 32  # messages in flight per worker
-
-
-def user_session(user: int) -> tuple[str, str, Platform]:
-    """The chat, user and platform of simulated user number ``user``."""
-    return f"chat-{user}", f"user-{user}", PLATFORMS[user % len(PLATFORMS)]
-
-
-def session_id(user: int) -> str:
-    chat, uid, platform = user_session(user)
-    return f"{platform.value}:{chat}:{uid}"
-
-
-@dataclass
-class DemoReport:
-    """What the demo did and measured, and the checks that show nothing was lost."""
-
-    backend: str
-    workers: int
-    users: int
-    messages: int
-    lines: list[str] = field(default_factory=list)
-    checks: list[tuple[str, Any, Any]] = field(default_factory=list)
-    figures: dict[str, Any] = field(default_factory=dict)
-    features: list[str] = field(default_factory=list)
-    """The features the steps showed, in order (printed as "features shown")."""
-
-    def check(self, what: str, expected: Any, actual: Any) -> None:
-        """Record an exact count: the report passes only when every one matches."""
-        self.checks.append((what, expected, actual))
-
-    @property
-    def ok(self) -> bool:
-        return all(expected == actual for _, expected, actual in self.checks)
-
-    def print(self, as_json: bool = False) -> None:
-        """The report for people, or as JSON."""
-        if as_json:
-            checks = [{"check": w, "expected": e, "actual": a} for w, e, a in self.checks]
-            print(
-                json.dumps(
-                    {
-                        **self.figures,
-                        "ok": self.ok,
-                        "features": self.features,
-                        "lines": self.lines,
-                        "checks": checks,
-                    },
-                    indent=2,
-                    default=str,
-                )
-            )
-            return
-        print(f"sessioncache demo: {self.workers} worker processes, {self.users} users, "
-              f"{self.messages} messages each, on {self.backend}")  # fmt: skip
-        for line in self.lines:
-            print(f"  {line}")
-        print("features shown: " + ", ".join(self.features))
-        print("checks (exact counts):")
-        for what, expected, actual in self.checks:
-            mark = "ok  " if expected == actual else "FAIL"
-            print(
-                f"  {mark} {what}: {actual}"
-                + ("" if expected == actual else f" (expected {expected})")
-            )
-        print("result: " + ("nothing lost" if self.ok else "MISMATCH (see FAIL above)"))
 
 
 # -- the worker processes ------------------------------------------------------------------
@@ -165,20 +106,6 @@ async def _handle_message(
 
 
 # -- the steps -------------------------------------------------------------------------------
-
-
-@dataclass
-class DemoRun:
-    """What the steps share: the parent's system, the URL workers use, the report."""
-
-    system: SessionSystem
-    url: str
-    namespace: str
-    report: DemoReport
-    workdir: Path
-
-
-Step = Callable[[DemoRun], Awaitable[None]]
 
 
 async def serve_users(run: DemoRun) -> None:
@@ -261,8 +188,8 @@ async def backup_and_restore(run: DemoRun) -> None:
     )
     r.features.append("backup and verified restore")
     r.check("backup verified", True, verified.ok)
-    r.check("sessions in the backup", r.users, verified.sessions)
-    r.check("sessions after restore", r.users, await system.count_sessions())
+    r.check("sessions in the backup", run.sessions, verified.sessions)
+    r.check("sessions after restore", run.sessions, await system.count_sessions())
     back = [await system.get_session(session_id(u)) for u in lost]
     r.check("restored sessions with every turn", len(lost) * r.messages,
             sum(s.data.get("turns", 0) for s in back if s is not None))  # fmt: skip
@@ -365,11 +292,14 @@ async def expire_idle_sessions(run: DemoRun) -> None:
         idle = created[1::2]
         await _until_server_ms(system, max(deadlines) + 20)
         swept = await system.cleanup_expired_sessions()
+        # Read at once: the kept sessions' own deadlines come 1.5s after their touch, and the
+        # statistics and archive listing below can take a while on a cluster.
+        alive = [await system.get_session(s.session_id, fresh=True) for s in kept]
+        warnings = sum(kind == "warn" for kind, _ in notices)
         stats = await system.get_statistics()
         archived = await system.list_archived()
-        alive = [await system.get_session(s.session_id, fresh=True) for s in kept]
     finally:
-        await _drop_namespace(system)
+        await drop_namespace(system)
         await system.shutdown()
     order_ok = sum([k for k, sid in notices if sid == s.session_id] == ["warn"] for s in idle)
     r.features.append("expiry with a warning")
@@ -379,7 +309,7 @@ async def expire_idle_sessions(run: DemoRun) -> None:
         f"{swept.actions.get('archive', 0)} left idle were archived by a sweep "
         f"({swept.examined} examined in {swept.duration_s * 1000:.0f} ms)"
     )
-    r.check("expiry warnings sent (one per session)", n, sum(k == "warn" for k, _ in notices))
+    r.check("expiry warnings sent (one per session)", n, warnings)
     r.check("idle sessions archived exactly once", len(idle), stats.expiry_actions.get("archive"))
     r.check("archived sessions listed", len(idle), len(archived))
     r.check("archived sessions warned before", len(idle), order_ok)
@@ -401,9 +331,7 @@ STEPS: list[Step] = [
     verify_sessions,
     near_cache_reads,
     expire_idle_sessions,
-    # cross_channel_link: the place for the sync feature's step (issue #13, system.sync), a
-    # user's sessions on two platforms linked and kept in step. Not on main yet: the report
-    # lists only the features its steps showed.
+    cross_channel_link,
     backup_and_restore,
 ]
 
@@ -443,7 +371,7 @@ async def run_demo(
         health = await system.health_check(restart=False)
         report.lines.append(f"health: {health['status']}")
     finally:
-        await _drop_namespace(system)
+        await drop_namespace(system)
         await system.shutdown()
         left = storage.server.running_pid() if storage.server is not None else None
         shutil.rmtree(workdir, ignore_errors=True)
@@ -451,13 +379,6 @@ async def run_demo(
         state = "stopped" if left is None else f"running (pid {left})"
         report.check("embedded server after the last process left", "stopped", state)
     return report
-
-
-async def _drop_namespace(system: SessionSystem) -> None:
-    store = system.store
-    keys = [k async for k in store.client.scan_iter(match=store.keys.all_pattern(), count=1000)]
-    for key in keys:
-        await store.client.delete(key)
 
 
 def main() -> None:

@@ -174,17 +174,6 @@ class ChangeIndexUnarmed(SessionCacheError):
         return f"change-index bucket {self.slot} lost its counter; a full backup is needed"
 
 
-class AlreadyInitialized(SessionCacheError):
-    """initialize_sessions() was called with different arguments while a system is running."""
-
-    def __str__(self) -> str:
-        return (
-            "initialize_sessions() already built a running system with different arguments; "
-            "pass replace=True to replace it (the old one is shut down), or call "
-            "shutdown_sessions() first"
-        )
-
-
 class TurnBusy(SessionCacheError):
     """Another worker kept a conversation's turn past the caller's timeout: answer "busy"."""
 

@@ -60,6 +60,8 @@ class FleetJobStatus:
     """"ok", or "error:<exception type>" (never the message: it could carry a path or URL)."""
     runs: int
     takeovers: int
+    interval_ms: int | None = None
+    """The interval the last claim used (every process of the fleet schedules the same)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (JSON-ready)."""
@@ -203,27 +205,31 @@ class FleetJob:
 
     async def status(self) -> FleetJobStatus:
         """The job's state as recorded in Redis."""
-        try:
-            raw = await self.client.hgetall(self.state_key)
-            running = bool(await self.client.exists(self.lease_key))
-        except RedisError as exc:
-            raise BackendUnavailable(
-                f"Redis unavailable reading fleet job {self.name}: {exc}"
-            ) from exc
-        text = {k.decode(): v.decode() for k, v in raw.items()}
+        return await read_job_status(self.client, self.state_key, self.lease_key, self.name)
 
-        def num(field: str) -> int | None:
-            return int(text[field]) if field in text else None
 
-        return FleetJobStatus(
-            job=self.name,
-            holder=text.get("holder"),
-            running=running,
-            claimed=num("claimed"),
-            completed=num("completed"),
-            last_started_ms=num("started"),
-            last_finished_ms=num("finished"),
-            last_status=text.get("status"),
-            runs=num("runs") or 0,
-            takeovers=num("takeovers") or 0,
-        )
+async def read_job_status(client: Any, state_key: str, lease_key: str, name: str) -> FleetJobStatus:
+    """A fleet job's state as recorded in Redis, read by any process (scheduling it or not)."""
+    try:
+        raw = await client.hgetall(state_key)
+        running = bool(await client.exists(lease_key))
+    except RedisError as exc:
+        raise BackendUnavailable(f"Redis unavailable reading fleet job {name}: {exc}") from exc
+    text = {k.decode(): v.decode() for k, v in raw.items()}
+
+    def num(field: str) -> int | None:
+        return int(text[field]) if field in text else None
+
+    return FleetJobStatus(
+        job=name,
+        holder=text.get("holder"),
+        running=running,
+        claimed=num("claimed"),
+        completed=num("completed"),
+        last_started_ms=num("started"),
+        last_finished_ms=num("finished"),
+        last_status=text.get("status"),
+        runs=num("runs") or 0,
+        takeovers=num("takeovers") or 0,
+        interval_ms=num("interval"),
+    )

@@ -1,20 +1,25 @@
 """The origin document's module-level API: initialize_sessions(), create_session(), ...,
-shutdown_sessions() over one current SessionSystem per process."""
+shutdown_sessions() over the current SessionSystem of the process."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import AlreadyInitialized, SessionCacheError
+from .errors import SessionCacheError
 from .models import Platform, Session
 
 if TYPE_CHECKING:
     from .system import SessionSystem
 
+log = logging.getLogger(__name__)
+
 _current: SessionSystem | None = None
-_current_args: tuple[Any, ...] = ()
+# Every system initialize_sessions() started and shutdown_sessions() has not shut down yet,
+# oldest first, with the arguments it was started with.
+_started: list[tuple[SessionSystem, tuple[Any, ...]]] = []
 
 
 def _same_args(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
@@ -22,6 +27,15 @@ def _same_args(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
         return bool(a == b)
     except Exception:  # a value whose == raises (an odd storage_config entry): not the same
         return False
+
+
+def _running(args: tuple[Any, ...]) -> SessionSystem | None:
+    """A running system started with these arguments (the current one first)."""
+    candidates = sorted(_started, key=lambda item: item[0] is not _current)
+    for system, started_with in candidates:
+        if not system.closed and _same_args(args, started_with):
+            return system
+    return None
 
 
 async def initialize_sessions(
@@ -32,45 +46,60 @@ async def initialize_sessions(
     replace: bool = False,
     **options: Any,
 ) -> SessionSystem:
-    """Build the session system and make it the one the module-level functions use.
+    """Start a session system and make it the one the module-level functions use.
 
     Takes exactly the fields of SessionSystemConfig (so ``initialize_sessions(**c.__dict__)``),
     plus ``replace``; no ``storage_type``: $SESSIONCACHE_URL, else MEMORY.
 
-    Called again while a system is running: with the same arguments it returns the running
-    system (two modules may both initialise); with different ones it raises
-    AlreadyInitialized, unless ``replace=True``: then the new system is started and made
-    current first, and the old one is shut down after (calls still running on the old one
-    may fail). ``shutdown_sessions()`` ends the running system.
+    Called again in the same process:
+
+    - with the same arguments as a system it started that is still running, that system is
+      returned (and made current again): two modules may both initialise (unless
+      ``replace=True``, which starts a fresh one and shuts the running one down);
+    - with other arguments, a new system is started and made current. The earlier one is not
+      shut down: whoever holds it keeps using it, and one warning is logged saying both run.
+      ``replace=True`` shuts the previous current system down once the new one has started
+      (calls still running on it may fail).
+
+    ``shutdown_sessions()`` shuts down every system initialize_sessions() started.
     """
     # Imported here: system.py re-exports this module's names, so it imports this one first.
     from .system import SessionSystem
 
-    global _current, _current_args
+    global _current
     args = (str(storage_type).upper(), dict(storage_config or {}), enable_all_features, options)
-    running = _current if _current is not None and not _current.closed else None
-    if running is not None and not replace:
-        if _same_args(args, _current_args):
-            return running
-        raise AlreadyInitialized()
+    found = None if replace else _running(args)
+    if found is not None:
+        _current = found
+        return found
     system = await SessionSystem.open(
         storage_type, storage_config, enable_all_features=enable_all_features, **options
     )
-    racing = _current if _current is not None and not _current.closed else None
-    if racing is not None and racing is not running and not replace:
-        # Another initialize_sessions() finished while this one was connecting.
+    found = None if replace else _running(args)
+    if found is not None:
+        # Another initialize_sessions() with these arguments finished while this one connected.
         await system.shutdown()
-        if _same_args(args, _current_args):
-            return racing
-        raise AlreadyInitialized()
-    previous, _current, _current_args = racing, system, args
-    if previous is not None:
+        _current = found
+        return found
+    previous = _current if _current is not None and not _current.closed else None
+    _started[:] = [item for item in _started if not item[0].closed]
+    _started.append((system, args))
+    _current = system
+    if previous is not None and replace:
+        _started[:] = [item for item in _started if item[0] is not previous]
         await previous.shutdown()
+    elif previous is not None:
+        log.warning(
+            "initialize_sessions() was called again with other arguments: the new system is "
+            "now current; the one started before keeps running for whoever holds it "
+            "(shutdown_sessions() shuts down every system it started; replace=True would "
+            "have shut the old one down)"
+        )
     return system
 
 
 def current_system() -> SessionSystem:
-    """The system initialize_sessions() made; SessionCacheError if there is none."""
+    """The system initialize_sessions() made current; SessionCacheError if there is none."""
     if _current is None:
         raise SessionCacheError("call 'await initialize_sessions()' before using sessions")
     return _current
@@ -133,8 +162,17 @@ async def list_user_sessions(user_id: str | int) -> list[Session]:
 
 
 async def shutdown_sessions() -> None:
-    """Close the system made by initialize_sessions() (a no-op if there is none)."""
-    global _current, _current_args
-    if _current is not None:
-        system, _current, _current_args = _current, None, ()
-        await system.shutdown()
+    """Shut down every system initialize_sessions() started (newest first; those their
+    holders already shut down are skipped); a no-op if there is none."""
+    global _current
+    systems = [system for system, _ in reversed(_started)]
+    _started.clear()
+    _current = None
+    failure: BaseException | None = None
+    for system in systems:
+        try:
+            await system.shutdown()
+        except Exception as exc:  # shut the others down too, then report the first failure
+            failure = failure or exc
+    if failure is not None:
+        raise failure

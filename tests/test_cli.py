@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,10 +17,12 @@ import pytest
 from sessioncache import EventType, Platform
 from sessioncache.cli import main
 from sessioncache.embedded import EmbeddedRedis, free_port
+from sessioncache.fleet import FleetJob, FleetRun
 from sessioncache.server import SharedServer
 from sessioncache.storage import storage_from_url
 from sessioncache.system import SessionSystem
 
+from .support.namespaces import drop_namespace, unique_namespace
 from .support.servers import server_pids
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +77,70 @@ def test_health_on_a_live_server(embedded: str, capsys: pytest.CaptureFixture[st
     assert {"server", "redis", "scripts"} <= set(report["components"])
     assert main(["health", "--url", embedded]) == 0
     assert "status: ok" in capsys.readouterr().out
+
+
+@pytest.fixture(params=["redis", "embedded"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A real Redis (private namespace) or an EMBEDDED data directory."""
+    if request.param == "redis":
+        yield request.getfixturevalue("redis_url")
+    else:
+        yield f"embedded://{tmp_path / 'data'}"
+        assert server_pids(str(tmp_path)) == []
+
+
+async def _run_fleet_job(url: str, namespace: str, name: str, fail: bool = False) -> None:
+    """One run of fleet job ``name`` in this process (as a worker's scheduler would); with no
+    name, the namespace is dropped."""
+
+    async def body(run: FleetRun) -> None:
+        if fail:
+            raise RuntimeError("disk full")
+
+    system = await SessionSystem.open(
+        *storage_from_url(url), namespace=namespace, health_interval=None
+    )
+    try:
+        if name:
+            await FleetJob(system.store.client, system.store.keys, name, 3600, body).run_once()
+        else:
+            await drop_namespace(system.store.client, namespace)
+    finally:
+        await system.shutdown()
+
+
+def test_health_reports_the_fleets_jobs_and_exits_2_when_one_failed(
+    any_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ns = unique_namespace()
+    health = ["health", "--url", any_url, "--namespace", ns]
+    assert main([*health, "--json"]) == 0
+    assert not [c for c in json.loads(capsys.readouterr().out)["components"] if "job:" in c]
+    asyncio.run(_run_fleet_job(any_url, ns, "backup"))
+    assert main([*health, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    backup = report["components"]["job:backup"]
+    assert report["status"] == "ok" and backup["ok"] is True
+    assert backup["holder"] == f"{socket.gethostname()}:{os.getpid()}"
+    assert (backup["runs"], backup["running"], backup["last_status"]) == (1, False, "ok")
+    assert isinstance(backup["last_run_at_ms"], int) and backup["interval_s"] == 3600.0
+    assert main(health) == 0
+    table = capsys.readouterr().out
+    assert "job:backup" in table and f"holder={socket.gethostname()}:{os.getpid()}" in table
+    assert "last_run=20" in table and "last_status=ok" in table
+    # A job whose last run failed: sessions are still served, the fleet is degraded: exit 2.
+    asyncio.run(_run_fleet_job(any_url, ns, "expiry", fail=True))
+    assert main([*health, "--json"]) == 2
+    report = json.loads(capsys.readouterr().out)
+    assert (report["status"], report["healthy"], report["failed"]) == (
+        "degraded", True, ["job:expiry"]
+    )
+    assert report["components"]["job:expiry"]["error"] == (
+        "the last expiry run ended with error:RuntimeError"
+    )
+    assert main(health) == 2
+    assert re.search(r"job:expiry +FAILED", capsys.readouterr().out)
+    asyncio.run(_run_fleet_job(any_url, ns, ""))
 
 
 def test_sessions_events_stats(embedded: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -137,6 +206,13 @@ def test_demo_runs_to_its_report(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ok   idle sessions archived exactly once: 15" in out
     assert "ok   archived sessions warned before: 15" in out
     assert "features shown: " in out and "near-cache reads, expiry with a warning" in out
+    # Users 5, 15 and 25 link a second platform: codes made by one worker, confirmed by another.
+    assert "ok   identities linked by a one-time code: 3" in out
+    assert "ok   persons with two linked identities: 3" in out
+    assert "ok   codes confirmed by another worker process: 3" in out
+    assert "ok   second-platform sessions that arrived with the shared profile: 3" in out
+    assert "ok   changes on the second platform that reached the first: 3" in out
+    assert "ok   sessions after restore: 33" in out
 
 
 def test_demo_on_a_real_redis_as_json(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -152,8 +228,29 @@ def test_demo_on_a_real_redis_as_json(redis_url: str, capsys: pytest.CaptureFixt
     hits, misses = report["near_cache_hits"], report["near_cache_misses"]
     assert hits > 0 and misses >= 20 and hits + misses <= 100
     assert "turn lock" in report["features"] and "expiry with a warning" in report["features"]
-    assert "demo: step 3/5 near_cache_reads" in captured.err
-    assert "demo: 5 steps done" in captured.err
+    assert checks["persons with two linked identities"] == 2
+    assert checks["changes on the second platform that reached the first"] == 2
+    assert "a cross-channel link" in report["features"]
+    assert "demo: step 3/6 near_cache_reads" in captured.err
+    assert "demo: 6 steps done" in captured.err
+
+
+@pytest.mark.cluster
+def test_demo_on_a_cluster(cluster_url: str) -> None:
+    """README: `--url redis+cluster://...` runs the demo on a cluster. In a process of its own,
+    as people run it: there its expiry step once read the kept sessions only after
+    get_statistics() (1.4s on a cluster), past their own 1.5s deadlines."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sessioncache", "demo", "--url", cluster_url, "--workers", "2",
+         "--users", "40", "--messages", "2", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=55,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    checks = {c["check"]: c["actual"] for c in report["checks"]}
+    assert checks["sessions that kept talking still live"] == 20
+    assert checks["expiry warnings sent (one per session)"] == 40
+    assert checks["changes on the second platform that reached the first"] == 4
 
 
 def test_readme_first_command_runs_in_a_subprocess(tmp_path: Path) -> None:

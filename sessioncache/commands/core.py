@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from typing import Any
 
 from ..backends import RedisSettings, connect
+from ..component_checks import register_recorded_jobs
 from ..errors import BackendUnavailable
 from ..scripts import ScriptRegistry
 from ..storage import resolve_storage, storage_from_url
@@ -15,7 +17,11 @@ from .common import connection_options, json_option, open_system, print_json, pr
 def register(sub: Any) -> None:
     """Add health, stats, events and scripts."""
     common, as_json = connection_options(), json_option()
-    p = sub.add_parser("health", parents=[common, as_json], help="component health (exit 1 if not)")
+    p = sub.add_parser(
+        "health",
+        parents=[common, as_json],
+        help="component health and the fleet's jobs (exit 1 if down, 2 if degraded)",
+    )
     p.set_defaults(handler=health)
 
     p = sub.add_parser("stats", parents=[common, as_json], help="session statistics")
@@ -36,9 +42,13 @@ def register(sub: Any) -> None:
 
 
 async def health(args: argparse.Namespace) -> int:
-    """Print each component's health; 0 when healthy, 1 when not (or unreachable)."""
+    """Print each component's health, the fleet's jobs included (lease holder, last run).
+
+    Exit status: 0 ok; 1 down (a critical component failed, or Redis unreachable); 2 degraded
+    (sessions are served, but a non-critical component failed: say the last backup run)."""
     try:
         async with open_system(args) as system:
+            await register_recorded_jobs(system)
             report = await system.health_check(restart=False)
     except BackendUnavailable as exc:
         report = {"healthy": False, "status": "down", "error": str(exc), "components": {}}
@@ -52,13 +62,23 @@ async def health(args: argparse.Namespace) -> int:
         for name, result in report["components"].items():
             details = ", ".join(
                 f"{k}={v}"
-                for k, v in result.items()
+                for k, v in _for_people(result).items()
                 if k not in ("ok", "restarts") and v not in (None, [])
             )
             rows.append((name, "ok" if result.get("ok") else "FAILED", details))
         if rows:
             print_table(("component", "state", "details"), rows)
-    return 0 if report["healthy"] else 1
+    return {"ok": 0, "degraded": 2}.get(report["status"], 1)
+
+
+def _for_people(result: dict[str, Any]) -> dict[str, Any]:
+    """A component's entry with its times as UTC timestamps instead of epoch milliseconds."""
+    shown = dict(result)
+    ms = shown.pop("last_run_at_ms", None)
+    if ms is not None:
+        at = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+        shown = {"last_run": at.isoformat(timespec="seconds"), **shown}
+    return shown
 
 
 async def stats(args: argparse.Namespace) -> int:
