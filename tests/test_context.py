@@ -153,6 +153,26 @@ async def test_context_lives_exactly_as_long_as_its_session(make: Any) -> None:
     assert await client.exists(*names[1:]) == 0
 
 
+async def test_an_update_of_shared_fields_moves_the_context_too(make: Any) -> None:
+    """With cross-channel sync, update.lua also takes the sync meta and conflicts keys (last in
+    KEYS): the context keys still take the session's new expiry."""
+    system = await make(sync_shared_fields=["topic"])
+    sid = (await system.create_session(1, 2, "telegram", ttl=100)).session_id
+    await system.set_variable(sid, "x", 1)
+    await system.append_message(sid, "user", "hi")
+    ident = system.store.identity(1, 2, "telegram")
+    client, keys = system.store.client, system.store.keys
+    names = (keys.session(ident), keys.context(ident), keys.history(ident))
+    await system.touch_session(sid, ttl=300)
+    before = await client.pexpiretime(names[0])
+    while await client.pexpiretime(names[0]) == before:
+        await system.update_session(sid, {"topic": "news", "other": 1})
+    assert await client.exists(keys.sync_meta(ident)) == 1  # the shared-fields path ran
+    found = [await client.pexpiretime(name) for name in names]
+    assert found == [found[0]] * 3 and found[0] > before
+    assert await system.get_variables(sid) == {"x": 1}
+
+
 async def test_a_touched_session_keeps_its_context(make: Any) -> None:
     """Context written while the session had 0.3 s left, then kept alive by a touch alone:
     the context is still there after those 0.3 s."""
