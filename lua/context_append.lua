@@ -56,5 +56,5 @@ end
 redis.call('HSET', KEYS[2], '#n', int(n), '#b', int(bytes), '#t', int(toks))
 
 op_record(KEYS[4], now, int(n))
-context_expire(KEYS[1], KEYS[2], KEYS[3])
+follow_expiry(KEYS[1], KEYS[2], KEYS[3])
 return {n, over(len, bytes, toks, 6) and 1 or 0, dropped, now}

@@ -94,5 +94,5 @@ if nset > 0 then
 end
 redis.call('HSET', KEYS[2], '#nv', count)
 
-context_expire(KEYS[1], KEYS[2], KEYS[3])
+follow_expiry(KEYS[1], KEYS[2], KEYS[3])
 return {1, count}

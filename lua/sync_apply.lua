@@ -50,7 +50,7 @@ if changed then
   sets[#sets + 1] = int(now_ms())
   if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
   redis.call('HSET', key, unpack(sets))
-  sync_follow(key, KEYS[5], KEYS[6])
+  follow_expiry(key, KEYS[5], KEYS[6])
 end
 session_written(key, KEYS[3], KEYS[4], now_ms())
 local out = {1, tonumber(version)}

@@ -132,7 +132,7 @@ end
 if not stamped then
   return {1, reply}
 end
-sync_follow(key, KEYS[#KEYS - 1], KEYS[#KEYS])
+follow_expiry(key, KEYS[#KEYS - 1], KEYS[#KEYS])
 redis.call('PUBLISH', ARGV[sync_at + 3], ARGV[sync_at + 4])
 local flat = {}
 for i = 1, #stamped do

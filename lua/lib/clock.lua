@@ -28,3 +28,19 @@ local function expire_at(key, exps)
     redis.call('PERSIST', key)
   end
 end
+
+-- A session's satellite keys `a` and `b` (its context pair, its sync meta and conflicts) expire
+-- at `exps` like the session itself; a missing satellite is left missing.
+local function expire_pair_at(a, b, exps)
+  expire_at(a, exps)
+  expire_at(b, exps)
+end
+
+-- `a` and `b` take the current expiry of `key` (none if it has none), so they live exactly as
+-- long as it; nothing moves if `key` does not exist.
+local function follow_expiry(key, a, b)
+  local exp = redis.call('PEXPIRETIME', key)
+  if exp ~= -2 then
+    expire_pair_at(a, b, exp > 0 and int(exp) or nil)
+  end
+end

@@ -26,19 +26,12 @@ end
 
 -- The context keys expire with their session, at `exps` (ms since the epoch, string; nil:
 -- never). Every script that moves a session's expiry calls this through expire_session
--- (lib/session.lua), and every context write through context_expire, so a context lives
--- exactly as long as its session. `ctx` nil: the caller was given no context keys.
+-- (lib/session.lua), and every context write through follow_expiry (lib/clock.lua), so a
+-- context lives exactly as long as its session. `ctx` nil: the caller was given no context keys.
 local function context_follow(ctx, hist, exps)
   if ctx then
-    expire_at(ctx, exps)
-    expire_at(hist, exps)  -- a missing key is left missing
+    expire_pair_at(ctx, hist, exps)
   end
-end
-
--- After a context write: the context keys take the session's current expiry.
-local function context_expire(session, ctx, hist)
-  local exp = redis.call('PEXPIRETIME', session)
-  context_follow(ctx, hist, exp > 0 and int(exp) or nil)
 end
 
 -- The token count of a history item (0 when unknown).

@@ -208,16 +208,3 @@ local function sync_fields(meta, conflicts, mode, origin, rank_arg, at, n, sets,
   end
   return verdicts, changed, stamped
 end
-
--- After a write of session `key` that applied shared fields: its sync meta and conflicts
--- expire with it (a sync keeps the session's expiry, a local update may have moved it).
-local function sync_follow(key, meta, conflicts)
-  local pttl = redis.call('PTTL', key)
-  if pttl > 0 then
-    redis.call('PEXPIRE', meta, pttl)
-    if redis.call('EXISTS', conflicts) == 1 then redis.call('PEXPIRE', conflicts, pttl) end
-  elseif pttl == -1 then
-    redis.call('PERSIST', meta)
-    redis.call('PERSIST', conflicts)
-  end
-end
