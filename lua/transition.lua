@@ -29,7 +29,7 @@ local version = tonumber(cur[1])
 if op_applied(KEYS[5]) then
   return {2, redis.call('HGETALL', key)}
 end
-if ARGV[5] ~= '' and tonumber(ARGV[5]) ~= version then
+if version_moved(ARGV[5], version) then
   return {-2, version}
 end
 local now = now_ms()

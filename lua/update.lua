@@ -43,7 +43,7 @@ if op_applied(KEYS[4]) then
   end
   return {2, version}
 end
-if ARGV[4] ~= '' and tonumber(ARGV[4]) ~= version then
+if version_moved(ARGV[4], version) then
   return {-2, version}
 end
 local now = now_ms()

@@ -54,3 +54,9 @@ local function session_update(key, index, bucket, log, fields, exps, now, suffix
   expire_session(key, index, exps, suffix, ctx, hist)
   session_written(key, bucket, log, now)
 end
+
+-- Optimistic concurrency: `expected` is the version the caller last saw ('' to write whatever
+-- is stored); true when the stored `version` has moved on since, and nothing may be written.
+local function version_moved(expected, version)
+  return expected ~= '' and tonumber(expected) ~= version
+end
