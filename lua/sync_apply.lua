@@ -42,17 +42,7 @@ if op_applied(KEYS[4]) then return {2, tonumber(version)} end
 local sets, dels = {}, {}
 local verdicts, changed = sync_fields(KEYS[5], KEYS[6], ARGV[4], ARGV[5], ARGV[6], 8,
                                       tonumber(ARGV[7]), sets, dels)
-if changed then
-  version = tonumber(version) + 1
-  sets[#sets + 1] = 'v'
-  sets[#sets + 1] = int(version)
-  sets[#sets + 1] = 'u'
-  sets[#sets + 1] = int(now_ms())
-  if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
-  redis.call('HSET', key, unpack(sets))
-  follow_expiry(key, KEYS[5], KEYS[6])
-end
-session_written(key, KEYS[3], KEYS[4], now_ms())
-local out = {1, tonumber(version)}
+version = sync_write(key, KEYS[5], KEYS[6], KEYS[3], KEYS[4], version, changed, sets, dels)
+local out = {1, version}
 for i = 1, #verdicts do out[#out + 1] = verdicts[i] end
 return out

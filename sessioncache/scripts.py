@@ -195,6 +195,7 @@ class ScriptRegistry:
     sync_done: Script
     sync_plan: Script
     sync_read: Script
+    sync_resolve: Script
     touch: Script
     track_event: Script
     transition: Script

@@ -354,14 +354,14 @@ class SyncManager:
         return {} if journaled is None else await self._run(*journaled, payload)
 
     async def _journal(
-        self, op: str, source: str, names: Sequence[str]
+        self, op: str, source: str, names: Sequence[str], conflict: str | None = None
     ) -> tuple[str, dict[str, Any], str, list[str]] | None:
         """Look the person up and journal the plan in one step (sync_plan.lua): (plan id,
         plan, person, members), or None for an identity that is not linked (nothing
-        journaled: nobody to sync to)."""
+        journaled: nobody to sync to). ``conflict``: the conflict a "resolve" settles."""
         ident = parse_session_id(source)
         plan_id = self.clock.now()
-        plan = plan_of(op, source, names)
+        plan = plan_of(op, source, names, conflict)
         keys = self.store.keys
         found = await self.store.scripts.sync_plan.run(
             self.store.client,
@@ -382,9 +382,13 @@ class SyncManager:
         if not payload:
             await self._done(plan_id, [])
             return {}
+        # A resolve's choice is final: it goes to the linked sessions last-writer-wins (its
+        # stamp is fresh), not by the strategy that kept the conflict.
+        strategy = "lww" if plan["op"] == "resolve" else self.config.strategy
         results = await self.targets.each(
-            members, source, lambda t, index: self._apply_target(t, source, payload, index),
-            remembered=not callable(self.config.strategy))
+            members, source,
+            lambda t, index: self._apply_target(t, source, payload, index, strategy),
+            remembered=not callable(strategy))
         await self._done(plan_id, self._records(plan["op"], source, payload, results, person))
         return results
 
@@ -417,11 +421,12 @@ class SyncManager:
 
     async def _apply_target(
         self, target: str, source: str, payload: Sequence[SyncField],
-        index: Entries | None = None,
+        index: Entries | None = None, strategy: str | Resolver | None = None,
     ) -> dict[str, str] | None:
-        """Apply to one target (None: ``index`` is stale, nothing applied)."""
+        """Apply to one target by ``strategy`` (the configured one if None); None if
+        ``index`` is stale (nothing applied)."""
         try:
-            strategy = self.config.strategy
+            strategy = self.config.strategy if strategy is None else strategy
             if callable(strategy):
                 return await self._apply_custom(target, source, payload, strategy)
             return await self.apply(target, strategy, source, payload, index) or None
@@ -491,6 +496,11 @@ class SyncManager:
             done += 1
             plan = json.loads(raw)
             ident = parse_session_id(plan["source"])
+            if plan.get("conflict") and await self.store.client.hexists(
+                    self.store.keys.sync_conflicts(ident), f"{plan['conflict']}:f"):
+                # A resolve killed before its step ran: the conflict stands, nothing to sync.
+                await self._done(plan_id.decode(), [])
+                continue
             person = await self.links.person_of(ident.platform, ident.user_id)
             members = [] if person is None else await self.links.members(person)
             try:

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .codec import Limits, data_field, decode_value, encode_value
-from .errors import ValidationError
+from .errors import SessionNotFound, ValidationError
 from .hlc import HybridClock
 from .identity import parse_session_id
-from .sync_history import SyncRecord
 
 if TYPE_CHECKING:
     from .sync import SyncManager
@@ -52,12 +50,18 @@ def conflict_id(stored_field: str, stamp: str) -> str:
     return hashlib.sha1(f"{stored_field}\0{stamp}".encode()).hexdigest()[:16]
 
 
-def plan_of(op: str, source: str, names: Sequence[str]) -> dict[str, Any]:
-    """A sync as the journal keeps it: the operation, its source and the fields' names. Not
-    their values: a recovery syncs what the source holds then (stamped: the strategies decide
-    as for any sync). Not its targets: they are the source person's other sessions when it
-    runs, so a recovery after an unlink does not share what the unlink stopped."""
-    return {"op": op, "source": source, "fields": list(names)}
+def plan_of(
+    op: str, source: str, names: Sequence[str], conflict: str | None = None
+) -> dict[str, Any]:
+    """A sync as the journal keeps it: the operation, its source and the fields' names (and
+    for a "resolve", the conflict it settles). Not their values: a recovery syncs what the
+    source holds then (stamped: the strategies decide as for any sync). Not its targets: they
+    are the source person's other sessions when it runs, so a recovery after an unlink does
+    not share what the unlink stopped."""
+    plan: dict[str, Any] = {"op": op, "source": source, "fields": list(names)}
+    if conflict is not None:
+        plan["conflict"] = conflict
+    return plan
 
 
 def merge_state(value: Any, stamp: str, origin: str) -> Any:
@@ -113,6 +117,10 @@ def stamp_fields(
 
 
 
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 async def list_conflicts(sync: SyncManager, session_id: str | None = None) -> list[Conflict]:
     """Conflicts kept for review, of one session or of all (a SCAN: an admin call)."""
     store = sync.store
@@ -145,27 +153,49 @@ async def list_conflicts(sync: SyncManager, session_id: str | None = None) -> li
 
 
 async def resolve_conflict(sync: SyncManager, conflict_id: str, choose: Any) -> Conflict:
-    """Settle a conflict: "incoming", "stored", or a value of your own; the choice is written
-    with a fresh stamp and synced (last-writer-wins), and the record removed."""
-    store = sync.store
+    """Settle a conflict: "incoming", "stored" (what the session holds when it runs), or a
+    value of your own. The choice is written with a fresh stamp and the record removed in one
+    step (sync_resolve.lua); only the call that removed it syncs the choice to the linked
+    sessions (last-writer-wins, journaled like any sync: recover() finishes it) and records
+    the "resolve" history. ValidationError "no conflict" if there is none (another call
+    resolved it first: nothing written)."""
     for c in await list_conflicts(sync):
         if c.conflict_id == conflict_id:
             break
     else:
         raise ValidationError(f"no conflict {conflict_id!r}")
-    value = c.incoming if choose == "incoming" else c.stored if choose == "stored" else choose
-    stored = data_field(c.field, store.limits)
-    f = SyncField(c.field, stored, sync.clock.now(), "", "v", encode_value(value, store.limits))
-    await sync.apply(c.session_id, "local", c.session_id, [f])
-    await store.client.hdel(
-        store.keys.sync_conflicts(parse_session_id(c.session_id)),
-        *(f"{conflict_id}:{p}" for p in "fvksoh"))
-    targets = await sync.linked_sessions(c.session_id)
-    for target in targets:
-        await sync.apply(target, "lww", c.session_id, [f])
+    store = sync.store
     ident = parse_session_id(c.session_id)
-    person = await sync.links.person_of(ident.platform, ident.user_id)
-    await sync.history.record([SyncRecord(
-        "resolve", c.session_id, t, [c.field], "manual", {c.field: "applied"},
-        time.time(), person) for t in targets])
+    # Encoded before anything is journaled: a value the codec refuses changes nothing.
+    raw = b"" if choose in ("incoming", "stored") else encode_value(choose, store.limits)
+    stored = data_field(c.field, store.limits)
+    journaled = await sync._journal("resolve", c.session_id, [c.field], conflict_id)
+    try:
+        reply = await store.scripts.sync_resolve.run(store.client, [
+            store.keys.session(ident), store.keys.change_bucket_of(ident),
+            store.keys.op_log(store.keys.session(ident)), store.keys.sync_meta(ident),
+            store.keys.sync_conflicts(ident),
+        ], store.op_args([
+            conflict_id, choose if choose in ("incoming", "stored") else "value",
+            sync.clock.now(), c.session_id, sync._rank(ident.platform), raw]))
+    except BaseException:
+        if journaled is not None:  # nothing written: nothing to sync
+            await sync._done(journaled[0], [])
+        raise
+    if reply[0] in (-1, -3):
+        if journaled is not None:
+            await sync._done(journaled[0], [])
+        if reply[0] == -1:
+            raise SessionNotFound(c.session_id)
+        raise ValidationError(f"no conflict {conflict_id!r} (resolved by another call)")
+    if sync.on_write is not None:
+        sync.on_write(c.session_id)
+    if reply[0] == 2:  # a retry the op log answered: what it stored, read back
+        payload = await sync._read(c.session_id, [c.field])
+    else:
+        stamp, kind, value = reply[3:6]
+        payload = [SyncField(c.field, stored, _text(stamp), "", _text(kind),
+                             value.encode() if isinstance(value, str) else value)]
+    if journaled is not None:
+        await sync._run(*journaled, payload)
     return c

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from sessioncache import sync_records
 from sessioncache.errors import (
     IdentityOwned,
     LinkError,
@@ -22,11 +23,11 @@ from sessioncache.identity import parse_session_id
 from sessioncache.identity_links import IdentityLinks, LinkConfig
 from sessioncache.scopes import scoped_identity
 from sessioncache.store import SessionStore
-from sessioncache.sync import SyncConfig, SyncField, SyncManager
+from sessioncache.sync import Conflict, SyncConfig, SyncField, SyncManager
 from sessioncache.sync_listener import SyncListener
 
 from .support.namespaces import drop_namespace, unique_namespace
-from .support.sync_workers import larger, write_many, writes
+from .support.sync_workers import larger, resolve_once, write_many, writes
 
 TG, DC = "telegram:123:123", "discord:987:987"
 
@@ -463,3 +464,128 @@ async def test_bad_merge_value_changes_nothing(store: SessionStore) -> None:
     after = await store.get(TG)
     assert after.version == before.version and after.data == before.data
     assert not await store.client.exists(store.keys.sync_meta(parse_session_id(TG)))
+
+
+# -- resolving one conflict: once, whoever races (sync_resolve.lua) ---------------------------
+
+CHOICES = ["incoming", "stored", "mine-2", "mine-3"]
+CHOSEN = {"incoming": "tg", "stored": "dc", "mine-2": "mine-2", "mine-3": "mine-3"}
+
+
+async def one_conflict(store: SessionStore, sync: SyncManager) -> Conflict:
+    """Telegram's "tg" synced onto Discord's concurrent "dc": one conflict, kept on DC."""
+    await linked(store, sync)
+    await sync.write(TG, {"topic": "tg"})
+    await sync.write(DC, {"topic": "dc"})
+    await sync.sync_sessions(TG)
+    [c] = await sync.list_conflicts()
+    assert (c.session_id, c.stored, c.incoming) == (DC, "dc", "tg")
+    return c
+
+
+async def resolved_once(store: SessionStore, sync: SyncManager, choice: str) -> None:
+    """The choice stored on both sessions, no conflict left, one resolve in history, no plan."""
+    want = CHOSEN.get(choice, choice)
+    assert (await store.get(DC)).data["topic"] == want
+    assert (await store.get(TG)).data["topic"] == want
+    assert await sync.list_conflicts() == []
+    resolves = [r for r in await sync.history.query() if r.op == "resolve"]
+    assert [(r.source, r.target, r.result) for r in resolves] == [(DC, TG, {"topic": "applied"})]
+    assert await store.client.hlen(store.keys.sync_journal()) == 0
+
+
+async def test_resolve_race_tasks(store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four resolvers (each its own manager and clock) list one conflict, then race to settle
+    it with different choices: exactly one does, the others get "no conflict" from the
+    script and write nothing."""
+    sync = manager(store, mode="manual", strategy="manual")
+    c = await one_conflict(store, sync)
+    listing, barrier = sync_records.list_conflicts, asyncio.Barrier(len(CHOICES))
+
+    async def listed(*args: Any) -> list[Conflict]:
+        found = await listing(*args)
+        await barrier.wait()  # every resolver has listed it: they race at the script
+        return found
+
+    monkeypatch.setattr(sync_records, "list_conflicts", listed)
+    racers = [manager(store, mode="manual", strategy="manual") for _ in CHOICES]
+    got = await asyncio.gather(
+        *(m.resolve_conflict(c.conflict_id, choose=ch) for m, ch in zip(racers, CHOICES,
+                                                                          strict=True)),
+        return_exceptions=True)
+    won = [ch for ch, g in zip(CHOICES, got, strict=True) if isinstance(g, Conflict)]
+    lost = [g for g in got if not isinstance(g, Conflict)]
+    assert len(won) == 1 and len(lost) == 3
+    assert all(isinstance(g, ValidationError) and "resolved by another call" in str(g)
+               for g in lost)
+    monkeypatch.undo()
+    await resolved_once(store, sync, won[0])
+
+
+async def test_resolve_race_processes(server_store: SessionStore, server_url: str) -> None:
+    """The race of test_resolve_race_tasks between four OS processes."""
+    store = server_store
+    sync = manager(store, mode="manual", strategy="manual")
+    c = await one_conflict(store, sync)
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(len(CHOICES))
+    procs = [ctx.Process(target=resolve_once, args=(server_url, store.keys.namespace,
+                                                    c.conflict_id, ch, start))
+             for ch in CHOICES]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    codes = [p.exitcode for p in procs]
+    assert sorted(codes) == [0, 3, 3, 3], codes
+    await resolved_once(store, sync, CHOICES[codes.index(0)])
+
+
+async def test_resolve_stale_listing_writes_nothing(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resolver that listed the conflict before another settled it: the script finds the
+    record gone, writes nothing, syncs nothing and leaves no plan."""
+    sync = manager(store, mode="manual", strategy="manual")
+    c = await one_conflict(store, sync)
+    listed = await sync.list_conflicts()
+    await sync.resolve_conflict(c.conflict_id, choose="stored")
+    before = [await store.get(DC), await store.get(TG),
+              await store.client.lrange(store.keys.sync_history(), 0, -1)]
+
+    async def stale(*_: Any) -> list[Conflict]:
+        return listed
+
+    monkeypatch.setattr(sync_records, "list_conflicts", stale)
+    with pytest.raises(ValidationError, match="resolved by another call"):
+        await sync.resolve_conflict(c.conflict_id, choose="mine-2")
+    monkeypatch.undo()
+    with pytest.raises(ValidationError, match="no conflict"):
+        await sync.resolve_conflict(c.conflict_id, choose="incoming")
+    assert [await store.get(DC), await store.get(TG),
+            await store.client.lrange(store.keys.sync_history(), 0, -1)] == before
+    await resolved_once(store, sync, "stored")
+
+
+async def test_resolve_recovers(store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resolve killed before its step leaves the conflict standing (recover() drops the
+    plan, syncs nothing); killed after it, recover() syncs the choice (last-writer-wins)."""
+    sync = manager(store, mode="manual", strategy="manual")
+    c = await one_conflict(store, sync)
+    await sync._journal("resolve", DC, ["topic"], c.conflict_id)  # then killed
+    assert await sync.recover(min_age=0) == 1
+    assert [x.conflict_id for x in await sync.list_conflicts()] == [c.conflict_id]
+    assert (await store.get(TG)).data["topic"] == "tg"
+    assert not [r for r in await sync.history.query() if r.op == "resolve"]
+
+    async def killed(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("killed between the steps")
+
+    monkeypatch.setattr(sync.targets, "each", killed)
+    with pytest.raises(RuntimeError):
+        await sync.resolve_conflict(c.conflict_id, choose="mine-3")
+    monkeypatch.undo()
+    assert await sync.list_conflicts() == []  # settled in its own step
+    assert (await store.get(TG)).data["topic"] == "tg"  # not yet synced
+    assert await sync.recover(min_age=0) == 1
+    await resolved_once(store, sync, "mine-3")

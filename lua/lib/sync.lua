@@ -130,81 +130,108 @@ local function sync_render(st)
   return st.v
 end
 
--- Decide and apply n shared fields, ARGV[at..] in groups of 6 (stored field name, stamp, base
--- stamp or "", kind "v" value / "d" delete / "m" merge JSON, value, conflict id), against the
--- session's sync meta. `mode` is "local" (the session's own write: always applies, ordered
--- after what it replaces) or a strategy: "lww", "fww", "priority", "merge", "manual", "cas"
--- (applies only while the stored stamp equals the base). Applied values are added to `sets`
--- (field, value, ...) and `dels`, for the caller's one HSET/HDEL of the session.
--- Returns the verdicts ("a" applied, "k" kept, "c" conflict recorded, "x" stamp moved), whether
--- anything applied, and per field {stamp, base, merge state or ""} as stored (for a local write:
--- what its sync to linked sessions sends, without reading it back).
-local function sync_fields(meta, conflicts, mode, origin, rank_arg, at, n, sets, dels)
+-- Decide and apply one shared field `f` (stamp, base stamp or "", kind "v" value / "d" delete /
+-- "m" merge JSON, value, conflict id) against the session's sync meta. `mode` is "local" (the
+-- session's own write: always applies, ordered after what it replaces) or a strategy: "lww",
+-- "fww", "priority", "merge", "manual", "cas" (applies only while the stored stamp equals the
+-- base). An applied value is added to `sets` (field, value, ...) or `dels`, for the caller's
+-- one HSET/HDEL of the session.
+-- Returns the verdict ("a" applied, "k" kept, "c" conflict recorded, "x" stamp moved) and
+-- {stamp, base, merge state or ""} as stored.
+local function sync_field(meta, conflicts, mode, origin, rank_arg, f, stamp, base, kind, value,
+                          cid, sets, dels)
   local rank = tonumber(rank_arg)
+  local cur = redis.call('HMGET', meta, 'h:' .. f, 'r:' .. f)
+  local have, have_rank = cur[1], tonumber(cur[2] or '1000000')
+  if mode == 'local' and have and stamp <= have then
+    -- Another process's clock is ahead: a local write still orders after what it replaces.
+    stamp = have .. '+'
+  end
+  local verdict
+  if have == stamp and mode ~= 'merge' then
+    verdict = 'k'
+  elseif mode == 'local' or not have then
+    verdict = 'a'
+  elseif mode == 'lww' or mode == 'merge' then
+    verdict = (stamp > have or mode == 'merge') and 'a' or 'k'
+  elseif mode == 'fww' then
+    verdict = stamp < have and 'a' or 'k'
+  elseif mode == 'priority' then
+    verdict = (rank < have_rank or (rank == have_rank and stamp > have)) and 'a' or 'k'
+  elseif mode == 'cas' then
+    verdict = (have == base) and 'a' or 'x'
+  elseif mode == 'manual' then
+    verdict = (have == base) and 'a' or 'c'
+  else
+    error('sync: unknown strategy ' .. mode)
+  end
+  local state = ''
+  if verdict == 'c' and redis.call('HEXISTS', conflicts, cid .. ':f') == 0 then
+    redis.call('HSET', conflicts, cid .. ':f', f, cid .. ':v', value, cid .. ':k', kind,
+               cid .. ':s', stamp, cid .. ':o', origin, cid .. ':h', have)
+  elseif verdict == 'a' then
+    if kind == 'm' then
+      local st = cjson.decode(redis.call('HGET', meta, 'j:' .. f) or 'null')
+      if st == cjson.null then st = nil end
+      local inc = cjson.decode(value)
+      if mode == 'local' then
+        st = sync_local_state(st, inc, stamp, origin)
+      else
+        st = sync_merge(st, inc, stamp)
+      end
+      if not have or stamp > have then
+        redis.call('HSET', meta, 'h:' .. f, stamp, 'o:' .. f, origin)
+      end
+      state = cjson.encode(st)
+      redis.call('HSET', meta, 'j:' .. f, state)
+      sets[#sets + 1] = f
+      sets[#sets + 1] = sync_encode(sync_render(st))
+    else
+      redis.call('HSET', meta, 'h:' .. f, stamp, 'b:' .. f, have or '', 'o:' .. f, origin,
+                 'r:' .. f, rank_arg)
+      if kind == 'd' then
+        dels[#dels + 1] = f
+      else
+        sets[#sets + 1] = f
+        sets[#sets + 1] = value
+      end
+    end
+  end
+  return verdict, {stamp, have or '', state}
+end
+
+-- Decide and apply n shared fields, ARGV[at..] in groups of 6 (sync_field's f .. cid).
+-- Returns the verdicts, whether anything applied, and per field {stamp, base, merge state or
+-- ""} as stored (for a local write: what its sync to linked sessions sends, without reading
+-- it back).
+local function sync_fields(meta, conflicts, mode, origin, rank_arg, at, n, sets, dels)
   local verdicts, stamped, changed = {}, {}, false
   for i = 0, n - 1 do
     local j = at + i * 6
-    local f, stamp, base, kind, value, cid =
-      ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], ARGV[j + 5]
-    local cur = redis.call('HMGET', meta, 'h:' .. f, 'r:' .. f)
-    local have, have_rank = cur[1], tonumber(cur[2] or '1000000')
-    if mode == 'local' and have and stamp <= have then
-      -- Another process's clock is ahead: a local write still orders after what it replaces.
-      stamp = have .. '+'
-    end
-    local verdict
-    if have == stamp and mode ~= 'merge' then
-      verdict = 'k'
-    elseif mode == 'local' or not have then
-      verdict = 'a'
-    elseif mode == 'lww' or mode == 'merge' then
-      verdict = (stamp > have or mode == 'merge') and 'a' or 'k'
-    elseif mode == 'fww' then
-      verdict = stamp < have and 'a' or 'k'
-    elseif mode == 'priority' then
-      verdict = (rank < have_rank or (rank == have_rank and stamp > have)) and 'a' or 'k'
-    elseif mode == 'cas' then
-      verdict = (have == base) and 'a' or 'x'
-    elseif mode == 'manual' then
-      verdict = (have == base) and 'a' or 'c'
-    else
-      error('sync: unknown strategy ' .. mode)
-    end
-    local state = ''
-    if verdict == 'c' and redis.call('HEXISTS', conflicts, cid .. ':f') == 0 then
-      redis.call('HSET', conflicts, cid .. ':f', f, cid .. ':v', value, cid .. ':k', kind,
-                 cid .. ':s', stamp, cid .. ':o', origin, cid .. ':h', have)
-    elseif verdict == 'a' then
-      if kind == 'm' then
-        local st = cjson.decode(redis.call('HGET', meta, 'j:' .. f) or 'null')
-        if st == cjson.null then st = nil end
-        local inc = cjson.decode(value)
-        if mode == 'local' then
-          st = sync_local_state(st, inc, stamp, origin)
-        else
-          st = sync_merge(st, inc, stamp)
-        end
-        if not have or stamp > have then
-          redis.call('HSET', meta, 'h:' .. f, stamp, 'o:' .. f, origin)
-        end
-        state = cjson.encode(st)
-        redis.call('HSET', meta, 'j:' .. f, state)
-        sets[#sets + 1] = f
-        sets[#sets + 1] = sync_encode(sync_render(st))
-      else
-        redis.call('HSET', meta, 'h:' .. f, stamp, 'b:' .. f, have or '', 'o:' .. f, origin,
-                   'r:' .. f, rank_arg)
-        if kind == 'd' then
-          dels[#dels + 1] = f
-        else
-          sets[#sets + 1] = f
-          sets[#sets + 1] = value
-        end
-      end
-      changed = true
-    end
+    local verdict, st = sync_field(meta, conflicts, mode, origin, rank_arg, ARGV[j],
+                                   ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4],
+                                   ARGV[j + 5], sets, dels)
+    changed = changed or verdict == 'a'
     verdicts[#verdicts + 1] = verdict
-    stamped[#stamped + 1] = {stamp, have or '', state}
+    stamped[#stamped + 1] = st
   end
   return verdicts, changed, stamped
+end
+
+-- How a sync's decided fields reach the session `key` (at `version`): one HDEL/HSET with the
+-- next version and write time if anything `changed`, the sync keys following its expiry, then
+-- session_written. Returns the version now stored.
+local function sync_write(key, meta, conflicts, bucket, log, version, changed, sets, dels)
+  if changed then
+    version = tonumber(version) + 1
+    sets[#sets + 1] = 'v'
+    sets[#sets + 1] = int(version)
+    sets[#sets + 1] = 'u'
+    sets[#sets + 1] = int(now_ms())
+    if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
+    redis.call('HSET', key, unpack(sets))
+    follow_expiry(key, meta, conflicts)
+  end
+  session_written(key, bucket, log, now_ms())
+  return tonumber(version)
 end

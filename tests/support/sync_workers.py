@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import Any
 
 from sessioncache.identity_links import IdentityLinks
@@ -84,3 +85,35 @@ async def _killed_after_write(url: str, ns: str, sid: str) -> None:
 def killed_after_write(url: str, ns: str, sid: str) -> None:
     """An auto-mode update of a shared field, dying right after the local write."""
     asyncio.run(_killed_after_write(url, ns, sid))
+
+
+async def _resolve(url: str, ns: str, cid: str, choose: str, start: Any) -> int:
+    from sessioncache import sync_records
+    from sessioncache.errors import ValidationError
+
+    listing = sync_records.list_conflicts
+
+    async def listed(*args: Any) -> Any:
+        found = await listing(*args)
+        start.wait(60)  # every resolver has listed the conflict: they race at the script
+        return found
+
+    sync_records.list_conflicts = listed  # type: ignore[assignment]
+    store = await SessionStore.connect(url, namespace=ns, socket_timeout=10.0)
+    try:
+        sync = SyncManager(store, IdentityLinks(store.client, store.keys),
+                           SyncConfig(shared_fields=["topic"], strategy="manual", mode="manual"))
+        try:
+            await sync.resolve_conflict(cid, choose=choose)
+        except ValidationError as exc:
+            return 3 if "resolved by another call" in str(exc) else 4
+        return 0
+    finally:
+        await store.close()
+
+
+def resolve_once(url: str, ns: str, cid: str, choose: str, start: Any) -> None:
+    """Resolve one conflict once every resolver has listed it (the ``start`` barrier): exit
+    code 0 if this call settled it, 3 if the script found it settled by another (nothing
+    written), 4 for any other "no conflict"."""
+    sys.exit(asyncio.run(_resolve(url, ns, cid, choose, start)))
