@@ -524,6 +524,8 @@ class SyncManager:
         return await list_conflicts(self, session_id)
 
     async def resolve_conflict(self, conflict_id: str, choose: Any = "incoming") -> Conflict:
-        """Settle a conflict: "incoming", "stored", or a value of your own; the choice is
-        written with a fresh stamp and synced (last-writer-wins), and the record removed."""
+        """Settle a conflict: "incoming", "stored", or a value of your own. The choice is
+        written with a fresh stamp and the record removed in one step (sync_resolve.lua); only
+        that call syncs it (last-writer-wins) and records history. ValidationError "no
+        conflict" if there is none, or another call settled it first (nothing written)."""
         return await resolve_conflict(self, conflict_id, choose)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .identity_links import identity_name
 from .models import Platform, Session
-from .scopes import scoped_identity
+from .scopes import PERSON_PLATFORM, scoped_identity
 from .store import SessionStore
 from .sync import Conflict, SyncManager
 from .sync_history import SyncRecord
@@ -62,6 +63,41 @@ class SyncMethods:
         )
         return chat, user, plat, thread
 
+    async def list_user_sessions(
+        self, user_id: str | int, *, platform: Platform | str | None = None
+    ) -> list[Session]:
+        """Every live session of a user (an empty list for an unknown user). In session_scope
+        "person", also the unified session of the person the user is linked as: on
+        ``platform``, or without it on any platform the user has sessions on or a built-in
+        one (a user id shared by two people on two platforms lists both, as their per-platform
+        sessions are; pass ``platform`` to list one identity's)."""
+        sessions = await self.store.list_user_sessions(user_id)
+        if self.session_scope == "person":
+            sessions += await self.person_sessions(user_id, platform, sessions)
+        return sessions
+
+    async def person_sessions(
+        self, user_id: str | int, platform: Platform | str | None, listed: list[Session]
+    ) -> list[Session]:
+        """The unified sessions (scope "person") of the persons this user id is linked as,
+        on ``platform`` or (None) on the platforms of ``listed`` and the built-in ones; those
+        already in ``listed`` left out. One HMGET, then one user index read per person."""
+        if platform is not None:
+            platforms = {str(platform)}
+        else:
+            platforms = {str(p) for p in Platform} | {
+                str(s.platform) for s in listed if str(s.platform) != PERSON_PLATFORM}
+        persons = await self.sync.links.persons_of(
+            sorted(identity_name(p, user_id) for p in platforms))
+        seen = {s.session_id for s in listed}
+        out = []
+        for person in persons:
+            for s in await self.store.list_user_sessions(person):
+                if str(s.platform) == PERSON_PLATFORM and s.session_id not in seen:
+                    seen.add(s.session_id)
+                    out.append(s)
+        return out
+
     async def pull_shared(self, session: Session) -> Session:
         """A new session of a linked identity takes the person's shared fields (the create
         op); unchanged without shared fields, in scope "person" (one session: nothing to
@@ -97,7 +133,8 @@ class SyncMethods:
         return await self.sync.list_conflicts(session_id)
 
     async def resolve_conflict(self, conflict_id: str, choose: Any = "incoming") -> Conflict:
-        """Settle a conflict with "incoming", "stored" or a value; synced to linked sessions."""
+        """Settle a conflict with "incoming", "stored" or a value, once (one script: a second
+        call gets ValidationError "no conflict" and writes nothing); synced to linked sessions."""
         return await self.sync.resolve_conflict(conflict_id, choose)
 
     async def sync_history(

@@ -421,10 +421,6 @@ class SessionSystem(
                 await self.expiry.successor_for(session_id)
         return await call()
 
-    async def list_user_sessions(self, user_id: str | int) -> list[Session]:
-        """Every live session of a user (an empty list for an unknown user)."""
-        return await self.store.list_user_sessions(user_id)
-
     async def count_sessions(self) -> int:
         """Number of live sessions in the namespace (a SCAN: an admin call, not a hot path)."""
         return await self.store.count()

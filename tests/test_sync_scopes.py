@@ -10,6 +10,7 @@ from sessioncache.origin import (
     create_session,
     get_or_create_session,
     initialize_sessions,
+    list_user_sessions,
     shutdown_sessions,
     update_session,
 )
@@ -65,6 +66,41 @@ async def test_person_scope_on_every_entry_path(backend_url: str) -> None:
         alone = await system.get_or_create_session(2, 2, "discord")
         assert alone.session_id != tg.session_id and alone.data == {}
         assert (await system.get_session(tg.session_id)).data == {"topic": "Oslo"}
+    finally:
+        await shutdown_sessions()
+
+
+async def test_person_scope_lists_the_unified_session(backend_url: str) -> None:
+    """list_user_sessions() of any of a linked person's identities finds the person's one
+    session; an unlinked identity, or another person, does not."""
+    options = _options(backend_url, session_scope="person")
+    system = await initialize_sessions(**options)  # type: ignore[arg-type]
+    try:
+        await _link(system, ("telegram", 1), ("discord", 2))
+        await _link(system, ("telegram", 3), ("kiosk", 4))  # a platform of the app's own
+        unified = (await system.get_or_create_session(2, 2, "discord")).session_id
+        other = (await system.get_or_create_session(3, 3, "telegram")).session_id
+        lone = (await system.get_or_create_session(5, 5, "telegram")).session_id
+
+        async def ids(user: int, platform: str | None = None) -> list[str]:
+            return [s.session_id for s in await system.list_user_sessions(
+                user, platform=platform)]
+
+        assert await ids(1) == await ids(2) == [unified]
+        assert await ids(1, "telegram") == await ids(2, "discord") == [unified]
+        assert [s.session_id for s in await list_user_sessions(2)] == [unified]
+        assert await ids(2, "telegram") == []  # telegram:2 is nobody
+        assert await ids(3) == [other] and await ids(5) == [lone]
+        # A platform of the app's own is looked up when named (or when the user has a
+        # session on it): the built-in ones are tried without it.
+        assert await ids(4) == [] and await ids(4, "kiosk") == [other]
+        # Unlinked: the identity's own sessions only. A person left with one identity is
+        # dissolved, so nobody lists its session any more; its user id (the person id) does.
+        assert await system.unlink("discord", 2)
+        alone = (await system.get_or_create_session(2, 2, "discord")).session_id
+        assert await ids(2) == [alone] and await ids(1) == []
+        assert [s.session_id for s in await system.list_user_sessions("telegram:1")] == [
+            unified]
     finally:
         await shutdown_sessions()
 
