@@ -589,3 +589,19 @@ async def test_resolve_recovers(store: SessionStore, monkeypatch: pytest.MonkeyP
     assert (await store.get(TG)).data["topic"] == "tg"  # not yet synced
     assert await sync.recover(min_age=0) == 1
     await resolved_once(store, sync, "mine-3")
+
+
+async def test_resolve_script_retry(store: SessionStore) -> None:
+    """A client's retry of sync_resolve.lua (same op id) is answered by the op log: one write."""
+    sync = manager(store, mode="manual", strategy="manual")
+    c = await one_conflict(store, sync)
+    ident, k = parse_session_id(DC), store.keys
+    keys = [k.session(ident), k.change_bucket_of(ident), k.op_log(k.session(ident)),
+            k.sync_meta(ident), k.sync_conflicts(ident)]
+    args = store.op_args([c.conflict_id, "incoming", sync.clock.now(), DC, "0", b""])
+    first = await store.scripts.sync_resolve.run(store.client, keys, args)
+    again = await store.scripts.sync_resolve.run(store.client, keys, args)
+    assert first[0] == 1 and again == [2, first[1]]
+    stored = await store.get(DC)
+    assert stored.data["topic"] == "tg" and stored.version == first[1]
+    assert await sync.list_conflicts() == []
