@@ -572,6 +572,11 @@ async def test_resolve_recovers(store: SessionStore, monkeypatch: pytest.MonkeyP
     plan, syncs nothing); killed after it, recover() syncs the choice (last-writer-wins)."""
     sync = manager(store, mode="manual", strategy="manual")
     c = await one_conflict(store, sync)
+    before = await store.get(DC)
+    with pytest.raises(ValidationError, match="allowed"):  # refused before any step
+        await sync.resolve_conflict(c.conflict_id, choose=object())
+    assert await store.get(DC) == before
+    assert await store.client.hlen(store.keys.sync_journal()) == 0
     await sync._journal("resolve", DC, ["topic"], c.conflict_id)  # then killed
     assert await sync.recover(min_age=0) == 1
     assert [x.conflict_id for x in await sync.list_conflicts()] == [c.conflict_id]
