@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,6 +17,7 @@ from .identity_links import IdentityLinks, identity_name
 from .models import Session, session_from_hash
 from .store import SessionStore
 from .sync_history import SyncHistory, SyncRecord
+from .sync_modes import SyncModes
 from .sync_records import (
     Conflict,
     SyncField,
@@ -75,7 +75,7 @@ class SyncConfig:
         return "custom" if callable(self.strategy) else str(self.strategy)
 
 
-class SyncManager:
+class SyncManager(SyncModes):
     """Stamps shared fields on write and applies them to a person's other sessions.
 
     A local write is one update.lua call: its shared fields are stamped, decided and announced
@@ -252,48 +252,6 @@ class SyncManager:
                       json.dumps({"+": by}).encode())
         await self._local(session_id, [f])
         return "applied"
-
-    async def _after_write(self, session_id: str) -> None:
-        mode = self.config.mode
-        if mode == "delayed":
-            self._debounce(session_id)
-        elif mode == "batch":
-            await self.store.client.zadd(self.store.keys.sync_pending(),
-                                         {session_id: time.time() * 1000})
-
-    def _debounce(self, session_id: str) -> None:
-        loop = asyncio.get_running_loop()
-        old = self._timers.pop(session_id, None)
-        if old is not None:
-            old.cancel()
-
-        def fire() -> None:
-            self._timers.pop(session_id, None)
-            task = loop.create_task(self.sync_sessions(session_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        self._timers[session_id] = loop.call_later(self.config.delay, fire)
-
-    async def flush(self) -> None:
-        """Run every delayed sync now and wait for those under way (before shutdown)."""
-        timers, self._timers = self._timers, {}
-        for sid, handle in timers.items():
-            handle.cancel()
-            await self.sync_sessions(sid)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def run_batch(self, *_: Any) -> int:
-        """Sync every session waiting for the batch job; returns how many (a FleetJob func)."""
-        key = self.store.keys.sync_pending()
-        due = await self.store.client.zrange(key, 0, 999)
-        for raw in due:
-            sid = raw.decode()
-            with contextlib.suppress(SessionNotFound):
-                await self.sync_sessions(sid)
-            await self.store.client.zrem(key, raw)
-        return len(due)
 
     # -- linked sessions ------------------------------------------------------------------
 
