@@ -7,15 +7,17 @@
 -- KEYS[5]  user index (hash: session suffix -> 1)
 -- KEYS[6]  the user's archive index
 -- KEYS[7]  statistics hash of the session's shard (one session more in its state)
--- KEYS[8]  change bucket of this slot (optional; see docs/persistence.md)
+-- KEYS[8]  change bucket of this slot (see docs/persistence.md)
+-- KEYS[9]  expiry index bucket of this slot: the session's rule is armed again here
 -- ARGV[1]  session suffix (field of the user index)
 -- ARGV[2]  archive member (<suffix>#<created ms>)
 -- ARGV[3]  default ttl in ms (when the session has no ttl of its own)
 -- ARGV[4]  "replace" to replace a live session of the same id, "" to refuse
 --
 -- Returns {1, hgetall} restored, {-1} no such archive, {-2} a live session has the id.
--- Data, metadata, state, version, priority and events come back as archived; the expiry rule
--- (fields x, y, w) is dropped, for the caller to arm again, and the restore counts as activity.
+-- Data, metadata, state, version, priority and events come back as archived; the restore counts
+-- as activity, and the session's expiry rule (fields x, y) is armed again from that activity,
+-- its stages starting over (w dropped), in this same call (the caller may then re-pick it).
 -- A retry after success finds no archive and returns -1.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -31,7 +33,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 end
 local now = now_ms()
 redis.call('RENAME', KEYS[1], KEYS[3])
-redis.call('HDEL', KEYS[3], 'X', 'Y', 'x', 'y', 'w')
+redis.call('HDEL', KEYS[3], 'X', 'Y', 'w')
 local ttl = redis.call('HGET', KEYS[3], 't') or ARGV[3]
 local exps = int(now + tonumber(ttl))
 redis.call('HSET', KEYS[3], 'a', int(now), 'e', exps)
@@ -43,7 +45,8 @@ redis.call('PERSIST', KEYS[3])
 redis.call('PEXPIREAT', KEYS[3], exps)
 index_keep(KEYS[5], exps, ARGV[1])
 redis.call('HDEL', KEYS[6], ARGV[2])
-local state = redis.call('HGET', KEYS[3], 's')
-count_session(KEYS[7], ARGV[1], state, 1)
+local cur = redis.call('HMGET', KEYS[3], 's', 'x', 'y', 'm')
+count_session(KEYS[7], ARGV[1], cur[1], 1)
+expiry_index(KEYS[9], KEYS[3], cur[2], cur[3], now, cur[4])
 mark_changed(KEYS[8], KEYS[3])
 return {1, redis.call('HGETALL', KEYS[3])}

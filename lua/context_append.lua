@@ -11,7 +11,7 @@
 -- ARGV[6..8]  soft caps: messages, bytes, tokens ("0" = no cap); past them 'over' is reported
 -- ARGV[9..11] hard caps: messages, bytes, tokens; past them the oldest items are dropped
 -- ARGV[12] context schema version
--- ARGV[13] ms the context outlives the session's current expiry
+-- The context keys take the session's expiry (lib/context.lua).
 --
 -- Returns {n, over, dropped, ms}: the message's number, 1 if a soft cap is exceeded (a summary
 -- is due), how many old items were dropped and the server time it was stored at (the time of
@@ -56,5 +56,5 @@ end
 redis.call('HSET', KEYS[2], '#n', int(n), '#b', int(bytes), '#t', int(toks))
 
 op_record(KEYS[4], now, int(n))
-context_expire(KEYS[1], KEYS[2], KEYS[3], ARGV[13], true)
+follow_expiry(KEYS[1], KEYS[2], KEYS[3])
 return {n, over(len, bytes, toks, 6) and 1 or 0, dropped, now}

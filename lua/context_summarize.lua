@@ -75,10 +75,15 @@ for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, k - 1)) do
   freed_bytes = freed_bytes + #item
   freed_toks = freed_toks + item_tokens(item)
 end
+-- Trimming every item deletes the list: the one the summary starts keeps its expiry.
+local exp = redis.call('PEXPIRETIME', KEYS[2])
 redis.call('LTRIM', KEYS[2], k, -1)
 local n = redis.call('HINCRBY', KEYS[1], '#n', 1)
 local summary = int(n) .. '|' .. ARGV[7] .. '|' .. int(now) .. '|' .. ARGV[6]
 redis.call('LPUSH', KEYS[2], summary)
+if exp > 0 then
+  redis.call('PEXPIREAT', KEYS[2], exp)
+end
 redis.call('HINCRBY', KEYS[1], '#b', #summary - freed_bytes)
 redis.call('HINCRBY', KEYS[1], '#t', (tonumber(ARGV[7]) or 0) - freed_toks)
 redis.call('HDEL', KEYS[1], '#s')

@@ -5,23 +5,23 @@
 --          '#nv' number of variables, and the history counters (see context_append.lua)
 -- KEYS[3]  history list (dropped with a context left by an earlier session)
 -- ARGV[1]  context schema version
--- ARGV[2]  ms the context outlives the session's current expiry
--- ARGV[3]  most variables a context may hold
--- ARGV[4]  "" keeps the dialogue step, else "=" + the step to switch to (a new step drops
+-- ARGV[2]  most variables a context may hold
+-- ARGV[3]  "" keeps the dialogue step, else "=" + the step to switch to (a new step drops
 --          the slots of the old one; "=" alone is no step)
--- ARGV[5]  r: number of required variable fields that follow, then r names ('v:<name>')
+-- ARGV[4]  r: number of required variable fields that follow, then r names ('v:<name>')
 -- then     s: number of field/value pairs to set, then the pairs ('v:..' or 's:..' fields)
 -- then     d: number of fields to delete, then the fields
 --
 -- Returns {1, variables count} on success, {-1} if the session does not exist,
 -- {-2, field} if a required variable would be missing, {-3, count} if the variable count
--- would pass ARGV[3]. Nothing is written unless it returns 1. Running it twice is harmless.
+-- would pass ARGV[2]. Nothing is written unless it returns 1. Running it twice is harmless.
+-- The context keys take the session's expiry (lib/context.lua).
 
 local gen = context_gen(KEYS[1])
 if not gen then return {-1} end
 local fresh = redis.call('HGET', KEYS[2], '#g') ~= gen
 
-local i = 5
+local i = 4
 local nreq = tonumber(ARGV[i])
 local required = {}
 for j = 1, nreq do
@@ -67,13 +67,13 @@ for name in pairs(delnames) do
     count = count - 1
   end
 end
-if count > tonumber(ARGV[3]) then
+if count > tonumber(ARGV[2]) then
   return {-3, count}
 end
 
 context_claim(KEYS[2], KEYS[3], gen, ARGV[1])
-local step = string.sub(ARGV[4], 2)
-if ARGV[4] ~= '' and (redis.call('HGET', KEYS[2], '#step') or '') ~= step then
+local step = string.sub(ARGV[3], 2)
+if ARGV[3] ~= '' and (redis.call('HGET', KEYS[2], '#step') or '') ~= step then
   -- Bounded by the context's size: variables and slots are capped by the client.
   local old = {}
   for _, name in ipairs(redis.call('HKEYS', KEYS[2])) do
@@ -94,5 +94,5 @@ if nset > 0 then
 end
 redis.call('HSET', KEYS[2], '#nv', count)
 
-context_expire(KEYS[1], KEYS[2], KEYS[3], ARGV[2])
+follow_expiry(KEYS[1], KEYS[2], KEYS[3])
 return {1, count}

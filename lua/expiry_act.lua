@@ -23,18 +23,37 @@
 -- ARGV[7]  the session's created ms the archive keys were built for
 -- ARGV[8]  session id (in pub/sub messages)
 -- ARGV[9]  pub/sub channel for warn and notify ("" for none)
+-- KEYS[11] the effect outbox of this slot (zset: effect -> when it may be claimed, ms): what
+--          must happen outside Redis (the notify callback, the archive file) is recorded here
+--          in the same call, and delivered from here (claim, effect, ack: expiry_outbox.lua)
+-- KEYS[12] the merge target: the same user's newer session on the same chat (only when
+--          ARGV[14] names one; same user, so the same slot)
 -- ARGV[10] ms to wait before looking again at a session whose turn is in progress
+-- ARGV[11] suspend: transition.lua's ARGV[7] for the target "suspended" on this platform
+--          (lib/transit.lua), "" when the plan has no suspend stage
+-- ARGV[12] effects to record in the outbox: "n" the notify callback (warn, notify), "f" the
+--          archive file; "" none
+-- ARGV[13] ms the outbox entries written here stay claimed by the caller, which delivers them
+--          at once; after that, any sweep may claim them
+-- ARGV[14] the merge target's created ms, "" for none (a merge stage then merges nothing and
+--          the session stays, its rule spent)
+-- ARGV[15] reason of the suspend transition (encoded)
 --
--- Returns {n, due, action...}: the n actions applied (n >= 1), in order;
+-- Returns {n, due, {action...}, {effect...}}: the n actions applied (n >= 1), in order, and
+--                    the outbox entries written (claimed by the caller for ARGV[13] ms);
 --         {0, next}  nothing due yet (the index entry now waits for `next`, ms),
 --         {-1}       no such session, no rule, or a different rule or session than the
---                    caller's (the index entry is dropped or left to the current rule).
+--                    caller's (the index entry is dropped or left to the current rule),
+--         {-2}       the merge target named is gone or newer than the caller saw: nothing
+--                    written; the caller looks for the target again.
 -- Each action applied writes one "expired" event (fields action, rule) and increments its
--- counter; archive and delete end the session in this same call, so no action runs twice
--- and a session touched since (its deadline moved) is left alone.
+-- counter, and its whole Redis side happens in this same call: archive and delete end the
+-- session, merge moves its data into the target and ends it, suspend moves it through the
+-- state machine, warn and notify publish. So no action runs twice, none is half done, and a
+-- session touched since (its deadline moved) is left alone.
 
 local key = KEYS[1]
-local cur = redis.call('HMGET', key, 'x', 'y', 'a', 'm', 'w', 'c', 's')
+local cur = redis.call('HMGET', key, 'x', 'y', 'a', 'm', 'w', 'c', 's', 'v')
 if not cur[2] or cur[6] ~= ARGV[7] then
   if not cur[6] then
     redis.call('ZREM', KEYS[3], key)
@@ -43,6 +62,10 @@ if not cur[2] or cur[6] ~= ARGV[7] then
 end
 if not string.find(cur[2], '|' .. ARGV[2] .. '|', 1, true) then
   return {-1}
+end
+local target = KEYS[12]
+if ARGV[14] ~= '' and redis.call('HGET', target, 'c') ~= ARGV[14] then
+  return {-2}
 end
 local now = now_ms()
 local due = expiry_due(cur[1], cur[2], tonumber(cur[3]), tonumber(cur[4]))
@@ -77,8 +100,10 @@ if tonumber(wdue) == due then
 end
 
 local done = {}
+local effects = {}
 local ended = false
 local stream = KEYS[4]
+local claim = int(now + tonumber(ARGV[13]))
 while k < #stages do
   local stage = stages[k + 1]
   if not all and now < due + stage[1] then
@@ -92,8 +117,46 @@ while k < #stages do
     redis.call('XADD', stream, '*', 't', 'expired', 's', cur[7], 'action', action,
                'rule', ARGV[2])
   end
-  if ARGV[9] ~= '' and (action == 'warn' or action == 'notify') then
-    redis.call('PUBLISH', ARGV[9], action .. ' ' .. ARGV[2] .. ' ' .. int(due) .. ' ' .. ARGV[8])
+  local effect = nil
+  if action == 'warn' or action == 'notify' then
+    if ARGV[9] ~= '' then
+      redis.call('PUBLISH', ARGV[9],
+                 action .. ' ' .. ARGV[2] .. ' ' .. int(due) .. ' ' .. ARGV[8])
+    end
+    if string.find(ARGV[12], 'n', 1, true) then
+      effect = table.concat({'n', action, ARGV[2], int(due), ARGV[7], ARGV[8]}, '|')
+    end
+  elseif action == 'suspend' and ARGV[11] ~= '' then
+    local moved = state_move(key, stream, KEYS[5], {cur[8], cur[7], cur[6], cur[4]},
+                             'suspended', ARGV[11], ARGV[15], now)
+    if moved then
+      cur[7] = 'suspended'
+      cur[8] = redis.call('HGET', key, 'v')
+    end
+  elseif action == 'merge' and ARGV[14] ~= '' then
+    -- The target's values win; data fields only the old session has are added. One-character
+    -- names are the session's own fields, "@" names its metadata: neither is data.
+    local flat = redis.call('HGETALL', key)
+    local added = 0
+    for i = 1, #flat, 2 do
+      local name = flat[i]
+      if #name > 1 and string.sub(name, 1, 1) ~= '@' then
+        added = added + redis.call('HSETNX', target, name, flat[i + 1])
+      end
+    end
+    if added > 0 then
+      redis.call('HINCRBY', target, 'v', 1)
+      redis.call('HSET', target, 'u', int(now))
+      mark_changed(KEYS[9], target)
+    end
+    ended = true
+    break
+  elseif action == 'archive' and string.find(ARGV[12], 'f', 1, true) then
+    effect = table.concat({'f', ARGV[7], ARGV[8]}, '|')
+  end
+  if effect then
+    redis.call('ZADD', KEYS[11], claim, effect)
+    effects[#effects + 1] = effect
   end
   if action == 'archive' or action == 'delete' then
     ended = true
@@ -131,15 +194,12 @@ if ended then
   end
   mark_changed(KEYS[9], key)
 elseif k >= #stages then
-  -- The last stage left the session in place (suspend, notify, merge): the rule is spent.
+  -- The last stage left the session in place (suspend, notify, a merge with no target): the
+  -- rule is spent.
   redis.call('HDEL', key, 'x', 'y', 'w')
   redis.call('ZREM', KEYS[3], key)
 else
   redis.call('HSET', key, 'w', int(due) .. ':' .. int(k))
   redis.call('ZADD', KEYS[3], int(due + stages[k + 1][1]), key)
 end
-local out = {#done, due}
-for i = 1, #done do
-  out[#out + 1] = done[i]
-end
-return out
+return {#done, due, done, effects}

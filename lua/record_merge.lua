@@ -22,7 +22,10 @@
 
 local key = KEYS[1]
 local flat = redis.call('HGETALL', key)
-local at = rows_index(flat)
+local at = {}
+for i = 1, #flat, 2 do
+  at[flat[i]] = i + 1
+end
 local size = #flat / 2
 if at['o'] then
   size = size - 1
@@ -73,14 +76,33 @@ if at['o'] then
   gone['o'] = true
 end
 
+-- The new contents, in Lua: existing rows updated in place, new fields appended.
 local fields = {}
-for i = 8, last_set do
-  fields[#fields + 1] = ARGV[i]
+local rows = flat
+for i = 8, last_set, 2 do
+  local name, value = ARGV[i], ARGV[i + 1]
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+  gone[name] = nil
+  if at[name] then
+    rows[at[name]] = value
+  else
+    rows[#rows + 1] = name
+    rows[#rows + 1] = value
+    at[name] = #rows
+  end
 end
 if #dels > 0 then
   redis.call('HDEL', key, unpack(dels))
+  local kept = {}
+  for i = 1, #rows, 2 do
+    if not gone[rows[i]] then
+      kept[#kept + 1] = rows[i]
+      kept[#kept + 1] = rows[i + 1]
+    end
+  end
+  rows = kept
 end
-local rows = rows_apply(flat, at, fields, gone)
 op_record(KEYS[2], now_ms())
 if #rows == 0 then
   -- No data field would remain: the record goes.

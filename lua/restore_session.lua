@@ -3,6 +3,8 @@
 -- KEYS[1]  session hash
 -- KEYS[2]  user index (hash: session suffix -> 1)
 -- KEYS[3]  change bucket of this slot (the restore is itself a change an incremental must see)
+-- KEYS[4]  expiry index bucket of this slot: a session restored with an expiry rule (fields
+--          x, y) gets its index entry back, so the sweep sees it again (docs/expiry.md)
 -- ARGV[1]  mode: "replace" (always write), "merge" (write only if the incoming version is
 --          newer than the stored one, or nothing is stored), "skip" (write only if absent)
 -- ARGV[2]  absolute expiry in ms since the epoch, "0" for none
@@ -31,5 +33,7 @@ redis.call('DEL', key)
 redis.call('HSET', key, unpack(ARGV, 5))
 -- "0" is no expiry: the session, and so its index, never expire.
 expire_session(key, KEYS[2], exp > 0 and ARGV[2] or nil, ARGV[3])
+local rule = redis.call('HMGET', key, 'x', 'y', 'a', 'm')
+expiry_index(KEYS[4], key, rule[1], rule[2], rule[3], rule[4])
 mark_changed(KEYS[3], key)
 return 1

@@ -7,7 +7,9 @@
 -- KEYS[5]  last-activity zset of the shard's users (same slot)
 -- KEYS[6]  change bucket of this slot (the session changed: see docs/persistence.md)
 -- KEYS[7]  op log of the session (lib/ops.lua)
--- KEYS[8]  expiry index bucket of this slot (optional: only with expiry rules, docs/expiry.md)
+-- KEYS[8]  context hash of the session, KEYS[9] its history list (optional, both or neither:
+--          they take the session's new expiry, lib/context.lua)
+-- KEYS[10] expiry index bucket of this slot (optional: only with expiry rules, docs/expiry.md)
 -- ARGV[1..3]  op id, call digest, retry horizon in ms (lib/ops.lua)
 -- ARGV[4]  event type (validated by the caller) and three flags, space-separated:
 --          activity "1"/"0" (refresh last_activity "a" and the TTL), message "1"/"0"
@@ -64,8 +66,9 @@ end
 count_event(stats, etype, now)
 if activity == '1' then
   local exps = int(now + tonumber(cur[4] or ttl))
-  session_update(key, KEYS[2], KEYS[6], KEYS[7], {'a', nows, 'e', exps, 'm', int(count)}, exps, now)
-  expiry_index(KEYS[8], key, cur[5], cur[6], now, count)
+  local fields = {'a', nows, 'e', exps, 'm', int(count)}
+  session_update(key, KEYS[2], KEYS[6], KEYS[7], fields, exps, now, nil, KEYS[8], KEYS[9])
+  expiry_index(KEYS[10], key, cur[5], cur[6], now, count)
 else
   session_written(key, KEYS[6], KEYS[7], now)
 end

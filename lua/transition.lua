@@ -29,45 +29,13 @@ local version = tonumber(cur[1])
 if op_applied(KEYS[5]) then
   return {2, redis.call('HGETALL', key)}
 end
-if ARGV[5] ~= '' and tonumber(ARGV[5]) ~= version then
+if version_moved(ARGV[5], version) then
   return {-2, version}
 end
-local plat, tver, maxlen, maxage, terminal, sources =
-  string.match(ARGV[7], '^(%S+) (%d+) (%d+) (%d+) (%S+) (%S+)$')
-local from = cur[2]
-local target = ARGV[4]
-if not string.find(sources, ',' .. from .. ',', 1, true) then
-  return {-4, from}
-end
-
 local now = now_ms()
-version = version + 1
-local vs = int(version)
-redis.call('HSET', key, 's', target, 'v', vs, 'u', int(now))
-
-local entry = {'t', 'state_changed', 'f', from, 's', target, 'v', vs, 'x', tver}
-if ARGV[6] ~= '' then
-  entry[#entry + 1] = 'r'
-  entry[#entry + 1] = ARGV[6]
-end
-append_event(KEYS[2], maxlen, maxage, now, true, entry)
-
-local stats = KEYS[3]
-redis.call('HINCRBY', stats, 'n:' .. plat .. ':' .. from, -1)
-redis.call('HINCRBY', stats, 'n:' .. plat .. ':' .. target, 1)
-redis.call('HINCRBY', stats, 'tr:' .. from .. '>' .. target, 1)
-count_event(stats, 'state_changed', now)
-if string.find(terminal, ',' .. target .. ',', 1, true)
-    and not string.find(terminal, ',' .. from .. ',', 1, true) then
-  -- Ending a live session: duration and messages go into log2 histograms (4 per octave).
-  local dur = now - tonumber(cur[3])
-  if dur < 0 then dur = 0 end
-  local msgs = tonumber(cur[4])
-  redis.call('HINCRBY', stats, 'ended', 1)
-  redis.call('HINCRBY', stats, 'dsum', int(dur))
-  redis.call('HINCRBY', stats, 'msum', int(msgs))
-  redis.call('HINCRBY', stats, 'd:' .. int(log_bucket(dur)), 1)
-  redis.call('HINCRBY', stats, 'mb:' .. int(log_bucket(msgs)), 1)
+local from = state_move(key, KEYS[2], KEYS[3], cur, ARGV[4], ARGV[7], ARGV[6], now)
+if not from then
+  return {-4, cur[2]}
 end
 session_written(key, KEYS[4], KEYS[5], now)
 return {1, redis.call('HGETALL', key), from}

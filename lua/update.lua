@@ -4,7 +4,10 @@
 -- KEYS[2]  user index (its TTL follows the longest-lived session of the user)
 -- KEYS[3]  change bucket of this slot (see docs/persistence.md)
 -- KEYS[4]  op log of the session (lib/ops.lua)
--- KEYS[5]  expiry index bucket of this slot (optional: only with expiry rules, docs/expiry.md)
+-- KEYS[5]  context hash of the session, KEYS[6] its history list (optional, both or neither:
+--          they take the session's new expiry, lib/context.lua)
+-- KEYS[7]  expiry index bucket of this slot (optional: only with expiry rules, docs/expiry.md;
+--          only after KEYS[5] and KEYS[6])
 -- ARGV[1..3]  op id, call digest, retry horizon in ms (lib/ops.lua)
 -- ARGV[4]  expected version, or "" for an unconditional update
 -- ARGV[5]  reply: "full" (the whole hash) or "version" (the new version only)
@@ -13,9 +16,16 @@
 -- ARGV[8]  max number of data + metadata fields the session may hold
 -- ARGV[9]  number of field/value pairs to set (n)
 -- ARGV[10..9+2n]     field, value, ...
--- ARGV[10+2n..]      fields to delete
+-- ARGV[10+2n]        number of fields to delete (d; absent: none), then d field names
+-- then, optional, shared fields (docs/sync.md), decided in this same step by lib/sync.lua, so a
+-- write of shared and other fields is one script and one version:
+--   ARGV[s]          number of shared fields m (absent or 0: none); with m > 0 the last two
+--                    KEYS are the session's sync meta and conflicts (after the keys above)
+--   ARGV[s+1..s+4]   origin (this session's id), origin rank, announce channel, announcement
+--   ARGV[s+5..]      m groups of 6 (lib/sync.lua, sync_fields), applied as mode "local"
 --
--- Returns {1, hgetall | version}  applied,
+-- Returns {1, hgetall | version}  applied (with shared fields a third element: per field
+--                                 its stamp, base stamp and merge state, as stored),
 --         {2, hgetall | version}  already applied by an earlier attempt of the same call,
 --         {-1}                    no such session,
 --         {-2, current_version}   expected version did not match,
@@ -24,28 +34,16 @@
 --                                 caller applies the rule, then retries).
 
 local key = KEYS[1]
--- A "full" reply reads the whole hash once, up front (lib/rows.lua): the fields checked here,
--- its size and the reply come from it. A "version" reply reads only the fields it checks.
-local flat, at, cur
-if ARGV[5] == 'full' then
-  flat = redis.call('HGETALL', key)
-  at = rows_index(flat)
-  cur = {}
-  for i, name in ipairs({'v', 't', 'x', 'y', 'a', 'm'}) do
-    cur[i] = at[name] and flat[at[name]] or false
-  end
-else
-  cur = redis.call('HMGET', key, 'v', 't', 'x', 'y', 'a', 'm')
-end
+local cur = redis.call('HMGET', key, 'v', 't', 'x', 'y', 'a', 'm')
 if not cur[1] then return {-1} end
 local version = tonumber(cur[1])
 if op_applied(KEYS[4]) then
-  if flat then
-    return {2, flat}
+  if ARGV[5] == 'full' then
+    return {2, redis.call('HGETALL', key)}
   end
   return {2, version}
 end
-if ARGV[4] ~= '' and tonumber(ARGV[4]) ~= version then
+if version_moved(ARGV[4], version) then
   return {-2, version}
 end
 local now = now_ms()
@@ -55,43 +53,43 @@ end
 
 local npairs = tonumber(ARGV[9])
 local last_set = 9 + 2 * npairs
-local dels = {}
-for i = last_set + 1, #ARGV do
+local ndel = tonumber(ARGV[last_set + 1] or '0')
+local dels, adds = {}, {}
+for i = 10, last_set, 2 do
+  adds[#adds + 1] = ARGV[i]
+end
+for i = last_set + 2, last_set + 1 + ndel do
   dels[#dels + 1] = ARGV[i]
 end
-
--- How many of `names` the hash holds: from the rows read up front, else HMGET.
-local function held(names)
-  local n = 0
-  if at then
-    for i = 1, #names do
-      if at[names[i]] then n = n + 1 end
-    end
-  else
-    for _, value in ipairs(redis.call('HMGET', key, unpack(names))) do
-      if value then n = n + 1 end
-    end
-  end
-  return n
+local sync_at = last_set + 2 + ndel
+local nsync = tonumber(ARGV[sync_at] or '0')
+local drops = {unpack(dels)}
+for i = 0, nsync - 1 do
+  local j = sync_at + 5 + i * 6
+  if ARGV[j + 3] == 'd' then drops[#drops + 1] = ARGV[j] else adds[#adds + 1] = ARGV[j] end
 end
-
--- Seven core fields always exist, so size - 7 bounds the data + metadata fields from above;
+-- Seven core fields always exist, so HLEN - 7 bounds the data + metadata fields from above;
 -- only a session that could reach the limit pays for the exact count.
-local size = flat and #flat / 2 or redis.call('HLEN', key)
 local grow = 0
-if size - 7 + npairs > tonumber(ARGV[8]) then
-  for i = 10, last_set, 2 do
-    grow = grow + 1 - held({ARGV[i]})
+if redis.call('HLEN', key) - 7 + #adds > tonumber(ARGV[8]) then
+  for i = 1, #adds do
+    grow = grow + 1 - redis.call('HEXISTS', key, adds[i])
   end
-  for i = 1, #dels do
-    grow = grow - held({dels[i]})
+  for i = 1, #drops do
+    grow = grow - redis.call('HEXISTS', key, drops[i])
   end
 end
 if grow > 0 then
   -- One-character names are the session's own fields; they do not count against the limit
   -- ("o" held op ids before the op log: sessions written by older versions may have it).
-  local total = size + grow - held({'v', 's', 'c', 'u', 'a', 'e', 'm', 'p', 't', 'o', 'x',
-                                    'y', 'w'})
+  local total = redis.call('HLEN', key) + grow
+  local core = redis.call('HMGET', key, 'v', 's', 'c', 'u', 'a', 'e', 'm', 'p', 't', 'o',
+                          'x', 'y', 'w')
+  for i = 1, #core do
+    if core[i] then
+      total = total - 1
+    end
+  end
   if total > tonumber(ARGV[8]) then
     return {-3, total}
   end
@@ -108,16 +106,36 @@ end
 for i = 10, last_set do
   fields[#fields + 1] = ARGV[i]
 end
-local gone = {}
+-- The optional keys: the context pair, then the bucket, then (shared fields) the sync pair.
+local nkeys, stamped = #KEYS, nil
+if nsync > 0 then
+  nkeys = nkeys - 2
+end
+local ctx, hist, bucket = KEYS[5], KEYS[6], KEYS[7]
+if nkeys < 6 then ctx, hist = nil, nil end
+if nkeys < 7 then bucket = nil end
+if nsync > 0 then
+  local meta, conflicts = KEYS[#KEYS - 1], KEYS[#KEYS]
+  local _
+  _, _, stamped = sync_fields(meta, conflicts, 'local', ARGV[sync_at + 1], ARGV[sync_at + 2],
+                              sync_at + 5, nsync, fields, dels)
+end
 if #dels > 0 then
   redis.call('HDEL', key, unpack(dels))
-  for i = 1, #dels do
-    gone[dels[i]] = true
-  end
 end
-session_update(key, KEYS[2], KEYS[3], KEYS[4], fields, exps, now)
-expiry_index(KEYS[5], key, cur[3], cur[4], now, tonumber(cur[6]))
-if flat then
-  return {1, rows_apply(flat, at, fields, gone)}
+session_update(key, KEYS[2], KEYS[3], KEYS[4], fields, exps, now, nil, ctx, hist)
+expiry_index(bucket, key, cur[3], cur[4], now, tonumber(cur[6]))
+local reply = version
+if ARGV[5] == 'full' then
+  reply = redis.call('HGETALL', key)
 end
-return {1, version}
+if not stamped then
+  return {1, reply}
+end
+follow_expiry(key, KEYS[#KEYS - 1], KEYS[#KEYS])
+redis.call('PUBLISH', ARGV[sync_at + 3], ARGV[sync_at + 4])
+local flat = {}
+for i = 1, #stamped do
+  for k = 1, 3 do flat[#flat + 1] = stamped[i][k] end
+end
+return {1, reply, flat}

@@ -9,7 +9,7 @@ from redis.exceptions import RedisError
 
 from .errors import BackendUnavailable
 from .identity import parse_session_id
-from .models import Session, session_from_hash
+from .models import Session, session_from_parts, session_parts
 from .nearcache import MISS, NearCache, NearCacheConfig
 from .store import SessionStore
 from .tracking import MemoryInvalidator, TrackingInvalidator
@@ -52,21 +52,23 @@ class CoherentCache:
         if self.in_process:
             await self.source.drain()
         cache = self.cache
-        flat = cache.get(key)
-        if flat is MISS:
+        parts = cache.get(key)
+        if parts is MISS:
             ticket = cache.begin((key,))
             try:
                 flat = await self.store.client.hgetall(key)
+                # Kept decoded, so a hit only builds the Session. An absent session is cached
+                # too (as None): a burst of reads for a gone session stays off Redis, and its
+                # creation invalidates the entry like any write.
+                parts = session_parts(ident, key, flat) if flat else None
             except RedisError as exc:
                 cache.abandon(ticket)
                 raise BackendUnavailable(f"Redis unavailable during get: {exc}") from exc
-            except BaseException:
+            except BaseException:  # a corrupt hash (IntegrityError) or a cancellation
                 cache.abandon(ticket)
                 raise
-            # An absent session is cached too (as {}): a burst of reads for a gone session
-            # stays off Redis, and its creation invalidates the entry like any write.
-            cache.fill(ticket, key, flat, 64 + sum(len(k) + len(v) for k, v in flat.items()))
-        return session_from_hash(ident, key, flat) if flat else None
+            cache.fill(ticket, key, parts, 64 + sum(len(k) + len(v) for k, v in flat.items()))
+        return None if parts is None else session_from_parts(parts)
 
     def written(self, keys: Iterable[str]) -> None:
         """This process wrote these keys: drop them now (before the server's push arrives)."""

@@ -3,8 +3,9 @@
 A context lives in two keys in the session's slot (KeySchema.context and .history). Every
 script that touches them first compares the context's generation with the session's creation
 time, so a context left behind by an earlier session of the same identity is never seen. The
-context keys expire ``outlive`` seconds after the session's expiry as it stood at the last
-context write, and SessionSystem.delete_session deletes them with the session.
+context keys always expire with the session: every context write gives them the session's
+expiry, and every touch, update or tracked activity that moves the session's expiry moves
+theirs (lib/context.lua context_follow); SessionSystem.delete_session deletes them with it.
 """
 
 from __future__ import annotations
@@ -50,14 +51,9 @@ class ContextConfig:
     """"msgpack" (compact, the default) or "json" (readable with redis-cli)."""
     history: HistoryConfig = field(default_factory=HistoryConfig)
     validator: ContextValidator = field(default_factory=ContextValidator)
-    outlive: float | None = None
-    """Seconds the context keys outlive the session's expiry at the last context write (None:
-    the store's default TTL), so a session kept alive by touches alone keeps its context."""
 
     def __post_init__(self) -> None:
         codec_named(self.codec)
-        if self.outlive is not None and not self.outlive > 0:
-            raise ValidationError(f"outlive must be > 0 seconds or None, got {self.outlive!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +80,6 @@ class SessionContext:
         self.near_cache = near_cache
         self.drain: Any = None
         """Set by the system on memory://: applies queued invalidations before a cached read."""
-        outlive = self.config.outlive if self.config.outlive is not None else store.default_ttl
-        self._outlive_ms = str(max(1, round(outlive * 1000)))
         self._caps = self.config.history.append_caps()
         self._version = str(SCHEMA_VERSION)
         self._summarizing: dict[str, asyncio.Task[None]] = {}
@@ -124,7 +118,7 @@ class SessionContext:
         self._check_message_size(payload)
         _, keys = self.keys_of(session_id)
         args = self.store.op_args(
-            [token_arg, payload, *self._caps, self._version, self._outlive_ms]
+            [token_arg, payload, *self._caps, self._version]
         )
         log = self.store.keys.op_log(keys[0])
         reply = await self._append.run(self.store.client, [*keys, log], args)
@@ -249,7 +243,6 @@ class SessionContext:
         required = ["v:" + n for n in self.validator.required] if self.validator.strict else []
         args: list[str | bytes] = [
             self._version,
-            self._outlive_ms,
             str(self.validator.limits.max_variables),
             step,
             str(len(required)),

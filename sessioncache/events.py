@@ -228,6 +228,8 @@ class EventLog:
                 keys.users(shard),
                 keys.change_bucket_of(ident),
                 keys.op_log(key),
+                keys.context(ident),  # its context follows the session's expiry
+                keys.history(ident),
             ]
             if self.store.expiry_index_of is not None:
                 found_keys.append(self.store.expiry_index_of(ident))

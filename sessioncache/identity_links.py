@@ -122,6 +122,13 @@ class IdentityLinks:
         )
         return bool(reply[0] == 1)
 
+    async def persons_of(self, identities: list[str]) -> list[str]:
+        """The distinct persons these identities (``platform:user``) belong to (one HMGET)."""
+        if not identities:
+            return []
+        raw = await self.client.hmget(self.keys.link_owners(), identities)
+        return sorted({r.decode() for r in raw if r is not None})
+
     async def person_of(self, platform: object, user_id: object) -> str | None:
         """The person an identity belongs to, or None."""
         raw = await self.client.hget(self.keys.link_owners(), identity_name(platform, user_id))

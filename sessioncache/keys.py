@@ -11,6 +11,7 @@ so every key of one user's sessions lives in one cluster slot)::
     sc:cfg:transitions                         the fleet's transition table (string, versioned)
     sc:lease:{<name>}  sc:fleet:{<name>}       a fleet lease and its fleet job's state (fleet.py)
     sc:x:{<slot tag>}                          expiry index of one slot (zset: key -> due ms)
+    sc:xo:{<slot tag>}                         expiry effect outbox of one slot (zset)
     sc:ar:{<u>}:<suffix>#<c>  sc:are:...       an archived session and its event stream
     sc:aru:{<u>}                               a user's archived sessions (hash)
     sc:cx:{<u>}:<platform>:<chat>[:<thread>]  context of a session (variables, slots; hash)
@@ -43,6 +44,9 @@ _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # use fullmatch()
 
 STANDALONE_CHANGE_BUCKETS = 256
 """Change-index buckets on a standalone server (a cluster needs one per slot: 16384)."""
+
+STANDALONE_EXPIRY_BUCKETS = 16
+"""Expiry index buckets on a standalone server (a cluster needs one per slot)."""
 
 
 class KeySchema:
@@ -228,6 +232,32 @@ class KeySchema:
         """SCAN pattern matching every expiry index bucket of this namespace."""
         return f"{self._prefix}x:*"
 
+    def expiry_keys_pattern(self) -> str:
+        """SCAN pattern matching every expiry index bucket and effect outbox (one SCAN)."""
+        return f"{self._prefix}x*"
+
+    def expiry_outbox(self, index: int) -> str:
+        """The effect outbox of expiry bucket ``index`` (zset: effect -> when it may be
+        claimed, ms): effects outside Redis (notify callback, archive file) recorded by
+        expiry_act.lua and delivered from here. Same slot as the bucket."""
+        return f"{self._prefix}xo:{{{slot_tag(index)}}}"
+
+    def expiry_outbox_of(self, index_key: str) -> str:
+        """The outbox beside an expiry index bucket key (``ns:x:{t}`` -> ``ns:xo:{t}``)."""
+        head = f"{self._prefix}x:"
+        if not index_key.startswith(head):
+            raise ValidationError(f"{index_key!r} is not an expiry index of {self.namespace!r}")
+        return f"{self._prefix}xo:{index_key[len(head) :]}"
+
+    def expiry_buckets(self) -> int:
+        """How many expiry index buckets: 16 on a standalone server, one per slot on a
+        cluster (a session's bucket must be in its slot there)."""
+        return SLOTS if self.cluster else STANDALONE_EXPIRY_BUCKETS
+
+    def expiry_index_of_tag(self, user_tag: str) -> str:
+        """The expiry index bucket of a user's sessions."""
+        return self.expiry_index(self.expiry_bucket_index(user_tag, self.expiry_buckets()))
+
     def expiry_bucket_index(self, user_tag: str, buckets: int) -> int:
         """Which of ``buckets`` expiry buckets holds this user's sessions."""
         return tag_slot(user_tag) % buckets
@@ -363,6 +393,12 @@ class KeySchema:
         """aiogram event-isolation lock of one StorageKey (string holding the owner's token)."""
         return f"{self._prefix}fsm:{{{fid.tag}}}:{fid.rest}:lock"
 
+    def fsm_turn(self, fid: FsmIdentity) -> tuple[str, str, str]:
+        """aiogram event isolation by turns (turns.TurnLock) of one StorageKey: the lease, the
+        waiter queue and the waiter liveness."""
+        base = f"{self._prefix}fsm:{{{fid.tag}}}:{fid.rest}"
+        return f"{base}:tn", f"{base}:tq", f"{base}:tw"
+
     def fsm_pattern(self) -> str:
         """SCAN pattern matching every FSM key of this namespace."""
         return f"{self._prefix}fsm:*"
@@ -378,6 +414,13 @@ class KeySchema:
     def ptb_chat(self, chat_id: object) -> str:
         """python-telegram-bot chat_data of one chat (hash)."""
         return f"{self._prefix}ptb:c:{{{ptb_id(chat_id, 'chat_id')}}}"
+
+    def ptb_turn(self, chat_id: object) -> tuple[str, str, str]:
+        """python-telegram-bot: the turn (turns.TurnLock) of one chat's updates, in the slot of
+        its chat_data: the lease, the waiter queue and the waiter liveness."""
+        tag = ptb_id(chat_id, "chat_id")
+        head = f"{self._prefix}ptb:"
+        return f"{head}tn:{{{tag}}}", f"{head}tq:{{{tag}}}", f"{head}tw:{{{tag}}}"
 
     def ptb_users_pattern(self) -> str:
         """SCAN pattern matching every python-telegram-bot user_data key of this namespace."""

@@ -223,10 +223,34 @@ class Session:
         return f"Session({inner})"
 
 
+ExpiryFields = tuple[bytes | None, bytes | None, bytes | None]
+SessionParts = tuple[tuple[Any, ...], dict[bytes, bytes] | None, ExpiryFields | None]
+"""A session decoded but not built: Session's arguments, its undecoded fields, its expiry rule
+(the near cache keeps these, so a hit builds a new Session with one call)."""
+
+
 def session_from_hash(
     ident: Identity, key: str, flat: Sequence[bytes] | dict[bytes, bytes]
 ) -> Session:
     """Build a Session from HGETALL output (a dict, or a flat list from a script)."""
+    return session_from_parts(session_parts(ident, key, flat))
+
+
+def session_from_parts(parts: SessionParts) -> Session:
+    """A new Session from session_parts(); the parts are only read (shared by every copy)."""
+    args, stored, expiry = parts
+    session = Session(*args)
+    if stored:
+        session._stored = stored
+    if expiry is not None:
+        session._expiry = expiry
+    return session
+
+
+def session_parts(
+    ident: Identity, key: str, flat: Sequence[bytes] | dict[bytes, bytes]
+) -> SessionParts:
+    """HGETALL output (a dict, or a flat list from a script) checked and decoded."""
     if isinstance(flat, dict):
         fields = dict(flat)  # a copy: the fields are popped below
     else:
@@ -245,7 +269,7 @@ def session_from_hash(
     pop(b"t", None)
     pop(b"o", None)
     expiry = (pop(b"x", None), pop(b"y", None), pop(b"w", None))
-    session = Session(
+    args = (
         ident.session_id,
         key,
         platform_of(ident.platform),
@@ -261,8 +285,4 @@ def session_from_hash(
         int(messages),
         int(priority),
     )
-    if fields:
-        session._stored = fields
-    if expiry[1] is not None:
-        session._expiry = expiry
-    return session
+    return args, fields or None, expiry if expiry[1] is not None else None

@@ -67,6 +67,9 @@ class SessionSystemConfig:
     """How long archived sessions stay in Redis (archive_dir keeps a file copy)."""
     expiry_notify: Any = None
     """Called with an ExpiryNotice for each warning and notify action (sync or async)."""
+    expiry_effect_lease: float = 30.0
+    """Seconds an undelivered expiry effect (callback, archive file) stays with the process
+    that recorded it before any sweep may deliver it (docs/expiry.md)."""
     # Cross-channel sync (docs/sync.md)
     session_scope: str = "chat_user_thread"
     """chat_user_thread, person or chat (scoped_session())."""

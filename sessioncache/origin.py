@@ -156,9 +156,12 @@ async def touch_session(
     return await current_system().touch_session(session_id, messages=messages, ttl=ttl)
 
 
-async def list_user_sessions(user_id: str | int) -> list[Session]:
-    """Every live session of a user (an empty list for an unknown user)."""
-    return await current_system().list_user_sessions(user_id)
+async def list_user_sessions(
+    user_id: str | int, *, platform: Platform | str | None = None
+) -> list[Session]:
+    """Every live session of a user (an empty list for an unknown user); in session_scope
+    "person", the person's unified session too (SessionSystem.list_user_sessions)."""
+    return await current_system().list_user_sessions(user_id, platform=platform)
 
 
 async def shutdown_sessions() -> None:

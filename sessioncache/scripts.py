@@ -175,6 +175,7 @@ class ScriptRegistry:
     delete: Script
     expiry_act: Script
     expiry_arm: Script
+    expiry_outbox: Script
     fleet_claim: Script
     fleet_finish: Script
     link_confirm: Script
@@ -192,7 +193,10 @@ class ScriptRegistry:
     restore_session: Script
     seen_update: Script
     sync_apply: Script
+    sync_done: Script
+    sync_plan: Script
     sync_read: Script
+    sync_resolve: Script
     touch: Script
     track_event: Script
     transition: Script

@@ -103,6 +103,7 @@ class SessionStore(ListingMethods):
         self.expiry_index_of: Callable[[Identity], str] | None = None
         """Set by the expiry engine: the expiry index bucket of a session (extra script key)."""
         self._keys_cache: dict[Identity, tuple[str, str, str, str]] = {}
+        self._moving_keys: dict[Identity, tuple[str, ...]] = {}
         self._ids_cache: dict[str, tuple[Identity, tuple[str, str, str, str]]] = {}
         self._horizon_ms = str(retry_horizon_ms).encode()
 
@@ -187,6 +188,24 @@ class SessionStore(ListingMethods):
             if len(self._ids_cache) >= 65536:
                 self._ids_cache.clear()
             found = self._ids_cache[session_id] = (ident, self._session_keys(ident))
+        return found
+
+    def expiry_moving_keys(self, ident: Identity) -> tuple[str, ...]:
+        """KEYS of update.lua and touch.lua, which move the session's expiry: the session keys,
+        its context hash and history list (they take the same expiry, lib/context.lua), then
+        the expiry index bucket with expiry rules (cached: the hot path)."""
+        found = self._moving_keys.get(ident)
+        if found is None:
+            if len(self._moving_keys) >= 65536:
+                self._moving_keys.clear()
+            found = self._moving_keys[ident] = (
+                *self._session_keys(ident),
+                self.keys.context(ident),
+                self.keys.history(ident),
+            )
+        # Not cached: the expiry engine may be attached after the first call.
+        if self.expiry_index_of is not None:
+            return (*found, self.expiry_index_of(ident))
         return found
 
     def op_args(self, args: Sequence[Any]) -> list[Any]:
@@ -349,12 +368,12 @@ class SessionStore(ListingMethods):
         delete_metadata: Iterable[str] = (),
         priority: int | None = None,
         expected_version: int | None = None,
+        shared: tuple[Sequence[str], Sequence[Any]] = ((), ()),
     ) -> tuple[Identity, Sequence[str], list[Any]]:
-        """The checked KEYS and ARGV of update.lua (batch.py pipelines many of them)."""
-        ident, four = self._by_id(session_id)
-        keys: Sequence[str] = four
-        if self.expiry_index_of is not None:
-            keys = (*four, self.expiry_index_of(ident))
+        """The checked KEYS and ARGV of update.lua (batch.py pipelines many of them);
+        ``shared``: the KEYS and ARGV of its shared-field section (SyncManager.update)."""
+        ident = self._by_id(session_id)[0]
+        keys = self.expiry_moving_keys(ident)
         npairs, pairs = update_fields(data, metadata, delete, delete_metadata, self.limits)
         args = [
             check_version(expected_version),
@@ -363,9 +382,12 @@ class SessionStore(ListingMethods):
             check_priority(priority),
             self._max_fields,
             str(npairs),
-            *pairs,
+            *pairs[: 2 * npairs],
+            str(len(pairs) - 2 * npairs),
+            *pairs[2 * npairs :],
+            *shared[1],
         ]
-        return ident, keys, self.op_args(args)
+        return ident, (*keys, *shared[0]), self.op_args(args)
 
     def update_outcome(self, session_id: str, reply: Any, expected_version: int | None) -> Any:
         """update.lua's reply payload, or its failure as our exception."""
@@ -462,12 +484,10 @@ class SessionStore(ListingMethods):
     ) -> dt.datetime:
         """Record activity (and optionally messages); refreshes the TTL. Returns the new expiry.
         SessionNotFound if the session does not exist."""
-        ident, four = self._by_id(session_id)
+        ident = self._by_id(session_id)[0]
         new_ttl = "" if ttl is None else str(ttl_ms(ttl))
         args = self.op_args([self._ttl_arg, check_messages(messages), new_ttl])
-        keys: Sequence[str] = four
-        if self.expiry_index_of is not None:
-            keys = (*four, self.expiry_index_of(ident))
+        keys = self.expiry_moving_keys(ident)
         reply = await self.scripts.touch.run(self.client, keys, args)
         if reply[0] == -1:
             raise SessionNotFound(session_id)

@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .codec import data_field, decode_value, encode_value
 from .errors import SessionNotFound, ValidationError
 from .hlc import HybridClock
 from .identity import Identity, parse_session_id
-from .identity_links import IdentityLinks, identity_name, split_identity
+from .identity_links import IdentityLinks, identity_name
+from .models import Session, session_from_hash
 from .store import SessionStore
 from .sync_history import SyncHistory, SyncRecord
+from .sync_modes import SyncModes
+from .sync_records import (
+    Conflict,
+    SyncField,
+    conflict_id,
+    list_conflicts,
+    merge_state,
+    plan_of,
+    resolve_conflict,
+    stamp_fields,
+)
+from .sync_targets import Entries, Targets
+
+__all__ = ["Conflict", "Resolver", "SyncConfig", "SyncField", "SyncManager"]
 
 STRATEGIES = ("lww", "fww", "merge", "priority", "manual")
 MODES = ("manual", "auto", "delayed", "batch")
@@ -63,69 +75,17 @@ class SyncConfig:
         return "custom" if callable(self.strategy) else str(self.strategy)
 
 
-@dataclass(slots=True)
-class Conflict:
-    """A field two channels changed concurrently under strategy "manual"; both values kept."""
-
-    conflict_id: str
-    session_id: str
-    field: str
-    stored: Any
-    incoming: Any
-    origin: str
-    """The session the incoming value came from."""
-    stamp: str
-
-
-@dataclass(slots=True)
-class SyncField:
-    """One field as sync_apply.lua takes it (see its header)."""
-    name: str
-    stored: str
-    stamp: str
-    base: str
-    kind: str
-    value: bytes
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _conflict_id(stored_field: str, stamp: str) -> str:
-    return hashlib.sha1(f"{stored_field}\0{stamp}".encode()).hexdigest()[:16]
-
-
-def _plan(op: str, source: str, targets: list[str], payload: Sequence[SyncField]) -> dict[str, Any]:
-    """A sync operation as the journal keeps it (JSON: values in base64)."""
-    return {
-        "op": op, "source": source, "targets": targets,
-        "fields": [[f.name, f.stored, f.stamp, f.base, f.kind,
-                    base64.b64encode(f.value).decode()] for f in payload],
-    }
-
-
-def _merge_state(value: Any, stamp: str, origin: str) -> Any:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return {"c": {origin: [value, stamp]}}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return {"s": sorted(value, key=json.dumps) if isinstance(value, (set, frozenset))
-                else list(value)}
-    if isinstance(value, dict):
-        return {"m": value, "t": stamp}
-    return {"v": value, "t": stamp}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=json.dumps)
-    return value
-
-
-class SyncManager:
+class SyncManager(SyncModes):
     """Stamps shared fields on write and applies them to a person's other sessions.
 
-    Each target is one sync_apply.lua call in the target's slot; an operation that spans
-    slots is journaled first ({idm} slot) and removed when every target has it, so a process
-    killed between steps leaves a plan that ``recover()`` replays (every step is idempotent:
-    an equal stamp is already applied).
+    A local write is one update.lua call: its shared fields are stamped, decided and announced
+    in the same step as the rest of the write (one version). A sync then takes three more round
+    trips (docs/sync.md, "Round trips"): the link lookup that journals the plan ({idm} slot,
+    sync_plan.lua), one sync_apply.lua per target in the target's slot, and sync_done.lua,
+    which drops the plan and records history. The targets come from each other identity's user
+    index, remembered and checked by sync_apply.lua itself (sync_targets.py). A process killed
+    between steps leaves a plan that ``recover()`` replays (every step is idempotent: an equal
+    stamp is already applied).
     """
 
     def __init__(self, store: SessionStore, links: IdentityLinks, config: SyncConfig) -> None:
@@ -138,6 +98,7 @@ class SyncManager:
         """Told of every session this manager wrote (the near cache drops it at once)."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.targets = Targets(store)
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -152,17 +113,25 @@ class SyncManager:
         order = list(self.config.priority)
         return str(order.index(platform) if platform in order else len(order))
 
-    async def _apply(
-        self, session_id: str, mode: str, origin: str, fields: Sequence[SyncField]
+    async def apply(
+        self, session_id: str, mode: str, origin: str, fields: Sequence[SyncField],
+        index: Entries | None = None,
     ) -> dict[str, str]:
+        """One sync_apply.lua call: ``fields`` from ``origin`` decided by ``mode`` (a strategy,
+        or "local"); field -> applied/kept/conflict/moved. SessionNotFound if it is gone;
+        with ``index`` (the user index's entries as last seen), {} if the index changed."""
         ident = parse_session_id(session_id)
         args: list[Any] = [mode, origin, self._rank(parse_session_id(origin).platform),
                            str(len(fields))]
         for f in fields:
-            args += [f.stored, f.stamp, f.base, f.kind, f.value, _conflict_id(f.stored, f.stamp)]
+            args += [f.stored, f.stamp, f.base, f.kind, f.value, conflict_id(f.stored, f.stamp)]
+        if index is not None:
+            args += [str(len(index)), *index]
         reply = await self.store.scripts.sync_apply.run(
             self.store.client, self.script_keys(ident), self.store.op_args(args)
         )
+        if reply[0] == -2:
+            return {}
         if self.on_write is not None:
             self.on_write(session_id)
         if reply[0] == -1:
@@ -176,43 +145,103 @@ class SyncManager:
 
     # -- local writes ---------------------------------------------------------------------
 
+    def _stamped(self, data: Mapping[str, Any], delete: Iterable[str]) -> list[SyncField]:
+        """The shared fields of a write, freshly stamped (the others are not sync's)."""
+        return stamp_fields(self.config.shares, self.config.strategy == "merge", self.clock,
+                            self.store.limits, data, delete)
+
+    async def update(
+        self,
+        session_id: str,
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        delete: Iterable[str] = (),
+        delete_metadata: Iterable[str] = (),
+        priority: int | None = None,
+        expected_version: int | None = None,
+    ) -> Session:
+        """SessionStore.update() with the shared fields stamped in the same update.lua call
+        (one atomic step, one version), announced, then synced as the mode says: now (auto),
+        after ``delay`` (delayed), by the batch job, or on ``sync_sessions()`` (manual)."""
+        if isinstance(delete, str):
+            raise ValidationError("delete and delete_metadata take a list of names, not a str")
+        delete = list(delete)
+        shared = self._stamped(data or {}, delete)
+        names = {f.name for f in shared}
+        plain = None if data is None else {k: v for k, v in data.items() if k not in names}
+        session, _ = await self._local(
+            session_id, shared, plain, metadata, [d for d in delete if d not in names],
+            delete_metadata, priority, expected_version)
+        return session
+
+    async def _local(
+        self,
+        session_id: str,
+        shared: Sequence[SyncField],
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        delete: Iterable[str] = (),
+        delete_metadata: Iterable[str] = (),
+        priority: int | None = None,
+        expected_version: int | None = None,
+    ) -> tuple[Session, list[SyncField]]:
+        store = self.store
+        ident = parse_session_id(session_id)
+        section: tuple[list[str], list[Any]] = ([], [])
+        journaled = None
+        if shared and self.config.mode == "auto":
+            # Journaled before the write: a process killed after it finds the plan in recover().
+            journaled = await self._journal("update", session_id, [f.name for f in shared])
+        if shared:
+            args: list[Any] = [
+                str(len(shared)), session_id, self._rank(ident.platform),
+                store.keys.sync_channel(),
+                json.dumps({"session": session_id, "fields": [f.name for f in shared]}),
+            ]
+            for f in shared:
+                args += [f.stored, f.stamp, f.base, f.kind, f.value, ""]
+            section = ([store.keys.sync_meta(ident), store.keys.sync_conflicts(ident)], args)
+        ident, keys, argv = store.update_command(
+            session_id, "full", data, metadata, delete, delete_metadata, priority,
+            expected_version, shared=section)
+        try:
+            reply = await store.scripts.update.run(store.client, keys, argv)
+            flat = store.update_outcome(session_id, reply, expected_version)
+        except BaseException:
+            if journaled is not None:  # nothing written, nothing to sync
+                await self._done(journaled[0], [])
+            raise
+        session = session_from_hash(ident, keys[0], flat)
+        if self.on_write is not None:
+            self.on_write(session_id)
+        if not shared:
+            return session, []
+        if len(reply) > 2:
+            parts = reply[2]
+            payload = [
+                SyncField(f.name, f.stored, st.decode(), b.decode(), "m" if j else f.kind,
+                          j or f.value)
+                for f, st, b, j in zip(shared, parts[0::3], parts[1::3], parts[2::3], strict=True)
+            ]
+        else:  # a retry the op log answered: what it stored, read back
+            payload = await self._read(session_id, [f.name for f in shared])
+        if journaled is not None:
+            await self._run(*journaled, payload)
+        else:
+            await self._after_write(session_id)
+        return session, payload
+
     async def write(
         self, session_id: str, data: Mapping[str, Any], delete: Iterable[str] = ()
     ) -> dict[str, str]:
-        """Write (or delete) shared fields of a session with fresh stamps, then sync them as
-        the mode says: now (auto), after ``delay`` (delayed), by the batch job, or on
-        ``sync_sessions()`` (manual). Fields that are not shared are ignored here."""
-        limits = self.store.limits
-        merge = self.config.strategy == "merge"
-        fields = []
-        for name, value in data.items():
-            if not self.config.shares(name):
-                continue
-            if merge:
-                encode_value(value, limits)  # the same limits as any stored value
-                try:
-                    raw = json.dumps(_jsonable(value)).encode()
-                except (TypeError, ValueError) as exc:
-                    raise ValidationError(
-                        f"field {name!r}: strategy 'merge' takes JSON values "
-                        f"(numbers, text, lists, sets, dicts): {exc}"
-                    ) from exc
-                fields.append(
-                    SyncField(name, data_field(name, limits), self.clock.now(), "", "m", raw)
-                )
-            else:
-                fields.append(SyncField(name, data_field(name, limits), self.clock.now(), "", "v",
-                                     encode_value(value, limits)))
-        for name in delete:
-            if self.config.shares(name):
-                fields.append(SyncField(name, data_field(name, limits), self.clock.now(), "", "d",
-                                     b""))
+        """Write (or delete) shared fields of a session (the others are ignored here), as
+        update() does; field -> "applied"."""
+        fields = self._stamped(data, delete)
         if not fields:
             return {}
-        result = await self._apply(session_id, "local", session_id, fields)
-        await self._announce(session_id, [f.name for f in fields])
-        await self._after_write(session_id)
-        return result
+        await self._local(session_id, fields)
+        return {f.name: "applied" for f in fields}
 
     async def increment(self, session_id: str, name: str, by: int | float = 1) -> Any:
         """Add to a shared counter (strategy "merge"): this session's share grows by ``by``,
@@ -220,60 +249,9 @@ class SyncManager:
         if self.config.strategy != "merge" or not self.config.shares(name):
             raise ValidationError("increment() needs strategy 'merge' and a shared field")
         f = SyncField(name, data_field(name, self.store.limits), self.clock.now(), "", "m",
-                   json.dumps({"+": by}).encode())
-        result = await self._apply(session_id, "local", session_id, [f])
-        await self._announce(session_id, [name])
-        await self._after_write(session_id)
-        return result[name]
-
-    async def _announce(self, session_id: str, names: list[str]) -> None:
-        await self.store.client.publish(
-            self.store.keys.sync_channel(), json.dumps({"session": session_id, "fields": names})
-        )
-
-    async def _after_write(self, session_id: str) -> None:
-        mode = self.config.mode
-        if mode == "auto":
-            await self.sync_sessions(session_id)
-        elif mode == "delayed":
-            self._debounce(session_id)
-        elif mode == "batch":
-            await self.store.client.zadd(self.store.keys.sync_pending(),
-                                         {session_id: time.time() * 1000})
-
-    def _debounce(self, session_id: str) -> None:
-        loop = asyncio.get_running_loop()
-        old = self._timers.pop(session_id, None)
-        if old is not None:
-            old.cancel()
-
-        def fire() -> None:
-            self._timers.pop(session_id, None)
-            task = loop.create_task(self.sync_sessions(session_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        self._timers[session_id] = loop.call_later(self.config.delay, fire)
-
-    async def flush(self) -> None:
-        """Run every delayed sync now and wait for those under way (before shutdown)."""
-        timers, self._timers = self._timers, {}
-        for sid, handle in timers.items():
-            handle.cancel()
-            await self.sync_sessions(sid)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def run_batch(self, *_: Any) -> int:
-        """Sync every session waiting for the batch job; returns how many (a FleetJob func)."""
-        key = self.store.keys.sync_pending()
-        due = await self.store.client.zrange(key, 0, 999)
-        for raw in due:
-            sid = raw.decode()
-            with contextlib.suppress(SessionNotFound):
-                await self.sync_sessions(sid)
-            await self.store.client.zrem(key, raw)
-        return len(due)
+                      json.dumps({"+": by}).encode())
+        await self._local(session_id, [f])
+        return "applied"
 
     # -- linked sessions ------------------------------------------------------------------
 
@@ -281,24 +259,8 @@ class SyncManager:
         """The other sessions of the session's person: each linked identity's sessions on its
         platform (none for an unlinked identity)."""
         ident = parse_session_id(session_id)
-        own = identity_name(ident.platform, ident.user_id)
-        out = []
-        for who in await self.links.linked_identities(ident.platform, ident.user_id):
-            if who == own:
-                continue
-            platform, user = split_identity(who)
-            # The user index's entries, not the sessions: a stale entry (an expired session)
-            # costs a "gone" verdict at apply, a HGETALL per session would cost every sync.
-            keys = self.store.keys
-            for raw in await self.store.client.hkeys(keys.user_index(user)):
-                sid = keys.session_id_of_key(keys.session_in_index(user, raw.decode()))
-                if sid.startswith(platform + ":") and sid != session_id:
-                    out.append(sid)
-        return sorted(out)
-
-    async def _person(self, session_id: str) -> str | None:
-        ident = parse_session_id(session_id)
-        return await self.links.person_of(ident.platform, ident.user_id)
+        return await self.targets.of(
+            await self.links.linked_identities(ident.platform, ident.user_id), session_id)
 
     async def _read(self, session_id: str, names: Sequence[str] | None) -> list[SyncField]:
         ident = parse_session_id(session_id)
@@ -308,6 +270,8 @@ class SyncManager:
                 names = list((await self.store.get(session_id)).data)
             else:
                 names = list(self.config.shared_fields)
+        if not names:
+            return []  # nothing shared: nothing to read (the script would answer as for no session)
         stored = [data_field(n, limits) for n in names]
         reply = await self.store.scripts.sync_read.run(
             self.store.client,
@@ -323,7 +287,7 @@ class SyncManager:
             stamp_s = stamp.decode()
             self.clock.observe(stamp_s)
             if self.config.strategy == "merge":
-                st = json.loads(state) if state else _merge_state(
+                st = json.loads(state) if state else merge_state(
                     None if value is None else decode_value(value), stamp_s, session_id)
                 out.append(SyncField(name, sf, stamp_s, "", "m", json.dumps(st).encode()))
             elif value is None:
@@ -341,43 +305,89 @@ class SyncManager:
 
         Journaled first: a process killed between targets leaves the plan for recover().
         """
-        targets = await self.linked_sessions(session_id)
-        if not targets:
-            return {}
         payload = await self._read(session_id, fields)
         if not payload:
             return {}
+        journaled = await self._journal(op, session_id, [f.name for f in payload])
+        return {} if journaled is None else await self._run(*journaled, payload)
+
+    async def _journal(
+        self, op: str, source: str, names: Sequence[str], conflict: str | None = None
+    ) -> tuple[str, dict[str, Any], str, list[str]] | None:
+        """Look the person up and journal the plan in one step (sync_plan.lua): (plan id,
+        plan, person, members), or None for an identity that is not linked (nothing
+        journaled: nobody to sync to). ``conflict``: the conflict a "resolve" settles."""
+        ident = parse_session_id(source)
         plan_id = self.clock.now()
-        plan = _plan(op, session_id, targets, payload)
-        journal = self.store.keys.sync_journal()
-        await self.store.client.hset(journal, plan_id, json.dumps(plan))
-        results = await self._run_plan(plan)
-        await self.store.client.hdel(journal, plan_id)
+        plan = plan_of(op, source, names, conflict)
+        keys = self.store.keys
+        found = await self.store.scripts.sync_plan.run(
+            self.store.client,
+            [keys.link_owners(), keys.link_members(), keys.sync_journal()],
+            [identity_name(ident.platform, ident.user_id), plan_id, json.dumps(plan)],
+        )
+        if not found:
+            return None
+        return plan_id, plan, found[0].decode(), found[1].decode().split()
+
+    async def _run(
+        self, plan_id: str, plan: Mapping[str, Any], person: str | None,
+        members: Iterable[str], payload: Sequence[SyncField],
+    ) -> dict[str, dict[str, str]]:
+        """Apply a journaled plan to the person's other sessions, one target after another
+        (each one step in its slot), then end it (sync_done.lua: plan dropped, history)."""
+        source = plan["source"]
+        if not payload:
+            await self._done(plan_id, [])
+            return {}
+        # A resolve's choice is final: it goes to the linked sessions last-writer-wins (its
+        # stamp is fresh), not by the strategy that kept the conflict.
+        strategy = "lww" if plan["op"] == "resolve" else self.config.strategy
+        results = await self.targets.each(
+            members, source,
+            lambda t, index: self._apply_target(t, source, payload, index, strategy),
+            remembered=not callable(strategy))
+        await self._done(plan_id, self._records(plan["op"], source, payload, results, person))
         return results
 
-    async def _run_plan(self, plan: dict[str, Any]) -> dict[str, dict[str, str]]:
-        source = plan["source"]
-        payload = [SyncField(n, sf, st, b, k, base64.b64decode(v))
-                   for n, sf, st, b, k, v in plan["fields"]]
-        person = await self._person(source)
-        results: dict[str, dict[str, str]] = {}
-        records = []
-        for target in plan["targets"]:
-            results[target] = await self._apply_target(target, source, payload)
-            records.append(SyncRecord(
-                plan["op"], source, target, [f.name for f in payload],
-                self.config.strategy_name, results[target], time.time(), person))
-        await self.history.record(records)
+    async def _done(self, plan_id: str, records: Sequence[SyncRecord]) -> None:
+        keys = self.store.keys
+        await self.store.scripts.sync_done.run(
+            self.store.client, [keys.sync_journal(), keys.sync_history()],
+            [plan_id, str(self.history.cap), *(r.to_json() for r in records)],
+        )
+
+    def _records(
+        self, op: str, source: str, payload: Sequence[SyncField],
+        results: Mapping[str, dict[str, str]], person: str | None,
+    ) -> list[SyncRecord]:
+        names = [f.name for f in payload]
+        now = time.time()
+        return [SyncRecord(op, source, t, names, self.config.strategy_name, r, now, person)
+                for t, r in results.items()]
+
+    async def _run_one(
+        self, op: str, source: str, target: str, payload: Sequence[SyncField]
+    ) -> dict[str, dict[str, str]]:
+        """A sync to one target without the journal (create, merge: run again to recover)."""
+        got = await self._apply_target(target, source, payload)  # no index: never None
+        results = {target: got or {}}
+        ident = parse_session_id(source)
+        person = await self.links.person_of(ident.platform, ident.user_id)
+        await self.history.record(self._records(op, source, payload, results, person))
         return results
 
     async def _apply_target(
-        self, target: str, source: str, payload: Sequence[SyncField]
-    ) -> dict[str, str]:
+        self, target: str, source: str, payload: Sequence[SyncField],
+        index: Entries | None = None, strategy: str | Resolver | None = None,
+    ) -> dict[str, str] | None:
+        """Apply to one target by ``strategy`` (the configured one if None); None if
+        ``index`` is stale (nothing applied)."""
         try:
-            strategy = self.config.strategy
+            strategy = self.config.strategy if strategy is None else strategy
             if callable(strategy):
                 return await self._apply_custom(target, source, payload, strategy)
-            return await self._apply(target, strategy, source, payload)
+            return await self.apply(target, strategy, source, payload, index) or None
         except SessionNotFound:
             return {f.name: "gone" for f in payload}
 
@@ -398,7 +408,7 @@ class SyncManager:
                 new = SyncField(f.name, f.stored, max(f.stamp, self.clock.now()),
                              (stamp or b"").decode(), "v",
                              encode_value(chosen, self.store.limits))
-                verdict = (await self._apply(target, "cas", source, [new]))[f.name]
+                verdict = (await self.apply(target, "cas", source, [new]))[f.name]
                 if verdict != "moved":
                     out[f.name] = verdict
                     break
@@ -420,7 +430,7 @@ class SyncManager:
         for other in await self.linked_sessions(session_id):
             payload = await self._read(other, None)
             if payload:
-                out.update(await self._run_plan(_plan("create", other, [session_id], payload)))
+                out.update(await self._run_one("create", other, session_id, payload))
         return out
 
     async def merge_sessions(self, a: str, b: str) -> None:
@@ -428,16 +438,35 @@ class SyncManager:
         for src, dst in ((a, b), (b, a)):
             payload = await self._read(src, None)
             if payload:
-                await self._run_plan(_plan("merge", src, [dst], payload))
+                await self._run_one("merge", src, dst, payload)
 
-    async def recover(self) -> int:
-        """Replay every journaled plan a killed process left (idempotent); returns how many."""
-        journal = self.store.keys.sync_journal()
-        plans = await self.store.client.hgetall(journal)
+    async def recover(self, min_age: float = 60.0) -> int:
+        """Replay every journaled plan a killed process left (idempotent); returns how many.
+
+        Plans younger than ``min_age`` seconds are left alone: a running process is still on
+        them (replaying one early is harmless, but its history would show the replay)."""
+        plans = await self.store.client.hgetall(self.store.keys.sync_journal())
+        cutoff = (time.time() - min_age) * 1000
+        done = 0
         for plan_id, raw in plans.items():
-            await self._run_plan(json.loads(raw))
-            await self.store.client.hdel(journal, plan_id)
-        return len(plans)
+            if int(plan_id[:13]) > cutoff:  # an HLC stamp: wall ms first (hlc.py)
+                continue
+            done += 1
+            plan = json.loads(raw)
+            ident = parse_session_id(plan["source"])
+            if plan.get("conflict") and await self.store.client.hexists(
+                    self.store.keys.sync_conflicts(ident), f"{plan['conflict']}:f"):
+                # A resolve killed before its step ran: the conflict stands, nothing to sync.
+                await self._done(plan_id.decode(), [])
+                continue
+            person = await self.links.person_of(ident.platform, ident.user_id)
+            members = [] if person is None else await self.links.members(person)
+            try:
+                payload = await self._read(plan["source"], plan["fields"])
+            except SessionNotFound:
+                payload = []  # the source is gone: nothing left to share
+            await self._run(plan_id.decode(), plan, person, members, payload)
+        return done
 
     async def forget(self, session_id: str) -> None:
         """Drop a deleted session's stamps and conflicts (its slot's two keys)."""
@@ -446,59 +475,15 @@ class SyncManager:
         await self.store.client.delete(keys.sync_meta(ident))
         await self.store.client.delete(keys.sync_conflicts(ident))
 
-    # -- conflicts ------------------------------------------------------------------------
+    # -- conflicts (sync_conflicts.py) ----------------------------------------------------
 
     async def list_conflicts(self, session_id: str | None = None) -> list[Conflict]:
         """Conflicts kept for review (strategy "manual"), of one session or of all."""
-        keys = self.store.keys
-        if session_id is not None:
-            cf_keys = [keys.sync_conflicts(parse_session_id(session_id))]
-        else:
-            cf_keys = [k.decode() if isinstance(k, bytes) else k async for k in
-                       self.store.client.scan_iter(match=keys.sync_conflicts_pattern(),
-                                                   count=1000)]
-        out = []
-        for cf in cf_keys:
-            sid = keys.session_id_of_conflicts_key(cf)
-            parts = await self.store.client.hgetall(cf)
-            if not parts:
-                continue
-            by_id: dict[str, dict[str, bytes]] = {}
-            for k, v in parts.items():
-                cid, _, part = k.decode().partition(":")
-                by_id.setdefault(cid, {})[part] = v
-            stored_raw = await self.store.client.hmget(
-                keys.session(parse_session_id(sid)), [p["f"].decode() for p in by_id.values()])
-            for (cid, p), cur in zip(by_id.items(), stored_raw, strict=True):
-                name = p["f"].decode()
-                out.append(Conflict(
-                    cid, sid, name[1:] if name.startswith("~") else name,
-                    None if cur is None else decode_value(cur),
-                    None if p["k"] == b"d" else decode_value(p["v"]),
-                    p["o"].decode(), p["s"].decode()))
-        return sorted(out, key=lambda c: c.stamp)
+        return await list_conflicts(self, session_id)
 
     async def resolve_conflict(self, conflict_id: str, choose: Any = "incoming") -> Conflict:
-        """Settle a conflict: "incoming", "stored", or a value of your own; the choice is
-        written with a fresh stamp and synced (last-writer-wins), and the record removed."""
-        for c in await self.list_conflicts():
-            if c.conflict_id == conflict_id:
-                break
-        else:
-            raise ValidationError(f"no conflict {conflict_id!r}")
-        value = c.incoming if choose == "incoming" else c.stored if choose == "stored" else choose
-        stored = data_field(c.field, self.store.limits)
-        f = SyncField(c.field, stored, self.clock.now(), "", "v",
-                   encode_value(value, self.store.limits))
-        await self._apply(c.session_id, "local", c.session_id, [f])
-        await self.store.client.hdel(
-            self.store.keys.sync_conflicts(parse_session_id(c.session_id)),
-            *(f"{conflict_id}:{p}" for p in "fvksoh"))
-        targets = await self.linked_sessions(c.session_id)
-        for target in targets:
-            await self._apply(target, "lww", c.session_id, [f])
-        await self.history.record([SyncRecord(
-            "resolve", c.session_id, t, [c.field], "manual", {c.field: "applied"},
-            time.time(), await self._person(c.session_id)) for t in targets])
-        return c
-
+        """Settle a conflict: "incoming", "stored", or a value of your own. The choice is
+        written with a fresh stamp and the record removed in one step (sync_resolve.lua); only
+        that call syncs it (last-writer-wins) and records history. ValidationError "no
+        conflict" if there is none, or another call settled it first (nothing written)."""
+        return await resolve_conflict(self, conflict_id, choose)

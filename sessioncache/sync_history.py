@@ -24,6 +24,10 @@ class SyncRecord:
     at: float
     person: str | None = None
 
+    def to_json(self) -> str:
+        """The record as the history list stores it."""
+        return json.dumps(asdict(self), sort_keys=True)
+
 
 class SyncHistory:
     """The namespace's capped list of SyncRecords (newest first)."""
@@ -38,7 +42,7 @@ class SyncHistory:
         if not records:
             return
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.lpush(self.key, *(json.dumps(asdict(r), sort_keys=True) for r in records))
+            pipe.lpush(self.key, *(r.to_json() for r in records))
             pipe.ltrim(self.key, 0, self.cap - 1)
             await pipe.execute()
 

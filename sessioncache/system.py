@@ -135,6 +135,7 @@ class SessionSystem(
             archive_retention=config.expiry_archive_retention,
             interval=config.expiry_interval,
             notify=config.expiry_notify,
+            effect_lease=config.expiry_effect_lease,
         )
         self.expiry_scheduler: AsyncIOScheduler | None = None
         if rules:
@@ -257,8 +258,13 @@ class SessionSystem(
         state: str = SessionState.NEW,
         priority: int = 0,
         ttl: float | None = None,
+        chat_type: str = "private",
     ) -> Session:
-        """Create a session; SessionExists if this identity already has one."""
+        """Create the session ``session_scope`` gives this chat and user (as in
+        get_or_create_session()); SessionExists if it exists."""
+        chat_id, user_id, platform, thread_id = await self.scoped_identity(
+            chat_id, user_id, platform, thread_id, chat_type
+        )
         session = await self.store.create(
             chat_id,
             user_id,
@@ -272,7 +278,7 @@ class SessionSystem(
         )
         if self.expiry.rules:
             await self.expiry.arm(session)
-        return session
+        return await self.pull_shared(session)
 
     async def get_or_create_session(
         self,
@@ -286,30 +292,28 @@ class SessionSystem(
         state: str = SessionState.NEW,
         priority: int = 0,
         ttl: float | None = None,
+        chat_type: str = "private",
     ) -> Session:
         """The identity's session, created with the given contents if it does not exist
         (one atomic step: racing callers end with one session). With expiry rules, a session
-        past its deadline has its rule applied once and a fresh one is returned."""
-        if self.expiry.rules:
-            return await self.expiry.get_or_create(
-                self.store.identity(chat_id, user_id, platform, thread_id),
-                data=data,
-                metadata=metadata,
-                state=state,
-                priority=priority,
-                ttl=ttl,
-            )
-        return await self.store.get_or_create(
-            chat_id,
-            user_id,
-            platform,
-            thread_id,
-            data=data,
-            metadata=metadata,
-            state=state,
-            priority=priority,
-            ttl=ttl,
+        past its deadline has its rule applied once and a fresh one is returned.
+
+        Which session is the one ``session_scope`` gives this chat and user: per chat, user
+        and thread (default), the linked person's one session ("person"), or the group's
+        ("chat", with ``chat_type="group"``; ScopeError for a direct message). A new session
+        of a linked identity takes the person's shared fields (docs/sync.md)."""
+        chat_id, user_id, platform, thread_id = await self.scoped_identity(
+            chat_id, user_id, platform, thread_id, chat_type
         )
+        if self.expiry.rules:
+            session = await self.expiry.get_or_create(
+                self.store.identity(chat_id, user_id, platform, thread_id), data=data,
+                metadata=metadata, state=state, priority=priority, ttl=ttl)
+        else:
+            session = await self.store.get_or_create(
+                chat_id, user_id, platform, thread_id, data=data, metadata=metadata,
+                state=state, priority=priority, ttl=ttl)
+        return await self.pull_shared(session)
 
     async def get_session(self, session_id: str, *, fresh: bool = False) -> Session | None:
         """The session, or None if it does not exist (the origin API's contract; the store's
@@ -354,10 +358,13 @@ class SessionSystem(
     ) -> Session:
         """Merge data and metadata fields (and delete some) in one atomic step; see
         SessionStore.update(). SessionNotFound if the session does not exist."""
+        # With shared fields configured, the update stamps them in the same script (one
+        # version) and syncs them as sync_mode says; see docs/sync.md.
+        write = self.sync.update if self.sync.config.shared_fields else self.store.update
         try:
-            session = await self._write(
+            return await self._write(
                 session_id,
-                lambda: self.store.update(
+                lambda: write(
                     session_id,
                     data,
                     metadata,
@@ -369,11 +376,6 @@ class SessionSystem(
             )
         finally:
             self._written(session_id)
-        if self.sync.config.shared_fields and (data or delete):
-            # Shared fields are stamped (and synced as sync_mode says); see docs/sync.md.
-            await self.sync.write(session.session_id, data or {}, delete)
-            session = await self.store.get(session.session_id)
-        return session
 
     async def delete_session(self, session_id: str) -> bool:
         """Remove a session and its context; True if the session existed, False if it did
@@ -418,10 +420,6 @@ class SessionSystem(
                     raise
                 await self.expiry.successor_for(session_id)
         return await call()
-
-    async def list_user_sessions(self, user_id: str | int) -> list[Session]:
-        """Every live session of a user (an empty list for an unknown user)."""
-        return await self.store.list_user_sessions(user_id)
 
     async def count_sessions(self) -> int:
         """Number of live sessions in the namespace (a SCAN: an admin call, not a hot path)."""

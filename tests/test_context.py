@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -114,23 +115,79 @@ async def test_context_of_an_earlier_session_is_never_seen(make: Any) -> None:
     assert await system.get_variables(sid) == {}
 
 
-async def test_context_keys_expire_after_the_session(make: Any) -> None:
-    system = await make(context=ContextConfig(outlive=60))
+async def test_context_lives_exactly_as_long_as_its_session(make: Any) -> None:
+    """The context keys always carry the session's expiry: set by each context write, moved by
+    every touch, update and activity event (which write no context), gone with the session."""
+    system = await make()
     sid = (await system.create_session(1, 2, "telegram", ttl=100)).session_id
     await system.set_variable(sid, "x", 1)
     await system.append_message(sid, "user", "hi")
     ident = system.store.identity(1, 2, "telegram")
     client, keys = system.store.client, system.store.keys
-    session_exp = await client.pexpiretime(keys.session(ident))
-    for key in (keys.context(ident), keys.history(ident)):
-        assert await client.pexpiretime(key) == session_exp + 60_000
-    # A new history list (after a clear) gets the expiry too, and a touch moves both along.
-    await system.clear_history(sid)
-    await system.touch_session(sid, ttl=200)
+    names = (keys.session(ident), keys.context(ident), keys.history(ident))
+
+    async def expiries() -> list[int]:
+        found = [await client.pexpiretime(name) for name in names]
+        assert found[0] > 0 and found == [found[0]] * 3
+        return found
+
+    last = (await expiries())[0]
+    moves = [
+        lambda: system.touch_session(sid, ttl=300),
+        lambda: system.update_session(sid, {"y": 2}),  # the session's own ttl (300 s) again
+        lambda: system.track_event(sid, "message_received"),
+        lambda: system.store.touch(sid, ttl=400),
+    ]
+    for move in moves:
+        while (await expiries())[0] == last:  # each write takes a later server time
+            await move()
+        last = (await expiries())[0]
+    await system.clear_history(sid)  # a new history list takes the expiry too
     await system.append_message(sid, "user", "again")
-    session_exp = await client.pexpiretime(keys.session(ident))
-    for key in (keys.context(ident), keys.history(ident)):
-        assert await client.pexpiretime(key) == session_exp + 60_000
+    await expiries()
+    # Gone with the session: once it has expired, so has its context (the same deadline).
+    await system.touch_session(sid, ttl=0.2)
+    await expiries()
+    while await client.exists(names[0]):
+        await asyncio.sleep(0.02)
+    assert await client.exists(*names[1:]) == 0
+
+
+async def test_an_update_of_shared_fields_moves_the_context_too(make: Any) -> None:
+    """With cross-channel sync, update.lua also takes the sync meta and conflicts keys (last in
+    KEYS): the context keys still take the session's new expiry."""
+    system = await make(sync_shared_fields=["topic"])
+    sid = (await system.create_session(1, 2, "telegram", ttl=100)).session_id
+    await system.set_variable(sid, "x", 1)
+    await system.append_message(sid, "user", "hi")
+    ident = system.store.identity(1, 2, "telegram")
+    client, keys = system.store.client, system.store.keys
+    names = (keys.session(ident), keys.context(ident), keys.history(ident))
+    await system.touch_session(sid, ttl=300)
+    before = await client.pexpiretime(names[0])
+    while await client.pexpiretime(names[0]) == before:
+        await system.update_session(sid, {"topic": "news", "other": 1})
+    assert await client.exists(keys.sync_meta(ident)) == 1  # the shared-fields path ran
+    found = [await client.pexpiretime(name) for name in names]
+    assert found == [found[0]] * 3 and found[0] > before
+    assert await system.get_variables(sid) == {"x": 1}
+
+
+async def test_a_touched_session_keeps_its_context(make: Any) -> None:
+    """Context written while the session had 0.3 s left, then kept alive by a touch alone:
+    the context is still there after those 0.3 s."""
+    system = await make()
+    sid = (await system.create_session(1, 2, "telegram", ttl=0.3)).session_id
+    await system.set_variable(sid, "x", 1)
+    await system.append_message(sid, "user", "hi")
+    written = await system.store.client.pexpiretime(
+        system.store.keys.context(system.store.identity(1, 2, "telegram"))
+    )
+    await system.touch_session(sid, ttl=60)
+    while time.time() * 1000 < written + 100:  # past the expiry the context was written with
+        await asyncio.sleep(0.02)
+    assert await system.get_variables(sid) == {"x": 1}
+    assert [m.content for m in await system.get_history(sid)] == ["hi"]
 
 
 async def test_slots_belong_to_one_dialogue_step(make: Any) -> None:

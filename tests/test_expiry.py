@@ -260,7 +260,10 @@ async def test_usage_limit_is_decided_on_the_write_that_would_pass_it(make: Any)
     after = await system.get_session(s.session_id)
     assert after is not None and after.state == "suspended" and after.message_count == 4
     assert (await system.get_statistics()).expiry_actions == {"suspend": 1}
-    assert ("expired", "suspend") in await _events(system, s.session_id)
+    events = await _events(system, s.session_id)
+    # The acting script moved it through the state machine: one state_changed event after
+    # the expired one, in the same call.
+    assert events[-2:] == [("expired", "suspend"), ("state_changed", None)]
 
 
 # -- sweep ------------------------------------------------------------------------------------
@@ -515,3 +518,69 @@ async def test_a_session_mid_turn_is_left_alone_until_the_turn_ends(make: Any) -
 
     await _until(system, await system.expiry._now() + TURN_RETRY_MS + 10)
     assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}
+
+
+async def test_restores_arm_the_expiry_index_again(make: Any, tmp_path: Path) -> None:
+    """A backup restore and an archive restore each put the session back in the expiry index
+    in the restoring script itself (no later arm() needed), so the sweep sees it again."""
+    from sessioncache.persistence import Persistence
+
+    system = await make([{"name": "idle", "policy": "idle", "after": 60, "action": "archive"}])
+    client = system.store.client
+    s = await system.create_session(20, "u", data={"v": 1})
+    ident = system.store.identity(20, "u", "web")
+    key, index = system.store.keys.session(ident), system.expiry.index_of(ident)
+    assert await client.zscore(index, key) is not None
+    persistence = Persistence(system.store, backup_dir=tmp_path / "backups", key="k" * 32)
+    try:
+        backup_id = await persistence.create_backup()
+        await system.store.client.zrem(index, key)  # and the replace wipes the index anyway
+        report = await persistence.restore_backup(backup_id, "replace")
+        assert report.written == 1
+        due = await _deadline(system, s.session_id)
+        assert await client.zscore(index, key) == due
+    finally:
+        await persistence.changes.disarm()
+    # Archive, then the restore script alone (restore_archived re-picks the rule after it).
+    created = round(s.created_at.timestamp() * 1000)
+    assert await system.expiry.act(ident, created, system.expiry.by_name["idle"], "now") == [
+        "archive"
+    ]
+    assert await client.zscore(index, key) is None
+    restored = await system.expiry.archive.restore(f"{s.session_id}#{created}")
+    assert restored.data == {"v": 1}
+    due = await _deadline(system, s.session_id)
+    assert await client.zscore(index, key) == due > await system.expiry._now()
+    # Archived again, then the whole restore_archived.
+    await system.expiry.act(ident, created, system.expiry.by_name["idle"], "now")
+    back = await system.restore_archived(s.session_id)
+    assert await client.zscore(index, key) == await _deadline(system, back.session_id)
+
+
+async def test_merge_looks_again_when_its_target_changed(make: Any) -> None:
+    """The acting script refuses a merge target that is gone or not the one the caller saw
+    (nothing written); the engine looks for it again and merges in one call."""
+    system = await make([{"name": "threads", "policy": "idle", "after": 60, "action": "merge"}])
+    old = await system.create_session(30, "u", thread_id="t1", data={"a": 1})
+    await _until(system, round(old.created_at.timestamp() * 1000) + 1)
+    newer = await system.create_session(30, "u", thread_id="t2", data={"b": 2})
+    real = system.expiry._merge_target
+    seen: list[int] = []
+
+    async def stale(ident: Any, created_ms: int) -> Any:
+        found = await real(ident, created_ms)
+        seen.append(1)
+        return (found[0], found[1] + 1) if len(seen) == 1 else found  # first: a stale view
+
+    system.expiry._merge_target = stale
+    ident = system.store.identity(30, "u", "web", "t1")
+    created = round(old.created_at.timestamp() * 1000)
+    assert await system.expiry.act(ident, created, system.expiry.by_name["threads"], "now") == [
+        "merge"
+    ]
+    assert len(seen) == 2
+    merged = await system.store.find_by_id(newer.session_id)
+    assert merged is not None and merged.data == {"a": 1, "b": 2}
+    assert merged.version == newer.version + 1
+    assert await system.store.find_by_id(old.session_id) is None
+    assert (await system.get_statistics()).expiry_actions == {"merge": 1}

@@ -14,10 +14,11 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.fsm.storage.base import BaseStorage, StorageKey
 from redis.asyncio.cluster import key_slot
 
-from sessioncache.errors import LockNotAcquired, ValidationError
+from sessioncache.errors import LockNotAcquired, TurnBusy, ValidationError
 from sessioncache.integrations.aiogram import (
     SessionCacheStorage,
     SessionLockIsolation,
+    SessionTurnIsolation,
     fsm_identity,
 )
 from sessioncache.locks import RedisLock
@@ -381,8 +382,18 @@ async def test_a_retried_merge_is_not_applied_twice(
 # -- event isolation --------------------------------------------------------------------------
 
 
-async def test_isolation_serialises_one_key(storage: SessionCacheStorage, key: StorageKey) -> None:
-    isolation = storage.create_isolation(timeout=5)
+@pytest.mark.parametrize("kind", ["turn", "lock"])
+async def test_isolation_serialises_one_key(
+    storage: SessionCacheStorage, key: StorageKey, kind: str
+) -> None:
+    isolation: SessionTurnIsolation | SessionLockIsolation
+    if kind == "turn":
+        isolation = storage.create_isolation(timeout=5)
+        assert isinstance(isolation, SessionTurnIsolation)
+    else:
+        isolation = SessionLockIsolation(
+            storage.client, namespace=storage.keys.namespace, timeout=5, owns_client=False
+        )
     inside = 0
     peak = 0
     order: list[int] = []
@@ -406,13 +417,40 @@ async def test_isolation_serialises_one_key(storage: SessionCacheStorage, key: S
 
 
 async def test_isolation_blocking_timeout(storage: SessionCacheStorage, key: StorageKey) -> None:
-    isolation = storage.create_isolation(timeout=5, blocking_timeout=0.05)
+    isolation = SessionLockIsolation(
+        storage.client,
+        namespace=storage.keys.namespace,
+        timeout=5,
+        blocking_timeout=0.05,
+        owns_client=False,
+    )
     async with isolation.lock(key):
         with pytest.raises(LockNotAcquired):
             async with isolation.lock(key):
                 pass
     async with isolation.lock(key):
         pass
+
+
+async def test_turn_isolation_is_the_turn_lock(
+    storage: SessionCacheStorage, key: StorageKey
+) -> None:
+    """The isolation holds a turn (renewed lease, arrival order) on the key's own turn keys;
+    a waiter past its timeout gets TurnBusy and leaves the line."""
+    isolation = storage.create_isolation(timeout=0.05, lease=0.3)
+    lease_key, queue_key, _ = isolation.turn_keys(key)
+    data_key = storage.keys.fsm_data(fsm_identity(key))
+    assert key_slot(lease_key.encode()) == key_slot(data_key.encode())
+    async with isolation.lock(key):
+        token = await storage.client.get(lease_key)
+        assert token is not None
+        await asyncio.sleep(0.5)  # past the 0.3 s lease: renewed, still ours
+        assert await storage.client.get(lease_key) == token
+        with pytest.raises(TurnBusy):
+            async with isolation.lock(key):
+                pytest.fail("two holders")
+        assert await storage.client.zcard(queue_key) == 0
+    assert await all_keys(storage) == []
 
 
 async def test_lock_expiry_and_ownership(storage: SessionCacheStorage) -> None:
@@ -436,6 +474,9 @@ def test_lock_settings_are_validated(memory_url: str) -> None:
     for kwargs in ({"timeout": 0}, {"timeout": "1"}, {"blocking_timeout": -1}):
         with pytest.raises(ValidationError):
             SessionLockIsolation.from_url(memory_url, **kwargs)
+    for kwargs in ({"timeout": 0}, {"timeout": "1"}, {"lease": -1}, {"lease": None}):
+        with pytest.raises(ValidationError):
+            SessionTurnIsolation.from_url(memory_url, **kwargs)
 
 
 # -- several OS processes on one chat ---------------------------------------------------------

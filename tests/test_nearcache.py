@@ -151,6 +151,26 @@ async def test_own_writes_are_read_back_at_once(pair: Any) -> None:
     assert (await reader.get_session(sid, fresh=True)).data == {"v": 19}
 
 
+async def test_each_hit_is_a_session_of_its_own(pair: Any) -> None:
+    """The cache keeps a decoded session and builds a new Session per hit: changing one
+    returned object (its data, nested values) never shows in the next read."""
+    reader, writer = pair
+    sid = (await writer.create_session(1, 2, "telegram", data={"v": {"x": 1}})).session_id
+    cache = reader.near_cache.cache
+
+    async def hit() -> bool:
+        before = cache.stats.hits
+        first = await reader.get_session(sid)
+        first.data["v"]["x"] = 2
+        first.data["w"] = 1
+        first.state = "changed"
+        return cache.stats.hits > before
+
+    await until(hit)
+    again = await reader.get_session(sid)
+    assert again.data == {"v": {"x": 1}} and again.state != "changed"
+
+
 async def test_killing_the_tracking_connection_empties_the_cache(pair: Any) -> None:
     reader, writer = pair
     sid = (await writer.create_session(1, 2, "telegram", data={"v": 0})).session_id

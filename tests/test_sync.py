@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from sessioncache import sync_records
 from sessioncache.errors import (
     IdentityOwned,
     LinkError,
@@ -22,18 +23,26 @@ from sessioncache.identity import parse_session_id
 from sessioncache.identity_links import IdentityLinks, LinkConfig
 from sessioncache.scopes import scoped_identity
 from sessioncache.store import SessionStore
-from sessioncache.sync import SyncConfig, SyncField, SyncManager
+from sessioncache.sync import Conflict, SyncConfig, SyncField, SyncManager
 from sessioncache.sync_listener import SyncListener
 
 from .support.namespaces import drop_namespace, unique_namespace
-from .support.sync_workers import larger, write_many
+from .support.sync_workers import larger, resolve_once, write_many, writes
 
 TG, DC = "telegram:123:123", "discord:987:987"
 
 
-@pytest.fixture(params=["redis_url", pytest.param("cluster_url", marks=pytest.mark.cluster)])
+@pytest.fixture
+def backend_url(any_backend_url: str) -> str:
+    """memory://, a real Redis, a real Cluster, and a Valkey 9 server too."""
+    return any_backend_url
+
+
+@pytest.fixture(params=["redis_url", pytest.param("cluster_url", marks=pytest.mark.cluster),
+                        "valkey_url"])
 def server_url(request: pytest.FixtureRequest) -> str:
-    """A real server other OS processes can reach (memory:// lives inside one process)."""
+    """A real server other OS processes can reach (memory:// lives inside one process: the
+    same races run there as asyncio tasks, test_tasks_converge)."""
     return str(request.getfixturevalue(request.param))
 
 
@@ -87,6 +96,14 @@ async def test_manual_mode(store: SessionStore) -> None:
     assert await sync.sync_sessions(TG) == {DC: {"topic": "applied"}}
     assert (await store.get(DC)).data["topic"] == "a"
     assert await sync.sync_sessions(TG) == {DC: {"topic": "kept"}}  # idempotent
+
+
+async def test_nothing_shared_syncs_nothing(store: SessionStore) -> None:
+    sync = manager(store, mode="manual", shared_fields=())
+    await linked(store, sync)
+    await store.update(TG, {"topic": "private"})
+    assert await sync.sync_sessions(TG) == {}
+    assert (await store.get(DC)).data == {}
 
 
 async def test_codes_wrong_expired_reused_owned(store: SessionStore) -> None:
@@ -194,17 +211,37 @@ async def test_custom_strategy(store: SessionStore) -> None:
     assert (await store.get(DC)).data["topic"] == "b"
 
 
-@pytest.mark.parametrize("strategy", ["lww", "fww", "priority", "merge", "manual", "custom"])
+STRATEGIES = ["lww", "fww", "priority", "merge", "manual", "custom"]
+CONVERGE = [
+    *(pytest.param("redis_url", s, id=f"redis-{s}") for s in STRATEGIES),
+    *(pytest.param("cluster_url", s, id=f"cluster-{s}", marks=pytest.mark.cluster)
+      for s in STRATEGIES),
+    # Valkey: the two strategies whose Lua differs most (merge states, conflict records).
+    *(pytest.param("valkey_url", s, id=f"valkey-{s}") for s in ("merge", "manual")),
+]
+
+
+@pytest.mark.parametrize(("server", "strategy"), CONVERGE)
 async def test_processes_converge(
-    server_store: SessionStore, server_url: str, strategy: str
+    request: pytest.FixtureRequest, server: str, strategy: str
 ) -> None:
-    store, backend_url = server_store, server_url
+    backend_url = str(request.getfixturevalue(server))
+    store = await SessionStore.connect(backend_url, namespace=unique_namespace())
+    try:
+        await _processes_converge(store, backend_url, strategy)
+    finally:
+        await drop_namespace(store.client, store.keys.namespace)
+        await store.close()
+
+
+async def _processes_converge(store: SessionStore, backend_url: str, strategy: str) -> None:
     sync = manager(store, mode="auto", strategy=larger if strategy == "custom" else strategy,
                    priority=["discord", "telegram"])
     await linked(store, sync)
     ctx = mp.get_context("spawn")
+    start = ctx.Barrier(4)
     procs = [ctx.Process(target=write_many,
-                         args=(backend_url, store.keys.namespace, sid, strategy, 40))
+                         args=(backend_url, store.keys.namespace, sid, strategy, 40, start))
              for sid in (TG, DC) for _ in range(2)]
     for p in procs:
         p.start()
@@ -230,6 +267,50 @@ async def test_processes_converge(
             assert a["topic"] == max(a["topic"], b["topic"]) and a["topic"].startswith("telegram")
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_tasks_converge(store: SessionStore, strategy: str) -> None:
+    """The races of test_processes_converge as concurrent writers in one process (each with
+    its own manager and clock), so memory:// runs them too."""
+    sync = manager(store, mode="auto", strategy=larger if strategy == "custom" else strategy,
+                   priority=["discord", "telegram"])
+    await linked(store, sync)
+    await asyncio.gather(*(writes(store, sid, strategy, 15, f"w{i}")
+                           for i, sid in enumerate((TG, DC, TG, DC))))
+    await sync.sync_sessions(TG)
+    await sync.sync_sessions(DC)
+    a, b = (await store.get(TG)).data, (await store.get(DC)).data
+    if strategy == "manual":
+        conflicts = await sync.list_conflicts()
+        assert conflicts
+        for c in conflicts:  # neither side lost: stored and incoming are both writes made
+            assert c.stored.startswith(("telegram", "discord"))
+            assert c.incoming.startswith(("telegram", "discord"))
+    else:
+        assert a == b
+        if strategy == "merge":
+            assert a["count"] == 4 * 15
+        if strategy == "priority":
+            assert a["topic"].startswith("discord")
+
+
+async def test_remembered_index_is_checked(store: SessionStore) -> None:
+    sync = manager(store, mode="auto")
+    await linked(store, sync)
+    await sync.write(TG, {"topic": "a"})  # reads and remembers discord:987's user index
+    thread = (await store.create(987, 987, "discord", thread_id=7)).session_id
+    await sync.write(TG, {"topic": "b"})  # the remembered index is stale: read again
+    assert [(await store.get(s)).data["topic"] for s in (DC, thread)] == ["b", "b"]
+    before = await store.get(DC)
+    f = SyncField("topic", "topic", sync.clock.now(), "", "v", b"stale")
+    assert await sync.apply(DC, "lww", TG, [f], index=("nothing-like-it",)) == {}
+    assert await store.get(DC) == before  # refused in the same step: nothing written
+    await store.delete(thread)
+    await sync.write(TG, {"topic": "c"})
+    assert (await store.get(DC)).data["topic"] == "c"
+    hist = await sync.history.query(session_id=TG, limit=1)
+    assert hist[0].result == {"topic": "applied"}
+
+
 async def test_recovery_after_kill(server_store: SessionStore, server_url: str) -> None:
     store, backend_url = server_store, server_url
     sync = manager(store, mode="manual")
@@ -246,9 +327,75 @@ async def test_recovery_after_kill(server_store: SessionStore, server_url: str) 
     assert len(targets) == 2
     got = [(await store.get(t)).data.get("topic") for t in targets]
     assert sorted(got, key=str) == ["killed", None] or sorted(got, key=str) == [None, "killed"]
-    assert await sync.recover() == 1
+    assert await sync.recover(min_age=3600) == 0  # a running process may still be on it
+    assert await sync.recover(min_age=0) == 1
     assert [(await store.get(t)).data.get("topic") for t in targets] == ["killed", "killed"]
-    assert await sync.recover() == 0
+    assert await sync.recover(min_age=0) == 0
+
+
+async def test_recovery_after_kill_before_any_target(
+    server_store: SessionStore, server_url: str
+) -> None:
+    store = server_store
+    sync = manager(store, mode="auto")
+    await linked(store, sync)
+    ctx = mp.get_context("spawn")
+    from .support.sync_workers import killed_after_write
+
+    p = ctx.Process(target=killed_after_write, args=(server_url, store.keys.namespace, TG))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 17
+    assert (await store.get(TG)).data == {"topic": "written", "draft": "x"}
+    assert (await store.get(DC)).data == {}  # the sync never ran
+    assert await sync.recover(min_age=0) == 1  # journaled before the write
+    assert (await store.get(DC)).data == {"topic": "written"}
+    assert [(h.op, h.target, h.result) for h in await sync.history.query(session_id=DC)] == [
+        ("update", DC, {"topic": "applied"})]
+    assert await sync.recover(min_age=0) == 0
+
+
+class _Crash(BaseException):
+    """Stands for a process dying (memory:// cannot be reached from another process)."""
+
+
+async def test_recovery_in_process(store: SessionStore) -> None:
+    """The two kill tests' steps on every backend, memory:// included: a sync stopped after
+    the local write, and one stopped after the first of two targets, both recovered."""
+    sync = manager(store, mode="auto")
+    await linked(store, sync)
+    thread = (await store.create(987, 987, "discord", thread_id=7)).session_id
+    each = sync.targets.each
+
+    async def crash(*args: Any, **kwargs: Any) -> Any:
+        raise _Crash
+
+    sync.targets.each = crash  # type: ignore[method-assign]
+    with pytest.raises(_Crash):
+        await sync.update(TG, {"topic": "first", "draft": "x"})
+    assert (await store.get(TG)).data == {"topic": "first", "draft": "x"}
+    assert "topic" not in (await store.get(DC)).data
+    sync.targets.each = each  # type: ignore[method-assign]
+    assert await sync.recover(min_age=0) == 1
+    assert [(await store.get(s)).data["topic"] for s in (DC, thread)] == ["first", "first"]
+    apply, calls = sync.apply, 0
+
+    async def second_crashes(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise _Crash
+        return await apply(*args, **kwargs)
+
+    sync.apply = second_crashes  # type: ignore[method-assign]
+    with pytest.raises(_Crash):
+        await sync.update(TG, {"topic": "second"})
+    got = [(await store.get(s)).data["topic"] for s in (DC, thread)]
+    assert sorted(got) == ["first", "second"]  # one target has it, the other not yet
+    sync.apply = apply  # type: ignore[method-assign]
+    assert await sync.recover(min_age=0) == 1
+    assert [(await store.get(s)).data["topic"] for s in (DC, thread)] == ["second", "second"]
+    assert await sync.recover(min_age=0) == 0
 
 
 async def test_writes_announce_themselves(store: SessionStore, backend_url: str) -> None:
@@ -317,3 +464,149 @@ async def test_bad_merge_value_changes_nothing(store: SessionStore) -> None:
     after = await store.get(TG)
     assert after.version == before.version and after.data == before.data
     assert not await store.client.exists(store.keys.sync_meta(parse_session_id(TG)))
+
+
+# -- resolving one conflict: once, whoever races (sync_resolve.lua) ---------------------------
+
+CHOICES = ["incoming", "stored", "mine-2", "mine-3"]
+CHOSEN = {"incoming": "tg", "stored": "dc", "mine-2": "mine-2", "mine-3": "mine-3"}
+
+
+async def one_conflict(store: SessionStore, sync: SyncManager) -> Conflict:
+    """Telegram's "tg" synced onto Discord's concurrent "dc": one conflict, kept on DC."""
+    await linked(store, sync)
+    await sync.write(TG, {"topic": "tg"})
+    await sync.write(DC, {"topic": "dc"})
+    await sync.sync_sessions(TG)
+    [c] = await sync.list_conflicts()
+    assert (c.session_id, c.stored, c.incoming) == (DC, "dc", "tg")
+    return c
+
+
+async def resolved_once(store: SessionStore, sync: SyncManager, choice: str) -> None:
+    """The choice stored on both sessions, no conflict left, one resolve in history, no plan."""
+    want = CHOSEN.get(choice, choice)
+    assert (await store.get(DC)).data["topic"] == want
+    assert (await store.get(TG)).data["topic"] == want
+    assert await sync.list_conflicts() == []
+    resolves = [r for r in await sync.history.query() if r.op == "resolve"]
+    assert [(r.source, r.target, r.result) for r in resolves] == [(DC, TG, {"topic": "applied"})]
+    assert await store.client.hlen(store.keys.sync_journal()) == 0
+
+
+async def test_resolve_race_tasks(store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four resolvers (each its own manager and clock) list one conflict, then race to settle
+    it with different choices: exactly one does, the others get "no conflict" from the
+    script and write nothing."""
+    sync = manager(store, mode="manual", strategy="manual")
+    c = await one_conflict(store, sync)
+    listing, barrier = sync_records.list_conflicts, asyncio.Barrier(len(CHOICES))
+
+    async def listed(*args: Any) -> list[Conflict]:
+        found = await listing(*args)
+        await barrier.wait()  # every resolver has listed it: they race at the script
+        return found
+
+    monkeypatch.setattr(sync_records, "list_conflicts", listed)
+    racers = [manager(store, mode="manual", strategy="manual") for _ in CHOICES]
+    got = await asyncio.gather(
+        *(m.resolve_conflict(c.conflict_id, choose=ch) for m, ch in zip(racers, CHOICES,
+                                                                          strict=True)),
+        return_exceptions=True)
+    won = [ch for ch, g in zip(CHOICES, got, strict=True) if isinstance(g, Conflict)]
+    lost = [g for g in got if not isinstance(g, Conflict)]
+    assert len(won) == 1 and len(lost) == 3
+    assert all(isinstance(g, ValidationError) and "resolved by another call" in str(g)
+               for g in lost)
+    monkeypatch.undo()
+    await resolved_once(store, sync, won[0])
+
+
+async def test_resolve_race_processes(server_store: SessionStore, server_url: str) -> None:
+    """The race of test_resolve_race_tasks between four OS processes."""
+    store = server_store
+    sync = manager(store, mode="manual", strategy="manual")
+    c = await one_conflict(store, sync)
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(len(CHOICES))
+    procs = [ctx.Process(target=resolve_once, args=(server_url, store.keys.namespace,
+                                                    c.conflict_id, ch, start))
+             for ch in CHOICES]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    codes = [p.exitcode for p in procs]
+    assert sorted(codes) == [0, 3, 3, 3], codes
+    await resolved_once(store, sync, CHOICES[codes.index(0)])
+
+
+async def test_resolve_stale_listing_writes_nothing(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resolver that listed the conflict before another settled it: the script finds the
+    record gone, writes nothing, syncs nothing and leaves no plan."""
+    sync = manager(store, mode="manual", strategy="manual")
+    c = await one_conflict(store, sync)
+    listed = await sync.list_conflicts()
+    await sync.resolve_conflict(c.conflict_id, choose="stored")
+    before = [await store.get(DC), await store.get(TG),
+              await store.client.lrange(store.keys.sync_history(), 0, -1)]
+
+    async def stale(*_: Any) -> list[Conflict]:
+        return listed
+
+    monkeypatch.setattr(sync_records, "list_conflicts", stale)
+    with pytest.raises(ValidationError, match="resolved by another call"):
+        await sync.resolve_conflict(c.conflict_id, choose="mine-2")
+    monkeypatch.undo()
+    with pytest.raises(ValidationError, match="no conflict"):
+        await sync.resolve_conflict(c.conflict_id, choose="incoming")
+    assert [await store.get(DC), await store.get(TG),
+            await store.client.lrange(store.keys.sync_history(), 0, -1)] == before
+    await resolved_once(store, sync, "stored")
+
+
+async def test_resolve_recovers(store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resolve killed before its step leaves the conflict standing (recover() drops the
+    plan, syncs nothing); killed after it, recover() syncs the choice (last-writer-wins)."""
+    sync = manager(store, mode="manual", strategy="manual")
+    c = await one_conflict(store, sync)
+    before = await store.get(DC)
+    with pytest.raises(ValidationError, match="allowed"):  # refused before any step
+        await sync.resolve_conflict(c.conflict_id, choose=object())
+    assert await store.get(DC) == before
+    assert await store.client.hlen(store.keys.sync_journal()) == 0
+    await sync._journal("resolve", DC, ["topic"], c.conflict_id)  # then killed
+    assert await sync.recover(min_age=0) == 1
+    assert [x.conflict_id for x in await sync.list_conflicts()] == [c.conflict_id]
+    assert (await store.get(TG)).data["topic"] == "tg"
+    assert not [r for r in await sync.history.query() if r.op == "resolve"]
+
+    async def killed(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("killed between the steps")
+
+    monkeypatch.setattr(sync.targets, "each", killed)
+    with pytest.raises(RuntimeError):
+        await sync.resolve_conflict(c.conflict_id, choose="mine-3")
+    monkeypatch.undo()
+    assert await sync.list_conflicts() == []  # settled in its own step
+    assert (await store.get(TG)).data["topic"] == "tg"  # not yet synced
+    assert await sync.recover(min_age=0) == 1
+    await resolved_once(store, sync, "mine-3")
+
+
+async def test_resolve_script_retry(store: SessionStore) -> None:
+    """A client's retry of sync_resolve.lua (same op id) is answered by the op log: one write."""
+    sync = manager(store, mode="manual", strategy="manual")
+    c = await one_conflict(store, sync)
+    ident, k = parse_session_id(DC), store.keys
+    keys = [k.session(ident), k.change_bucket_of(ident), k.op_log(k.session(ident)),
+            k.sync_meta(ident), k.sync_conflicts(ident)]
+    args = store.op_args([c.conflict_id, "incoming", sync.clock.now(), DC, "0", b""])
+    first = await store.scripts.sync_resolve.run(store.client, keys, args)
+    again = await store.scripts.sync_resolve.run(store.client, keys, args)
+    assert first[0] == 1 and again == [2, first[1]]
+    stored = await store.get(DC)
+    assert stored.data["topic"] == "tg" and stored.version == first[1]
+    assert await sync.list_conflicts() == []

@@ -24,17 +24,13 @@ local function context_claim(ctx, hist, gen, version, held)
   return true
 end
 
--- The context keys expire `outlive` ms after the session's current expiry (none if it has
--- none), so a session kept alive by touches alone keeps its context for that long.
--- `has_hist`: the caller knows the history list exists (else EXISTS tells).
-local function context_expire(session, ctx, hist, outlive, has_hist)
-  local exp = redis.call('PEXPIRETIME', session)
-  if exp > 0 then
-    exp = int(exp + tonumber(outlive))
-    redis.call('PEXPIREAT', ctx, exp)
-    if has_hist or redis.call('EXISTS', hist) == 1 then
-      redis.call('PEXPIREAT', hist, exp)
-    end
+-- The context keys expire with their session, at `exps` (ms since the epoch, string; nil:
+-- never). Every script that moves a session's expiry calls this through expire_session
+-- (lib/session.lua), and every context write through follow_expiry (lib/clock.lua), so a
+-- context lives exactly as long as its session. `ctx` nil: the caller was given no context keys.
+local function context_follow(ctx, hist, exps)
+  if ctx then
+    expire_pair_at(ctx, hist, exps)
   end
 end
 

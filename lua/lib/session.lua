@@ -22,15 +22,13 @@ local function index_keep(index, exps, suffix)
 end
 
 -- The session `key` now expires at `exps` (ms since the epoch, string; nil: never), and its
--- user index follows (`suffix`: the session's entry, to add). Every write of a session sets its
--- expiry here, so a rule that must follow every session's expiry belongs in this function.
-local function expire_session(key, index, exps, suffix)
-  if exps then
-    redis.call('PEXPIREAT', key, exps)
-  else
-    redis.call('PERSIST', key)
-  end
+-- user index follows (`suffix`: the session's entry, to add), and so do its context keys
+-- `ctx`, `hist` when the caller names them. Every write of a session sets its expiry here, so
+-- a rule that must follow every session's expiry belongs in this function.
+local function expire_session(key, index, exps, suffix, ctx, hist)
+  expire_at(key, exps)
   index_keep(index, exps, suffix)
+  context_follow(ctx, hist, exps)
 end
 
 -- Change index for incremental backups (see docs/persistence.md): `key` changed. Recorded only
@@ -49,9 +47,16 @@ local function session_written(key, bucket, log, now)
 end
 
 -- An applied write that sets `fields` (field, value, ...) and moves the session's expiry to
--- `exps` (`suffix`: also add the session to its user index), then ends as session_written.
-local function session_update(key, index, bucket, log, fields, exps, now, suffix)
+-- `exps` (`suffix`: also add the session to its user index; `ctx`, `hist`: its context keys,
+-- which follow), then ends as session_written.
+local function session_update(key, index, bucket, log, fields, exps, now, suffix, ctx, hist)
   redis.call('HSET', key, unpack(fields))
-  expire_session(key, index, exps, suffix)
+  expire_session(key, index, exps, suffix, ctx, hist)
   session_written(key, bucket, log, now)
+end
+
+-- Optimistic concurrency: `expected` is the version the caller last saw ('' to write whatever
+-- is stored); true when the stored `version` has moved on since, and nothing may be written.
+local function version_moved(expected, version)
+  return expected ~= '' and tonumber(expected) ~= version
 end

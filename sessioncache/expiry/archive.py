@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,8 @@ class Archive:
         return self.dir / (_FILE_SAFE.sub("_", archive_id.replace(":", "~")) + FILE_SUFFIX)
 
     async def write_file(self, archive_id: str) -> Path | None:
-        """Copy an archived session (hash and events) to archive_dir, if configured."""
+        """Copy an archived session (hash and events) to archive_dir, if configured: a temp
+        file renamed to the name the archive id gives, so writing it twice is harmless."""
         if self.dir is None:
             return None
         ident, created = split_archive_id(archive_id)
@@ -117,9 +119,18 @@ class Archive:
         )
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self._file(archive_id)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         tmp.write_bytes(blob)
         os.replace(tmp, path)
+        try:
+            still = await self.store.client.exists(hkey)
+        except RedisError as exc:
+            raise BackendUnavailable(f"Redis unavailable reading archive: {exc}") from exc
+        if not still:
+            # restore_archived took it back meanwhile (and removed the file before ours
+            # landed): no file for a session that is live again.
+            path.unlink(missing_ok=True)
+            return None
         return path
 
     async def list_archived(self, user_id: object = None) -> list[ArchivedSession]:
@@ -241,6 +252,7 @@ class Archive:
             index,
             self._stats_key(ident),
             self._change_bucket(ident),
+            self.keys.expiry_index_of_tag(ident.user_tag),
         ]
         args = [
             ident.suffix,

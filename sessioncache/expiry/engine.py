@@ -4,29 +4,29 @@ Scripts do the deciding (lib/expiry.lua): the write scripts refuse new activity 
 past its deadline (SessionExpired) and keep the per-slot expiry index; expiry_act.lua re-checks
 the deadline and applies each due stage once (archive and delete end the session in the same
 call). This module chooses the rule, runs the sweep in bounded batches once per interval across
-the fleet (fleet.py), and performs what Redis cannot: callbacks, suspend through the state
-machine, merge, archive files.
+the fleet (fleet.py), and delivers what Redis cannot do from the outbox the acting script
+writes (effects.py: the notify callback, the archive file).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from ..errors import BackendUnavailable, InvalidTransition, SessionCacheError, ValidationError
+from ..codec import encode_value
+from ..errors import BackendUnavailable, ValidationError
 from ..fleet import FleetJob
 from ..identity import Identity, parse_session_id
-from ..models import Session, SessionState
-from ..slots import SLOTS
+from ..models import Session
 from ..store import SessionStore
 from .archive import Archive
+from .effects import Effects, Notify
 from .policies import Context, ExpirySpec, due_at
-from .report import ExpiryInfo, ExpiryNotice
+from .report import ExpiryInfo
 from .rules import Rule, first_match
 from .sweep import SweepMethods
 
@@ -39,10 +39,8 @@ session that follows (another process is creating it)."""
 TURN_RETRY_MS = 1000
 """How long a sweep waits before looking again at a session whose turn is in progress."""
 
-STANDALONE_BUCKETS = 16
-"""Expiry index buckets on a standalone server (a cluster needs one per slot)."""
-
-Notify = Callable[[ExpiryNotice], Awaitable[None] | None]
+MERGE_RETRIES = 3
+"""How often acting looks for a merge target again when the one it found went away."""
 
 
 def _ms(value: Any) -> int:
@@ -65,6 +63,7 @@ class ExpiryEngine(SweepMethods):
         max_per_sweep: int = 1_000_000,
         notify: Notify | None = None,
         lease_ttl: float = 30.0,
+        effect_lease: float = 30.0,
     ) -> None:
         if (
             isinstance(batch_size, bool)
@@ -90,13 +89,22 @@ class ExpiryEngine(SweepMethods):
         self.max_per_sweep = max_per_sweep
         self.retention_ms = round(archive_retention * 1000)
         self.notify = notify
-        self.buckets = SLOTS if store.is_cluster else STANDALONE_BUCKETS
+        if (
+            isinstance(effect_lease, bool)
+            or not isinstance(effect_lease, (int, float))
+            or not 0.05 <= effect_lease <= 86400
+        ):
+            raise ValidationError(
+                f"expiry effect_lease must be seconds in [0.05, 86400], got {effect_lease!r}"
+            )
+        self.buckets = store.keys.expiry_buckets()
         self.archive = Archive(
             store,
             stats_key=self._stats_key,
             change_bucket=store.keys.change_bucket_of,
             archive_dir=archive_dir,
         )
+        self.effects = Effects(store, self.archive, notify, round(effect_lease * 1000))
         self.job = FleetJob(
             store.client, store.keys, "expiry", interval, self._run, lease_ttl=lease_ttl
         )
@@ -112,8 +120,8 @@ class ExpiryEngine(SweepMethods):
         if found is None:
             if len(self._index_cache) >= 65536:
                 self._index_cache.clear()
-            bucket = self.store.keys.expiry_bucket_index(ident.user_tag, self.buckets)
-            found = self._index_cache[ident.user_tag] = self.store.keys.expiry_index(bucket)
+            found = self.store.keys.expiry_index_of_tag(ident.user_tag)
+            self._index_cache[ident.user_tag] = found
         return found
 
     def _stats_key(self, ident: Identity) -> str:
@@ -170,15 +178,19 @@ class ExpiryEngine(SweepMethods):
     # -- acting -------------------------------------------------------------------------------
 
     async def act(self, ident: Identity, created_ms: int, rule: Rule, mode: str) -> list[str]:
-        """Run expiry_act.lua for one session, then the actions' Python side; the actions."""
+        """Run expiry_act.lua for one session (every action's Redis side happens there), then
+        deliver the effects it recorded in the outbox; returns the actions applied."""
         keys = self.store.keys
         key = keys.session(ident)
+        index = self.index_of(ident)
+        outbox = keys.expiry_outbox_of(index)
         hkey, skey, aindex, member = self.archive.keys_of(ident, created_ms)
         channel = keys.expiry_channel(rule.channel or "expiry")
+        plan = self.plan(rule)
         script_keys = [
             key,
             keys.user_index(ident.user_tag),
-            self.index_of(ident),
+            index,
             keys.events_of_session_key(key),
             self._stats_key(ident),
             hkey,
@@ -186,11 +198,12 @@ class ExpiryEngine(SweepMethods):
             aindex,
             keys.change_bucket_of(ident),
             keys.turn(ident),
+            outbox,
         ]
         args = [
             mode,
             rule.name,
-            self.plan(rule),
+            plan,
             str(self.retention_ms),
             ident.suffix,
             member,
@@ -198,39 +211,42 @@ class ExpiryEngine(SweepMethods):
             ident.session_id,
             channel,
             str(TURN_RETRY_MS),
+            await self._suspend_spec(ident, plan),
+            self.effects.flags(),
+            str(self.effects.lease_ms),
+            "",
+            encode_value(f"expiry:{rule.name}"),
         ]
-        reply = await self.store.scripts.expiry_act.run(self.store.client, script_keys, args)
+        for _ in range(MERGE_RETRIES):
+            target = await self._merge_target(ident, created_ms) if ":merge" in plan else None
+            if target is not None:
+                args[13] = str(target[1])
+            reply = await self.store.scripts.expiry_act.run(
+                self.store.client, [*script_keys, *([target[0]] if target else [])], args
+            )
+            if int(reply[0]) != -2:
+                break
+            args[13] = ""
         if int(reply[0]) <= 0:
             return []
-        actions = [a.decode() if isinstance(a, bytes) else str(a) for a in reply[2:]]
-        await self._after(ident, created_ms, rule, int(reply[1]), actions)
+        actions = [a.decode() if isinstance(a, bytes) else str(a) for a in reply[2]]
+        if reply[3]:
+            await self.effects.deliver(outbox, reply[3])
         return actions
 
-    async def _after(
-        self, ident: Identity, created_ms: int, rule: Rule, due: int, actions: list[str]
-    ) -> None:
-        """What happens outside Redis, once the script has recorded the actions."""
-        sid = ident.session_id
-        for action in actions:
-            try:
-                if action in ("warn", "notify") and self.notify is not None:
-                    result = self.notify(ExpiryNotice(action, sid, rule.name, due))
-                    if asyncio.iscoroutine(result):
-                        await result
-                elif action == "suspend":
-                    await self.tracker.transition(
-                        sid, SessionState.SUSPENDED, reason=f"expiry:{rule.name}"
-                    )
-                elif action == "merge":
-                    await self._merge(ident, created_ms)
-                elif action == "archive":
-                    await self.archive.write_file(f"{sid}#{created_ms}")
-            except (InvalidTransition, SessionCacheError, OSError) as exc:
-                log.warning("expiry %s of %s: %s", action, sid, exc)
+    async def _suspend_spec(self, ident: Identity, plan: str) -> bytes | str:
+        """transition.lua's table argument for "suspended" on this platform, if the plan
+        suspends (the acting script moves the session through the state machine)."""
+        if ":suspend" not in plan:
+            return ""
+        table = await self.tracker.transitions.current_table()
+        events = self.tracker.events
+        arg = table.script_arg(ident.platform, "suspended", events.max_len, events.max_age_ms)
+        return bytes(arg)
 
-    async def _merge(self, ident: Identity, created_ms: int) -> None:
-        """Merge into the same user's newest other session on the same chat: the newer
-        session's fields win; the old session's other data fields are added; old deleted."""
+    async def _merge_target(self, ident: Identity, created_ms: int) -> tuple[str, int] | None:
+        """The same user's newest other session on the same chat, created after this one:
+        (its key, its created ms), or None."""
         newer = [
             s
             for s in await self.store.list_user_sessions(ident.user_id)
@@ -240,14 +256,9 @@ class ExpiryEngine(SweepMethods):
             and _ms(s.created_at) > created_ms
         ]
         if not newer:
-            log.info("expiry merge of %s: no newer session on its chat; kept", ident.session_id)
-            return
+            return None
         target = max(newer, key=lambda s: s.created_at)
-        old = await self.store.get(ident.session_id)
-        missing = {k: v for k, v in old.data.items() if k not in target.data}
-        if missing:
-            await self.store.update(target.session_id, data=missing)
-        await self.store.delete(ident.session_id)
+        return target.session_key, _ms(target.created_at)
 
     async def on_access(self, session_id: str) -> bool:
         """A write found the session past its deadline (SessionExpired): apply the rule's

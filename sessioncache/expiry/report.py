@@ -23,6 +23,9 @@ class ExpiryReport:
     actions: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     duration_s: float = 0.0
+    effects: int = 0
+    """Outbox effects (notify callbacks, archive files) this sweep delivered for an earlier
+    call that did not (its process died between script and effect, or the effect failed)."""
 
     def count(self, action: str) -> None:
         """One more ``action``."""
@@ -36,6 +39,7 @@ class ExpiryReport:
             "actions": dict(sorted(self.actions.items())),
             "batches": self.batches,
             "duration_s": self.duration_s,
+            "effects": self.effects,
         }
 
 
@@ -83,3 +87,6 @@ class ExpiryNotice:
     session_id: str
     rule: str
     deadline_ms: int
+    notice_id: str = ""
+    """The same for every delivery of one notice: a notice whose delivery was cut short (the
+    process died before its acknowledgement) is delivered again with the same id."""

@@ -17,6 +17,7 @@ from ..identity import Identity, parse_session_id
 from ..models import Session
 from ..slots import SLOTS
 from ..store import SessionStore
+from .effects import Effects
 from .policies import ExpirySpec, due_at, fired
 from .report import ExpiryReport
 from .rules import Rule
@@ -36,6 +37,7 @@ class SweepMethods:
     """ExpiryEngine's sweep (see docs/expiry.md)."""
 
     store: SessionStore
+    effects: Effects
     by_name: dict[str, Rule]
     batch_size: int
     max_per_sweep: int
@@ -67,7 +69,7 @@ class SweepMethods:
         began = time.perf_counter()
         state = _Sweep(await self._now(), dry_run)
         state.report.dry_run = dry_run
-        buckets = await self._buckets()
+        buckets, outboxes = await self._buckets()
         for start in range(0, len(buckets), 512):
             chunk = buckets[start : start + 512]
             heads = await self._heads(chunk, state.now)
@@ -78,26 +80,38 @@ class SweepMethods:
                         progress(state.report.examined)
                 if state.report.examined >= self.max_per_sweep:
                     break
+        if not dry_run:
+            # Effects an earlier call recorded but did not deliver (its process died, or the
+            # effect failed), once their claim has lapsed.
+            state.report.effects = await self.effects.drain(outboxes, self.batch_size)
         state.report.duration_s = round(time.perf_counter() - began, 6)
         return state.report
 
-    async def _buckets(self) -> list[str]:
-        """Every bucket that may hold entries: the 16 of a standalone server; on a cluster
-        (one per slot) those that exist, found by SCAN on each primary (an empty zset is no
-        key), rather than 16384 reads per sweep."""
+    async def _buckets(self) -> tuple[list[str], list[str]]:
+        """Every bucket that may hold entries, and every effect outbox: the 16 of each of a
+        standalone server; on a cluster (one per slot) those that exist, found by one SCAN
+        on each primary (an empty zset is no key), rather than 16384 reads per sweep."""
         keys = self.store.keys
         if self.buckets != SLOTS:
-            return [keys.expiry_index(i) for i in range(self.buckets)]
+            return (
+                [keys.expiry_index(i) for i in range(self.buckets)],
+                [keys.expiry_outbox(i) for i in range(self.buckets)],
+            )
         try:
             found = {
                 k.decode() if isinstance(k, bytes) else k
                 async for k in self.store.client.scan_iter(
-                    match=keys.expiry_index_pattern(), count=1000, _type="zset"
+                    match=keys.expiry_keys_pattern(), count=1000, _type="zset"
                 )
             }
         except RedisError as exc:
             raise BackendUnavailable(f"Redis unavailable listing expiry buckets: {exc}") from exc
-        return sorted(found)
+        head = keys.expiry_index_pattern()[:-1]
+        outbox_head = keys.expiry_outbox(0).partition("{")[0]
+        return (
+            sorted(k for k in found if k.startswith(head)),
+            sorted(k for k in found if k.startswith(outbox_head)),
+        )
 
     async def _heads(self, buckets: list[str], now: int) -> list[list[bytes]]:
         pipe = self.store.client.pipeline(transaction=False)

@@ -5,6 +5,9 @@ Switch from aiogram's RedisStorage by changing one line::
     storage = SessionCacheStorage.from_url("redis://localhost:6379/0")
     dp = Dispatcher(storage=storage, events_isolation=storage.create_isolation())
 
+``create_isolation()`` is a SessionTurnIsolation: the events of one StorageKey run one at a
+time across every worker process, on the same turn lock as ``system.turn`` (sessioncache.turns).
+
 aiogram's RedisStorage keeps a chat's data as one JSON string and its ``update_data`` reads it,
 merges in Python and writes it back, so two workers updating the same chat lose one of the
 writes. Here the data is a hash with one field per top-level key, and update_data merges the
@@ -28,6 +31,7 @@ from ..errors import BackendUnavailable, ValidationError
 from ..identity import FsmIdentity, make_fsm_identity
 from ..keys import KeySchema
 from ..locks import RedisLock
+from ..turns import TurnLock, wait_seconds
 from ._records import (
     RecordWriter,
     client_from_url,
@@ -36,7 +40,7 @@ from ._records import (
     ttl_ms,
 )
 
-__all__ = ["SessionCacheStorage", "SessionLockIsolation"]
+__all__ = ["SessionCacheStorage", "SessionLockIsolation", "SessionTurnIsolation"]
 
 _MAX_STATE_LENGTH = 4096
 
@@ -145,10 +149,17 @@ class SessionCacheStorage(BaseStorage):
             client, namespace=namespace, state_ttl=state_ttl, data_ttl=data_ttl, limits=limits
         )
 
-    def create_isolation(self, **kwargs: Any) -> SessionLockIsolation:
-        """Event isolation on the same client and namespace (see SessionLockIsolation)."""
-        return SessionLockIsolation(
-            self.client, namespace=self.keys.namespace, owns_client=False, **kwargs
+    def create_isolation(
+        self, *, timeout: float | None = None, lease: float = 30.0
+    ) -> SessionTurnIsolation:
+        """The recommended event isolation: a SessionTurnIsolation on the same client and
+        namespace (one event per StorageKey at a time, fleet-wide, in arrival order)."""
+        return SessionTurnIsolation(
+            self.client,
+            namespace=self.keys.namespace,
+            timeout=timeout,
+            lease=lease,
+            owns_client=False,
         )
 
     async def close(self) -> None:
@@ -285,6 +296,63 @@ class SessionLockIsolation(BaseEventIsolation):
     @asynccontextmanager
     async def lock(self, key: StorageKey) -> AsyncGenerator[None, None]:
         async with self.lock_for(key):
+            yield None
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+
+class SessionTurnIsolation(BaseEventIsolation):
+    """aiogram event isolation on sessioncache's turn lock (turns.TurnLock), across processes.
+
+    The events of one StorageKey run one at a time in the whole fleet, in arrival order. The
+    holder's lease (``lease`` seconds) is renewed while its handler runs, so a long handler
+    keeps the key, and a crashed worker's key is taken over when its lease ends. ``timeout``
+    bounds how long an event waits (None: until its turn comes), after which TurnBusy is
+    raised and aiogram reports the event as failed. If the lease could not be renewed in time
+    TurnLost is raised after the handler.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        namespace: str = "sc",
+        timeout: float | None = None,
+        lease: float = 30.0,
+        owns_client: bool = True,
+    ) -> None:
+        self.client = client
+        self.keys = KeySchema(namespace)
+        self.timeout = timeout
+        wait_seconds(timeout)  # validate the settings now rather than on the first event
+        self.turns = TurnLock(client, lease=lease)
+        self._owns_client = owns_client
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = "sc",
+        timeout: float | None = None,
+        lease: float = 30.0,
+        **connection_options: Any,
+    ) -> SessionTurnIsolation:
+        """Build on a new client for the URL (any sessioncache URL, as SessionCacheStorage)."""
+        KeySchema(namespace), wait_seconds(timeout), TurnLock(None, lease=lease)
+        client = client_from_url(url, connection_options)
+        return cls(client, namespace=namespace, timeout=timeout, lease=lease)
+
+    def turn_keys(self, key: StorageKey) -> tuple[str, str, str]:
+        """The turn lease, waiter queue and waiter liveness keys of a StorageKey."""
+        return self.keys.fsm_turn(fsm_identity(key))
+
+    @asynccontextmanager
+    async def lock(self, key: StorageKey) -> AsyncGenerator[None, None]:
+        keys = self.turn_keys(key)
+        async with self.turns.hold(keys, keys[0], timeout=self.timeout):
             yield None
 
     async def close(self) -> None:

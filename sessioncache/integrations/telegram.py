@@ -14,6 +14,8 @@ handler), and writes send only the keys that changed since the last read, merged
 hash by one Lua script per item. Two workers changing different keys of one chat both keep their
 change; a key changed by both ends with the later write. A chat migration moves the stored record
 in Redis (``ptb_migrate.lua``), whether or not this process ever loaded the old chat.
+SessionTurnProcessor (``.concurrent_updates(processor)``) runs one update of a chat at a time
+across the fleet, on the turn lock of ``system.turn``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ..codec import DEFAULT_LIMITS, VALUE_TAG, Limits, decode_value, encode_valu
 from ..errors import BackendUnavailable, IntegrityError, ValidationError
 from ..keys import KeySchema
 from ._ptb_hooks import hook_migrations
+from ._ptb_turns import SessionTurnProcessor
 from ._records import (
     Encoded,
     RecordWriter,
@@ -47,7 +50,7 @@ from ._records import (
     ttl_ms,
 )
 
-__all__ = ["SessionCachePersistence"]
+__all__ = ["SessionCachePersistence", "SessionTurnProcessor"]
 
 _UNSTORABLE = VALUE_TAG + VALUE_TAG  # never an encoded value: msgpack never emits 0xC1
 _FIRST_GROUP = -(2**31)

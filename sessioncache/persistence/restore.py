@@ -131,10 +131,13 @@ class Restorer:
 
     def _call(self, mode: str, record: Record) -> tuple[list[str], list[Any]]:
         key, index, bucket, suffix = self.keys.restore_keys(record[1])
+        # The expiry index of the session's slot: a session backed up with a rule is armed
+        # again by the restore itself (docs/expiry.md).
+        expiry = self.keys.expiry_index_of_tag(record[1].split(":", 3)[2])
         fields: dict[bytes, bytes] = record[3]
         args: list[Any] = [mode, str(record[2]), suffix, fields[b"v"]]
         args.extend(chain.from_iterable(fields.items()))
-        return [key, index, bucket], args
+        return [key, index, bucket, expiry], args
 
     def _events_call(self, record: Record) -> tuple[list[str], list[Any]]:
         """restore_events.lua's keys and arguments for one checked event stream record."""
