@@ -192,7 +192,6 @@ if ended then
   else
     redis.call('DEL', key)
   end
-  mark_changed(KEYS[9], key)
 elseif k >= #stages then
   -- The last stage left the session in place (suspend, notify, a merge with no target): the
   -- rule is spent.
@@ -202,4 +201,7 @@ else
   redis.call('HSET', key, 'w', int(due) .. ':' .. int(k))
   redis.call('ZADD', KEYS[3], int(due + stages[k + 1][1]), key)
 end
+-- Every branch above wrote the session (ended it, suspended it, spent or advanced its rule):
+-- incremental backups must see it, as they see any other write.
+mark_changed(KEYS[9], key)
 return {#done, due, done, effects}

@@ -2,7 +2,10 @@
 --
 -- KEYS[1]  the effect outbox of one slot (zset: effect -> when it may be claimed, ms)
 -- ARGV[1]  "claim": take up to ARGV[2] entries whose time has come, each claimed for ARGV[3]
---          ms (a claimer that dies before its ack leaves them to the next claim after that);
+--          ms (a claimer that dies before its ack leaves them to the next claim after that),
+--          only entries whose kind (the first character: "n" notify, "f" archive file) is one
+--          of ARGV[4]: a process that cannot perform an effect never takes it from one that can.
+--          At most 4 * ARGV[2] due entries are looked at in one call (bounded);
 --          "ack": drop the entries ARGV[2..], their effects done
 --
 -- Returns the entries claimed (claim), or how many were dropped (ack). A retried ack drops
@@ -17,9 +20,17 @@ if ARGV[1] == 'ack' then
   return n
 end
 local now = now_ms()
-local due = redis.call('ZRANGEBYSCORE', box, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local batch, kinds = tonumber(ARGV[2]), ARGV[4]
+local due = redis.call('ZRANGEBYSCORE', box, '-inf', now, 'LIMIT', 0, 4 * batch)
 local until_ms = int(now + tonumber(ARGV[3]))
+local taken = {}
 for i = 1, #due do
-  redis.call('ZADD', box, until_ms, due[i])
+  if #taken >= batch then
+    break
+  end
+  if string.find(kinds, string.sub(due[i], 1, 1), 1, true) then
+    redis.call('ZADD', box, until_ms, due[i])
+    taken[#taken + 1] = due[i]
+  end
 end
-return due
+return taken

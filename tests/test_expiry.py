@@ -16,6 +16,7 @@ import pytest
 from sessioncache.errors import SessionExpired, ValidationError
 from sessioncache.expiry import ExpiryNotice, load_rules_toml, parse_rules
 from sessioncache.expiry.archive import split_archive_id
+from sessioncache.expiry.engine import ExpiryEngine
 from sessioncache.expiry.policies import Daily, ExpirySpec, due_at
 from sessioncache.scripts import compose
 from sessioncache.store import SessionStore
@@ -584,3 +585,133 @@ async def test_merge_looks_again_when_its_target_changed(make: Any) -> None:
     assert merged.version == newer.version + 1
     assert await system.store.find_by_id(old.session_id) is None
     assert (await system.get_statistics()).expiry_actions == {"merge": 1}
+
+
+async def test_expiry_suspend_is_seen_by_incremental_backups(make: Any, tmp_path: Path) -> None:
+    """transition.lua marks a state change in the change bucket (session_written); the
+    suspend that expiry_act.lua now does itself (lib/transit.lua) never calls mark_changed
+    when the session stays, so an incremental backup misses the suspended state."""
+    from sessioncache.persistence import Persistence
+
+    system = await make(
+        [{"name": "idle", "policy": "idle", "after": 0.2, "action": "suspend"}]
+    )
+    persistence = Persistence(system.store, backup_dir=tmp_path / "b", key="k" * 32)
+    await persistence.changes.arm()
+    try:
+        s = await system.create_session(40, "u")
+        await system.transition(s.session_id, "active")
+        ident = system.store.identity(40, "u", "web")
+        key = system.store.keys.session(ident)
+        bucket = system.store.keys.change_bucket_of(ident)
+        client = system.store.client
+        assert await client.zscore(bucket, key) is not None  # control: transition marks it
+        await client.zrem(bucket, key)  # forget the create/transition marks
+        await _until(system, await _deadline(system, s.session_id))
+        assert (await system.cleanup_expired_sessions()).actions == {"suspend": 1}
+        assert (await system.store.get(s.session_id)).state == "suspended"
+        assert await client.zscore(bucket, key) is not None, "suspend not in change index"
+    finally:
+        await persistence.changes.disarm()
+
+
+async def test_archive_file_effect_not_acked_by_a_process_without_archive_dir(
+    make: Any, tmp_path: Path
+) -> None:
+    """Process A (archive_dir set) archives a session and dies before delivering its outbox
+    entry "f|...". Any other process's sweep drains it: Effects._one calls
+    Archive.write_file, which returns None at once when *that* process has no archive_dir,
+    and deliver() acks it: the archive file is never written and the entry is gone."""
+    adir = tmp_path / "archive"
+    system = await make(
+        [{"name": "idle", "policy": "idle", "after": 0.2, "action": "archive"}],
+        archive_dir=str(adir),
+        expiry_effect_lease=0.05,
+    )
+
+    async def crashed(outbox: str, entries: Any) -> int:  # A dies between script and effect
+        return 0
+
+    system.expiry.effects.deliver = crashed  # type: ignore[method-assign]
+    s = await system.create_session(41, "u", data={"v": 1})
+    await _until(system, await _deadline(system, s.session_id))
+    assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}
+    ident = system.store.identity(41, "u", "web")
+    outbox = system.store.keys.expiry_outbox_of(system.expiry.index_of(ident))
+    assert await system.store.client.zcard(outbox) == 1
+    # Another process of the fleet (e.g. `sessioncache expire` without --archive-dir).
+    other = ExpiryEngine(
+        system.store, system.expiry.tracker, system.expiry.rules, effect_lease=0.05
+    )
+    await _until(system, await system.expiry._now() + 100)  # A's claim lapsed
+    await other.sweep()
+    [archived] = await system.list_archived()
+    pending = await system.store.client.zcard(outbox)
+    assert pending == 1 or (archived.file is not None and Path(archived.file).exists()), (
+        "archive file effect acknowledged without the file being written"
+    )
+
+
+async def test_merge_keeps_the_target_within_max_fields(make: Any) -> None:
+    """update.lua refuses a write that takes a session past Limits.max_fields; the merge in
+    expiry_act.lua HSETNXes every data field of the old session into the target with no
+    count check, so the target ends up holding more fields than any write may give it."""
+    from sessioncache.codec import Limits
+
+    system = await make(
+        [{"name": "threads", "policy": "idle", "after": 60, "action": "merge"}],
+        limits=Limits(max_fields=4),
+    )
+    old = await system.create_session(
+        42, "u", thread_id="t1", data={f"o{i}": i for i in range(4)}
+    )
+    await _until(system, round(old.created_at.timestamp() * 1000) + 1)
+    newer = await system.create_session(
+        42, "u", thread_id="t2", data={f"n{i}": i for i in range(4)}
+    )
+    ident = system.store.identity(42, "u", "web", "t1")
+    created = round(old.created_at.timestamp() * 1000)
+    await system.expiry.act(ident, created, system.expiry.by_name["threads"], "now")
+    merged = await system.store.find_by_id(newer.session_id)
+    assert merged is not None
+    assert len(merged.data) + len(merged.metadata) <= 4, merged.data
+
+
+async def test_restored_session_is_not_expired_again_at_once(make: Any) -> None:
+    """archive_restore.lua keeps field x (the fixed deadline) and arms the index from it, and
+    restore_archived's arm() recomputes x from created_ms (absolute: created + after; daily:
+    next_boundary(created)). Both are in the past for a session that was archived by such a
+    rule, so the restored session is due at once: the next sweep archives it again."""
+    system = await make([{"name": "age", "policy": "absolute", "after": 0.3, "action": "archive"}])
+    s = await system.create_session(43, "u", data={"v": 1})
+    await _until(system, await _deadline(system, s.session_id))
+    assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}
+    restored = await system.restore_archived(s.session_id)
+    assert restored.data == {"v": 1}
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    assert await system.store.find_by_id(s.session_id) is not None
+
+
+async def test_sweep_drop_of_a_stale_entry_spares_a_session_recreated_meanwhile(
+    make: Any,
+) -> None:
+    """sweep._one reads (c, y) in a pipeline and, finding the session gone, drops its index
+    entry with a bare ZREM (_drop) rather than in a script that re-checks. A session created
+    again under the same key between the read and the ZREM (get_or_create after a key-TTL
+    expiry) loses its entry: its idle rule never fires by sweep."""
+    system = await make([{"name": "idle", "policy": "idle", "after": 0.2, "action": "archive"}])
+    s = await system.create_session(44, "u")
+    ident = system.store.identity(44, "u", "web")
+    key, index = system.store.keys.session(ident), system.expiry.index_of(ident)
+    await _until(system, await _deadline(system, s.session_id))
+    await system.store.client.delete(key)  # the key TTL backstop took it; the entry stays
+    real = system.expiry._drop
+
+    async def racing(ident_: Any, key_: str) -> None:
+        await system.create_session(44, "u")  # a new message: the session is back, armed
+        await real(ident_, key_)
+
+    system.expiry._drop = racing  # type: ignore[method-assign]
+    await system.cleanup_expired_sessions()
+    assert await system.store.find_by_id(s.session_id) is not None
+    assert await system.store.client.zscore(index, key) is not None, "new session unindexed"

@@ -64,12 +64,17 @@ class Effects:
 
     async def drain(self, outboxes: Sequence[str], batch: int) -> int:
         """Claim and deliver every entry whose time has come (entries left by a process that
-        died, or whose delivery failed), outbox by outbox; returns how many were delivered."""
+        died, or whose delivery failed), outbox by outbox; returns how many were delivered.
+        Only the kinds of effect this process performs (flags()) are claimed: an archive-file
+        entry waits for a process with archive_dir, a notice for one with a callback."""
         delivered = 0
+        kinds = self.flags()
+        if not kinds:  # nothing this process can perform: leave every entry to one that can
+            return 0
         for box in outboxes:
             while True:
                 claimed = await self._script.run(
-                    self.store.client, [box], ["claim", str(batch), str(self.lease_ms)]
+                    self.store.client, [box], ["claim", str(batch), str(self.lease_ms), kinds]
                 )
                 if not claimed:
                     break
@@ -90,6 +95,8 @@ class Effects:
                 await result
         elif kind == "f":
             created, _, sid = rest.partition("|")
+            if self.archive.dir is None:  # never ack a file this process cannot write
+                raise ValueError("no archive_dir in this process")
             await self.archive.write_file(f"{sid}#{created}")
         else:
             raise ValueError(f"unknown expiry effect {entry!r:.80}")
