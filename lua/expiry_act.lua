@@ -38,6 +38,9 @@
 -- ARGV[14] the merge target's created ms, "" for none (a merge stage then merges nothing and
 --          the session stays, its rule spent)
 -- ARGV[15] reason of the suspend transition (encoded)
+-- ARGV[16] max number of data + metadata fields a session may hold (Limits.max_fields, as in
+--          update.lua): a merge that would take the target past it copies nothing and is
+--          treated as a merge with no target (the session stays; later stages still apply)
 --
 -- Returns {n, due, {action...}, {effect...}}: the n actions applied (n >= 1), in order, and
 --                    the outbox entries written (claimed by the caller for ARGV[13] ms);
@@ -135,22 +138,28 @@ while k < #stages do
     end
   elseif action == 'merge' and ARGV[14] ~= '' then
     -- The target's values win; data fields only the old session has are added. One-character
-    -- names are the session's own fields, "@" names its metadata: neither is data.
+    -- names are the session's own fields, "@" names its metadata: neither is data. All or
+    -- nothing: the target never holds more fields than a write could give it.
     local flat = redis.call('HGETALL', key)
-    local added = 0
+    local adds = {}
     for i = 1, #flat, 2 do
       local name = flat[i]
-      if #name > 1 and string.sub(name, 1, 1) ~= '@' then
-        added = added + redis.call('HSETNX', target, name, flat[i + 1])
+      if #name > 1 and string.sub(name, 1, 1) ~= '@'
+          and redis.call('HEXISTS', target, name) == 0 then
+        adds[#adds + 1] = name
+        adds[#adds + 1] = flat[i + 1]
       end
     end
-    if added > 0 then
-      redis.call('HINCRBY', target, 'v', 1)
-      redis.call('HSET', target, 'u', int(now))
-      mark_changed(KEYS[9], target)
+    if session_field_count(target) + #adds / 2 <= tonumber(ARGV[16]) then
+      if #adds > 0 then
+        redis.call('HSET', target, unpack(adds))
+        redis.call('HINCRBY', target, 'v', 1)
+        redis.call('HSET', target, 'u', int(now))
+        mark_changed(KEYS[9], target)
+      end
+      ended = true
+      break
     end
-    ended = true
-    break
   elseif action == 'archive' and string.find(ARGV[12], 'f', 1, true) then
     effect = table.concat({'f', ARGV[7], ARGV[8]}, '|')
   end

@@ -80,16 +80,7 @@ if redis.call('HLEN', key) - 7 + #adds > tonumber(ARGV[8]) then
   end
 end
 if grow > 0 then
-  -- One-character names are the session's own fields; they do not count against the limit
-  -- ("o" held op ids before the op log: sessions written by older versions may have it).
-  local total = redis.call('HLEN', key) + grow
-  local core = redis.call('HMGET', key, 'v', 's', 'c', 'u', 'a', 'e', 'm', 'p', 't', 'o',
-                          'x', 'y', 'w')
-  for i = 1, #core do
-    if core[i] then
-      total = total - 1
-    end
-  end
+  local total = session_field_count(key) + grow
   if total > tonumber(ARGV[8]) then
     return {-3, total}
   end

@@ -675,6 +675,9 @@ async def test_merge_keeps_the_target_within_max_fields(make: Any) -> None:
     merged = await system.store.find_by_id(newer.session_id)
     assert merged is not None
     assert len(merged.data) + len(merged.metadata) <= 4, merged.data
+    assert merged.data == {f"n{i}": i for i in range(4)}  # all or nothing: nothing copied
+    kept = await system.store.find_by_id(old.session_id)  # as a merge with no target: kept
+    assert kept is not None and kept.data == {f"o{i}": i for i in range(4)}
 
 
 async def test_restored_session_is_not_expired_again_at_once(make: Any) -> None:

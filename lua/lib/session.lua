@@ -55,6 +55,21 @@ local function session_update(key, index, bucket, log, fields, exps, now, suffix
   session_written(key, bucket, log, now)
 end
 
+-- How many data + metadata fields session `key` holds, as Limits.max_fields counts them:
+-- one-character names are the session's own fields and do not count ("o" held op ids before
+-- the op log: sessions written by older versions may have it).
+local function session_field_count(key)
+  local total = redis.call('HLEN', key)
+  local core = redis.call('HMGET', key, 'v', 's', 'c', 'u', 'a', 'e', 'm', 'p', 't', 'o',
+                          'x', 'y', 'w')
+  for i = 1, #core do
+    if core[i] then
+      total = total - 1
+    end
+  end
+  return total
+end
+
 -- Optimistic concurrency: `expected` is the version the caller last saw ('' to write whatever
 -- is stored); true when the stored `version` has moved on since, and nothing may be written.
 local function version_moved(expected, version)

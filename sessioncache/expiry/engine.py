@@ -216,6 +216,7 @@ class ExpiryEngine(SweepMethods):
             str(self.effects.lease_ms),
             "",
             encode_value(f"expiry:{rule.name}"),
+            str(self.store.limits.max_fields),
         ]
         for _ in range(MERGE_RETRIES):
             target = await self._merge_target(ident, created_ms) if ":merge" in plan else None
