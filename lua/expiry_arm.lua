@@ -3,7 +3,10 @@
 -- KEYS[1]  session hash
 -- KEYS[2]  expiry index bucket of the session's slot
 -- ARGV[1]  x: fixed deadline in ms, or "" for none
--- ARGV[2]  y: "mode|idle|limit|grace|rule|lead" (see lib/expiry.lua), or "" to disarm
+-- ARGV[2]  y: "mode|idle|limit|grace|rule|lead" (see lib/expiry.lua), or "" to disarm, or
+--          "-" to drop a stale index entry: the sweep read the session as gone or unarmed, and
+--          the entry goes only if that is still so here (a session recreated and armed since
+--          keeps its entry)
 -- ARGV[3]  the session's created ms as the caller read it ("" for any): a session recreated
 --          since is left alone
 --
@@ -12,6 +15,12 @@
 
 local key = KEYS[1]
 local cur = redis.call('HMGET', key, 'c', 'a', 'm', 'y', 'w')
+if ARGV[2] == '-' then
+  if not cur[1] or not cur[4] then
+    redis.call('ZREM', KEYS[2], key)
+  end
+  return {0}
+end
 if not cur[1] or (ARGV[3] ~= '' and cur[1] ~= ARGV[3]) then
   return {0}
 end

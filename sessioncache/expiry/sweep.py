@@ -192,8 +192,11 @@ class SweepMethods:
             report.count(action)
 
     async def _drop(self, ident: Identity, key: str) -> None:
+        # In a script that re-checks: a session recreated and armed since the read keeps it.
         try:
-            await self.store.client.zrem(self.index_of(ident), key)
+            await self.store.scripts.expiry_arm.run(
+                self.store.client, [key, self.index_of(ident)], ["", "-", ""]
+            )
         except RedisError as exc:
             raise BackendUnavailable(f"Redis unavailable during the sweep: {exc}") from exc
 
