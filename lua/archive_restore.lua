@@ -16,8 +16,10 @@
 --
 -- Returns {1, hgetall} restored, {-1} no such archive, {-2} a live session has the id.
 -- Data, metadata, state, version, priority and events come back as archived; the restore counts
--- as activity, and the session's expiry rule (fields x, y) is armed again from that activity,
--- its stages starting over (w dropped), in this same call (the caller may then re-pick it).
+-- as activity, and the session's expiry rule (field y) is armed again from that activity, its
+-- stages starting over (w dropped), in this same call. Its fixed deadline x (an absolute age,
+-- a daily boundary: the one that archived it, long past) is dropped, so no sweep takes the
+-- session again before the caller arms a new one counted from the restore.
 -- A retry after success finds no archive and returns -1.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -33,7 +35,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 end
 local now = now_ms()
 redis.call('RENAME', KEYS[1], KEYS[3])
-redis.call('HDEL', KEYS[3], 'X', 'Y', 'w')
+redis.call('HDEL', KEYS[3], 'X', 'Y', 'w', 'x')
 local ttl = redis.call('HGET', KEYS[3], 't') or ARGV[3]
 local exps = int(now + tonumber(ttl))
 redis.call('HSET', KEYS[3], 'a', int(now), 'e', exps)

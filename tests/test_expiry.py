@@ -718,3 +718,31 @@ async def test_sweep_drop_of_a_stale_entry_spares_a_session_recreated_meanwhile(
     await system.cleanup_expired_sessions()
     assert await system.store.find_by_id(s.session_id) is not None
     assert await system.store.client.zscore(index, key) is not None, "new session unindexed"
+
+
+async def test_restored_daily_session_waits_for_the_next_boundary(make: Any) -> None:
+    """A session created a day ago, archived at a boundary (scaled down: 0.3 s ahead stands
+    for 04:00); restored, it is armed for the next 04:00 after the restore, not for the first
+    boundary after its creation, which has passed."""
+    system = await make([{"policy": "daily", "at": "04:00", "tz": "UTC", "action": "archive"}])
+    s = await system.create_session(46, "u", data={"v": 1})
+    ident = system.store.identity(46, "u", "web")
+    key = system.store.keys.session(ident)
+    now = await system.expiry._now()
+    await system.store.client.hset(key, "c", str(now - 86_400_000))  # created a day ago
+    boundary = now + 300
+    await system.store.scripts.expiry_arm.run(
+        system.store.client,
+        [key, system.expiry.index_of(ident)],
+        [str(boundary), ExpirySpec("rule0", fixed=boundary).field_y(), ""],
+    )
+    await _until(system, boundary + 1)
+    assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}
+    restored = await system.restore_archived(s.session_id)
+    now = await system.expiry._now()
+    assert restored.data == {"v": 1}
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    info = await system.get_expiry_info(s.session_id)
+    assert info is not None and info.deadline_ms is not None
+    assert now < info.deadline_ms <= now + 86_400_000
+    assert dt.datetime.fromtimestamp(info.deadline_ms / 1000, dt.UTC).strftime("%H:%M") == "04:00"

@@ -142,21 +142,28 @@ class ExpiryEngine(SweepMethods):
             stages.append((0, rule.action))
         return ",".join(f"{o}:{a}" for o, a in stages)
 
-    def spec(self, rule: Rule, session: Session, now_ms: int) -> ExpirySpec | None:
-        """The spec a rule arms on a session."""
-        ctx = Context(_ms(session.created_at), now_ms, session.priority)
+    def spec(
+        self, rule: Rule, session: Session, now_ms: int, start_ms: int | None = None
+    ) -> ExpirySpec | None:
+        """The spec a rule arms on a session whose period (absolute age, daily boundary)
+        starts at ``start_ms``: its creation unless given."""
+        start = _ms(session.created_at) if start_ms is None else start_ms
+        ctx = Context(start, now_ms, session.priority)
         spec = rule.policy.spec(rule.name, ctx)
         if spec is None:
             return None
         lead = round(rule.warn_before * 1000) if rule.warn_before else 0
         return ExpirySpec(spec.rule, spec.mode, spec.fixed, spec.idle, spec.limit, spec.grace, lead)
 
-    async def arm(self, session: Session, now_ms: int | None = None) -> ExpirySpec | None:
-        """Give a session its rule (the first that matches it), or none. Idempotent."""
+    async def arm(
+        self, session: Session, now_ms: int | None = None, *, start_ms: int | None = None
+    ) -> ExpirySpec | None:
+        """Give a session its rule (the first that matches it), or none; ``start_ms``: when
+        its period starts (default its creation; a restore starts a new one). Idempotent."""
         ident = parse_session_id(session.session_id)
         rule = first_match(self.rules, ident, session.priority)
         now = now_ms if now_ms is not None else await self._now()
-        spec = None if rule is None else self.spec(rule, session, now)
+        spec = None if rule is None else self.spec(rule, session, now, start_ms)
         if spec is None and session._expiry is None:
             return None
         x = "" if spec is None or spec.fixed is None else str(spec.fixed)
@@ -329,7 +336,9 @@ class ExpiryEngine(SweepMethods):
     async def restore_archived(
         self, session_id: str, *, archive_id: str | None = None, replace: bool = False
     ) -> Session:
-        """Bring an archived session back whole and arm its rule again."""
+        """Bring an archived session back whole and arm its rule again, its period starting
+        at the restore: an absolute age counts from it, a daily reset waits for the next
+        boundary after it (restoring means "bring it back", not "expire it again at once")."""
         ident = parse_session_id(session_id)
         aid = archive_id or await self.archive.latest(session_id)
         if aid is None:
@@ -338,7 +347,8 @@ class ExpiryEngine(SweepMethods):
             raise ValidationError(f"archive {aid!r} is not one of session {session_id!r}")
         session = await self.archive.restore(aid, replace=replace)
         if self.rules:
-            await self.arm(session)
+            now = await self._now()
+            await self.arm(session, now, start_ms=now)
         return session
 
     async def get_or_create(self, ident: Identity, **create: Any) -> Session:
