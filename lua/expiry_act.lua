@@ -44,7 +44,9 @@
 --
 -- Returns {n, due, {action...}, {effect...}}: the n actions applied (n >= 1), in order, and
 --                    the outbox entries written (claimed by the caller for ARGV[13] ms);
---         {0, next}  nothing due yet (the index entry now waits for `next`, ms),
+--         {0, next}  nothing due yet (the index entry now waits for `next`, ms; -1: none),
+--                    or only suspend stages the state table forbids passed (applied to
+--                    nothing: no counter, no event; the rule moves on as after any stage),
 --         {-1}       no such session, no rule, or a different rule or session than the
 --                    caller's (the index entry is dropped or left to the current rule),
 --         {-2}       the merge target named is gone or newer than the caller saw: nothing
@@ -102,6 +104,7 @@ if tonumber(wdue) == due then
   k = tonumber(wk)
 end
 
+local k0 = k
 local done = {}
 local effects = {}
 local ended = false
@@ -114,13 +117,19 @@ while k < #stages do
   end
   local action = stage[2]
   k = k + 1
-  done[#done + 1] = action
-  redis.call('HINCRBY', KEYS[5], 'x:' .. action, 1)
-  if redis.call('EXISTS', stream) == 1 or action == 'archive' then
-    redis.call('XADD', stream, '*', 't', 'expired', 's', cur[7], 'action', action,
-               'rule', ARGV[2])
-  end
   local effect = nil
+  if action == 'suspend' and ARGV[11] ~= '' and not state_allows(ARGV[11], cur[7]) then
+    -- The state table forbids the move: the stage passes, applied to nothing (no counter, no
+    -- event), and the rule goes on to its next stage.
+    action = nil
+  else
+    done[#done + 1] = action
+    redis.call('HINCRBY', KEYS[5], 'x:' .. action, 1)
+    if redis.call('EXISTS', stream) == 1 or action == 'archive' then
+      redis.call('XADD', stream, '*', 't', 'expired', 's', cur[7], 'action', action,
+                 'rule', ARGV[2])
+    end
+  end
   if action == 'warn' or action == 'notify' then
     if ARGV[9] ~= '' then
       redis.call('PUBLISH', ARGV[9],
@@ -130,12 +139,10 @@ while k < #stages do
       effect = table.concat({'n', action, ARGV[2], int(due), ARGV[7], ARGV[8]}, '|')
     end
   elseif action == 'suspend' and ARGV[11] ~= '' then
-    local moved = state_move(key, stream, KEYS[5], {cur[8], cur[7], cur[6], cur[4]},
-                             'suspended', ARGV[11], ARGV[15], now)
-    if moved then
-      cur[7] = 'suspended'
-      cur[8] = redis.call('HGET', key, 'v')
-    end
+    state_move(key, stream, KEYS[5], {cur[8], cur[7], cur[6], cur[4]}, 'suspended', ARGV[11],
+               ARGV[15], now)
+    cur[7] = 'suspended'
+    cur[8] = redis.call('HGET', key, 'v')
   elseif action == 'merge' and ARGV[14] ~= '' then
     -- The target's values win; data fields only the old session has are added. One-character
     -- names are the session's own fields, "@" names its metadata: neither is data. All or
@@ -173,7 +180,7 @@ while k < #stages do
   end
 end
 
-if #done == 0 then
+if k == k0 then
   local nxt = due + stages[k + 1][1]
   redis.call('ZADD', KEYS[3], int(nxt), key)
   return {0, nxt}
@@ -213,4 +220,7 @@ end
 -- Every branch above wrote the session (ended it, suspended it, spent or advanced its rule):
 -- incremental backups must see it, as they see any other write.
 mark_changed(KEYS[9], key)
+if #done == 0 then
+  return {0, -1}  -- only stages applied to nothing passed: nothing to report
+end
 return {#done, due, done, effects}

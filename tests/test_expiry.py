@@ -746,3 +746,21 @@ async def test_restored_daily_session_waits_for_the_next_boundary(make: Any) -> 
     assert info is not None and info.deadline_ms is not None
     assert now < info.deadline_ms <= now + 86_400_000
     assert dt.datetime.fromtimestamp(info.deadline_ms / 1000, dt.UTC).strftime("%H:%M") == "04:00"
+
+
+async def test_a_suspend_the_state_table_forbids_is_neither_counted_nor_recorded(
+    make: Any,
+) -> None:
+    """A closed session may not move to suspended: the suspend stage passes applied to
+    nothing (no x:suspend, no "expired suspend" event, the state unchanged, the rule spent)."""
+    system = await make([{"policy": "idle", "after": 0.2, "action": "suspend"}])
+    s = await system.create_session(47, "u")
+    await system.transition(s.session_id, "closed")
+    await _until(system, await _deadline(system, s.session_id))
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    after = await system.store.find_by_id(s.session_id)
+    assert after is not None and after.state == "closed"
+    assert (await system.get_statistics()).expiry_actions == {}
+    assert ("expired", "suspend") not in await _events(system, s.session_id)
+    info = await system.get_expiry_info(s.session_id)
+    assert info is not None and not info.armed  # spent: the next sweep does not look again

@@ -3,16 +3,23 @@
 -- (Named to sort after lib/stats.lua, whose helpers it uses: lib files are prepended in name
 -- order.)
 
+-- Whether `spec` (transition.lua's ARGV[7], as below) allows a session in state `from` to move
+-- to its target.
+local function state_allows(spec, from)
+  local sources = string.match(spec, '(%S+)$')
+  return string.find(sources, ',' .. from .. ',', 1, true) ~= nil
+end
+
 -- Move the session `key` (cur: its fields v, s, c, m as read) to `target` if `spec` allows it:
 -- spec is transition.lua's ARGV[7] (platform, table version, stream caps, terminal states, and
 -- the states allowed to move to the target). Writes state, version and update time, one
 -- state_changed event (`reason`: encoded, or '' for none) and the shard's counters in `stats`.
 -- Returns the state moved from, or nil when the table does not allow it (nothing written).
 local function state_move(key, stream, stats, cur, target, spec, reason, now)
-  local plat, tver, maxlen, maxage, terminal, sources =
-    string.match(spec, '^(%S+) (%d+) (%d+) (%d+) (%S+) (%S+)$')
+  local plat, tver, maxlen, maxage, terminal =
+    string.match(spec, '^(%S+) (%d+) (%d+) (%d+) (%S+) %S+$')
   local from = cur[2]
-  if not string.find(sources, ',' .. from .. ',', 1, true) then
+  if not state_allows(spec, from) then
     return nil
   end
   local vs = int(tonumber(cur[1]) + 1)
