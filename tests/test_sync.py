@@ -11,17 +11,21 @@ from typing import Any
 import pytest
 
 from sessioncache import sync_records
+from sessioncache.codec import data_field
 from sessioncache.errors import (
+    BackendUnavailable,
     IdentityOwned,
     LinkError,
     LinkRateLimited,
     ScopeError,
     ValidationError,
+    VersionConflict,
 )
 from sessioncache.hlc import HybridClock
 from sessioncache.identity import parse_session_id
 from sessioncache.identity_links import IdentityLinks, LinkConfig
 from sessioncache.scopes import scoped_identity
+from sessioncache.scripts import Script
 from sessioncache.store import SessionStore
 from sessioncache.sync import Conflict, SyncConfig, SyncField, SyncManager
 from sessioncache.sync_listener import SyncListener
@@ -610,3 +614,121 @@ async def test_resolve_script_retry(store: SessionStore) -> None:
     stored = await store.get(DC)
     assert stored.data["topic"] == "tg" and stored.version == first[1]
     assert await sync.list_conflicts() == []
+
+
+def _reply_lost_after(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Script ``name`` runs (its write is stored) but its reply never arrives."""
+    real = Script.run
+
+    async def applied_then_lost(self: Script, *args: Any, **kwargs: Any) -> Any:
+        got = await real(self, *args, **kwargs)
+        if self.name == name:
+            raise BackendUnavailable(f"Redis unavailable during {name}: reply lost")
+        return got
+
+    monkeypatch.setattr(Script, "run", applied_then_lost)
+
+
+async def test_applied_update_whose_reply_is_lost_is_synced_by_recover(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mode "auto": update.lua applied but its reply lost keeps the journaled plan (only a
+    refusal drops it), so recover() brings the value to the linked session."""
+    sync = manager(store, mode="auto")
+    await linked(store, sync)
+    _reply_lost_after(monkeypatch, "update")
+    with pytest.raises(BackendUnavailable):
+        await sync.update(TG, {"topic": "written"})
+    monkeypatch.undo()
+    assert (await store.get(TG)).data["topic"] == "written"
+    assert "topic" not in (await store.get(DC)).data
+    assert await sync.recover(min_age=0) == 1
+    assert (await store.get(DC)).data["topic"] == "written"
+    assert await store.client.hlen(store.keys.sync_journal()) == 0
+
+
+async def test_refused_update_drops_its_plan(store: SessionStore) -> None:
+    """A write update.lua refused (version conflict) wrote nothing: its plan is dropped."""
+    sync = manager(store, mode="auto")
+    await linked(store, sync)
+    with pytest.raises(VersionConflict):
+        await sync.update(TG, {"topic": "x"}, expected_version=99)
+    assert await store.client.hlen(store.keys.sync_journal()) == 0
+    assert "topic" not in (await store.get(TG)).data
+
+
+async def test_applied_resolve_whose_reply_is_lost_is_synced_by_recover(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sync_resolve.lua applied (choice written, conflict gone) but its reply lost: the plan
+    stays and recover() brings the choice to the linked session."""
+    sync = manager(store, mode="manual", strategy="manual")
+    c = await one_conflict(store, sync)
+    _reply_lost_after(monkeypatch, "sync_resolve")
+    with pytest.raises(BackendUnavailable):
+        await sync.resolve_conflict(c.conflict_id, "mine")
+    monkeypatch.undo()
+    assert (await store.get(DC)).data["topic"] == "mine"
+    assert await sync.list_conflicts() == []
+    assert await sync.recover(min_age=0) == 1
+    assert (await store.get(TG)).data["topic"] == "mine"
+
+
+async def test_merge_resync_without_change_keeps_the_version(store: SessionStore) -> None:
+    """Strategy "merge": a repeated sync (or a replayed plan) that merges nothing new answers
+    "kept" and leaves the target's version alone."""
+    sync = manager(store, mode="manual", strategy="merge")
+    await linked(store, sync)
+    await sync.write(TG, {"count": 5})
+    assert await sync.sync_sessions(TG) == {DC: {"count": "applied"}}
+    before = (await store.get(DC)).version
+    assert await sync.sync_sessions(TG) == {DC: {"count": "kept"}}
+    after = await store.get(DC)
+    assert (after.data["count"], after.version) == (5, before)
+    await sync.increment(TG, "count", 2)  # a real change still applies
+    assert await sync.sync_sessions(TG) == {DC: {"count": "applied"}}
+    assert (await store.get(DC)).data["count"] == 7
+
+
+async def test_lagging_writer_keeps_stamps_bounded_and_ordered(store: SessionStore) -> None:
+    """A process whose clock is an hour behind the stored stamp observes the stamp its write
+    stored: its further writes order after it without growing the stamp."""
+    ahead = manager(store, mode="manual")
+    behind = manager(store, mode="manual")
+    await store.create(123, 123, "telegram")
+    ahead.clock.observe(f"{int(time.time() * 1000) + 3_600_000:013d}.000000.x")
+    await ahead.write(TG, {"topic": "from the fast host"})
+    [(_, first, *_)] = await behind._read_raw(TG, data_field("topic", store.limits))
+    stamps = []
+    for i in range(50):
+        await behind.write(TG, {"topic": f"slow {i}"})
+        [cur] = await behind._read_raw(TG, data_field("topic", store.limits))
+        stamps.append(cur[1].decode())
+    assert (await store.get(TG)).data["topic"] == "slow 49"
+    assert stamps == sorted(set(stamps)) and stamps[0] > first.decode()
+    assert max(len(s) for s in stamps) <= len(first.decode()) + 1
+
+
+async def test_batch_keeps_a_session_written_during_its_run(store: SessionStore) -> None:
+    """run_batch drops a pending session only if it was not written again while being
+    synced: a write during the run is synced by the next run."""
+    sync = manager(store, mode="batch")
+    await linked(store, sync)
+    await sync.write(TG, {"topic": "first"})
+    read, writes = sync._read, 0
+
+    async def write_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        nonlocal writes
+        got = await read(*args, **kwargs)
+        if writes == 0:
+            writes += 1
+            await sync.write(TG, {"topic": "second"})  # another task writes meanwhile
+        return got
+
+    sync._read = write_meanwhile  # type: ignore[method-assign]
+    assert await sync.run_batch() == 1
+    sync._read = read  # type: ignore[method-assign]
+    assert (await store.get(DC)).data["topic"] == "first"
+    assert await sync.run_batch() == 1
+    assert (await store.get(DC)).data["topic"] == "second"
+    assert await sync.run_batch() == 0  # nothing pending any more
