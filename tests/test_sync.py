@@ -135,6 +135,59 @@ async def test_codes_wrong_expired_reused_owned(store: SessionStore) -> None:
     assert await links.linked_identities("web", 4) == ["web:4"]
 
 
+async def left_by_its_starter(links: IdentityLinks) -> None:
+    """Person "telegram:123" (discord:987, slack:U42) after its starter telegram:123 unlinked."""
+    await links.confirm_link("discord", 987, await links.start_link("telegram", 123))
+    await links.confirm_link("slack", "U42", await links.start_link("telegram", 123))
+    assert await links.unlink("telegram", 123)
+
+
+async def test_unlinked_starter_linking_again_makes_a_new_person(store: SessionStore) -> None:
+    """A person's id is the identity that started its first link; after that identity unlinks,
+    the person lives on under its id. A new link it starts makes a new person (a fresh id):
+    it never rejoins the old person, nor brings a new identity into it."""
+    links = IdentityLinks(store.client, store.keys)
+    await left_by_its_starter(links)
+    assert await links.linked_identities("discord", 987) == ["discord:987", "slack:U42"]
+    with pytest.raises(IdentityOwned):  # a member of the old person is not taken from it
+        await links.confirm_link("discord", 987, await links.start_link("telegram", 123))
+    person = await links.confirm_link("web", 555, await links.start_link("telegram", 123))
+    assert person.startswith("telegram:123#") and person != "telegram:123"
+    assert await links.linked_identities("telegram", 123) == ["telegram:123", "web:555"]
+    # The old person keeps its id and its remaining identities, and nothing else.
+    assert await links.linked_identities("discord", 987) == ["discord:987", "slack:U42"]
+    assert await links.persons_of(["discord:987", "slack:U42"]) == ["telegram:123"]
+    assert await links.members("telegram:123") == ["discord:987", "slack:U42"]
+    assert await links.person_of("web", 555) == person == await links.person_of("telegram", 123)
+    # A starter whose name is no living person's id keeps using it.
+    assert await links.unlink("telegram", 5) is False
+    assert await links.confirm_link("web", 6, await links.start_link("telegram", 5)) == (
+        "telegram:5")
+
+
+async def test_confirm_run_twice_on_retry_links_once(store: SessionStore) -> None:
+    """A client retry of a confirm whose reply was lost (the same call again) gets the same
+    answer and changes nothing; the used code still links no one else."""
+    links = IdentityLinks(store.client, store.keys)
+    await left_by_its_starter(links)
+    code = await links.start_link("telegram", 123)  # its old person (discord, slack) lives on
+    public, secret = code.split("-")
+    keys = [store.keys.link_code(public), store.keys.link_fails("web:555"),
+            store.keys.link_owners(), store.keys.link_members()]
+    args = ["web:555", secret, "5", "10", "900000", "RETRYAB2"]
+    first = await links.scripts.link_confirm.run(store.client, keys, args)
+    state = await store.client.hgetall(store.keys.link_owners()), await store.client.hgetall(
+        store.keys.link_members())
+    again = await links.scripts.link_confirm.run(store.client, keys, args)
+    assert first == again and first[:2] == [1, b"telegram:123#RETRYAB2"]
+    assert (await store.client.hgetall(store.keys.link_owners()),
+            await store.client.hgetall(store.keys.link_members())) == state
+    assert await links.linked_identities("web", 555) == ["telegram:123", "web:555"]
+    with pytest.raises(LinkError):  # used: no other identity links with it
+        await links.confirm_link("web", 556, code)
+    assert await links.person_of("web", 556) is None
+
+
 async def test_brute_force_stopped(store: SessionStore) -> None:
     links = IdentityLinks(store.client, store.keys)
     code = await links.start_link("telegram", 1)
