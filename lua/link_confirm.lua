@@ -9,13 +9,23 @@
 -- ARGV[3]  wrong guesses a code survives (then it is burned)
 -- ARGV[4]  wrong guesses the confirming identity may make per window
 -- ARGV[5]  rate window in ms
+-- ARGV[6]  random suffix (drawn by the caller, repeated by a retry) for a fresh person id
 --
--- Returns {1, person, starter}  linked (the code is consumed),
+-- Returns {1, person, starter}  linked (the code is used up),
 --         {-1}  no such code (wrong, expired or already used),
 --         {-2}  wrong secret (the code's try count went up; burned at ARGV[3]),
 --         {-3, ttl_ms}  this identity guessed wrong too often in this window,
 --         {-4, person}  the confirming identity belongs to another person,
---         {-5}  the code was started by this same identity.
+--         {-5}  the code was started by this same identity,
+--         {-6}  the fresh person id drawn is taken (nothing changed; draw another suffix).
+--
+-- A person's id is the name of the identity that started its first link. If that identity
+-- later unlinks, the person lives on under that id with its other identities, so when the
+-- starter is in no person and a person with its name still exists, the new person gets a
+-- fresh id, "<starter>#<ARGV[6]>" ('#' is percent-encoded in identity names, so no identity
+-- can ever start a person with this id): the unlinked identity never rejoins the old person.
+-- A used code stays (marked with its joiner and person) until it expires, so a client retry
+-- of the same call gets the same answer and changes nothing.
 
 local fails = tonumber(redis.call('GET', KEYS[2]) or '0')
 if fails >= tonumber(ARGV[4]) then
@@ -26,8 +36,11 @@ local function failed()
     redis.call('PEXPIRE', KEYS[2], ARGV[5])
   end
 end
-local rec = redis.call('HMGET', KEYS[1], 'who', 'secret')
-if not rec[1] then
+local rec = redis.call('HMGET', KEYS[1], 'who', 'secret', 'joiner', 'person')
+if rec[3] == ARGV[1] and rec[2] == ARGV[2] then
+  return {1, rec[4], rec[1]}  -- a retry of the call that used this code: its answer again
+end
+if not rec[1] or rec[3] then
   failed()
   return {-1}
 end
@@ -42,12 +55,21 @@ local starter, joiner = rec[1], ARGV[1]
 if starter == joiner then
   return {-5}
 end
-local person = redis.call('HGET', KEYS[3], starter) or starter
+local person = redis.call('HGET', KEYS[3], starter)
+if not person then
+  person = starter
+  if redis.call('HEXISTS', KEYS[4], person) == 1 then
+    person = starter .. '#' .. ARGV[6]
+    if redis.call('HEXISTS', KEYS[4], person) == 1 then
+      return {-6}
+    end
+  end
+end
 local owner = redis.call('HGET', KEYS[3], joiner)
 if owner and owner ~= person then
   return {-4, owner}
 end
-redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'joiner', joiner, 'person', person)
 if owner == person then
   return {1, person, starter}
 end

@@ -89,6 +89,9 @@ class IdentityLinks:
     async def confirm_link(self, platform: object, user_id: object, code: str) -> str:
         """Link this identity to the person of the code's identity; returns the person id.
 
+        The person id is the name of the identity that started the person's first link; an
+        identity that unlinked and starts a link again makes a new person, with a fresh id
+        if its old person lives on under its name (``<identity>#<8 random letters>``).
         LinkError for a wrong, expired or used code (nothing linked), IdentityOwned if this
         identity already belongs to another person, LinkRateLimited after too many wrong codes.
         """
@@ -96,13 +99,17 @@ class IdentityLinks:
         cfg = self.config
         match = _CODE_RE.fullmatch(code.strip().upper()) if isinstance(code, str) else None
         public, secret = (match.group(1), match.group(2)) if match else ("-", "-")
-        reply = await self.scripts.link_confirm.run(
-            self.client,
-            [self.keys.link_code(public), self.keys.link_fails(who), self.keys.link_owners(),
-             self.keys.link_members()],
-            [who, secret, str(cfg.max_tries_per_code), str(cfg.max_failures),
-             str(round(cfg.window * 1000))],
-        )
+        reply: Any = [-6]
+        for _ in range(8):  # -6: the drawn person id is taken (32^8 ids: practically never)
+            reply = await self.scripts.link_confirm.run(
+                self.client,
+                [self.keys.link_code(public), self.keys.link_fails(who),
+                 self.keys.link_owners(), self.keys.link_members()],
+                [who, secret, str(cfg.max_tries_per_code), str(cfg.max_failures),
+                 str(round(cfg.window * 1000)), _draw(8)],
+            )
+            if reply[0] != -6:
+                break
         status = reply[0]
         if status == 1:
             return str(reply[1].decode())
@@ -112,6 +119,8 @@ class IdentityLinks:
             raise IdentityOwned(f"{who} is already linked to another person; unlink it first")
         if status == -5:
             raise LinkError("a code must be confirmed from another identity than its own")
+        if status == -6:
+            raise LinkError("could not draw a free person id; nothing was linked")
         raise LinkError("wrong, expired or already used link code; nothing was linked")
 
     async def unlink(self, platform: object, user_id: object) -> bool:

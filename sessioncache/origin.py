@@ -54,12 +54,15 @@ async def initialize_sessions(
     Called again in the same process:
 
     - with the same arguments as a system it started that is still running, that system is
-      returned (and made current again): two modules may both initialise (unless
-      ``replace=True``, which starts a fresh one and shuts the running one down);
+      returned (and made current again): two modules may both initialise;
     - with other arguments, a new system is started and made current. The earlier one is not
       shut down: whoever holds it keeps using it, and one warning is logged saying both run.
-      ``replace=True`` shuts the previous current system down once the new one has started
-      (calls still running on it may fail).
+
+    ``replace=True`` always starts a fresh system and makes it current. Once it has started,
+    it shuts down the running system started with the same arguments, if there is one (any
+    other system, the previous current one included, keeps running, with the warning above);
+    if there is none, it shuts down the previous current system. Calls still running on the
+    system shut down may fail.
 
     ``shutdown_sessions()`` shuts down every system initialize_sessions() started.
     """
@@ -68,8 +71,7 @@ async def initialize_sessions(
 
     global _current
     args = (str(storage_type).upper(), dict(storage_config or {}), enable_all_features, options)
-    found = None if replace else _running(args)
-    if found is not None:
+    if not replace and (found := _running(args)) is not None:
         _current = found
         return found
     system = await SessionSystem.open(
@@ -82,18 +84,27 @@ async def initialize_sessions(
         _current = found
         return found
     previous = _current if _current is not None and not _current.closed else None
-    _started[:] = [item for item in _started if not item[0].closed]
+    doomed: list[SessionSystem] = []
+    if replace:
+        # The running system(s) with these arguments (the new one is not listed yet), else
+        # the previous current one: never a system started with other arguments that is
+        # merely current, whose holder still uses it.
+        doomed = [item[0] for item in _started if not item[0].closed and _same_args(args, item[1])]
+        if not doomed and previous is not None:
+            doomed = [previous]
+    _started[:] = [
+        item for item in _started if not item[0].closed and all(item[0] is not d for d in doomed)
+    ]
     _started.append((system, args))
     _current = system
-    if previous is not None and replace:
-        _started[:] = [item for item in _started if item[0] is not previous]
-        await previous.shutdown()
-    elif previous is not None:
+    for old in doomed:
+        await old.shutdown()
+    if previous is not None and all(previous is not d for d in doomed):
         log.warning(
             "initialize_sessions() was called again with other arguments: the new system is "
             "now current; the one started before keeps running for whoever holds it "
-            "(shutdown_sessions() shuts down every system it started; replace=True would "
-            "have shut the old one down)"
+            "(shutdown_sessions() shuts down every system it started%s)",
+            "" if replace else "; replace=True would have shut the old one down",
         )
     return system
 

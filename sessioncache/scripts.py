@@ -194,6 +194,7 @@ class ScriptRegistry:
     seen_update: Script
     sync_apply: Script
     sync_done: Script
+    sync_pending_done: Script
     sync_plan: Script
     sync_read: Script
     sync_resolve: Script

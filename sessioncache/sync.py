@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .codec import data_field, decode_value, encode_value
-from .errors import SessionNotFound, ValidationError
+from .errors import SessionCacheError, SessionNotFound, ValidationError
 from .hlc import HybridClock
 from .identity import Identity, parse_session_id
 from .identity_links import IdentityLinks, identity_name
@@ -191,10 +191,6 @@ class SyncManager(SyncModes):
         store = self.store
         ident = parse_session_id(session_id)
         section: tuple[list[str], list[Any]] = ([], [])
-        journaled = None
-        if shared and self.config.mode == "auto":
-            # Journaled before the write: a process killed after it finds the plan in recover().
-            journaled = await self._journal("update", session_id, [f.name for f in shared])
         if shared:
             args: list[Any] = [
                 str(len(shared)), session_id, self._rank(ident.platform),
@@ -207,11 +203,18 @@ class SyncManager(SyncModes):
         ident, keys, argv = store.update_command(
             session_id, "full", data, metadata, delete, delete_metadata, priority,
             expected_version, shared=section)
+        journaled = None
+        if shared and self.config.mode == "auto":
+            # Journaled before the write: a process killed after it finds the plan in recover().
+            journaled = await self._journal("update", session_id, [f.name for f in shared])
+        # Any failure without a reply (a lost connection, a timeout, a cancellation) may
+        # follow a write that was applied: the plan stays for recover(), which replays it
+        # idempotently. Only a refusal update.lua answered means nothing was written.
+        reply = await store.scripts.update.run(store.client, keys, argv)
         try:
-            reply = await store.scripts.update.run(store.client, keys, argv)
             flat = store.update_outcome(session_id, reply, expected_version)
-        except BaseException:
-            if journaled is not None:  # nothing written, nothing to sync
+        except SessionCacheError:
+            if journaled is not None:  # refused: nothing written, nothing to sync
                 await self._done(journaled[0], [])
             raise
         session = session_from_hash(ident, keys[0], flat)
@@ -221,6 +224,10 @@ class SyncManager(SyncModes):
             return session, []
         if len(reply) > 2:
             parts = reply[2]
+            for st in parts[0::3]:
+                # A stamp the script ordered after a newer stored one (lib/sync.lua, "+"):
+                # observed, so this clock's next stamp is later and needs no suffix.
+                self.clock.observe(st.decode())
             payload = [
                 SyncField(f.name, f.stored, st.decode(), b.decode(), "m" if j else f.kind,
                           j or f.value)

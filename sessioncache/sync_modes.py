@@ -63,11 +63,14 @@ class SyncModes:
     async def run_batch(self, *_: Any) -> int:
         """Sync every session waiting for the batch job; returns how many (a FleetJob func)."""
         key = self.store.keys.sync_pending()
-        due = await self.store.client.zrange(key, 0, 999)
-        for raw in due:
+        due = await self.store.client.zrange(key, 0, 999, withscores=True)
+        for raw, score in due:
             sid = raw.decode()
             with contextlib.suppress(SessionNotFound):
                 await self.sync_sessions(sid)
-            await self.store.client.zrem(key, raw)
+            # Dropped only if not written again meanwhile (a new score): that write waits
+            # for the next run instead of being lost.
+            await self.store.scripts.sync_pending_done.run(
+                self.store.client, [key], [sid, repr(float(score))])
         return len(due)
 

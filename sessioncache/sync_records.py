@@ -170,18 +170,16 @@ async def resolve_conflict(sync: SyncManager, conflict_id: str, choose: Any) -> 
     raw = b"" if choose in ("incoming", "stored") else encode_value(choose, store.limits)
     stored = data_field(c.field, store.limits)
     journaled = await sync._journal("resolve", c.session_id, [c.field], conflict_id)
-    try:
-        reply = await store.scripts.sync_resolve.run(store.client, [
-            store.keys.session(ident), store.keys.change_bucket_of(ident),
-            store.keys.op_log(store.keys.session(ident)), store.keys.sync_meta(ident),
-            store.keys.sync_conflicts(ident),
-        ], store.op_args([
-            conflict_id, choose if choose in ("incoming", "stored") else "value",
-            sync.clock.now(), c.session_id, sync._rank(ident.platform), raw]))
-    except BaseException:
-        if journaled is not None:  # nothing written: nothing to sync
-            await sync._done(journaled[0], [])
-        raise
+    # No except here: a failure without a reply may follow an applied resolve (conflict
+    # gone, choice written), so the plan stays; recover() replays it, or drops it if the
+    # conflict still stands (the step never ran).
+    reply = await store.scripts.sync_resolve.run(store.client, [
+        store.keys.session(ident), store.keys.change_bucket_of(ident),
+        store.keys.op_log(store.keys.session(ident)), store.keys.sync_meta(ident),
+        store.keys.sync_conflicts(ident),
+    ], store.op_args([
+        conflict_id, choose if choose in ("incoming", "stored") else "value",
+        sync.clock.now(), c.session_id, sync._rank(ident.platform), raw]))
     if reply[0] in (-1, -3):
         if journaled is not None:
             await sync._done(journaled[0], [])

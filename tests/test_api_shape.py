@@ -148,6 +148,29 @@ async def test_initialize_with_replace_shuts_the_previous_system_down(no_system:
     assert third is not second and second.closed and sessioncache.current_system() is third
 
 
+async def test_replace_shuts_down_the_system_with_the_same_arguments_not_the_current_one(
+    no_system: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a is current again, b (other arguments) runs for its holder: replacing b shuts b down,
+    # and a, whose holder still uses it, keeps running (with the usual warning).
+    a = await initialize_sessions("MEMORY", {"name": "api-shape"}, namespace="a")
+    b = await initialize_sessions("MEMORY", {"name": "api-shape"}, namespace="b")
+    assert await initialize_sessions("MEMORY", {"name": "api-shape"}, namespace="a") is a
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sessioncache.origin"):
+        c = await initialize_sessions(
+            "MEMORY", {"name": "api-shape"}, namespace="b", replace=True
+        )
+    assert sessioncache.current_system() is c and c is not b
+    assert b.closed and not a.closed and not c.closed
+    warnings = [r for r in caplog.records if r.name == "sessioncache.origin"]
+    assert len(warnings) == 1 and "keeps running" in warnings[0].getMessage()
+    # a's arguments return a (still running); shutdown_sessions() still shuts it down.
+    assert await initialize_sessions("MEMORY", {"name": "api-shape"}, namespace="a") is a
+    await shutdown_sessions()
+    assert a.closed and c.closed
+
+
 async def test_a_system_its_holder_shut_down_is_started_again(no_system: None) -> None:
     first = await initialize_sessions("MEMORY", {"name": "api-shape"}, namespace="a")
     await first.shutdown()

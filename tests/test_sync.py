@@ -11,17 +11,21 @@ from typing import Any
 import pytest
 
 from sessioncache import sync_records
+from sessioncache.codec import data_field
 from sessioncache.errors import (
+    BackendUnavailable,
     IdentityOwned,
     LinkError,
     LinkRateLimited,
     ScopeError,
     ValidationError,
+    VersionConflict,
 )
 from sessioncache.hlc import HybridClock
 from sessioncache.identity import parse_session_id
 from sessioncache.identity_links import IdentityLinks, LinkConfig
 from sessioncache.scopes import scoped_identity
+from sessioncache.scripts import Script
 from sessioncache.store import SessionStore
 from sessioncache.sync import Conflict, SyncConfig, SyncField, SyncManager
 from sessioncache.sync_listener import SyncListener
@@ -129,6 +133,59 @@ async def test_codes_wrong_expired_reused_owned(store: SessionStore) -> None:
     with pytest.raises(LinkError):
         await links.confirm_link("web", 4, expiring)
     assert await links.linked_identities("web", 4) == ["web:4"]
+
+
+async def left_by_its_starter(links: IdentityLinks) -> None:
+    """Person "telegram:123" (discord:987, slack:U42) after its starter telegram:123 unlinked."""
+    await links.confirm_link("discord", 987, await links.start_link("telegram", 123))
+    await links.confirm_link("slack", "U42", await links.start_link("telegram", 123))
+    assert await links.unlink("telegram", 123)
+
+
+async def test_unlinked_starter_linking_again_makes_a_new_person(store: SessionStore) -> None:
+    """A person's id is the identity that started its first link; after that identity unlinks,
+    the person lives on under its id. A new link it starts makes a new person (a fresh id):
+    it never rejoins the old person, nor brings a new identity into it."""
+    links = IdentityLinks(store.client, store.keys)
+    await left_by_its_starter(links)
+    assert await links.linked_identities("discord", 987) == ["discord:987", "slack:U42"]
+    with pytest.raises(IdentityOwned):  # a member of the old person is not taken from it
+        await links.confirm_link("discord", 987, await links.start_link("telegram", 123))
+    person = await links.confirm_link("web", 555, await links.start_link("telegram", 123))
+    assert person.startswith("telegram:123#") and person != "telegram:123"
+    assert await links.linked_identities("telegram", 123) == ["telegram:123", "web:555"]
+    # The old person keeps its id and its remaining identities, and nothing else.
+    assert await links.linked_identities("discord", 987) == ["discord:987", "slack:U42"]
+    assert await links.persons_of(["discord:987", "slack:U42"]) == ["telegram:123"]
+    assert await links.members("telegram:123") == ["discord:987", "slack:U42"]
+    assert await links.person_of("web", 555) == person == await links.person_of("telegram", 123)
+    # A starter whose name is no living person's id keeps using it.
+    assert await links.unlink("telegram", 5) is False
+    assert await links.confirm_link("web", 6, await links.start_link("telegram", 5)) == (
+        "telegram:5")
+
+
+async def test_confirm_run_twice_on_retry_links_once(store: SessionStore) -> None:
+    """A client retry of a confirm whose reply was lost (the same call again) gets the same
+    answer and changes nothing; the used code still links no one else."""
+    links = IdentityLinks(store.client, store.keys)
+    await left_by_its_starter(links)
+    code = await links.start_link("telegram", 123)  # its old person (discord, slack) lives on
+    public, secret = code.split("-")
+    keys = [store.keys.link_code(public), store.keys.link_fails("web:555"),
+            store.keys.link_owners(), store.keys.link_members()]
+    args = ["web:555", secret, "5", "10", "900000", "RETRYAB2"]
+    first = await links.scripts.link_confirm.run(store.client, keys, args)
+    state = await store.client.hgetall(store.keys.link_owners()), await store.client.hgetall(
+        store.keys.link_members())
+    again = await links.scripts.link_confirm.run(store.client, keys, args)
+    assert first == again and first[:2] == [1, b"telegram:123#RETRYAB2"]
+    assert (await store.client.hgetall(store.keys.link_owners()),
+            await store.client.hgetall(store.keys.link_members())) == state
+    assert await links.linked_identities("web", 555) == ["telegram:123", "web:555"]
+    with pytest.raises(LinkError):  # used: no other identity links with it
+        await links.confirm_link("web", 556, code)
+    assert await links.person_of("web", 556) is None
 
 
 async def test_brute_force_stopped(store: SessionStore) -> None:
@@ -610,6 +667,124 @@ async def test_resolve_script_retry(store: SessionStore) -> None:
     stored = await store.get(DC)
     assert stored.data["topic"] == "tg" and stored.version == first[1]
     assert await sync.list_conflicts() == []
+
+
+def _reply_lost_after(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Script ``name`` runs (its write is stored) but its reply never arrives."""
+    real = Script.run
+
+    async def applied_then_lost(self: Script, *args: Any, **kwargs: Any) -> Any:
+        got = await real(self, *args, **kwargs)
+        if self.name == name:
+            raise BackendUnavailable(f"Redis unavailable during {name}: reply lost")
+        return got
+
+    monkeypatch.setattr(Script, "run", applied_then_lost)
+
+
+async def test_applied_update_whose_reply_is_lost_is_synced_by_recover(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mode "auto": update.lua applied but its reply lost keeps the journaled plan (only a
+    refusal drops it), so recover() brings the value to the linked session."""
+    sync = manager(store, mode="auto")
+    await linked(store, sync)
+    _reply_lost_after(monkeypatch, "update")
+    with pytest.raises(BackendUnavailable):
+        await sync.update(TG, {"topic": "written"})
+    monkeypatch.undo()
+    assert (await store.get(TG)).data["topic"] == "written"
+    assert "topic" not in (await store.get(DC)).data
+    assert await sync.recover(min_age=0) == 1
+    assert (await store.get(DC)).data["topic"] == "written"
+    assert await store.client.hlen(store.keys.sync_journal()) == 0
+
+
+async def test_refused_update_drops_its_plan(store: SessionStore) -> None:
+    """A write update.lua refused (version conflict) wrote nothing: its plan is dropped."""
+    sync = manager(store, mode="auto")
+    await linked(store, sync)
+    with pytest.raises(VersionConflict):
+        await sync.update(TG, {"topic": "x"}, expected_version=99)
+    assert await store.client.hlen(store.keys.sync_journal()) == 0
+    assert "topic" not in (await store.get(TG)).data
+
+
+async def test_applied_resolve_whose_reply_is_lost_is_synced_by_recover(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sync_resolve.lua applied (choice written, conflict gone) but its reply lost: the plan
+    stays and recover() brings the choice to the linked session."""
+    sync = manager(store, mode="manual", strategy="manual")
+    c = await one_conflict(store, sync)
+    _reply_lost_after(monkeypatch, "sync_resolve")
+    with pytest.raises(BackendUnavailable):
+        await sync.resolve_conflict(c.conflict_id, "mine")
+    monkeypatch.undo()
+    assert (await store.get(DC)).data["topic"] == "mine"
+    assert await sync.list_conflicts() == []
+    assert await sync.recover(min_age=0) == 1
+    assert (await store.get(TG)).data["topic"] == "mine"
+
+
+async def test_merge_resync_without_change_keeps_the_version(store: SessionStore) -> None:
+    """Strategy "merge": a repeated sync (or a replayed plan) that merges nothing new answers
+    "kept" and leaves the target's version alone."""
+    sync = manager(store, mode="manual", strategy="merge")
+    await linked(store, sync)
+    await sync.write(TG, {"count": 5})
+    assert await sync.sync_sessions(TG) == {DC: {"count": "applied"}}
+    before = (await store.get(DC)).version
+    assert await sync.sync_sessions(TG) == {DC: {"count": "kept"}}
+    after = await store.get(DC)
+    assert (after.data["count"], after.version) == (5, before)
+    await sync.increment(TG, "count", 2)  # a real change still applies
+    assert await sync.sync_sessions(TG) == {DC: {"count": "applied"}}
+    assert (await store.get(DC)).data["count"] == 7
+
+
+async def test_lagging_writer_keeps_stamps_bounded_and_ordered(store: SessionStore) -> None:
+    """A process whose clock is an hour behind the stored stamp observes the stamp its write
+    stored: its further writes order after it without growing the stamp."""
+    ahead = manager(store, mode="manual")
+    behind = manager(store, mode="manual")
+    await store.create(123, 123, "telegram")
+    ahead.clock.observe(f"{int(time.time() * 1000) + 3_600_000:013d}.000000.x")
+    await ahead.write(TG, {"topic": "from the fast host"})
+    [(_, first, *_)] = await behind._read_raw(TG, data_field("topic", store.limits))
+    stamps = []
+    for i in range(50):
+        await behind.write(TG, {"topic": f"slow {i}"})
+        [cur] = await behind._read_raw(TG, data_field("topic", store.limits))
+        stamps.append(cur[1].decode())
+    assert (await store.get(TG)).data["topic"] == "slow 49"
+    assert stamps == sorted(set(stamps)) and stamps[0] > first.decode()
+    assert max(len(s) for s in stamps) <= len(first.decode()) + 1
+
+
+async def test_batch_keeps_a_session_written_during_its_run(store: SessionStore) -> None:
+    """run_batch drops a pending session only if it was not written again while being
+    synced: a write during the run is synced by the next run."""
+    sync = manager(store, mode="batch")
+    await linked(store, sync)
+    await sync.write(TG, {"topic": "first"})
+    read, writes = sync._read, 0
+
+    async def write_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        nonlocal writes
+        got = await read(*args, **kwargs)
+        if writes == 0:
+            writes += 1
+            await sync.write(TG, {"topic": "second"})  # another task writes meanwhile
+        return got
+
+    sync._read = write_meanwhile  # type: ignore[method-assign]
+    assert await sync.run_batch() == 1
+    sync._read = read  # type: ignore[method-assign]
+    assert (await store.get(DC)).data["topic"] == "first"
+    assert await sync.run_batch() == 1
+    assert (await store.get(DC)).data["topic"] == "second"
+    assert await sync.run_batch() == 0  # nothing pending any more
 
 
 async def test_sync_meta_and_conflicts_expire_with_a_kept_alive_session(

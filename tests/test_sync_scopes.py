@@ -39,6 +39,29 @@ async def _link(system: SessionSystem, a: tuple[str, int], b: tuple[str, int]) -
     return await system.confirm_link(*b, await system.start_link(*a))
 
 
+async def test_person_scope_unlinked_starter_linking_again_gets_a_new_session(
+    backend_url: str,
+) -> None:
+    """The starter of a person (its id) unlinks and links a new identity: the two share a new
+    person's session, never the old person's, which its remaining identities keep."""
+    system = await _open(backend_url, session_scope="person")
+    try:
+        old = await _link(system, ("telegram", 1), ("discord", 2))
+        await _link(system, ("telegram", 1), ("slack", 3))
+        kept = await system.get_or_create_session(2, 2, "discord")
+        await system.update_session(kept.session_id, {"who": "old person"})
+        assert await system.unlink("telegram", 1)
+        new = await _link(system, ("telegram", 1), ("web", 4))
+        assert new != old
+        tg = await system.get_or_create_session(1, 1, "telegram")
+        web = await system.get_or_create_session(4, 4, "web")
+        assert tg.session_id == web.session_id != kept.session_id and tg.data == {}
+        slack = await system.get_or_create_session(3, 3, "slack")
+        assert slack.session_id == kept.session_id and slack.data == {"who": "old person"}
+    finally:
+        await system.shutdown()
+
+
 async def test_person_scope_on_every_entry_path(backend_url: str) -> None:
     options = _options(backend_url, session_scope="person", sync_shared_fields=["topic"])
     system = await initialize_sessions(**options)  # type: ignore[arg-type]

@@ -148,12 +148,13 @@ local function sync_field(meta, conflicts, mode, origin, rank_arg, f, stamp, bas
     stamp = have .. '+'
   end
   local verdict
-  if have == stamp and mode ~= 'merge' then
+  if have == stamp and (mode ~= 'merge' or kind ~= 'm') then
     verdict = 'k'
-  elseif mode == 'local' or not have then
+  elseif mode == 'local' or not have or mode == 'merge' then
+    -- A merge is decided below: "k" when the merged state equals the stored one.
     verdict = 'a'
-  elseif mode == 'lww' or mode == 'merge' then
-    verdict = (stamp > have or mode == 'merge') and 'a' or 'k'
+  elseif mode == 'lww' then
+    verdict = stamp > have and 'a' or 'k'
   elseif mode == 'fww' then
     verdict = stamp < have and 'a' or 'k'
   elseif mode == 'priority' then
@@ -173,11 +174,18 @@ local function sync_field(meta, conflicts, mode, origin, rank_arg, f, stamp, bas
     if kind == 'm' then
       local st = cjson.decode(redis.call('HGET', meta, 'j:' .. f) or 'null')
       if st == cjson.null then st = nil end
+      -- Packed before merging (the merge may update st's tables in place); sync_pack sorts
+      -- map keys, so equal states pack alike.
+      local before = st and sync_pack(st)
       local inc = cjson.decode(value)
       if mode == 'local' then
         st = sync_local_state(st, inc, stamp, origin)
       else
         st = sync_merge(st, inc, stamp)
+      end
+      if mode == 'merge' and before == sync_pack(st) then
+        -- A repeated sync (or a replayed plan) that merges nothing new: no write, no version.
+        return 'k', {stamp, have or '', ''}
       end
       if not have or stamp > have then
         redis.call('HSET', meta, 'h:' .. f, stamp, 'o:' .. f, origin)
