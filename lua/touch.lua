@@ -5,8 +5,11 @@
 -- KEYS[3]  change bucket of this slot (see docs/persistence.md)
 -- KEYS[4]  op log of the session (lib/ops.lua)
 -- KEYS[5]  context hash of the session, KEYS[6] its history list (optional, both or neither:
---          they take the session's new expiry, lib/context.lua)
+--          they take the session's new expiry)
 -- KEYS[7]  expiry index bucket of this slot (optional: only with expiry rules, docs/expiry.md)
+-- then     the session's sync meta and conflicts (optional: only when the store syncs shared
+--          fields, docs/sync.md; they take the session's new expiry). Which optional keys are
+--          given is told by their count (lib/session.lua, moving_keys)
 -- ARGV[1..3]  op id, call digest, retry horizon in ms (lib/ops.lua)
 -- ARGV[4]  default ttl in ms (used when the session has no ttl of its own)
 -- ARGV[5]  messages to add to the message count (integer >= 0)
@@ -43,6 +46,6 @@ local more = {'a', int(now), 'e', exps, 'm', int(count)}
 for i = 1, #more do
   fields[#fields + 1] = more[i]
 end
-session_update(key, KEYS[2], KEYS[3], KEYS[4], fields, exps, now, nil, KEYS[5], KEYS[6])
-expiry_index(KEYS[7], key, cur[5], cur[6], now, count)
+local bucket = session_update(key, KEYS[2], KEYS[3], KEYS[4], fields, exps, now, nil, 5)
+expiry_index(bucket, key, cur[5], cur[6], now, count)
 return {1, exp, count}

@@ -8,8 +8,11 @@
 -- KEYS[6]  change bucket of this slot (the session changed: see docs/persistence.md)
 -- KEYS[7]  op log of the session (lib/ops.lua)
 -- KEYS[8]  context hash of the session, KEYS[9] its history list (optional, both or neither:
---          they take the session's new expiry, lib/context.lua)
+--          they take the session's new expiry)
 -- KEYS[10] expiry index bucket of this slot (optional: only with expiry rules, docs/expiry.md)
+-- then     the session's sync meta and conflicts (optional: only when the store syncs shared
+--          fields, docs/sync.md; they take the session's new expiry). Which optional keys are
+--          given is told by their count (lib/session.lua, moving_keys)
 -- ARGV[1..3]  op id, call digest, retry horizon in ms (lib/ops.lua)
 -- ARGV[4]  event type (validated by the caller) and three flags, space-separated:
 --          activity "1"/"0" (refresh last_activity "a" and the TTL), message "1"/"0"
@@ -67,8 +70,8 @@ count_event(stats, etype, now)
 if activity == '1' then
   local exps = int(now + tonumber(cur[4] or ttl))
   local fields = {'a', nows, 'e', exps, 'm', int(count)}
-  session_update(key, KEYS[2], KEYS[6], KEYS[7], fields, exps, now, nil, KEYS[8], KEYS[9])
-  expiry_index(KEYS[10], key, cur[5], cur[6], now, count)
+  local bucket = session_update(key, KEYS[2], KEYS[6], KEYS[7], fields, exps, now, nil, 8)
+  expiry_index(bucket, key, cur[5], cur[6], now, count)
 else
   session_written(key, KEYS[6], KEYS[7], now)
 end

@@ -5,9 +5,13 @@
 -- KEYS[3]  change bucket of this slot (see docs/persistence.md)
 -- KEYS[4]  op log of the session (lib/ops.lua)
 -- KEYS[5]  context hash of the session, KEYS[6] its history list (optional, both or neither:
---          they take the session's new expiry, lib/context.lua)
+--          they take the session's new expiry)
 -- KEYS[7]  expiry index bucket of this slot (optional: only with expiry rules, docs/expiry.md;
 --          only after KEYS[5] and KEYS[6])
+-- then     the session's sync meta and conflicts (optional: given when the store syncs shared
+--          fields, docs/sync.md, and always with shared fields; they take the session's new
+--          expiry). Which optional keys are given is told by their count (lib/session.lua,
+--          moving_keys)
 -- ARGV[1..3]  op id, call digest, retry horizon in ms (lib/ops.lua)
 -- ARGV[4]  expected version, or "" for an unconditional update
 -- ARGV[5]  reply: "full" (the whole hash) or "version" (the new version only)
@@ -20,7 +24,7 @@
 -- then, optional, shared fields (docs/sync.md), decided in this same step by lib/sync.lua, so a
 -- write of shared and other fields is one script and one version:
 --   ARGV[s]          number of shared fields m (absent or 0: none); with m > 0 the last two
---                    KEYS are the session's sync meta and conflicts (after the keys above)
+--                    KEYS must be the session's sync meta and conflicts (see above)
 --   ARGV[s+1..s+4]   origin (this session's id), origin rank, announce channel, announcement
 --   ARGV[s+5..]      m groups of 6 (lib/sync.lua, sync_fields), applied as mode "local"
 --
@@ -97,24 +101,17 @@ end
 for i = 10, last_set do
   fields[#fields + 1] = ARGV[i]
 end
--- The optional keys: the context pair, then the bucket, then (shared fields) the sync pair.
-local nkeys, stamped = #KEYS, nil
+local stamped = nil
 if nsync > 0 then
-  nkeys = nkeys - 2
-end
-local ctx, hist, bucket = KEYS[5], KEYS[6], KEYS[7]
-if nkeys < 6 then ctx, hist = nil, nil end
-if nkeys < 7 then bucket = nil end
-if nsync > 0 then
-  local meta, conflicts = KEYS[#KEYS - 1], KEYS[#KEYS]
   local _
-  _, _, stamped = sync_fields(meta, conflicts, 'local', ARGV[sync_at + 1], ARGV[sync_at + 2],
-                              sync_at + 5, nsync, fields, dels)
+  _, _, stamped = sync_fields(KEYS[#KEYS - 1], KEYS[#KEYS], 'local', ARGV[sync_at + 1],
+                              ARGV[sync_at + 2], sync_at + 5, nsync, fields, dels)
 end
 if #dels > 0 then
   redis.call('HDEL', key, unpack(dels))
 end
-session_update(key, KEYS[2], KEYS[3], KEYS[4], fields, exps, now, nil, ctx, hist)
+-- After sync_fields: the sync pair it may have created takes the session's expiry here.
+local bucket = session_update(key, KEYS[2], KEYS[3], KEYS[4], fields, exps, now, nil, 5)
 expiry_index(bucket, key, cur[3], cur[4], now, tonumber(cur[6]))
 local reply = version
 if ARGV[5] == 'full' then
@@ -123,7 +120,6 @@ end
 if not stamped then
   return {1, reply}
 end
-follow_expiry(key, KEYS[#KEYS - 1], KEYS[#KEYS])
 redis.call('PUBLISH', ARGV[sync_at + 3], ARGV[sync_at + 4])
 local flat = {}
 for i = 1, #stamped do

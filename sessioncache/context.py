@@ -5,7 +5,7 @@ script that touches them first compares the context's generation with the sessio
 time, so a context left behind by an earlier session of the same identity is never seen. The
 context keys always expire with the session: every context write gives them the session's
 expiry, and every touch, update or tracked activity that moves the session's expiry moves
-theirs (lib/context.lua context_follow); SessionSystem.delete_session deletes them with it.
+theirs (lib/session.lua expire_session); SessionSystem.delete_session deletes them with it.
 """
 
 from __future__ import annotations

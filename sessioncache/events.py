@@ -233,6 +233,7 @@ class EventLog:
             ]
             if self.store.expiry_index_of is not None:
                 found_keys.append(self.store.expiry_index_of(ident))
+            found_keys += self.store.sync_pair(ident)  # it follows the expiry too, if synced
             fixed = (
                 f"{self.store.default_ttl_ms} {self.max_len} {self.max_age_ms} "
                 f"{ident.user_tag} {ident.platform}"

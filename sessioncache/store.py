@@ -103,7 +103,9 @@ class SessionStore(ListingMethods):
         self.expiry_index_of: Callable[[Identity], str] | None = None
         """Set by the expiry engine: the expiry index bucket of a session (extra script key)."""
         self._keys_cache: dict[Identity, tuple[str, str, str, str]] = {}
-        self._moving_keys: dict[Identity, tuple[str, ...]] = {}
+        self._moving_keys: dict[Identity, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self.syncs = False
+        """Set by follow_sync(): the scripts that move a session's expiry move its sync pair."""
         self._ids_cache: dict[str, tuple[Identity, tuple[str, str, str, str]]] = {}
         self._horizon_ms = str(retry_horizon_ms).encode()
 
@@ -190,23 +192,38 @@ class SessionStore(ListingMethods):
             found = self._ids_cache[session_id] = (ident, self._session_keys(ident))
         return found
 
+    def follow_sync(self) -> None:
+        """Shared fields are synced on this store (SyncManager): from now on every script that
+        moves a session's expiry names its sync meta and conflicts too, so they live exactly
+        as long as the session. A store without sync passes no such keys (no cost)."""
+        self.syncs = True
+        self._moving_keys.clear()
+
+    def sync_pair(self, ident: Identity) -> tuple[str, ...]:
+        """The session's sync meta and conflicts when the store syncs (follow_sync), else ():
+        the last KEYS of every script that moves the session's expiry (lib/session.lua
+        moving_keys)."""
+        if self.syncs:
+            return self.keys.sync_meta(ident), self.keys.sync_conflicts(ident)
+        return ()
+
     def expiry_moving_keys(self, ident: Identity) -> tuple[str, ...]:
         """KEYS of update.lua and touch.lua, which move the session's expiry: the session keys,
-        its context hash and history list (they take the same expiry, lib/context.lua), then
-        the expiry index bucket with expiry rules (cached: the hot path)."""
+        its context hash and history list (they take the same expiry, lib/session.lua), the
+        expiry index bucket with expiry rules, then its sync pair when the store syncs (it
+        takes the same expiry too) (cached: the hot path)."""
         found = self._moving_keys.get(ident)
         if found is None:
             if len(self._moving_keys) >= 65536:
                 self._moving_keys.clear()
-            found = self._moving_keys[ident] = (
-                *self._session_keys(ident),
-                self.keys.context(ident),
-                self.keys.history(ident),
-            )
+            base = (*self._session_keys(ident), self.keys.context(ident), self.keys.history(ident))
+            pair = self.sync_pair(ident)
+            found = self._moving_keys[ident] = ((*base, *pair), pair)
         # Not cached: the expiry engine may be attached after the first call.
         if self.expiry_index_of is not None:
-            return (*found, self.expiry_index_of(ident))
-        return found
+            full, pair = found
+            return (*full[: len(full) - len(pair)], self.expiry_index_of(ident), *pair)
+        return found[0]
 
     def op_args(self, args: Sequence[Any]) -> list[Any]:
         """ARGV of a mutating script for this store: op id, digest and retry horizon first."""
@@ -387,7 +404,9 @@ class SessionStore(ListingMethods):
             *pairs[2 * npairs :],
             *shared[1],
         ]
-        return ident, (*keys, *shared[0]), self.op_args(args)
+        if shared[0] and tuple(keys[-2:]) != tuple(shared[0]):  # not already named
+            keys = (*keys, *shared[0])
+        return ident, keys, self.op_args(args)
 
     def update_outcome(self, session_id: str, reply: Any, expected_version: int | None) -> Any:
         """update.lua's reply payload, or its failure as our exception."""

@@ -99,6 +99,8 @@ class SyncManager(SyncModes):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.targets = Targets(store)
+        if config.shared_fields:
+            store.follow_sync()  # stamps and conflicts expire with their session
 
     # -- keys -----------------------------------------------------------------------------
 

@@ -173,6 +173,49 @@ async def test_an_update_of_shared_fields_moves_the_context_too(make: Any) -> No
     assert await system.get_variables(sid) == {"x": 1}
 
 
+@pytest.mark.parametrize("rules", [(), ({"policy": "idle", "after": 3600, "action": "archive"},)])
+async def test_with_sync_every_move_of_the_expiry_moves_the_sync_pair(
+    make: Any, rules: tuple[dict[str, Any], ...]
+) -> None:
+    """A store that syncs names the session's sync meta and conflicts in every script that
+    moves its expiry (with the expiry rules' bucket too, or without): touch, a plain update
+    and an activity event move them with the session and its context, not only a write of
+    shared fields."""
+    system = await make(
+        sync_shared_fields=["topic"], expiry_rules=list(rules), expiry_interval=3600
+    )
+    sid = (await system.create_session(1, 2, "telegram", ttl=100)).session_id
+    await system.update_session(sid, {"topic": "news"})
+    await system.set_variable(sid, "x", 1)
+    ident = system.store.identity(1, 2, "telegram")
+    client, keys = system.store.client, system.store.keys
+    await client.hset(keys.sync_conflicts(ident), "probe", "1")  # as if a conflict were kept
+    names = (
+        keys.session(ident),
+        keys.context(ident),
+        keys.sync_meta(ident),
+        keys.sync_conflicts(ident),
+    )
+
+    async def expiry() -> int:
+        found = [await client.pexpiretime(name) for name in names]
+        assert found[0] > 0 and found == [found[0]] * 4, found
+        return int(found[0])
+
+    last = await client.pexpiretime(names[0])  # the probe has none yet: a move gives it one
+    moves = [
+        lambda: system.touch_session(sid, ttl=300),
+        lambda: system.update_session(sid, {"other": 2}),  # no shared field
+        lambda: system.track_event(sid, "message_received"),
+        lambda: system.store.touch(sid, ttl=400),
+    ]
+    for move in moves:
+        await move()
+        while await expiry() == last:  # each write takes a later server time
+            await move()
+        last = await expiry()
+
+
 async def test_a_touched_session_keeps_its_context(make: Any) -> None:
     """Context written while the session had 0.3 s left, then kept alive by a touch alone:
     the context is still there after those 0.3 s."""

@@ -785,3 +785,30 @@ async def test_batch_keeps_a_session_written_during_its_run(store: SessionStore)
     assert await sync.run_batch() == 1
     assert (await store.get(DC)).data["topic"] == "second"
     assert await sync.run_batch() == 0  # nothing pending any more
+
+
+async def test_sync_meta_and_conflicts_expire_with_a_kept_alive_session(
+    store: SessionStore,
+) -> None:
+    """A session's sync meta and conflicts take its expiry on every write that moves it
+    (touch, a plain update), not only on a shared-field write: a session kept alive keeps
+    its stamps, and a later incoming value still meets them (a conflict under "manual")."""
+    sync = manager(store, mode="manual", strategy="manual")
+    await sync.links.confirm_link("discord", 987, await sync.links.start_link("telegram", 123))
+    await store.create(123, 123, "telegram")
+    await store.create(987, 987, "discord", ttl=60)
+    await sync.write(DC, {"topic": "dc"})
+    dc = parse_session_id(DC)
+    session, meta = store.keys.session(dc), store.keys.sync_meta(dc)
+    conflicts = store.keys.sync_conflicts(dc)
+    await store.client.hset(conflicts, "probe", "1")  # a stand-in for a kept conflict
+
+    async def expiries() -> list[int]:
+        return [int(await store.client.pexpiretime(k)) for k in (session, meta, conflicts)]
+
+    await store.touch(DC, ttl=3600)  # kept alive: an hour more
+    after_touch = await expiries()
+    assert after_touch[0] > 0 and after_touch == [after_touch[0]] * 3, after_touch
+    await store.update(DC, {"private": "x"})  # not a shared field
+    after_update = await expiries()
+    assert after_update == [after_update[0]] * 3, after_update

@@ -24,16 +24,6 @@ local function context_claim(ctx, hist, gen, version, held)
   return true
 end
 
--- The context keys expire with their session, at `exps` (ms since the epoch, string; nil:
--- never). Every script that moves a session's expiry calls this through expire_session
--- (lib/session.lua), and every context write through follow_expiry (lib/clock.lua), so a
--- context lives exactly as long as its session. `ctx` nil: the caller was given no context keys.
-local function context_follow(ctx, hist, exps)
-  if ctx then
-    expire_pair_at(ctx, hist, exps)
-  end
-end
-
 -- The token count of a history item (0 when unknown).
 local function item_tokens(item)
   return tonumber(string.match(item, '^%d+|(%d*)|')) or 0

@@ -22,13 +22,36 @@ local function index_keep(index, exps, suffix)
 end
 
 -- The session `key` now expires at `exps` (ms since the epoch, string; nil: never), and its
--- user index follows (`suffix`: the session's entry, to add), and so do its context keys
--- `ctx`, `hist` when the caller names them. Every write of a session sets its expiry here, so
--- a rule that must follow every session's expiry belongs in this function.
-local function expire_session(key, index, exps, suffix, ctx, hist)
+-- user index follows (`suffix`: the session's entry, to add), and so do its satellite keys
+-- `follow` (a list, see moving_keys; nil: none). Every write of a session sets its expiry
+-- here, so a rule that must follow every session's expiry belongs in this function.
+local function expire_session(key, index, exps, suffix, follow)
   expire_at(key, exps)
   index_keep(index, exps, suffix)
-  context_follow(ctx, hist, exps)
+  for i = 1, follow and #follow or 0 do
+    expire_at(follow[i], exps)
+  end
+end
+
+-- The optional KEYS of a script that moves a session's expiry, from KEYS[first] on: the
+-- session's context hash and history list (both or neither), then the expiry index bucket
+-- of its slot (only with expiry rules), then its sync meta and conflicts (only when the store
+-- syncs shared fields): 0, 2, 3, 4 or 5 keys, told apart by their count. Returns the
+-- satellites that live exactly as long as the session (context pair, sync pair: the list
+-- expire_session takes) and the bucket (nil: none).
+local function moving_keys(first)
+  local n = #KEYS - first + 1
+  if n < 2 then
+    return {}, nil
+  end
+  local follow, bucket = {KEYS[first], KEYS[first + 1]}, nil
+  if n == 3 or n == 5 then
+    bucket = KEYS[first + 2]
+  end
+  if n >= 4 then
+    follow[3], follow[4] = KEYS[#KEYS - 1], KEYS[#KEYS]
+  end
+  return follow, bucket
 end
 
 -- Change index for incremental backups (see docs/persistence.md): `key` changed. Recorded only
@@ -47,12 +70,18 @@ local function session_written(key, bucket, log, now)
 end
 
 -- An applied write that sets `fields` (field, value, ...) and moves the session's expiry to
--- `exps` (`suffix`: also add the session to its user index; `ctx`, `hist`: its context keys,
--- which follow), then ends as session_written.
-local function session_update(key, index, bucket, log, fields, exps, now, suffix, ctx, hist)
+-- `exps` (`suffix`: also add the session to its user index), then ends as session_written.
+-- `first`: where the script's optional KEYS start (moving_keys; nil: it has none); its
+-- satellites take the same expiry. Returns the expiry index bucket among them (nil: none).
+local function session_update(key, index, bucket, log, fields, exps, now, suffix, first)
+  local follow, expiry = nil, nil
+  if first then
+    follow, expiry = moving_keys(first)
+  end
   redis.call('HSET', key, unpack(fields))
-  expire_session(key, index, exps, suffix, ctx, hist)
+  expire_session(key, index, exps, suffix, follow)
   session_written(key, bucket, log, now)
+  return expiry
 end
 
 -- How many data + metadata fields session `key` holds, as Limits.max_fields counts them:
