@@ -58,6 +58,11 @@
 -- session touched since (its deadline moved) is left alone.
 
 local key = KEYS[1]
+-- The session's index entry now waits for `at` (ms): its next stage, or another look later.
+local function wait_until(at)
+  redis.call('ZADD', KEYS[3], int(at), key)
+  return {0, at}
+end
 local cur = redis.call('HMGET', key, 'x', 'y', 'a', 'm', 'w', 'c', 's', 'v')
 if not cur[2] or cur[6] ~= ARGV[7] then
   if not cur[6] then
@@ -80,9 +85,7 @@ end
 local all = ARGV[1] ~= 'due'
 if ARGV[1] ~= 'access' and redis.call('EXISTS', KEYS[10]) == 1 then
   -- Never mid-turn: the worker holding the turn may be about to write; look again later.
-  local later = now + tonumber(ARGV[10])
-  redis.call('ZADD', KEYS[3], int(later), key)
-  return {0, later}
+  return wait_until(now + tonumber(ARGV[10]))
 end
 if ARGV[1] == 'access' and due and due > now then
   return {0, due}
@@ -181,9 +184,7 @@ while k < #stages do
 end
 
 if k == k0 then
-  local nxt = due + stages[k + 1][1]
-  redis.call('ZADD', KEYS[3], int(nxt), key)
-  return {0, nxt}
+  return wait_until(due + stages[k + 1][1])
 end
 if ended then
   local action = done[#done]
@@ -215,7 +216,7 @@ elseif k >= #stages then
   redis.call('ZREM', KEYS[3], key)
 else
   redis.call('HSET', key, 'w', int(due) .. ':' .. int(k))
-  redis.call('ZADD', KEYS[3], int(due + stages[k + 1][1]), key)
+  wait_until(due + stages[k + 1][1])
 end
 -- Every branch above wrote the session (ended it, suspended it, spent or advanced its rule):
 -- incremental backups must see it, as they see any other write.
