@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
     parser.add_argument("--target", type=float, default=1.25, help="max ours/raw touch ratio")
     parser.add_argument("--max-call-ms", type=float, default=2.0, help="longest script call")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="leave the private server unpinned at normal priority, with no stall witness",
+    )
 
 
 async def _create(system: SessionSystem, n: int) -> None:
@@ -68,18 +73,21 @@ async def _create(system: SessionSystem, n: int) -> None:
 
 
 @contextmanager
-def _server(url: str | None) -> Iterator[tuple[str, Placement]]:
+def _server(url: str | None, pin: bool) -> Iterator[tuple[str, Placement]]:
     """The given URL, or a private redis-server pinned to its own core (bench/stalls.py)."""
     if url:
         yield url, Placement(why_not="--url: a server this bench does not own")
         return
     with EmbeddedRedis() as embedded:
         assert embedded.process is not None
+        if not pin:
+            yield embedded.url, Placement(why_not="--no-pin")
+            return
         yield embedded.url, place_server(embedded.process.pid)
 
 
 async def run(args: argparse.Namespace) -> bool:
-    with _server(args.url) as (url, placement):
+    with _server(args.url, not args.no_pin) as (url, placement):
         raw = aioredis.Redis.from_url(url, protocol=3, socket_timeout=30.0)
         system = await SessionSystem.start(
             "REDIS",
