@@ -5,9 +5,11 @@ The process that applied the action delivers at once (its entries come back clai
 a process that dies first leaves them to the next sweep once their claim lapses. So a crash
 between the script and the effect delays the effect, never loses it. While a process performs
 entries it keeps their claim (expiry_outbox.lua ``extend``, every third of the lease), so an
-effect that takes longer than the lease is not claimed by another process meanwhile. The
-archive file is written by temp file and rename under a name given by the archive id
-(idempotent); a notice carries the same ``notice_id`` at every delivery.
+effect that takes longer than the lease is not claimed by another process meanwhile. A
+session's notices go out in the order written, one at a time (lib/outbox.lua): the ack of one
+hands the next to the process that acknowledged it. The archive file is written by temp file
+and rename under a name given by the archive id (idempotent); a notice carries the same
+``notice_id`` at every delivery.
 """
 
 from __future__ import annotations
@@ -46,11 +48,15 @@ class Effects:
         """expiry_act.lua's ARGV[12]: which effects this process records."""
         return ("n" if self.notify is not None else "") + ("f" if self.archive.dir else "")
 
+    def _keys(self, outbox: str) -> list[str]:
+        return [outbox, self.store.keys.expiry_queues_of(outbox)]
+
     async def deliver(self, outbox: str, entries: Sequence[bytes | str]) -> int:
-        """Carry out entries claimed by this process, in order, acknowledging each once done;
-        returns how many were done. Their claims are kept while this runs; one that fails
-        stays in the outbox for a later sweep (after its claim lapses)."""
-        keys = [outbox]
+        """Carry out entries claimed by this process, in order, acknowledging each once done,
+        and the notices each ack hands on (the next of the same session); returns how many
+        were done. Their claims are kept while this runs; one that fails stays in the outbox
+        for a later sweep (after its claim lapses), and its session's later notices with it."""
+        keys = self._keys(outbox)
         todo = deque(_text(e) for e in entries)
         held = set(todo)  # claimed by this process and not done yet: the keeper extends them
         keeper = asyncio.create_task(self._keep(keys, held))
@@ -63,9 +69,14 @@ class Effects:
                 if not await self._attempt(entry):
                     held.discard(entry)  # left to lapse: a later sweep tries again
                     continue
-                await self._script.run(self.store.client, keys, ["ack", entry])
+                ack = await self._script.run(
+                    self.store.client, keys, ["ack", str(self.lease_ms), entry]
+                )
                 held.discard(entry)
                 done += 1
+                for after in ack[1]:  # the same session's next notice: ours now, in order
+                    held.add(_text(after))
+                    todo.append(_text(after))
         finally:
             keeper.cancel()
             await asyncio.wait([keeper])
@@ -117,7 +128,7 @@ class Effects:
             while True:
                 claimed = await self._script.run(
                     self.store.client,
-                    [box],
+                    self._keys(box),
                     ["claim", str(batch), str(self.lease_ms), kinds],
                 )
                 if not claimed:
