@@ -67,6 +67,18 @@ async def _create(system: SessionSystem, ids: list[tuple[str, str, str]]) -> Non
     await asyncio.gather(*(one(*i) for i in ids))
 
 
+async def _processes(target: Any, args: list[tuple[Any, ...]]) -> tuple[list[Any], Any]:
+    """One process per ``args``, running ``target(*args, stop, barrier)``, released together
+    at a barrier once all are up; returns them and the Event that stops them."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, stop = ctx.Barrier(len(args) + 1), ctx.Event()
+    procs = [ctx.Process(target=target, args=(*a, stop, barrier)) for a in args]
+    for p in procs:
+        p.start()
+    await asyncio.to_thread(barrier.wait)
+    return procs, stop
+
+
 def _created(a: Any) -> int:
     return int(a.archive_id.rpartition("#")[2])
 
@@ -114,18 +126,9 @@ async def test_four_sweeping_processes_one_killed_act_exactly_once(
                 for i in range(4)
             ]
         else:
-            ctx = multiprocessing.get_context("spawn")
-            barrier, stop_p = ctx.Barrier(5), ctx.Event()
-            procs = [
-                ctx.Process(
-                    target=sweeper,
-                    args=(url, ns, 0.3, kill_after if i == 0 else 0, stop_p, barrier),
-                )
-                for i in range(4)
-            ]
-            for p in procs:
-                p.start()
-            await asyncio.to_thread(barrier.wait)
+            procs, stop_p = await _processes(
+                sweeper, [(url, ns, 0.3, kill_after if i == 0 else 0) for i in range(4)]
+            )
         keep_ids = [f"keep:{c}:{u}" for _, c, u in keep]
         deadline = time.monotonic() + 120
         archived = 0
@@ -257,18 +260,9 @@ async def test_a_callback_longer_than_the_lease_runs_once_across_two_processes(
                 for _ in range(2)
             ]
         else:
-            ctx = multiprocessing.get_context("spawn")
-            barrier, stop_p = ctx.Barrier(3), ctx.Event()
-            procs = [
-                ctx.Process(
-                    target=slow_sweeper,
-                    args=(url, ns, str(calls), slow, lease, stop_p, barrier),
-                )
-                for _ in range(2)
-            ]
-            for p in procs:
-                p.start()
-            await asyncio.to_thread(barrier.wait)
+            procs, stop_p = await _processes(
+                slow_sweeper, [(url, ns, str(calls), slow, lease) for _ in range(2)]
+            )
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
             await asyncio.sleep(0.1)
