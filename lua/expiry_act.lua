@@ -26,15 +26,17 @@
 -- KEYS[11] the effect outbox of this slot (zset: effect -> when it may be claimed, ms): what
 --          must happen outside Redis (the notify callback, the archive file) is recorded here
 --          in the same call, and delivered from here (claim, effect, ack: expiry_outbox.lua)
--- KEYS[12] the merge target: the same user's newer session on the same chat (only when
+-- KEYS[12] the notice queues of this slot's outbox (lib/outbox.lua): a notice written while
+--          an earlier one of the session is still in the outbox waits behind it
+-- KEYS[13] the merge target: the same user's newer session on the same chat (only when
 --          ARGV[14] names one; same user, so the same slot)
 -- ARGV[10] ms to wait before looking again at a session whose turn is in progress
 -- ARGV[11] suspend: transition.lua's ARGV[7] for the target "suspended" on this platform
 --          (lib/transit.lua), "" when the plan has no suspend stage
 -- ARGV[12] effects to record in the outbox: "n" the notify callback (warn, notify), "f" the
 --          archive file; "" none
--- ARGV[13] ms the outbox entries written here stay claimed by the caller, which delivers them
---          at once; after that, any sweep may claim them
+-- ARGV[13] ms the outbox entries written here stay claimed by the caller, which delivers those
+--          returned at once; after that, any sweep may claim them
 -- ARGV[14] the merge target's created ms, "" for none (a merge stage then merges nothing and
 --          the session stays, its rule spent)
 -- ARGV[15] reason of the suspend transition (encoded)
@@ -43,7 +45,10 @@
 --          treated as a merge with no target (the session stays; later stages still apply)
 --
 -- Returns {n, due, {action...}, {effect...}}: the n actions applied (n >= 1), in order, and
---                    the outbox entries written (claimed by the caller for ARGV[13] ms);
+--                    the outbox entries written that the caller delivers now (claimed by it
+--                    for ARGV[13] ms): every archive file, and a notice only when no earlier
+--                    notice of the session is still in the outbox (the others wait in their
+--                    queue: the ack of the one before hands each on, expiry_outbox.lua);
 --         {0, next}  nothing due yet (the index entry now waits for `next`, ms; -1: none),
 --                    or only suspend stages the state table forbids passed (applied to
 --                    nothing: no counter, no event; the rule moves on as after any stage),
@@ -73,7 +78,7 @@ end
 if not string.find(cur[2], '|' .. ARGV[2] .. '|', 1, true) then
   return {-1}
 end
-local target = KEYS[12]
+local target = KEYS[13]
 if ARGV[14] ~= '' and redis.call('HGET', target, 'c') ~= ARGV[14] then
   return {-2}
 end
@@ -173,8 +178,7 @@ while k < #stages do
   elseif action == 'archive' and string.find(ARGV[12], 'f', 1, true) then
     effect = table.concat({'f', ARGV[7], ARGV[8]}, '|')
   end
-  if effect then
-    redis.call('ZADD', KEYS[11], claim, effect)
+  if effect and notice_queued(KEYS[11], KEYS[12], effect, claim) then
     effects[#effects + 1] = effect
   end
   if action == 'archive' or action == 'delete' then

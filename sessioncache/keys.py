@@ -12,6 +12,7 @@ so every key of one user's sessions lives in one cluster slot)::
     sc:lease:{<name>}  sc:fleet:{<name>}       a fleet lease and its fleet job's state (fleet.py)
     sc:x:{<slot tag>}                          expiry index of one slot (zset: key -> due ms)
     sc:xo:{<slot tag>}                         expiry effect outbox of one slot (zset)
+    sc:xq:{<slot tag>}                         its notice queues (hash: session -> notices)
     sc:ar:{<u>}:<suffix>#<c>  sc:are:...       an archived session and its event stream
     sc:aru:{<u>}                               a user's archived sessions (hash)
     sc:cx:{<u>}:<platform>:<chat>[:<thread>]  context of a session (variables, slots; hash)
@@ -248,6 +249,15 @@ class KeySchema:
         if not index_key.startswith(head):
             raise ValidationError(f"{index_key!r} is not an expiry index of {self.namespace!r}")
         return f"{self._prefix}xo:{index_key[len(head) :]}"
+
+    def expiry_queues_of(self, outbox_key: str) -> str:
+        """The notice queues beside an effect outbox (``ns:xo:{t}`` -> ``ns:xq:{t}``; hash:
+        ``<created ms>|<session id>`` -> that session's notices still in the outbox, in the
+        order written, so each is delivered only after the one before it). Same slot."""
+        head = f"{self._prefix}xo:"
+        if not outbox_key.startswith(head):
+            raise ValidationError(f"{outbox_key!r} is not an expiry outbox of {self.namespace!r}")
+        return f"{self._prefix}xq:{outbox_key[len(head) :]}"
 
     def expiry_buckets(self) -> int:
         """How many expiry index buckets: 16 on a standalone server, one per slot on a

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sessioncache.errors import SessionExpired, ValidationError
+from sessioncache.errors import ScriptError, SessionExpired, ValidationError
 from sessioncache.expiry import ExpiryNotice, load_rules_toml, parse_rules
 from sessioncache.expiry.archive import split_archive_id
 from sessioncache.expiry.engine import ExpiryEngine
@@ -360,6 +360,105 @@ async def test_warning_comes_before_the_action_for_every_session(make: Any) -> N
             kinds = [m.split()[0] for m in got if m.endswith(" " + sid)]
             assert kinds == ["warn", "notify"]
         await pubsub.aclose()
+
+
+async def test_a_failing_warning_still_comes_before_the_action(make: Any) -> None:
+    """The warn callback raises on its first two calls for half the sessions. The failed
+    warning waits in the outbox for its claim to lapse; the action's notice, recorded
+    meanwhile (a later sweep) or in the same call (swept only after the deadline), waits
+    behind it: every session's callback sees its warning, then its action, each once."""
+    failing: set[str] = set()
+    tries: dict[str, int] = {}
+    seen: dict[str, list[str]] = {}
+
+    async def flaky(notice: ExpiryNotice) -> None:
+        if notice.kind == "warn" and notice.session_id in failing:
+            tries[notice.session_id] = tries.get(notice.session_id, 0) + 1
+            if tries[notice.session_id] <= 2:
+                raise RuntimeError("the bot is offline")
+        seen.setdefault(notice.session_id, []).append(notice.kind)
+
+    system = await make(
+        [{"policy": "idle", "after": 0.6, "action": "notify", "warn_before": 0.3}],
+        expiry_notify=flaky,
+        expiry_effect_lease=0.1,
+    )
+    sids = [(await system.create_session(f"f{i}", "u")).session_id for i in range(12)]
+    failing.update(sids[::2])
+    # Some are swept in the warning window first (the action comes due in a later sweep);
+    # the rest only after the deadline, when one script call records warning and action.
+    await _until(system, await _deadline(system, sids[0]) - 250)
+    await system.cleanup_expired_sessions()
+    await _until(system, max([await _deadline(system, s) for s in sids]))
+    for _ in range(200):  # later sweeps deliver what waits, once each claim (0.1 s) lapsed
+        await system.cleanup_expired_sessions()
+        if sum(map(len, seen.values())) >= 2 * len(sids):
+            break
+        await asyncio.sleep(0.05)
+    assert seen == {s: ["warn", "notify"] for s in sids}
+    assert all(tries[s] == 3 for s in failing)  # two failures, then the one delivery
+    await asyncio.sleep(0.15)
+    await system.cleanup_expired_sessions()  # nothing is delivered again
+    assert seen == {s: ["warn", "notify"] for s in sids}
+    client, keys = system.store.client, system.store.keys
+    ident = system.store.identity("f0", "u", "web")
+    outbox = keys.expiry_outbox_of(system.expiry.index_of(ident))
+    assert await client.exists(outbox, keys.expiry_queues_of(outbox)) == 0
+
+
+async def test_outbox_claim_extend_and_ack_keep_claims_and_order(any_backend_url: str) -> None:
+    """expiry_outbox.lua directly (Valkey 9 too): a notice behind an earlier one of its session
+    is neither handed to the acting call nor claimed, the ack of the earlier one hands it on;
+    extend keeps live claims only (never an acknowledged entry, never a lapsed claim, never
+    shorter) and is safe to run twice; a retried ack drops and hands on nothing more."""
+    store = await SessionStore.connect(any_backend_url, namespace=unique_namespace())
+    client, script = store.client, store.scripts.expiry_outbox
+    outbox = store.keys.expiry_outbox(0)
+    keys = [outbox, store.keys.expiry_queues_of(outbox)]
+    record = compose(  # what expiry_act.lua does for each effect it writes
+        "probe", "return notice_queued(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) and 1 or 0\n"
+    )
+    warn, act, other = "n|warn|r|900|5|web:c:u", "n|notify|r|900|5|web:c:u", "n|warn|r|7|8|t:c:u"
+    archive = "f|5|web:c:u"
+
+    async def run(*args: Any) -> Any:
+        return await script.run(client, keys, [str(a) for a in args])
+
+    try:
+        # Written due at once (score 0), as if the acting process had died.
+        assert [await record.run(client, keys, [e, "0"]) for e in (act, warn)] == [1, 0]
+        assert await record.run(client, keys, [archive, "0"]) == 1
+        assert await record.run(client, keys, [act, "0"]) == 0  # the same notice again: as is
+        await client.zrem(outbox, act)  # lost (acknowledged by a process of an older version)
+        assert await record.run(client, keys, [other, "0"]) == 1
+        assert await record.run(client, keys, [act, "0"]) == 0  # behind warn now
+        taken = await run("claim", 10, 60_000, "nf")
+        assert sorted(taken) == sorted([warn.encode(), archive.encode(), other.encode()])
+        now = await client.zscore(outbox, warn)
+        assert await client.zscore(outbox, act) >= now - 1_000  # pushed back, not taken
+        assert await run("claim", 10, 60_000, "nf") == []
+        kept = await run("extend", 60_000, warn, archive, "n|notify|r|1|2|gone")
+        assert sorted(kept) == sorted([warn.encode(), archive.encode()])
+        assert await run("extend", 60_000, warn) == [warn.encode()]  # twice: the same
+        assert await run("ack", 60_000, warn) == [1, [act.encode()]]  # handed on, claimed
+        assert await client.zscore(outbox, act) >= now - 1_000
+        assert await run("ack", 60_000, warn) == [0, []]  # retried: nothing more
+        assert await run("extend", 60_000, warn) == []  # acknowledged: never written back
+        assert await client.zscore(outbox, warn) is None
+        await client.zadd(outbox, {archive: 1})  # its claim lapsed: not taken back
+        assert await run("extend", 60_000, archive) == []
+        assert await client.zscore(outbox, archive) == 1
+        far = now + 10**7
+        await client.zadd(outbox, {act: far})
+        assert await run("extend", 60_000, act) == [act.encode()]
+        assert await client.zscore(outbox, act) == far  # never shorter
+        assert await run("ack", 60_000, act, archive, other) == [3, []]
+        assert await client.exists(*keys) == 0
+        with pytest.raises(ScriptError, match="unknown mode"):
+            await run("drop")
+    finally:
+        await drop_namespace(client, store.keys.namespace)
+        await store.close()
 
 
 def _kind_of(system: SessionSystem) -> str:

@@ -23,12 +23,15 @@ from sessioncache.system import SessionSystem
 
 from .support.expiry_workers import (
     IDLE_RULES,
+    SLOW_RULES,
     _kind,
     bulk_create,
     effect_killer,
     effect_options,
     sender,
     sending,
+    slow_sweeper,
+    slow_sweeping,
     sweeper,
     sweeping,
 )
@@ -62,6 +65,18 @@ async def _create(system: SessionSystem, ids: list[tuple[str, str, str]]) -> Non
             await system.create_session(chat, user, platform)
 
     await asyncio.gather(*(one(*i) for i in ids))
+
+
+async def _processes(target: Any, args: list[tuple[Any, ...]]) -> tuple[list[Any], Any]:
+    """One process per ``args``, running ``target(*args, stop, barrier)``, released together
+    at a barrier once all are up; returns them and the Event that stops them."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, stop = ctx.Barrier(len(args) + 1), ctx.Event()
+    procs = [ctx.Process(target=target, args=(*a, stop, barrier)) for a in args]
+    for p in procs:
+        p.start()
+    await asyncio.to_thread(barrier.wait)
+    return procs, stop
 
 
 def _created(a: Any) -> int:
@@ -111,18 +126,9 @@ async def test_four_sweeping_processes_one_killed_act_exactly_once(
                 for i in range(4)
             ]
         else:
-            ctx = multiprocessing.get_context("spawn")
-            barrier, stop_p = ctx.Barrier(5), ctx.Event()
-            procs = [
-                ctx.Process(
-                    target=sweeper,
-                    args=(url, ns, 0.3, kill_after if i == 0 else 0, stop_p, barrier),
-                )
-                for i in range(4)
-            ]
-            for p in procs:
-                p.start()
-            await asyncio.to_thread(barrier.wait)
+            procs, stop_p = await _processes(
+                sweeper, [(url, ns, 0.3, kill_after if i == 0 else 0) for i in range(4)]
+            )
         keep_ids = [f"keep:{c}:{u}" for _, c, u in keep]
         deadline = time.monotonic() + 120
         archived = 0
@@ -224,6 +230,61 @@ async def test_a_process_killed_between_script_and_effect_only_delays_the_effect
         assert {a.session_id for a in await system.list_archived("u")} == set(gone)
         assert all(a.file for a in await system.list_archived("u"))
         assert sum([int(await system.store.client.zcard(b)) for b in buckets[1]]) == 0
+    finally:
+        await drop_namespace(system.store.client, ns)
+        await system.shutdown()
+
+
+@pytest.mark.parametrize(
+    "kind", ["redis", "memory", pytest.param("cluster", marks=pytest.mark.cluster)]
+)
+async def test_a_callback_longer_than_the_lease_runs_once_across_two_processes(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Two sweeping processes, an effect lease of 1 s and a notify callback that takes 3 s:
+    the process delivering a notice keeps its claim alive while the callback runs, so the
+    other process never claims it meanwhile. Each notice: one call, in one process."""
+    url = str(request.getfixturevalue(URLS[kind]))
+    ns = unique_namespace()
+    calls = tmp_path / "calls.txt"
+    calls.touch()
+    lease, slow = 1.0, 3.0
+    system = await _system(url, ns, expiry_rules=SLOW_RULES)  # no callback: it never delivers
+    try:
+        sids = [(await system.create_session(f"s{i}", f"u{i % 3}")).session_id for i in range(6)]
+        _, outboxes = await system.expiry._buckets()
+        if kind == "memory":
+            stop = asyncio.Event()
+            tasks = [
+                asyncio.create_task(slow_sweeping(url, ns, str(calls), slow, lease, stop.wait))
+                for _ in range(2)
+            ]
+        else:
+            procs, stop_p = await _processes(
+                slow_sweeper, [(url, ns, str(calls), slow, lease) for _ in range(2)]
+            )
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            if kind == "cluster":
+                _, outboxes = await system.expiry._buckets()
+            waiting = sum([int(await system.store.client.zcard(b)) for b in outboxes])
+            if len(calls.read_text().splitlines()) >= len(sids) and waiting == 0:
+                break  # every notice acknowledged: nothing is left to deliver again
+        if kind == "memory":
+            stop.set()
+            await asyncio.gather(*tasks)
+        else:
+            stop_p.set()
+            for p in procs:
+                await asyncio.to_thread(p.join, 60)
+            assert [p.exitcode for p in procs] == [0, 0]
+        stats = await system.get_statistics()
+        assert stats.expiry_actions == {"notify": len(sids)}
+        lines = [line.split(" ", 1) for line in calls.read_text().splitlines()]
+        by_notice = Counter(notice for _, notice in lines)
+        assert sorted(n.rpartition("|")[2] for n in by_notice) == sorted(sids)
+        assert by_notice.most_common(1)[0][1] == 1, by_notice  # exactly once each
     finally:
         await drop_namespace(system.store.client, ns)
         await system.shutdown()

@@ -7,6 +7,7 @@ module lists them, copies each to a file when ``archive_dir`` is set, and restor
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import re
@@ -117,11 +118,10 @@ class Archive:
             },
             use_bin_type=True,
         )
-        self.dir.mkdir(parents=True, exist_ok=True)
         path = self._file(archive_id)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
+        # In a thread: the event loop keeps running meanwhile, and with it the task keeping
+        # this effect's claim in the outbox (effects.py) however slow the disk.
+        await asyncio.to_thread(_write_atomically, path, blob)
         try:
             still = await self.store.client.exists(hkey)
         except RedisError as exc:
@@ -268,3 +268,11 @@ class Archive:
         if self.dir is not None:
             self._file(archive_id).unlink(missing_ok=True)
         return session_from_hash(ident, key, reply[1])
+
+
+def _write_atomically(path: Path, blob: bytes) -> None:
+    """Write ``blob`` to a temp file beside ``path``, then rename it there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, path)

@@ -206,6 +206,7 @@ class ExpiryEngine(SweepMethods):
             keys.change_bucket_of(ident),
             keys.turn(ident),
             outbox,
+            keys.expiry_queues_of(outbox),
         ]
         args = [
             mode,

@@ -24,8 +24,9 @@ class ExpiryReport:
     batches: int = 0
     duration_s: float = 0.0
     effects: int = 0
-    """Outbox effects (notify callbacks, archive files) this sweep delivered for an earlier
-    call that did not (its process died between script and effect, or the effect failed)."""
+    """Outbox effects (notify callbacks, archive files) this sweep claimed and delivered: left
+    by an earlier call that did not deliver them (its process died between script and effect,
+    or the effect failed), and the notices that waited behind those of their session."""
 
     def count(self, action: str) -> None:
         """One more ``action``."""
@@ -89,4 +90,5 @@ class ExpiryNotice:
     deadline_ms: int
     notice_id: str = ""
     """The same for every delivery of one notice: a notice whose delivery was cut short (the
-    process died before its acknowledgement) is delivered again with the same id."""
+    process died, or stalled for most of a lease, before its acknowledgement) is delivered
+    again with the same id."""

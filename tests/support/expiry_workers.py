@@ -173,6 +173,60 @@ EFFECT_RULES: list[dict[str, Any]] = [
 ]
 
 
+SLOW_RULES: list[dict[str, Any]] = [
+    {"name": "tell", "policy": "idle", "after": 0.3, "action": "notify"},
+]
+
+
+def slow_notify_options(calls_file: str, slow: float, lease: float) -> dict[str, Any]:
+    """A notify callback that appends "<pid> <notice id>" to ``calls_file`` as it starts, then
+    takes ``slow`` seconds (longer than the effect lease ``lease``)."""
+
+    async def notify(notice: Any) -> None:
+        with open(calls_file, "a", encoding="utf-8") as out:
+            out.write(f"{os.getpid()} {notice.notice_id}\n")
+        await asyncio.sleep(slow)
+
+    return {
+        "expiry_notify": notify,
+        "expiry_effect_lease": lease,
+        "expiry_rules": SLOW_RULES,
+    }
+
+
+async def slow_sweeping(
+    url: str,
+    namespace: str,
+    calls_file: str,
+    slow: float,
+    lease: float,
+    stopped: Callable[[], Awaitable[Any]],
+) -> None:
+    """Sweep by hand in a loop, with slow_notify_options(), until ``stopped()`` returns (the
+    sweep under way finishes first)."""
+    system = await _start(url, namespace, 3600.0, **slow_notify_options(calls_file, slow, lease))
+    stop = asyncio.ensure_future(stopped())
+    while not stop.done():
+        await system.cleanup_expired_sessions()
+        await asyncio.sleep(0.05)
+    await system.shutdown()
+
+
+def slow_sweeper(
+    url: str, namespace: str, calls_file: str, slow: float, lease: float, stop: Any, barrier: Any
+) -> None:
+    """slow_sweeping() in a process of its own, started at a barrier, stopped by an Event."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, barrier.wait)
+        await slow_sweeping(
+            url, namespace, calls_file, slow, lease, lambda: loop.run_in_executor(None, stop.wait)
+        )
+
+    asyncio.run(main())
+
+
 async def sending(url: str, namespace: str, session_ids: list[str], rounds: int) -> None:
     """Send `rounds` messages to each session (touch with messages=1)."""
     system = await _start(url, namespace, 3600.0)
