@@ -144,7 +144,8 @@ while k < #stages do
                  action .. ' ' .. ARGV[2] .. ' ' .. int(due) .. ' ' .. ARGV[8])
     end
     if string.find(ARGV[12], 'n', 1, true) then
-      effect = table.concat({'n', action, ARGV[2], int(due), ARGV[7], ARGV[8]}, '|')
+      -- "<deadline>:<stage>": two stages with the same action are two notices.
+      effect = table.concat({'n', action, ARGV[2], int(due) .. ':' .. k, ARGV[7], ARGV[8]}, '|')
     end
   elseif action == 'suspend' and ARGV[11] ~= '' then
     state_move(key, stream, KEYS[5], {cur[8], cur[7], cur[6], cur[4]}, 'suspended', ARGV[11],

@@ -516,6 +516,39 @@ async def test_progressive_stages_then_archive_and_merge(make: Any) -> None:
     assert await system.store.find_by_id(old.session_id) is None
 
 
+async def test_two_stages_with_the_same_action_are_two_notices(make: Any) -> None:
+    """Two warnings of one progressive rule reach the callback as two notices (their own
+    notice ids), whether the first was acknowledged before the second came due or not."""
+    notices: list[ExpiryNotice] = []
+
+    async def record(notice: ExpiryNotice) -> None:
+        notices.append(notice)
+
+    stages = [
+        {"after": 0, "action": "warn"},
+        {"after": 0.2, "action": "warn"},
+        {"after": 0.4, "action": "archive"},
+    ]
+    system = await make(
+        [{"policy": "idle", "after": 0.3, "action": "progressive", "stages": stages}],
+        expiry_notify=record,
+    )
+    apart = await system.create_session("apart", "u")  # swept at each stage
+    late = await system.create_session("late", "u")  # swept once: every stage in one call
+    await _until(system, await _deadline(system, apart.session_id))
+    await system.cleanup_expired_sessions()
+    await _until(system, await _deadline(system, apart.session_id) + 200)
+    await system.cleanup_expired_sessions()
+    deadlines = [await _deadline(system, s.session_id) for s in (apart, late)]
+    await _until(system, max(deadlines) + 400)
+    await system.cleanup_expired_sessions()
+    for s in (apart, late):
+        mine = [n for n in notices if n.session_id == s.session_id]
+        assert [n.kind for n in mine] == ["warn", "warn"]
+        assert len({n.notice_id for n in mine}) == 2
+    assert (await system.get_statistics()).expiry_actions == {"warn": 4, "archive": 2}
+
+
 async def test_custom_sync_and_async_policies(make: Any) -> None:
     async def flagged(session: Any) -> bool:
         return bool(session.metadata.get("flagged"))
@@ -692,9 +725,7 @@ async def test_expiry_suspend_is_seen_by_incremental_backups(make: Any, tmp_path
     when the session stays, so an incremental backup misses the suspended state."""
     from sessioncache.persistence import Persistence
 
-    system = await make(
-        [{"name": "idle", "policy": "idle", "after": 0.2, "action": "suspend"}]
-    )
+    system = await make([{"name": "idle", "policy": "idle", "after": 0.2, "action": "suspend"}])
     persistence = Persistence(system.store, backup_dir=tmp_path / "b", key="k" * 32)
     await persistence.changes.arm()
     try:
@@ -761,9 +792,7 @@ async def test_merge_keeps_the_target_within_max_fields(make: Any) -> None:
         [{"name": "threads", "policy": "idle", "after": 60, "action": "merge"}],
         limits=Limits(max_fields=4),
     )
-    old = await system.create_session(
-        42, "u", thread_id="t1", data={f"o{i}": i for i in range(4)}
-    )
+    old = await system.create_session(42, "u", thread_id="t1", data={f"o{i}": i for i in range(4)})
     await _until(system, round(old.created_at.timestamp() * 1000) + 1)
     newer = await system.create_session(
         42, "u", thread_id="t2", data={f"n{i}": i for i in range(4)}

@@ -1,22 +1,22 @@
 -- lib/outbox.lua: the notices of one session leave an expiry outbox one at a time, in order.
 --
 -- An effect outbox (zset: entry -> when it may be claimed, ms) holds notices for the notify
--- callback, "n|<action>|<rule>|<deadline ms>|<created ms>|<session id>", and archive-file
+-- callback, "n|<action>|<rule>|<deadline ms>:<stage>|<created ms>|<session id>", and archive-file
 -- entries "f|<created ms>|<session id>". Beside it, its notice queues (hash): one field per
--- session, "<created ms>|<session id>", listing "<action>|<rule>|<deadline ms>" of each of its
--- notices still in the outbox, in the order expiry_act.lua wrote them, joined by ",". Only the
--- first notice of a queue is ever handed to a process (written claimed by the acting call,
--- taken by a claim, or handed on by the ack of the one before it), so a session's notices are
--- delivered in the order written: an action's never before its warning's. A name whose entry
--- is no longer in the outbox is passed over when a queue is read (and dropped at its next
--- write), so a lost entry never holds back the ones behind it. Archive-file entries have no
--- queue. expiry_act.lua writes the queues (notice_queued); expiry_outbox.lua reads and trims them.
+-- session, "<created ms>|<session id>", listing "<action>|<rule>|<deadline ms>:<stage>" of each of
+-- its notices still in the outbox, in the order expiry_act.lua wrote them, joined by ",". Only the
+-- first notice of a queue is ever handed to a process (written claimed by the acting call, taken by
+-- a claim, or handed on by the ack of the one before it), so a session's notices are delivered in
+-- the order written: an action's never before its warning's. A name whose entry is no longer in the
+-- outbox is passed over when a queue is read (and dropped at its next write), so a lost entry never
+-- holds back the ones behind it. Archive-file entries have no queue. expiry_act.lua writes the
+-- queues (notice_queued); expiry_outbox.lua reads and trims them.
 
 -- The queue of an outbox entry: the entry's item in it, its field in the queue hash, and the
 -- items of its notices still in the outbox, first first (with whether any name was passed
 -- over: the queue is then worth writing back); nil for an entry that is no notice.
 local function queue_of(box, queues, entry)
-  local item, session = string.match(entry, '^n|([^|]+|[^|]+|%d+)|(%d+|.+)$')
+  local item, session = string.match(entry, '^n|([^|]+|[^|]+|[%d:]+)|(%d+|.+)$')
   if not item then
     return nil
   end

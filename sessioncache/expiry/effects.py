@@ -144,7 +144,8 @@ class Effects:
             action, rule, due, _created, sid = rest.split("|", 4)
             if self.notify is None:
                 raise ValueError("no notify callback in this process")
-            notice = ExpiryNotice(action, sid, rule, int(due), notice_id=entry)
+            # due is "<deadline ms>:<stage>" (no stage in entries of an earlier version)
+            notice = ExpiryNotice(action, sid, rule, int(due.partition(":")[0]), notice_id=entry)
             result = self.notify(notice)
             if asyncio.iscoroutine(result):
                 await result
