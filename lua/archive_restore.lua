@@ -16,10 +16,13 @@
 --
 -- Returns {1, hgetall} restored, {-1} no such archive, {-2} a live session has the id.
 -- Data, metadata, state, version, priority and events come back as archived; the restore counts
--- as activity, and the session's expiry rule (field y) is armed again from that activity, its
--- stages starting over (w dropped), in this same call. Its fixed deadline x (an absolute age,
--- a daily boundary: the one that archived it, long past) is dropped, so no sweep takes the
--- session again before the caller arms a new one counted from the restore.
+-- as activity and starts the rule's period anew (lib/period.lua, period_restart), in this same
+-- call: its stages start over (w dropped); its fixed deadline x (an absolute age, a daily
+-- boundary: the one that archived it, long past) is dropped, so no sweep takes the session
+-- again before the caller arms a new one counted from the restore; its message limit counts
+-- from the restored message count (field b records the start), so a session archived for its
+-- message count is not due again at its next write. Then the rule (field y) is armed again
+-- in the expiry index from that activity.
 -- A retry after success finds no archive and returns -1.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -35,7 +38,8 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 end
 local now = now_ms()
 redis.call('RENAME', KEYS[1], KEYS[3])
-redis.call('HDEL', KEYS[3], 'X', 'Y', 'w', 'x')
+redis.call('HDEL', KEYS[3], 'X', 'Y')
+local y, m = period_restart(KEYS[3], now)
 local ttl = redis.call('HGET', KEYS[3], 't') or ARGV[3]
 local exps = int(now + tonumber(ttl))
 redis.call('HSET', KEYS[3], 'a', int(now), 'e', exps)
@@ -47,8 +51,7 @@ redis.call('PERSIST', KEYS[3])
 redis.call('PEXPIREAT', KEYS[3], exps)
 index_keep(KEYS[5], exps, ARGV[1])
 redis.call('HDEL', KEYS[6], ARGV[2])
-local cur = redis.call('HMGET', KEYS[3], 's', 'x', 'y', 'm')
-count_session(KEYS[7], ARGV[1], cur[1], 1)
-expiry_index(KEYS[9], KEYS[3], cur[2], cur[3], now, cur[4])
+count_session(KEYS[7], ARGV[1], redis.call('HGET', KEYS[3], 's'), 1)
+expiry_index(KEYS[9], KEYS[3], nil, y, now, m)
 mark_changed(KEYS[8], KEYS[3])
 return {1, redis.call('HGETALL', KEYS[3])}

@@ -9,6 +9,8 @@
 --          keeps its entry)
 -- ARGV[3]  the session's created ms as the caller read it ("" for any): a session recreated
 --          since is left alone
+-- ARGV[4]  b: the start of the rule's period (lib/period.lua) when the caller starts a new one
+--          (restore_archived), "" or absent to leave field b as it is
 --
 -- Returns {1, due or -1} armed (or disarmed), {0} no such session (or a newer one).
 -- Idempotent: a retry writes the same fields and the same index entry.
@@ -36,6 +38,9 @@ if ARGV[1] ~= '' then
 else
   redis.call('HSET', key, 'y', ARGV[2])
   redis.call('HDEL', key, 'x')
+end
+if ARGV[4] and ARGV[4] ~= '' then
+  redis.call('HSET', key, 'b', ARGV[4])
 end
 if cur[4] ~= ARGV[2] and cur[5] then
   redis.call('HDEL', key, 'w')  -- a new rule starts its stages over

@@ -63,6 +63,11 @@ def _from_ms(value: bytes | str) -> dt.datetime:
     return dt.datetime.fromtimestamp(int(value) / 1000, tz=UTC)
 
 
+ExpiryFields = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
+"""A session's expiry fields as stored: x (fixed deadline), y (the rule's spec), w (stages
+done), b (where the rule's period began; lua/lib/period.lua)."""
+
+
 def platform_of(name: str) -> Platform:
     """Platform(name), without Enum's slow call path for the common (known) names."""
     member = Platform._value2member_map_.get(name)
@@ -149,8 +154,9 @@ class Session:
         self._metadata: dict[str, Any] = {} if metadata is None else metadata
         self._data: dict[str, Any] = {} if data is None else data
         self._stored: dict[bytes, bytes] | None = None
-        # Expiry fields x, y, w as stored (sessioncache/expiry), None when the hash had none.
-        self._expiry: tuple[bytes | None, bytes | None, bytes | None] | None = None
+        # Expiry fields x, y, w, b as stored (sessioncache/expiry), None when the hash had no
+        # rule (no y).
+        self._expiry: ExpiryFields | None = None
 
     @property
     def data(self) -> dict[str, Any]:
@@ -223,7 +229,6 @@ class Session:
         return f"Session({inner})"
 
 
-ExpiryFields = tuple[bytes | None, bytes | None, bytes | None]
 SessionParts = tuple[tuple[Any, ...], dict[bytes, bytes] | None, ExpiryFields | None]
 """A session decoded but not built: Session's arguments, its undecoded fields, its expiry rule
 (the near cache keeps these, so a hit builds a new Session with one call)."""
@@ -268,7 +273,7 @@ def session_parts(
     priority = pop(b"p", b"0")
     pop(b"t", None)
     pop(b"o", None)
-    expiry = (pop(b"x", None), pop(b"y", None), pop(b"w", None))
+    expiry = (pop(b"x", None), pop(b"y", None), pop(b"w", None), pop(b"b", None))
     args = (
         ident.session_id,
         key,

@@ -4,6 +4,7 @@ actions (archive, delete, suspend, notify, merge, progressive), archive and rest
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import random
@@ -17,7 +18,7 @@ from sessioncache.errors import ScriptError, SessionExpired, ValidationError
 from sessioncache.expiry import ExpiryNotice, load_rules_toml, parse_rules
 from sessioncache.expiry.archive import split_archive_id
 from sessioncache.expiry.engine import ExpiryEngine
-from sessioncache.expiry.policies import Daily, ExpirySpec, due_at
+from sessioncache.expiry.policies import Daily, ExpirySpec, Period, Usage, due_at
 from sessioncache.scripts import compose
 from sessioncache.store import SessionStore
 from sessioncache.system import SessionSystem
@@ -215,6 +216,61 @@ async def test_lua_and_python_agree_on_every_deadline(make: Any) -> None:
     lua = await probe.run(system.store.client, [], args)
     expected = [due_at(s, a, m) for s, a, m in cases]
     assert [None if int(v) == -1 else int(v) for v in lua] == expected
+
+
+async def test_lua_and_python_restart_a_period_alike(make: Any) -> None:
+    """lib/period.lua's period_restart (the restoring script) moves the message limit to what
+    arm() gives the same rule in a period starting with the restored message count, and
+    records the start as Period reads it back."""
+    system = await make([])
+    rng = random.Random(13)
+    probe = compose(
+        "probe",
+        "local y, m = period_restart(KEYS[1], tonumber(ARGV[1]))\n"
+        "return {y or '', m, redis.call('HGET', KEYS[1], 'b'), "
+        "redis.call('HEXISTS', KEYS[1], 'x'), redis.call('HEXISTS', KEYS[1], 'w')}\n",
+    )
+    ident = system.store.identity("probe", "u", "web")
+    key = system.store.keys.session(ident)
+    for _ in range(60):
+        messages = rng.randrange(1, 50)
+        base = rng.choice([None, rng.randrange(0, 10**6)])
+        spent = rng.randrange(0, 100)
+        mode = rng.choice(["any", "all", "py"])
+        period = Period(1000, base or 0, restored=base is not None)
+        ctx = period.context(5000, 0)
+        policy: Any = Usage(messages) if mode != "py" else Usage(tokens=messages)
+        armed = policy.spec("r", ctx)
+        if mode == "all":
+            armed = ExpirySpec("r", "all", 9000, 60_000, armed.limit)
+        restored_m = (base or 0) + spent
+        fields = {"y": armed.field_y(), "m": str(restored_m), "x": "9000", "w": "9000:1"}
+        if base is not None:
+            fields["b"] = period.field_b()
+        await system.store.client.delete(key)
+        await system.store.client.hset(key, mapping=fields)
+        y, m, b, has_x, has_w = await probe.run(system.store.client, [key], ["777"])
+        assert (int(m), has_x, has_w) == (restored_m, 0, 0)
+        if mode == "py":
+            assert y.decode() == armed.field_y()  # Python decides: nothing to move in y
+        else:
+            again = Period(777, restored_m).context(5000, 0)
+            limit = Usage(messages).spec("r", again).limit
+            expected = dataclasses.replace(armed, fixed=None, limit=limit)
+            assert ExpirySpec.parse(None, y) == expected
+        assert b.decode() == f"777|{restored_m}|"
+        assert Period.of(_with_b(b)) == Period(777, restored_m, restored=True)
+    await system.store.client.delete(key)
+
+
+def _with_b(b: bytes) -> Any:
+    """A Session whose stored field b is ``b`` (Period.of reads only that and created_at)."""
+    from sessioncache.models import Platform, Session
+
+    now = dt.datetime.now(dt.UTC)
+    s = Session("web:1:u", "k", Platform.WEB, "1", "u", None, "new", now, now, now, now, 1, 0)
+    s._expiry = (None, b"any||1||r|0", None, b)
+    return s
 
 
 # -- on access --------------------------------------------------------------------------------
@@ -892,3 +948,222 @@ async def test_a_suspend_the_state_table_forbids_is_neither_counted_nor_recorded
     assert ("expired", "suspend") not in await _events(system, s.session_id)
     info = await system.get_expiry_info(s.session_id)
     assert info is not None and not info.armed  # spent: the next sweep does not look again
+
+
+# -- a restore starts a new period for usage and custom rules ---------------------------------
+
+
+async def _archived_once(system: SessionSystem, sid: str) -> None:
+    assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}
+    assert await system.store.find_by_id(sid) is None
+    assert (await system.get_statistics()).expiry_actions == {"archive": 1}
+
+
+async def _restore_equal(system: SessionSystem, sid: str, before: Any, events: Any) -> Any:
+    """restore_archived, checked to bring back what was archived (data, metadata, state,
+    version, message count, events)."""
+    restored = await system.restore_archived(sid)
+    for name in ("data", "metadata", "state", "version", "priority", "message_count", "created_at"):
+        assert getattr(restored, name) == getattr(before, name), name
+    after = await system.get_events(sid)
+    assert [(e.event_id, e.type, e.fields) for e in after[: len(events)]] == [
+        (e.event_id, e.type, e.fields) for e in events
+    ]
+    assert [(e.type, e.fields.get("action")) for e in after[len(events) :]] == [
+        ("expired", "archive")
+    ]
+    read = await system.store.find_by_id(sid)
+    assert read == restored  # the period's record (field b) is not data
+    return restored
+
+
+async def _still_live(system: SessionSystem, restored: Any) -> None:
+    now = await system.store.find_by_id(restored.session_id)
+    assert now is not None and now.created_at == restored.created_at
+    assert now.data == restored.data
+
+
+USAGE_RULES = {
+    "messages": {"policy": "usage", "messages": 3},
+    "hybrid": {
+        "policy": "hybrid",
+        "any": [{"policy": "usage", "messages": 3}, {"policy": "idle", "after": 3600}],
+    },
+    "hybrid-python": {  # decided in Python (a custom part): the usage part counts the same
+        "policy": "hybrid",
+        "any": [
+            {"policy": "usage", "messages": 3},
+            {"policy": "custom", "func": lambda s: False, "recheck": 0.2},
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("shape", list(USAGE_RULES))
+async def test_a_restored_usage_session_counts_messages_from_the_restore(
+    make: Any, shape: str
+) -> None:
+    """Archived at N messages, restored whole: the next access, touch and sweep leave it be,
+    and it is archived again (once) after N more messages, not at its next write."""
+    system = await make([{"name": "use", "action": "archive", **USAGE_RULES[shape]}])
+    python = shape == "hybrid-python"
+    s = await system.create_session(50, "u", data={"v": 1}, metadata={"m": 2})
+    await system.transition(s.session_id, "active")
+    await system.track_event(s.session_id, "message_sent", text="hi")  # a message counted
+    for _ in range(2):
+        await system.touch_session(s.session_id, messages=1)
+    before = await system.store.get(s.session_id)
+    events = await system.get_events(s.session_id)
+    assert before.message_count == 3
+    if python:
+        await _until(system, await _deadline(system, s.session_id))
+    await _archived_once(system, s.session_id)
+    restored = await _restore_equal(system, s.session_id, before, events)
+    if python:
+        await _until(system, await _deadline(system, s.session_id))
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    await system.touch_session(s.session_id)  # access without a message
+    assert await system.get_session(s.session_id) == await system.store.find_by_id(s.session_id)
+    await system.get_or_create_session(50, "u")
+    for _ in range(2):
+        await system.touch_session(s.session_id, messages=1)
+        if python:
+            await _until(system, await _deadline(system, s.session_id))
+        assert (await system.cleanup_expired_sessions()).actions == {}
+    await _still_live(system, restored)
+    assert (await system.get_statistics()).expiry_actions == {"archive": 1}
+    await system.touch_session(s.session_id, messages=1)  # the 3rd since the restore
+    if python:
+        await _until(system, await _deadline(system, s.session_id))
+    assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}
+    assert await system.store.find_by_id(s.session_id) is None
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    assert (await system.get_statistics()).expiry_actions == {"archive": 2}
+
+
+async def test_a_restored_session_over_its_limit_is_not_archived_by_its_next_message(
+    make: Any,
+) -> None:
+    """The write that would pass the limit decides on access: after a restore the session's
+    next message goes into the restored session, not into a successor."""
+    system = await make([{"name": "use", "policy": "usage", "messages": 2, "action": "archive"}])
+    s = await system.create_session(51, "u", data={"v": 1})
+    for _ in range(3):  # the 3rd: the rule applies first, the message goes to a successor
+        await system.touch_session(s.session_id, messages=1)
+    assert (await system.get_statistics()).expiry_actions == {"archive": 1}
+    successor = await system.store.find_by_id(s.session_id)
+    assert successor is not None and successor.message_count == 1
+    await system.delete_session(s.session_id)
+    restored = await system.restore_archived(s.session_id)
+    assert restored.message_count == 2 and restored.data == {"v": 1}
+    await system.touch_session(s.session_id, messages=1)
+    after = await system.store.find_by_id(s.session_id)
+    assert after is not None and after.created_at == restored.created_at
+    assert after.message_count == 3 and after.data == {"v": 1}
+    assert (await system.get_statistics()).expiry_actions == {"archive": 1}
+    await system.touch_session(s.session_id, messages=1)  # 2 since the restore: due now
+    await system.touch_session(s.session_id, messages=1)  # the 3rd: archived, a successor
+    assert (await system.get_statistics()).expiry_actions == {"archive": 2}
+    fresh = await system.store.find_by_id(s.session_id)
+    assert fresh is not None and fresh.created_at > restored.created_at and fresh.data == {}
+
+
+async def test_a_restored_token_budget_counts_tokens_from_the_restore(make: Any) -> None:
+    system = await make(
+        [
+            {
+                "name": "budget",
+                "policy": "usage",
+                "tokens": 100,
+                "recheck": 0.2,
+                "action": "archive",
+            }
+        ]
+    )
+    s = await system.create_session(52, "u", data={"v": 1}, metadata={"tokens": 40})
+    await system.update_session(s.session_id, metadata={"tokens": 150})
+    before = await system.store.get(s.session_id)
+    events = await system.get_events(s.session_id)
+    await _until(system, await _deadline(system, s.session_id))
+    await _archived_once(system, s.session_id)
+    restored = await _restore_equal(system, s.session_id, before, events)
+    assert restored.metadata == {"tokens": 150}
+    await _until(system, await _deadline(system, s.session_id))
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    await system.update_session(s.session_id, metadata={"tokens": 249})  # 99 since the restore
+    await _until(system, await _deadline(system, s.session_id))
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    await _still_live(system, restored)
+    await system.update_session(s.session_id, metadata={"tokens": 250})
+    await _until(system, await _deadline(system, s.session_id))
+    assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}
+    assert await system.store.find_by_id(s.session_id) is None
+    assert (await system.get_statistics()).expiry_actions == {"archive": 2}
+
+
+async def test_a_restored_custom_rule_waits_for_activity_after_the_restore(make: Any) -> None:
+    """A custom callable sees the same session after a restore as before the archive: it is
+    not asked again until the session is active after the restore (then as usual)."""
+    calls: list[str] = []
+
+    def flagged(session: Any) -> bool:
+        calls.append(session.session_id)
+        return bool(session.metadata.get("flagged"))
+
+    system = await make(
+        [
+            {
+                "name": "flag",
+                "policy": "custom",
+                "func": flagged,
+                "recheck": 0.2,
+                "action": "archive",
+            }
+        ]
+    )
+    s = await system.create_session(53, "u", data={"v": 1}, metadata={"flagged": True})
+    before = await system.store.get(s.session_id)
+    events = await system.get_events(s.session_id)
+    await _until(system, await _deadline(system, s.session_id))
+    await _archived_once(system, s.session_id)
+    restored = await _restore_equal(system, s.session_id, before, events)
+    asked = len(calls)
+    for _ in range(2):
+        await _until(system, await _deadline(system, s.session_id))
+        assert (await system.cleanup_expired_sessions()).actions == {}
+    assert len(calls) == asked  # not asked: nothing happened since the restore
+    await _still_live(system, restored)
+    await _until(system, round(restored.last_activity.timestamp() * 1000) + 1)
+    await system.touch_session(s.session_id)  # active again: the callable decides
+    await _until(system, await _deadline(system, s.session_id))
+    assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}
+    assert len(calls) == asked + 1
+    assert (await system.get_statistics()).expiry_actions == {"archive": 2}
+
+
+async def test_a_backup_restore_keeps_the_period_of_a_restored_session(
+    make: Any, tmp_path: Path
+) -> None:
+    """A backup of a session restored from its archive brings back the period it was in:
+    restored from the backup, it is not due, and its limit still counts from the restore."""
+    from sessioncache.persistence import Persistence
+
+    system = await make([{"name": "use", "policy": "usage", "messages": 2, "action": "archive"}])
+    s = await system.create_session(54, "u", data={"v": 1})
+    for _ in range(2):
+        await system.touch_session(s.session_id, messages=1)
+    await _archived_once(system, s.session_id)
+    await system.restore_archived(s.session_id)
+    await system.touch_session(s.session_id, messages=1)  # 1 since the restore
+    persistence = Persistence(system.store, backup_dir=tmp_path / "backups", key="k" * 32)
+    try:
+        backup_id = await persistence.create_backup()
+        report = await persistence.restore_backup(backup_id, "replace")
+        assert report.written == 1
+    finally:
+        await persistence.changes.disarm()
+    back = await system.store.find_by_id(s.session_id)
+    assert back is not None and back.message_count == 3 and back.data == {"v": 1}
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    await system.touch_session(s.session_id, messages=1)  # the 2nd since the archive restore
+    assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}

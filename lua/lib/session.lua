@@ -90,7 +90,7 @@ end
 local function session_field_count(key)
   local total = redis.call('HLEN', key)
   local core = redis.call('HMGET', key, 'v', 's', 'c', 'u', 'a', 'e', 'm', 'p', 't', 'o',
-                          'x', 'y', 'w')
+                          'x', 'y', 'w', 'b')
   for i = 1, #core do
     if core[i] then
       total = total - 1

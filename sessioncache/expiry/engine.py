@@ -25,7 +25,7 @@ from ..models import Session
 from ..store import SessionStore
 from .archive import Archive
 from .effects import Effects, Notify
-from .policies import Context, ExpirySpec, due_at
+from .policies import ExpirySpec, Period, due_at
 from .report import ExpiryInfo
 from .rules import Rule, first_match
 from .sweep import SweepMethods
@@ -143,13 +143,24 @@ class ExpiryEngine(SweepMethods):
         return ",".join(f"{o}:{a}" for o, a in stages)
 
     def spec(
-        self, rule: Rule, session: Session, now_ms: int, start_ms: int | None = None
+        self,
+        rule: Rule,
+        session: Session,
+        now_ms: int,
+        start_ms: int | None = None,
+        *,
+        period: Period | None = None,
     ) -> ExpirySpec | None:
-        """The spec a rule arms on a session whose period (absolute age, daily boundary)
-        starts at ``start_ms``: its creation unless given."""
-        start = _ms(session.created_at) if start_ms is None else start_ms
-        ctx = Context(start, now_ms, session.priority)
-        spec = rule.policy.spec(rule.name, ctx)
+        """The spec a rule arms on a session in ``period`` (absolute age, daily boundary,
+        message limit count from its start): the one the session is in unless given; with
+        ``start_ms``, a new one starting then with the session as it is."""
+        if period is None:
+            period = (
+                Period.of(session)
+                if start_ms is None
+                else Period.restart(session, start_ms, rule.policy)
+            )
+        spec = rule.policy.spec(rule.name, period.context(now_ms, session.priority))
         if spec is None:
             return None
         lead = round(rule.warn_before * 1000) if rule.warn_before else 0
@@ -158,18 +169,25 @@ class ExpiryEngine(SweepMethods):
     async def arm(
         self, session: Session, now_ms: int | None = None, *, start_ms: int | None = None
     ) -> ExpirySpec | None:
-        """Give a session its rule (the first that matches it), or none; ``start_ms``: when
-        its period starts (default its creation; a restore starts a new one). Idempotent."""
+        """Give a session its rule (the first that matches it), or none, in the period it is
+        in (from its creation, or its latest restore: field b); ``start_ms``: a new period
+        starts then, with the session as it is (a restore), recorded in field b. Idempotent."""
         ident = parse_session_id(session.session_id)
         rule = first_match(self.rules, ident, session.priority)
         now = now_ms if now_ms is not None else await self._now()
-        spec = None if rule is None else self.spec(rule, session, now, start_ms)
+        period = (
+            Period.of(session)
+            if start_ms is None
+            else Period.restart(session, start_ms, rule.policy if rule else None)
+        )
+        spec = None if rule is None else self.spec(rule, session, now, period=period)
         if spec is None and session._expiry is None:
             return None
         x = "" if spec is None or spec.fixed is None else str(spec.fixed)
         y = "" if spec is None else spec.field_y()
         key = self.store.keys.session(ident)
-        args = [x, y, str(_ms(session.created_at))]
+        b = "" if start_ms is None else period.field_b()
+        args = [x, y, str(_ms(session.created_at)), b]
         await self.store.scripts.expiry_arm.run(
             self.store.client, [key, self.index_of(ident)], args
         )
@@ -339,7 +357,9 @@ class ExpiryEngine(SweepMethods):
     ) -> Session:
         """Bring an archived session back whole and arm its rule again, its period starting
         at the restore: an absolute age counts from it, a daily reset waits for the next
-        boundary after it (restoring means "bring it back", not "expire it again at once")."""
+        boundary after it, a message limit or a token budget counts what is used after it, a
+        custom callable is asked again once the session is active after it (restoring means
+        "bring it back", not "expire it again at once")."""
         ident = parse_session_id(session_id)
         aid = archive_id or await self.archive.latest(session_id)
         if aid is None:
@@ -348,8 +368,8 @@ class ExpiryEngine(SweepMethods):
             raise ValidationError(f"archive {aid!r} is not one of session {session_id!r}")
         session = await self.archive.restore(aid, replace=replace)
         if self.rules:
-            now = await self._now()
-            await self.arm(session, now, start_ms=now)
+            # The period starts when the restoring script ran: the activity it recorded.
+            await self.arm(session, start_ms=_ms(session.last_activity))
         return session
 
     async def get_or_create(self, ident: Identity, **create: Any) -> Session:

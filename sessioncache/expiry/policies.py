@@ -5,14 +5,18 @@ server clock; absolute age, a daily boundary, or the next re-check of a Python-o
 and the activity-driven parts the scripts recompute on every write (idle ms, message limit,
 daily grace ms). ``due_at`` gives the deadline from a spec, the last activity and the message
 count; lib/expiry.lua computes the same thing inside the scripts, and a test checks both agree.
+The spec counts from the start of the session's ``Period`` (its creation, or its latest
+restore): ``x`` is absolute, the message limit is the message count at the start plus the
+rule's own (lib/period.lua moves it at a restore; a test checks both agree).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import inspect
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -90,8 +94,83 @@ class Context:
     """What a policy may look at when it is armed on a session."""
 
     created_ms: int
+    """When the rule's period starts (ms): the session's creation, or its restore."""
     now_ms: int
     priority: int
+    messages: int = 0
+    """The session's message count at the start of the period (0 at creation): a message
+    limit counts from it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """Where a session's expiry period began: at its creation, or at its latest restore from
+    the archive (field ``b``, lib/period.lua: ``"<start ms>|<messages>|<tokens JSON>"``).
+
+    A restore starts a new period, so nothing the archived session had used counts again:
+    the absolute age and the daily boundary count from the start, a message limit from the
+    messages then, a token budget from the token counts then; a custom callable is not asked
+    before the session is active after it.
+    """
+
+    start_ms: int
+    messages: int = 0
+    tokens: Mapping[str, float] = field(default_factory=dict)
+    """Token counts (by metadata name) at the start."""
+    restored: bool = False
+    """Whether the period began at a restore (else: at the session's creation)."""
+
+    @classmethod
+    def of(cls, session: Session) -> Period:
+        """The period a session read from Redis is in (its field ``b``, else its creation)."""
+        stored = session._expiry[3] if session._expiry is not None else None
+        created = _ms(session.created_at)
+        if not stored:
+            return cls(created)
+        text = stored.decode() if isinstance(stored, bytes) else str(stored)
+        start, _, rest = text.partition("|")
+        messages, _, tokens = rest.partition("|")
+        try:
+            counts = json.loads(tokens) if tokens else {}
+        except ValueError:
+            counts = {}
+        if not isinstance(counts, dict):
+            counts = {}
+        return cls(
+            int(start) if start.isdigit() else created,
+            int(messages) if messages.isdigit() else 0,
+            {str(k): v for k, v in counts.items() if _is_count(v)},
+            restored=True,
+        )
+
+    @classmethod
+    def restart(cls, session: Session, start_ms: int, policy: Policy | None) -> Period:
+        """A new period starting at ``start_ms`` (a restore) with the session as it is."""
+        keys = token_keys(policy) if policy is not None else []
+        tokens = {k: used for k in keys if _is_count(used := session.metadata.get(k, 0))}
+        return cls(start_ms, session.message_count, tokens, restored=True)
+
+    def field_b(self) -> str:
+        """Field ``b`` (as lib/period.lua writes it, with the token counts)."""
+        tokens = json.dumps(dict(self.tokens), sort_keys=True, separators=(",", ":"))
+        return f"{self.start_ms}|{self.messages}|{tokens if self.tokens else ''}"
+
+    def context(self, now_ms: int, priority: int) -> Context:
+        """The Context a policy is armed with in this period."""
+        return Context(self.start_ms, now_ms, priority, self.messages)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def token_keys(policy: Policy) -> list[str]:
+    """The metadata names of every token budget of a policy (hybrid parts included)."""
+    if isinstance(policy, Usage) and policy.tokens is not None:
+        return [policy.tokens_key]
+    if isinstance(policy, Hybrid):
+        return [k for p in policy.parts for k in token_keys(p)]
+    return []
 
 
 def _grace(seconds: float, priority: int) -> int:
@@ -165,12 +244,14 @@ class Usage(Policy):
         if self.tokens is not None:
             # Tokens live in metadata, which the scripts cannot decode: decided in Python.
             return ExpirySpec(rule, mode="py", fixed=ctx.now_ms + round(self.recheck * 1000))
-        return ExpirySpec(rule, limit=self.messages)
+        # The limit as the scripts compare it with the message count: from the period's start.
+        limit = None if self.messages is None else ctx.messages + self.messages
+        return ExpirySpec(rule, limit=limit)
 
-    def tokens_spent(self, session: Session) -> bool:
-        """Whether the session's token budget is used up."""
+    def tokens_spent(self, session: Session, since: float = 0) -> bool:
+        """Whether the session's token budget is used up (counting from ``since`` tokens)."""
         used = session.metadata.get(self.tokens_key, 0)
-        return isinstance(used, (int, float)) and self.tokens is not None and used >= self.tokens
+        return _is_count(used) and self.tokens is not None and used - since >= self.tokens
 
     def describe(self) -> str:
         if self.tokens is not None:
@@ -271,17 +352,27 @@ def _ms(value: dt.datetime) -> int:
     return round(value.timestamp() * 1000)
 
 
-async def fired(policy: Policy, session: Session, now_ms: int) -> bool:
-    """Whether the policy has fired for this session now (Python-decided specs included)."""
+async def fired(
+    policy: Policy, session: Session, now_ms: int, period: Period | None = None
+) -> bool:
+    """Whether the policy has fired for this session now (Python-decided specs included),
+    counting from the start of its ``period`` (default: the one the session is in).
+
+    A custom callable is not asked about a restored session before it is active after the
+    restore (its last activity later than the restore): until then it is the session that was
+    archived, and the callable would only say so again."""
+    if period is None:
+        period = Period.of(session)
     if isinstance(policy, Custom):
+        if period.restored and _ms(session.last_activity) <= period.start_ms:
+            return False
         return await policy.expired(session)
     if isinstance(policy, Usage) and policy.tokens is not None:
-        return policy.tokens_spent(session)
+        return policy.tokens_spent(session, period.tokens.get(policy.tokens_key, 0))
     if isinstance(policy, Hybrid):
-        results = [await fired(p, session, now_ms) for p in policy.parts]
+        results = [await fired(p, session, now_ms, period) for p in policy.parts]
         return any(results) if policy.mode == "any" else all(results)
-    ctx = Context(_ms(session.created_at), now_ms, session.priority)
-    spec = policy.spec("", ctx)
+    spec = policy.spec("", period.context(now_ms, session.priority))
     if spec is None:
         return False
     due = due_at(spec, _ms(session.last_activity), session.message_count)

@@ -18,7 +18,7 @@ from ..models import Session
 from ..slots import SLOTS
 from ..store import SessionStore
 from .effects import Effects
-from .policies import ExpirySpec, due_at, fired
+from .policies import ExpirySpec, Period, due_at, fired
 from .report import ExpiryReport
 from .rules import Rule
 
@@ -184,7 +184,7 @@ class SweepMethods:
             session = await self.store.find_by_id(ident.session_id)
             if session is None:
                 return
-            if not await fired(rule.policy, session, state.now):
+            if not await fired(rule.policy, session, state.now, Period.of(session)):
                 await self.arm(session, state.now)
                 return
             mode = "now"
