@@ -11,12 +11,16 @@
 --          since is left alone
 -- ARGV[4]  b: the start of the rule's period (lib/period.lua) when the caller starts a new one
 --          (restore_archived), "" or absent to leave field b as it is
+-- ARGV[5]  the session's priority the rule was picked for, "" or absent for any: when two
+--          writers change the priority, the re-pick for the older priority finds it changed and
+--          leaves the rule to the re-pick for the newer one
 --
--- Returns {1, due or -1} armed (or disarmed), {0} no such session (or a newer one).
+-- Returns {1, due or -1} armed (or disarmed), {0} no such session (or a newer one, or a
+-- priority other than ARGV[5]).
 -- Idempotent: a retry writes the same fields and the same index entry.
 
 local key = KEYS[1]
-local cur = redis.call('HMGET', key, 'c', 'a', 'm', 'y', 'w')
+local cur = redis.call('HMGET', key, 'c', 'a', 'm', 'y', 'w', 'p')
 if ARGV[2] == '-' then
   if not cur[1] or not cur[4] then
     redis.call('ZREM', KEYS[2], key)
@@ -24,6 +28,9 @@ if ARGV[2] == '-' then
   return {0}
 end
 if not cur[1] or (ARGV[3] ~= '' and cur[1] ~= ARGV[3]) then
+  return {0}
+end
+if ARGV[5] and ARGV[5] ~= '' and (cur[6] or '0') ~= ARGV[5] then
   return {0}
 end
 if ARGV[2] == '' then

@@ -307,12 +307,25 @@ class SessionSystem(
         )
         if self.expiry.rules:
             session = await self.expiry.get_or_create(
-                self.store.identity(chat_id, user_id, platform, thread_id), data=data,
-                metadata=metadata, state=state, priority=priority, ttl=ttl)
+                self.store.identity(chat_id, user_id, platform, thread_id),
+                data=data,
+                metadata=metadata,
+                state=state,
+                priority=priority,
+                ttl=ttl,
+            )
         else:
             session = await self.store.get_or_create(
-                chat_id, user_id, platform, thread_id, data=data, metadata=metadata,
-                state=state, priority=priority, ttl=ttl)
+                chat_id,
+                user_id,
+                platform,
+                thread_id,
+                data=data,
+                metadata=metadata,
+                state=state,
+                priority=priority,
+                ttl=ttl,
+            )
         return await self.pull_shared(session)
 
     async def get_session(self, session_id: str, *, fresh: bool = False) -> Session | None:
@@ -362,7 +375,7 @@ class SessionSystem(
         # version) and syncs them as sync_mode says; see docs/sync.md.
         write = self.sync.update if self.sync.config.shared_fields else self.store.update
         try:
-            return await self._write(
+            session = await self._write(
                 session_id,
                 lambda: write(
                     session_id,
@@ -376,6 +389,11 @@ class SessionSystem(
             )
         finally:
             self._written(session_id)
+        if priority is not None and self.expiry.rules:
+            # Rules match by priority (min/max_priority) and priority lengthens grace: the
+            # rule is picked again, in the period the session is in.
+            await self.expiry.arm(session, repick=True)
+        return session
 
     async def delete_session(self, session_id: str) -> bool:
         """Remove a session and its context; True if the session existed, False if it did

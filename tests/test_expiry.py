@@ -1167,3 +1167,39 @@ async def test_a_backup_restore_keeps_the_period_of_a_restored_session(
     assert (await system.cleanup_expired_sessions()).actions == {}
     await system.touch_session(s.session_id, messages=1)  # the 2nd since the archive restore
     assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}
+
+
+async def test_a_priority_change_picks_the_rule_again_in_the_same_period(make: Any) -> None:
+    """Rules match by priority: update_session(priority=...) re-picks the session's rule (its
+    period kept: an absolute age still counts from the creation); a re-pick for a priority
+    changed again since leaves the rule to the newer one."""
+    system = await make(
+        [
+            {
+                "name": "vip",
+                "policy": "idle",
+                "after": 3600,
+                "action": "archive",
+                "min_priority": 5,
+            },
+            {"name": "short", "policy": "absolute", "after": 0.6, "action": "archive"},
+        ]
+    )
+    s = await system.create_session("p", "u")
+    first = await system.get_expiry_info(s.session_id)
+    assert first is not None and first.rule == "short"
+    raised = await system.update_session(s.session_id, {"a": 1}, priority=7)
+    info = await system.get_expiry_info(s.session_id)
+    assert info is not None and info.rule == "vip"
+    await _until(system, first.deadline_ms or 0)
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    # A re-pick computed for priority 7 arriving after a change back to 0 changes nothing.
+    await system.update_session(s.session_id, {"a": 2}, priority=0)
+    again = await system.get_expiry_info(s.session_id)
+    assert again is not None and again.rule == "short"
+    assert again.deadline_ms == first.deadline_ms  # same period: from the creation
+    await system.expiry.arm(raised, repick=True)
+    still = await system.get_expiry_info(s.session_id)
+    assert still is not None and still.rule == "short"
+    assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}
+    assert (await system.get_statistics()).expiry_actions == {"archive": 1}

@@ -167,11 +167,18 @@ class ExpiryEngine(SweepMethods):
         return ExpirySpec(spec.rule, spec.mode, spec.fixed, spec.idle, spec.limit, spec.grace, lead)
 
     async def arm(
-        self, session: Session, now_ms: int | None = None, *, start_ms: int | None = None
+        self,
+        session: Session,
+        now_ms: int | None = None,
+        *,
+        start_ms: int | None = None,
+        repick: bool = False,
     ) -> ExpirySpec | None:
         """Give a session its rule (the first that matches it), or none, in the period it is
         in (from its creation, or its latest restore: field b); ``start_ms``: a new period
-        starts then, with the session as it is (a restore), recorded in field b. Idempotent."""
+        starts then, with the session as it is (a restore), recorded in field b. ``repick``:
+        after a priority change, only while the session still has that priority (a writer
+        that changed it again re-picks for its own). Idempotent."""
         ident = parse_session_id(session.session_id)
         rule = first_match(self.rules, ident, session.priority)
         now = now_ms if now_ms is not None else await self._now()
@@ -187,7 +194,7 @@ class ExpiryEngine(SweepMethods):
         y = "" if spec is None else spec.field_y()
         key = self.store.keys.session(ident)
         b = "" if start_ms is None else period.field_b()
-        args = [x, y, str(_ms(session.created_at)), b]
+        args = [x, y, str(_ms(session.created_at)), b, str(session.priority) if repick else ""]
         await self.store.scripts.expiry_arm.run(
             self.store.client, [key, self.index_of(ident)], args
         )
