@@ -1243,6 +1243,15 @@ async def test_a_message_limit_that_leaves_the_session_fires_once_per_n_messages
     assert (await system.cleanup_expired_sessions()).actions == {"notify": 1}
     await system.touch_session(s.session_id, messages=1)  # message 3
     assert (await system.cleanup_expired_sessions()).actions == {}
+    # The limit moved on as arm() gives it in the period the session is in (field b: the
+    # messages at the spend, its start empty: the period still began at creation).
+    stored = await system.store.find_by_id(s.session_id)
+    assert stored is not None and stored._expiry is not None
+    created_ms = round(s.created_at.timestamp() * 1000)
+    assert Period.of(stored) == Period(created_ms, 2)
+    spec = system.expiry.spec(system.expiry.rules[0], stored, 0)
+    assert spec is not None and spec.limit == 4
+    assert spec.field_y() == stored._expiry[1].decode()
     back = await system.get_or_create_session(61, "u")
     assert (back.session_id, back.created_at) == (s.session_id, s.created_at)
     assert (await system.get_statistics()).expiry_actions == {"notify": 1}
