@@ -9,7 +9,8 @@
 -- not read metadata). No "b": the period began at creation, with no message (an empty start:
 -- at creation too, a message limit since moved on). Only the restoring script, arm() and a
 -- message limit spent with the session in place (period_spent) write it; the write scripts
--- never read it, so it costs them nothing. sessioncache/expiry/policies.py Period is the Python twin; a test checks both agree.
+-- never read it, so it costs them nothing. sessioncache/expiry/policies.py Period is the
+-- Python twin; a test checks both agree.
 
 -- The message limit in y counted anew from `m` messages: the rule's own limit (the one in y
 -- less the messages at the period's start, field b `b`) added to m, written to y. Returns y as
