@@ -43,6 +43,9 @@
 -- ARGV[16] max number of data + metadata fields a session may hold (Limits.max_fields, as in
 --          update.lua): a merge that would take the target past it copies nothing and is
 --          treated as a merge with no target (the session stays; later stages still apply)
+-- ARGV[17] the next fixed deadlines of the rule, ms, space-separated ("" for none): a daily
+--          rule's next boundaries; when the last stage leaves the session in place, the first
+--          still ahead becomes its deadline x (lib/period.lua, period_spent)
 --
 -- Returns {n, due, {action...}, {effect...}}: the n actions applied (n >= 1), in order, and
 --                    the outbox entries written that the caller delivers now (claimed by it
@@ -50,6 +53,8 @@
 --                    notice of the session is still in the outbox (the others wait in their
 --                    queue: the ack of the one before hands each on, expiry_outbox.lua);
 --         {0, next}  nothing due yet (the index entry now waits for `next`, ms; -1: none),
+--                    or the deadline is spent (field w "<due>:*": its stages all ran and
+--                    left the session in place; the index entry goes),
 --                    or only suspend stages the state table forbids passed (applied to
 --                    nothing: no counter, no event; the rule moves on as after any stage),
 --         {-1}       no such session, no rule, or a different rule or session than the
@@ -87,6 +92,12 @@ local due = expiry_due(cur[1], cur[2], tonumber(cur[3]), tonumber(cur[4]))
 if ARGV[1] == 'now' then
   due = due or now
 end
+if due and expiry_spent(cur[5], due) then
+  -- Every stage of this deadline ran and left the session in place: nothing more to do
+  -- before the rule has a new deadline (lib/period.lua, period_spent).
+  redis.call('ZREM', KEYS[3], key)
+  return {0, -1}
+end
 local all = ARGV[1] ~= 'due'
 if ARGV[1] ~= 'access' and redis.call('EXISTS', KEYS[10]) == 1 then
   -- Never mid-turn: the worker holding the turn may be about to write; look again later.
@@ -104,11 +115,11 @@ local stages = {}
 for offset, action in string.gmatch(ARGV[3], '(%-?%d+):(%a+)') do
   stages[#stages + 1] = {tonumber(offset), action}
 end
--- Field w "<due>:<k>": stages 1..k of the deadline `due` are done. A new deadline (the session
--- was active since) starts over.
+-- Field w "<due>:<k>": stages 1..k of the deadline `due` are done ("<due>:*", all of them:
+-- returned above). A new deadline (the session was active since) starts over.
 local k = 0
 local wdue, wk = string.match(cur[5] or '', '^(%d+):(%d+)$')
-if tonumber(wdue) == due then
+if tonumber(wdue) == due and tonumber(wk) < #stages then
   k = tonumber(wk)
 end
 
@@ -216,9 +227,8 @@ if ended then
   end
 elseif k >= #stages then
   -- The last stage left the session in place (suspend, notify, a merge with no target): the
-  -- rule is spent.
-  redis.call('HDEL', key, 'x', 'y', 'w')
-  redis.call('ZREM', KEYS[3], key)
+  -- rule is spent for this deadline; it fires again at its next one.
+  period_spent(KEYS[3], key, cur[1], cur[2], cur[3], cur[4], now, ARGV[17])
 else
   redis.call('HSET', key, 'w', int(due) .. ':' .. int(k))
   wait_until(due + stages[k + 1][1])

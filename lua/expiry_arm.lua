@@ -49,9 +49,11 @@ end
 if ARGV[4] and ARGV[4] ~= '' then
   redis.call('HSET', key, 'b', ARGV[4])
 end
-if cur[4] ~= ARGV[2] and cur[5] then
+local w = cur[5]
+if cur[4] ~= ARGV[2] and w then
   redis.call('HDEL', key, 'w')  -- a new rule starts its stages over
+  w = nil
 end
-expiry_index(KEYS[2], key, x, ARGV[2], cur[2], cur[3])
+expiry_index(KEYS[2], key, x, ARGV[2], cur[2], cur[3], w)
 local due = expiry_due(x, ARGV[2], tonumber(cur[2]), tonumber(cur[3]))
 return {1, due or -1}

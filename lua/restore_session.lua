@@ -33,7 +33,7 @@ redis.call('DEL', key)
 redis.call('HSET', key, unpack(ARGV, 5))
 -- "0" is no expiry: the session, and so its index, never expire.
 expire_session(key, KEYS[2], exp > 0 and ARGV[2] or nil, ARGV[3])
-local rule = redis.call('HMGET', key, 'x', 'y', 'a', 'm')
-expiry_index(KEYS[4], key, rule[1], rule[2], rule[3], rule[4])
+local rule = redis.call('HMGET', key, 'x', 'y', 'a', 'm', 'w')
+expiry_index(KEYS[4], key, rule[1], rule[2], rule[3], rule[4], rule[5])
 mark_changed(KEYS[3], key)
 return 1

@@ -23,14 +23,14 @@
 -- The version is not bumped: activity is not a change of the session's content.
 
 local key = KEYS[1]
-local cur = redis.call('HMGET', key, 'v', 't', 'e', 'm', 'x', 'y', 'a')
+local cur = redis.call('HMGET', key, 'v', 't', 'e', 'm', 'x', 'y', 'a', 'w')
 if not cur[1] then return {-1} end
 if op_applied(KEYS[4]) then
   return {2, tonumber(cur[3]), tonumber(cur[4])}
 end
 
 local now = now_ms()
-if expiry_passed(cur[5], cur[6], cur[7], cur[4], now) then
+if expiry_passed(cur[5], cur[6], cur[7], cur[4], now, cur[8]) then
   return {-4}
 end
 local ttl = cur[2] or ARGV[4]
@@ -47,5 +47,5 @@ for i = 1, #more do
   fields[#fields + 1] = more[i]
 end
 local bucket = session_update(key, KEYS[2], KEYS[3], KEYS[4], fields, exps, now, nil, 5)
-expiry_index(bucket, key, cur[5], cur[6], now, count)
+expiry_index(bucket, key, cur[5], cur[6], now, count, cur[8])
 return {1, exp, count}

@@ -33,7 +33,7 @@
 -- Times are ms, server clock.
 
 local key = KEYS[1]
-local cur = redis.call('HMGET', key, 's', 'a', 'm', 't', 'x', 'y')
+local cur = redis.call('HMGET', key, 's', 'a', 'm', 't', 'x', 'y', 'w')
 if not cur[1] then return {-1} end
 local count = tonumber(cur[3])
 if op_applied(KEYS[7]) then
@@ -44,7 +44,7 @@ local etype, activity, message, inbound = string.match(ARGV[4], '^(%S+) (%d) (%d
 local ttl, maxlen, maxage, user, plat =
   string.match(ARGV[5], '^(%d+) (%d+) (%d+) (%S+) (%S+)$')
 local now = now_ms()
-if activity == '1' and expiry_passed(cur[5], cur[6], cur[2], cur[3], now) then
+if activity == '1' and expiry_passed(cur[5], cur[6], cur[2], cur[3], now, cur[7]) then
   return {-4}
 end
 local entry = {'t', etype, 's', cur[1]}
@@ -71,7 +71,7 @@ if activity == '1' then
   local exps = int(now + tonumber(cur[4] or ttl))
   local fields = {'a', nows, 'e', exps, 'm', int(count)}
   local bucket = session_update(key, KEYS[2], KEYS[6], KEYS[7], fields, exps, now, nil, 8)
-  expiry_index(bucket, key, cur[5], cur[6], now, count)
+  expiry_index(bucket, key, cur[5], cur[6], now, count, cur[7])
 else
   session_written(key, KEYS[6], KEYS[7], now)
 end

@@ -38,7 +38,7 @@
 --                                 caller applies the rule, then retries).
 
 local key = KEYS[1]
-local cur = redis.call('HMGET', key, 'v', 't', 'x', 'y', 'a', 'm')
+local cur = redis.call('HMGET', key, 'v', 't', 'x', 'y', 'a', 'm', 'w')
 if not cur[1] then return {-1} end
 local version = tonumber(cur[1])
 if op_applied(KEYS[4]) then
@@ -51,7 +51,7 @@ if version_moved(ARGV[4], version) then
   return {-2, version}
 end
 local now = now_ms()
-if expiry_passed(cur[3], cur[4], cur[5], cur[6], now) then
+if expiry_passed(cur[3], cur[4], cur[5], cur[6], now, cur[7]) then
   return {-4}
 end
 
@@ -112,7 +112,7 @@ if #dels > 0 then
 end
 -- After sync_fields: the sync pair it may have created takes the session's expiry here.
 local bucket = session_update(key, KEYS[2], KEYS[3], KEYS[4], fields, exps, now, nil, 5)
-expiry_index(bucket, key, cur[3], cur[4], now, tonumber(cur[6]))
+expiry_index(bucket, key, cur[3], cur[4], now, tonumber(cur[6]), cur[7])
 local reply = version
 if ARGV[5] == 'full' then
   reply = redis.call('HGETALL', key)

@@ -19,6 +19,7 @@ from sessioncache.expiry import ExpiryNotice, load_rules_toml, parse_rules
 from sessioncache.expiry.archive import split_archive_id
 from sessioncache.expiry.engine import ExpiryEngine
 from sessioncache.expiry.policies import Daily, ExpirySpec, Period, Usage, due_at
+from sessioncache.identity import parse_session_id
 from sessioncache.scripts import compose
 from sessioncache.store import SessionStore
 from sessioncache.system import SessionSystem
@@ -936,7 +937,8 @@ async def test_a_suspend_the_state_table_forbids_is_neither_counted_nor_recorded
     make: Any,
 ) -> None:
     """A closed session may not move to suspended: the suspend stage passes applied to
-    nothing (no x:suspend, no "expired suspend" event, the state unchanged, the rule spent)."""
+    nothing (no x:suspend, no "expired suspend" event, the state unchanged, the deadline
+    spent)."""
     system = await make([{"policy": "idle", "after": 0.2, "action": "suspend"}])
     s = await system.create_session(47, "u")
     await system.transition(s.session_id, "closed")
@@ -947,7 +949,9 @@ async def test_a_suspend_the_state_table_forbids_is_neither_counted_nor_recorded
     assert (await system.get_statistics()).expiry_actions == {}
     assert ("expired", "suspend") not in await _events(system, s.session_id)
     info = await system.get_expiry_info(s.session_id)
-    assert info is not None and not info.armed  # spent: the next sweep does not look again
+    assert info is not None and info.armed and info.spent  # till the session is active again
+    assert await _index_score(system, s.session_id) is None  # the next sweep does not look
+    assert (await system.cleanup_expired_sessions()).actions == {}
 
 
 # -- a restore starts a new period for usage and custom rules ---------------------------------
@@ -1203,3 +1207,143 @@ async def test_a_priority_change_picks_the_rule_again_in_the_same_period(make: A
     assert still is not None and still.rule == "short"
     assert (await system.cleanup_expired_sessions()).actions == {"archive": 1}
     assert (await system.get_statistics()).expiry_actions == {"archive": 1}
+
+
+# -- a rule spent with the session in place fires once per deadline --------------------------
+
+
+def _recorder() -> tuple[list[str], Any]:
+    kinds: list[str] = []
+
+    async def record(notice: ExpiryNotice) -> None:
+        kinds.append(notice.kind)
+
+    return kinds, record
+
+
+async def _index_score(system: SessionSystem, sid: str) -> float | None:
+    ident = parse_session_id(sid)
+    key = system.store.keys.session(ident)
+    score = await system.store.client.zscore(system.expiry.index_of(ident), key)
+    return None if score is None else float(score)
+
+
+@pytest.mark.parametrize("action", ["notify", "suspend"])
+async def test_an_idle_rule_that_leaves_the_session_fires_once_per_idle_gap(
+    make: Any, action: str
+) -> None:
+    """Idle + notify (or suspend): one action at the first idle gap; the user coming back
+    (get_or_create, then a message) gets no second one and stays in the same session; the
+    next idle gap gives exactly one more."""
+    kinds, record = _recorder()
+    system = await make([{"policy": "idle", "after": 1.0, "action": action}], expiry_notify=record)
+    s = await system.get_or_create_session(60, "u")
+    await _until(system, await _deadline(system, s.session_id))
+    assert (await system.cleanup_expired_sessions()).actions == {action: 1}
+    assert await _index_score(system, s.session_id) is None  # spent for this deadline
+    info = await system.get_expiry_info(s.session_id)
+    assert info is not None and info.armed and info.spent
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    back = await system.get_or_create_session(60, "u")
+    assert (back.session_id, back.created_at) == (s.session_id, s.created_at)
+    if action == "suspend":
+        assert back.state == "suspended"
+        await system.transition(back.session_id, "active")  # the bot takes it up again
+    await system.touch_session(back.session_id, messages=1)
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    # Nothing slow before the next deadline (statistics take a second on a cluster): the
+    # counts after it show that nothing acted in between.
+    after = await system.store.find_by_id(s.session_id)
+    assert after is not None and after.created_at == s.created_at and after.message_count == 1
+    await _until(system, await _deadline(system, s.session_id))  # the next idle gap
+    assert (await system.cleanup_expired_sessions()).actions == {action: 1}
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    assert (await system.get_statistics()).expiry_actions == {action: 2}
+    assert kinds == (["notify", "notify"] if action == "notify" else [])
+    last = await system.get_session(s.session_id)
+    assert last is not None and last.created_at == s.created_at
+
+
+async def test_a_message_limit_that_leaves_the_session_fires_once_per_n_messages(
+    make: Any,
+) -> None:
+    """usage messages=2 + notify: one notice at message 2 (by the sweep), none for message 3
+    or the next get_or_create, one more at message 4 (here by the write after it)."""
+    kinds, record = _recorder()
+    system = await make(
+        [{"policy": "usage", "messages": 2, "action": "notify"}], expiry_notify=record
+    )
+    s = await system.get_or_create_session(61, "u")
+    for _ in range(2):
+        await system.touch_session(s.session_id, messages=1)
+    assert (await system.cleanup_expired_sessions()).actions == {"notify": 1}
+    await system.touch_session(s.session_id, messages=1)  # message 3
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    # The limit moved on as arm() gives it in the period the session is in (field b: the
+    # messages at the spend, its start empty: the period still began at creation).
+    stored = await system.store.find_by_id(s.session_id)
+    assert stored is not None and stored._expiry is not None
+    created_ms = round(s.created_at.timestamp() * 1000)
+    assert Period.of(stored) == Period(created_ms, 2)
+    spec = system.expiry.spec(system.expiry.rules[0], stored, 0)
+    assert spec is not None and spec.limit == 4
+    assert spec.field_y() == stored._expiry[1].decode()
+    back = await system.get_or_create_session(61, "u")
+    assert (back.session_id, back.created_at) == (s.session_id, s.created_at)
+    assert (await system.get_statistics()).expiry_actions == {"notify": 1}
+    await system.touch_session(s.session_id, messages=1)  # message 4: the limit again
+    await system.touch_session(s.session_id, messages=1)  # message 5: notified first
+    assert (await system.get_statistics()).expiry_actions == {"notify": 2}
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    await system.touch_session(s.session_id, messages=1)  # message 6: the limit again
+    assert (await system.cleanup_expired_sessions()).actions == {"notify": 1}
+    assert (await system.get_statistics()).expiry_actions == {"notify": 3}
+    assert kinds == ["notify"] * 3
+    now = await system.get_session(s.session_id)
+    assert now is not None and now.created_at == s.created_at and now.message_count == 6
+
+
+async def test_an_absolute_rule_that_leaves_the_session_fires_once(make: Any) -> None:
+    kinds, record = _recorder()
+    system = await make(
+        [{"policy": "absolute", "after": 0.3, "action": "notify"}], expiry_notify=record
+    )
+    s = await system.get_or_create_session(62, "u")
+    await _until(system, await _deadline(system, s.session_id))
+    assert (await system.cleanup_expired_sessions()).actions == {"notify": 1}
+    back = await system.get_or_create_session(62, "u")
+    assert (back.session_id, back.created_at) == (s.session_id, s.created_at)
+    for _ in range(3):
+        await system.touch_session(s.session_id, messages=1)
+        await system.update_session(s.session_id, {"n": 1})
+        await system.track_event(s.session_id, "message_received", text="hi")
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    assert (await system.get_statistics()).expiry_actions == {"notify": 1}
+    assert kinds == ["notify"]
+
+
+async def test_a_daily_rule_that_leaves_the_session_fires_once_per_boundary(make: Any) -> None:
+    """Daily + notify: once the boundary's notice is out, the rule waits for the next
+    boundary (x re-armed in the same call), not for none, and not for the spent one."""
+    kinds, record = _recorder()
+    system = await make(
+        [{"policy": "daily", "at": "04:00", "tz": "UTC", "action": "notify"}],
+        expiry_notify=record,
+    )
+    s = await system.get_or_create_session(63, "u")
+    ident = parse_session_id(s.session_id)
+    key = system.store.keys.session(ident)
+    soon = await system.expiry._now() + 300
+    await system.store.client.hset(key, "x", str(soon))  # as if a boundary were near
+    await system.touch_session(s.session_id)  # the write indexes the session at it
+    await _until(system, soon)
+    assert (await system.cleanup_expired_sessions()).actions == {"notify": 1}
+    now = await system.expiry._now()
+    x = int(await system.store.client.hget(key, "x"))
+    assert now < x <= now + 86_400_000
+    assert dt.datetime.fromtimestamp(x / 1000, dt.UTC).strftime("%H:%M") == "04:00"
+    assert await _index_score(system, s.session_id) == x
+    await system.touch_session(s.session_id, messages=1)
+    assert (await system.cleanup_expired_sessions()).actions == {}
+    assert (await system.get_statistics()).expiry_actions == {"notify": 1}
+    assert kinds == ["notify"]

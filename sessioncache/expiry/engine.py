@@ -25,7 +25,7 @@ from ..models import Session
 from ..store import SessionStore
 from .archive import Archive
 from .effects import Effects, Notify
-from .policies import ExpirySpec, Period, due_at
+from .policies import Daily, ExpirySpec, Period, due_at, past_due, stages_done
 from .report import ExpiryInfo
 from .rules import Rule, first_match
 from .sweep import SweepMethods
@@ -250,6 +250,7 @@ class ExpiryEngine(SweepMethods):
             "",
             encode_value(f"expiry:{rule.name}"),
             str(self.store.limits.max_fields),
+            await self._next_fixed(rule),
         ]
         for _ in range(MERGE_RETRIES):
             target = await self._merge_target(ident, created_ms) if ":merge" in plan else None
@@ -267,6 +268,15 @@ class ExpiryEngine(SweepMethods):
         if reply[3]:
             await self.effects.deliver(outbox, reply[3])
         return actions
+
+    async def _next_fixed(self, rule: Rule) -> str:
+        """expiry_act.lua's ARGV[17]: a daily rule's next two boundaries after now, so a rule
+        spent with the session in place waits for the next one (the script takes the first
+        still ahead on its own clock). Other rules: "" (their fixed deadline fires once)."""
+        if not isinstance(rule.policy, Daily):
+            return ""
+        first = rule.policy.next_boundary(await self._now())
+        return f"{first} {rule.policy.next_boundary(first)}"
 
     async def _suspend_spec(self, ident: Identity, plan: str) -> bytes | str:
         """transition.lua's table argument for "suspended" on this platform, if the plan
@@ -435,6 +445,7 @@ class ExpiryEngine(SweepMethods):
             due,
             self.plan(armed) if armed else None,
             armed=True,
+            spent=due is not None and stages_done(session._expiry[2], due) is None,
         )
 
     # -- scheduling -----------------------------------------------------------------------------
@@ -446,5 +457,5 @@ class ExpiryEngine(SweepMethods):
 
 
 def _past(spec: ExpirySpec, session: Session, now: int) -> bool:
-    due = due_at(spec, _ms(session.last_activity), session.message_count)
-    return due is not None and now >= due
+    w = session._expiry[2] if session._expiry is not None else None
+    return past_due(spec, _ms(session.last_activity), session.message_count, w, now)

@@ -89,6 +89,28 @@ def due_at(spec: ExpirySpec, activity_ms: int, messages: int) -> int | None:
     return min(parts) if spec.mode == "any" else max(parts)
 
 
+def stages_done(w: bytes | str | None, due: int) -> int | None:
+    """How many stages of the deadline ``due`` field ``w`` records as done (lib/expiry.lua):
+    ``"<due>:<k>"`` k; ``"<due>:*"`` None, all of them, and they left the session in place
+    (the deadline is spent); another deadline's progress (or none), 0."""
+    if not w:
+        return 0
+    text = w.decode() if isinstance(w, bytes) else w
+    wdue, _, k = text.partition(":")
+    if wdue != str(due):
+        return 0
+    return None if k == "*" else int(k)
+
+
+def past_due(
+    spec: ExpirySpec, activity_ms: int, messages: int, w: bytes | str | None, now_ms: int
+) -> bool:
+    """Whether a session is past its deadline at ``now_ms`` (lib/expiry.lua expiry_passed, for
+    any mode): a deadline its field ``w`` marks spent is not passed again."""
+    due = due_at(spec, activity_ms, messages)
+    return due is not None and now_ms >= due and stages_done(w, due) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a policy may look at when it is armed on a session."""
@@ -110,7 +132,9 @@ class Period:
     A restore starts a new period, so nothing the archived session had used counts again:
     the absolute age and the daily boundary count from the start, a message limit from the
     messages then, a token budget from the token counts then; a custom callable is not asked
-    before the session is active after it.
+    before the session is active after it. A message limit reached with the session left in
+    place counts anew from the messages then (lib/period.lua ``period_spent``): ``b`` records
+    them, its start empty when the period began at creation.
     """
 
     start_ms: int
@@ -140,7 +164,7 @@ class Period:
             int(start) if start.isdigit() else created,
             int(messages) if messages.isdigit() else 0,
             {str(k): v for k, v in counts.items() if _is_count(v)},
-            restored=True,
+            restored=start.isdigit(),
         )
 
     @classmethod

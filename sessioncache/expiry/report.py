@@ -58,6 +58,11 @@ class ExpiryInfo:
     plan: str | None
     """The stages, "offset_ms:action,...", relative to the deadline."""
     armed: bool = True
+    spent: bool = False
+    """The deadline has passed and every stage of it ran, leaving the session in place
+    (notify, suspend, a merge with no target): nothing more happens before the rule's next
+    deadline (new activity for an idle rule, N more messages for a message limit, the next
+    boundary for a daily rule)."""
 
     @property
     def deadline(self) -> dt.datetime | None:
@@ -76,6 +81,7 @@ class ExpiryInfo:
             "deadline": _when(self.deadline_ms),
             "plan": self.plan,
             "armed": self.armed,
+            "spent": self.spent,
         }
 
 

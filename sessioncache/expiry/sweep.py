@@ -18,7 +18,7 @@ from ..models import Session
 from ..slots import SLOTS
 from ..store import SessionStore
 from .effects import Effects
-from .policies import ExpirySpec, Period, due_at, fired
+from .policies import ExpirySpec, Period, due_at, fired, stages_done
 from .report import ExpiryReport
 from .rules import Rule
 
@@ -205,10 +205,9 @@ class SweepMethods:
         due = due_at(spec, int(row[3] or 0), int(row[4] or 0))
         if due is None:
             return []
-        done = 0
-        if row[5]:
-            wdue, _, wk = row[5].decode().partition(":")
-            done = int(wk) if int(wdue) == due else 0
+        done = stages_done(row[5], due)
+        if done is None:
+            return []  # spent: every stage of this deadline ran, the session stayed
         out = []
         for item in self.plan(rule).split(",")[done:]:
             offset, _, action = item.partition(":")
