@@ -307,25 +307,12 @@ class SessionSystem(
         )
         if self.expiry.rules:
             session = await self.expiry.get_or_create(
-                self.store.identity(chat_id, user_id, platform, thread_id),
-                data=data,
-                metadata=metadata,
-                state=state,
-                priority=priority,
-                ttl=ttl,
-            )
+                self.store.identity(chat_id, user_id, platform, thread_id), data=data,
+                metadata=metadata, state=state, priority=priority, ttl=ttl)
         else:
             session = await self.store.get_or_create(
-                chat_id,
-                user_id,
-                platform,
-                thread_id,
-                data=data,
-                metadata=metadata,
-                state=state,
-                priority=priority,
-                ttl=ttl,
-            )
+                chat_id, user_id, platform, thread_id, data=data, metadata=metadata,
+                state=state, priority=priority, ttl=ttl)
         return await self.pull_shared(session)
 
     async def get_session(self, session_id: str, *, fresh: bool = False) -> Session | None:
