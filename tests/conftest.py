@@ -10,6 +10,7 @@ import hypothesis.internal.reflection  # noqa: F401
 import pytest
 
 from sessioncache.backends import forget_memory_server
+from sessioncache.embedded import EmbeddedRedis
 from sessioncache.store import SessionStore
 
 from .support.fresh_venv import FreshInstall, fresh_install
@@ -115,3 +116,14 @@ async def redis_store(redis_url: str) -> AsyncIterator[SessionStore]:
     yield s
     await drop_namespace(s.client, s.keys.namespace)
     await s.close()
+
+
+@pytest.fixture
+async def private_server() -> AsyncIterator[EmbeddedRedis]:
+    """A redis-server of the test's own, to stop (SIGSTOP), kill or proxy without disturbing
+    the shared one."""
+    server = EmbeddedRedis().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()

@@ -11,7 +11,6 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -27,14 +26,6 @@ from .support.proxy import HoldingProxy
 
 IDLE_1S = [{"name": "idle", "policy": "idle", "after": 1, "action": "archive"}]
 
-
-@pytest.fixture
-async def private_server() -> AsyncIterator[EmbeddedRedis]:
-    server = EmbeddedRedis().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 async def _archive_events(system: SessionSystem) -> list[list[bytes]]:

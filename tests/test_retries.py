@@ -8,9 +8,6 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
-
-import pytest
 
 from sessioncache import SessionStore
 from sessioncache.backends import RedisSettings
@@ -129,14 +126,6 @@ async def test_one_write_in_eight_trims_the_op_log_by_size_and_age(store: Sessio
 
 # -- faults on a private server -----------------------------------------------------------------
 
-
-@pytest.fixture
-async def private_server() -> AsyncIterator[EmbeddedRedis]:
-    server = EmbeddedRedis().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 async def test_sigstop_past_socket_timeout_with_8_writer_processes_applies_each_call_once(
