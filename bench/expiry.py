@@ -1,5 +1,9 @@
 """Expiry: sweep throughput, the longest script call of a sweep, expiry-index memory per session,
-and touch on a session with an idle rule (the on-access check) against the raw call."""
+and touch on a session with an idle rule (the on-access check) against the raw call.
+
+The private server runs pinned to its own core at a real-time priority, with a witness of that
+core's stalls beside it (bench/stalls.py): a call over the target that ran while the core ran
+nothing for the excess is told apart from one whose own work took that long."""
 
 from __future__ import annotations
 
