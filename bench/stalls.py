@@ -1,12 +1,15 @@
 """A witness of the machine's stalls: a real-time process on the server's core that wakes every
-millisecond and records how late it woke, so a slow script call can be told from a stalled CPU.
+half millisecond and records how late it woke, so a slow script call can be told from a stalled
+CPU.
 
 On a virtual machine the host deschedules a busy vCPU now and then, for milliseconds, and
 the guest's own kernel threads take a busy core from the process running there; a command
 that happens to run then takes that long too, whatever its work. The witness runs at a
 real-time priority above the server's on the same core: nothing in the guest can keep it
 from waking on time, so each late wakeup is a span in which the core ran nothing at all.
-It adds two context switches per millisecond to that core (a few microseconds).
+It adds two context switches every TICK_S to that core (a few microseconds), and sees a stall
+that begins while it sleeps only from its next wakeup on: it may under-count a stall by up to
+TICK_S, never over-count one.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ WITNESS_PRIORITY = 60
 
 SERVER_PRIORITY = 50
 """SCHED_FIFO priority of the bench's private server: above every normal thread of the guest."""
+
+TICK_S = 0.0005
+"""How often the witness wakes."""
 
 
 @dataclass
@@ -106,7 +112,7 @@ def _witness(cpu: int, threshold_us: int) -> None:
     signal.signal(signal.SIGTERM, end)
     gc.disable()  # a collection here would itself hold the core and read as a stall
     found: list[tuple[float, float]] = []
-    tick = 0.001
+    tick = TICK_S
     due = time.monotonic() + tick
     while not stop:
         pause = due - time.monotonic()
