@@ -6,7 +6,8 @@ On a virtual machine the host deschedules a busy vCPU now and then, for millisec
 the guest's own kernel threads take a busy core from the process running there; a command
 that happens to run then takes that long too, whatever its work. The witness runs at a
 real-time priority above the server's on the same core: nothing in the guest can keep it
-from waking on time, so each late wakeup is a span in which the core ran nothing at all.
+from waking on time but the host, interrupts and the kernel itself, so each late wakeup is a span
+in which the server could not run either.
 It adds two context switches every TICK_S to that core (a few microseconds), and sees a stall
 that begins while it sleeps only from its next wakeup on: it may under-count a stall by up to
 TICK_S, never over-count one.
