@@ -184,6 +184,7 @@ async def _run(
     print(f"  expiry index                     {per:.1f} bytes/session ({entries} entries)")
     print(f"  fields x, y in the session hash  {with_fields - without} bytes/session")
     ok = acted == args.n and clean_us <= max_us
+    placement.release()
     return await _touch_rows(system, raw, args) and ok
 
 

@@ -53,6 +53,19 @@ class Placement:
     why_not: str = ""
     stalls: list[Stall] = field(default_factory=list)
     witness: subprocess.Popen[bytes] | None = None
+    pid: int = 0
+    cpus: set[int] = field(default_factory=set)
+
+    def release(self) -> None:
+        """Server and bench back to normal scheduling on every core (for the ratio rows,
+        measured as the other benches measure them)."""
+        if self.cpu is None:
+            return
+        os.sched_setscheduler(self.pid, os.SCHED_OTHER, os.sched_param(0))
+        os.sched_setaffinity(self.pid, self.cpus)
+        os.sched_setaffinity(0, self.cpus)
+        self.cpu = None
+        self.why_not = "released after the sweep"
 
     def describe(self) -> str:
         if self.cpu is None:
@@ -79,7 +92,7 @@ def place_server(pid: int) -> Placement:
         os.sched_setaffinity(0, set(cpus[:-1]))
     except OSError as exc:
         return Placement(why_not=f"{type(exc).__name__}: {exc.strerror}")
-    return Placement(cpu=cpu)
+    return Placement(cpu=cpu, pid=pid, cpus=set(cpus))
 
 
 def start_witness(placement: Placement, threshold_us: int = 200) -> None:
