@@ -2,7 +2,8 @@
 
 Files, for a data file ``DIR/NAME`` (``NAME`` is ``sessions.rdb`` unless a ``db_path`` names it):
 
-- ``DIR/NAME``: the RDB snapshot; ``DIR/NAME.aof/``: the append-only file (fsync every second);
+- ``DIR/NAME``: the RDB snapshot; ``DIR/NAME.aof/``: the append-only file (``appendfsync
+  always``: written and fsynced before each reply);
 - ``DIR/NAME.server/``: ``lock`` (the mutex every attach/detach takes), ``server.pid``, ``owner``
   (the lease of the process that started or adopted the server), ``leases/`` (one file per
   attached process, flock-ed for as long as it lives), ``binary`` (the server binary that last
@@ -12,8 +13,11 @@ A process's lease is an exclusive ``flock`` on its own file: the kernel drops it
 dies, even by SIGKILL, so the count of live leases is right without trusting pids. The last
 process to detach (or to exit without detaching: an atexit hook) shuts the server down with a
 save; a server left running by a killed owner is adopted by the next process that attaches.
-Acknowledged writes survive a crash of the server process itself up to the AOF ``everysec``
-bound: at most about one second of writes.
+Acknowledged writes survive a kill of the server process, and a crash of the whole machine: the
+server writes and fsyncs the AOF before it replies (``appendfsync always``). Not ``everysec``:
+with it Redis and Valkey postpone the AOF *write* itself (not only the fsync), for up to two
+seconds, while a background fsync is still running, and reply all the same; a server killed
+then loses writes it acknowledged (docs/embedded.md, "Durability").
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ log = logging.getLogger(__name__)
 BINARY_ENV = "SESSIONCACHE_SERVER"
 DEFAULT_DB_NAME = "sessions.rdb"
 _SAVE_POINTS = "900 1 300 10 60 10000"
+# "always", not "everysec": under everysec the server postpones the AOF write (and still
+# replies) while a background fsync runs, so a kill -9 then loses acknowledged writes.
+_APPENDFSYNC = "always"
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 
 # Popen objects of the servers this process started: only the parent can reap its child, and
@@ -420,7 +427,7 @@ class SharedServer:
             "--dbfilename", self.db_name,
             "--appendonly", "yes",
             "--appenddirname", f"{self.db_name}.aof",
-            "--appendfsync", "everysec",
+            "--appendfsync", _APPENDFSYNC,
             "--save", _SAVE_POINTS,
             "--logfile", str(self.log_file),
             "--daemonize", "no",

@@ -145,7 +145,11 @@ local function sync_field(meta, conflicts, mode, origin, rank_arg, f, stamp, bas
   local have, have_rank = cur[1], tonumber(cur[2] or '1000000')
   if mode == 'local' and have and stamp <= have then
     -- Another process's clock is ahead: a local write still orders after what it replaces.
-    stamp = have .. '+'
+    -- Its own stamp goes after the '+': two writes ordered after the same stored stamp (a
+    -- value synced to two linked sessions, then a lagging write on each) must not store equal
+    -- stamps, since an equal stamp means "this very write, already applied" (verdict "k"
+    -- below) and the two sessions would keep different values for good.
+    stamp = have .. '+' .. stamp
   end
   local verdict
   if have == stamp and (mode ~= 'merge' or kind ~= 'm') then
