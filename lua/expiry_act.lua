@@ -92,9 +92,9 @@ local due = expiry_due(cur[1], cur[2], tonumber(cur[3]), tonumber(cur[4]))
 if ARGV[1] == 'now' then
   due = due or now
 end
-if due and expiry_spent(cur[5], due) then
-  -- Every stage of this deadline ran and left the session in place: nothing more to do
-  -- before the rule has a new deadline (lib/period.lua, period_spent).
+if not due or expiry_spent(cur[5], due) then
+  -- No deadline, or every stage of this one ran and left the session in place: nothing to
+  -- do before the rule has a new deadline (lib/period.lua, period_spent).
   redis.call('ZREM', KEYS[3], key)
   return {0, -1}
 end
@@ -103,12 +103,8 @@ if ARGV[1] ~= 'access' and redis.call('EXISTS', KEYS[10]) == 1 then
   -- Never mid-turn: the worker holding the turn may be about to write; look again later.
   return wait_until(now + tonumber(ARGV[10]))
 end
-if ARGV[1] == 'access' and due and due > now then
+if ARGV[1] == 'access' and due > now then
   return {0, due}
-end
-if not due then
-  redis.call('ZREM', KEYS[3], key)
-  return {0, -1}
 end
 
 local stages = {}
